@@ -1,0 +1,41 @@
+# Vigil — the two commands of the quick start are `make demo` and `make test`.
+GO ?= go
+BIN ?= bin/vigil
+
+.PHONY: build demo test test-short bench fuzz vet fmt tools clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/vigil
+
+## demo: build and run Vigil on embedded defaults with a simulated ward and home cohort.
+demo: build
+	./$(BIN) demo
+
+## tools: install the npm tooling the integration tests use (FHIR validator), pinned by its lockfile.
+tools:
+	cd tools/fhirvalidate && npm ci --no-audit --no-fund --loglevel=error
+
+## test: the whole suite, with the race detector. Needs `make tools` and Debian's chromium
+## for the FHIR-validator and browser tests (.ci/run installs both).
+test: tools
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+## bench: Go benchmarks (ingest path, time-series bytes per reading).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/tsdb/ ./internal/pebble/ ./internal/ingest/
+
+fuzz:
+	@echo "fuzz targets arrive with the HL7/GATT/template work (issue 3)"
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,100 @@
+// Package live fans out events (stored readings, alert transitions) from the
+// pipeline to the web app's Server-Sent Events streams and other listeners.
+//
+// Publishing never blocks: a subscriber that falls more than its buffer
+// behind is dropped (its channel is closed) so that it reconnects and
+// reloads, instead of stalling ingest.
+package live
+
+import (
+	"sync"
+	"time"
+)
+
+// Event types.
+const (
+	TypeReading = "reading" // Data is *vigil.Reading
+	TypeAlert   = "alert"   // Data is *vigil.Alert
+)
+
+// Event is one thing that happened. PatientID lets subscribers filter
+// without looking into Data.
+type Event struct {
+	Type      string
+	PatientID string
+	Time      time.Time // when Vigil published it
+	Data      any
+}
+
+// Hub broadcasts events to subscribers. The zero value is ready to use and
+// safe for concurrent use.
+type Hub struct {
+	mu   sync.Mutex
+	subs map[*Subscription]struct{}
+}
+
+// Subscription receives events on C until Close is called or it falls
+// behind, in which case C is closed.
+type Subscription struct {
+	C      <-chan Event
+	c      chan Event
+	hub    *Hub
+	filter func(Event) bool
+	closed bool
+}
+
+// Subscribe returns a subscription with a buffer of n events that receives
+// every event for which filter returns true (all events when filter is nil).
+func (h *Hub) Subscribe(n int, filter func(Event) bool) *Subscription {
+	c := make(chan Event, n)
+	s := &Subscription{C: c, c: c, hub: h, filter: filter}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.subs == nil {
+		h.subs = make(map[*Subscription]struct{})
+	}
+	h.subs[s] = struct{}{}
+	return s
+}
+
+// Close stops the subscription and closes C. It is safe to call twice.
+func (s *Subscription) Close() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.closeLocked()
+}
+
+func (s *Subscription) closeLocked() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	delete(s.hub.subs, s)
+	close(s.c)
+}
+
+// Publish delivers e to every matching subscriber without blocking.
+func (h *Hub) Publish(e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		if s.filter != nil && !s.filter(e) {
+			continue
+		}
+		select {
+		case s.c <- e:
+		default:
+			s.closeLocked() // too slow: drop it so it reconnects and reloads
+		}
+	}
+}
+
+// Len returns the number of subscribers.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}

@@ -1,0 +1,171 @@
+package vigil
+
+import (
+	"context"
+	"time"
+)
+
+// Code systems.
+const (
+	SystemLOINC = "http://loinc.org"
+	SystemMDC   = "urn:iso:std:iso:11073:10101"
+	SystemUCUM  = "http://unitsofmeasure.org"
+)
+
+// LOINC codes Vigil treats specially.
+const (
+	LOINCHeartRate   = "8867-4"
+	LOINCSpO2        = "59408-5" // pulse oximetry; FHIR's oxygensat profile also wants 2708-6
+	LOINCSpO2Profile = "2708-6"
+	LOINCRespRate    = "9279-1"
+	LOINCBodyTemp    = "8310-5"
+	LOINCBPPanel     = "85354-9"
+	LOINCSystolic    = "8480-6"
+	LOINCDiastolic   = "8462-4"
+	LOINCMeanBP      = "8478-0"
+	LOINCGlucoseMass = "2339-0"  // mg/dL
+	LOINCGlucoseMol  = "15074-8" // mmol/L
+	LOINCBodyWeight  = "29463-7"
+	LOINCNEWS2       = "1104051000000101" // SNOMED CT: Royal College of Physicians NEWS2 score (used by a later issue)
+)
+
+// Measurement is one normalized value of a reading: a LOINC code, a value
+// in the code's canonical UCUM unit, and what the device originally sent
+// when that differed.
+type Measurement struct {
+	Code  string  `json:"code"`  // LOINC
+	Value float64 `json:"value"` // in Unit
+	Unit  string  `json:"unit"`  // canonical UCUM unit of Code
+	// The code, system and unit as sent, when they differ from the
+	// canonical ones (for example an MDC code or [degF]).
+	OrigCode   string `json:"origCode,omitempty"`
+	OrigSystem string `json:"origSystem,omitempty"`
+	OrigUnit   string `json:"origUnit,omitempty"`
+}
+
+// Reading is one message from a device after validation and
+// normalization: a set of measurements taken at one device time.
+// (DeviceID, ID) is the idempotency key at every hop.
+type Reading struct {
+	DeviceID  string        `json:"device"`
+	ID        string        `json:"id"`       // unique per device, chosen by the device
+	PatientID string        `json:"patient"`  // from the device's assignment at Time
+	Time      time.Time     `json:"time"`     // device time, UTC
+	Received  time.Time     `json:"received"` // Vigil's receive time, UTC
+	Values    []Measurement `json:"values"`
+	Source    string        `json:"source,omitempty"` // "mqtt", "http", ...
+}
+
+// AppendResult says what happened to one reading passed to AppendReadings.
+type AppendResult struct {
+	// Duplicate is true when (DeviceID, ID) was stored before; the reading
+	// was not stored again.
+	Duplicate bool
+}
+
+// ReadingStore makes readings durable. Implementations are safe for
+// concurrent use and coalesce concurrent appends into group commits.
+type ReadingStore interface {
+	// AppendReadings stores the readings durably (synced to disk) before it
+	// returns nil. Readings whose (DeviceID, ID) is already stored are not
+	// stored again and are reported as duplicates. The result has one
+	// entry per reading, in order. Returns EUNAVAILABLE when the store is
+	// closing; any error means none of the readings is guaranteed durable.
+	AppendReadings(ctx context.Context, rs []*Reading) ([]AppendResult, error)
+}
+
+// Observation is one stored measurement of a patient as the read side
+// sees it. ID is stable and derived from the stored sample so it can be
+// read back by id.
+type Observation struct {
+	ID        string    `json:"id"`
+	PatientID string    `json:"patient"`
+	DeviceID  string    `json:"device"`
+	Code      string    `json:"code"`
+	Value     float64   `json:"value"`
+	Unit      string    `json:"unit"`
+	Time      time.Time `json:"time"`     // device time
+	Received  time.Time `json:"received"` // receive time (at 1 s resolution once compacted)
+	// Components hold the systolic and diastolic values of a blood
+	// pressure panel (Code LOINCBPPanel); empty for other codes.
+	Components []Measurement `json:"components,omitempty"`
+}
+
+// ObservationFilter selects observations of one patient.
+type ObservationFilter struct {
+	PatientID string   // required
+	Codes     []string // LOINC codes; empty means all. LOINCBPPanel selects BP panels.
+	DeviceID  string
+	From      time.Time // inclusive; zero means unbounded
+	To        time.Time // exclusive; zero means unbounded
+	Desc      bool      // newest first
+	Limit     int       // 0 means 100
+	Cursor    string    // opaque, from a previous page's NextCursor
+}
+
+// ObservationStore reads stored measurements. Implementations are safe for
+// concurrent use.
+type ObservationStore interface {
+	// FindObservations returns one page of matching observations in time
+	// order (Desc: newest first) and the cursor of the next page ("" when
+	// this is the last). Systolic and diastolic values of the same device
+	// and time are returned as one LOINCBPPanel observation with two
+	// components. Returns EINVALID for a bad cursor.
+	FindObservations(ctx context.Context, f ObservationFilter) ([]*Observation, string, error)
+	// FindObservationByID returns ENOTFOUND if there is no such observation.
+	FindObservationByID(ctx context.Context, id string) (*Observation, error)
+	// LatestObservations returns, per code, the patient's newest max
+	// observations (newest first), keyed by LOINC code.
+	LatestObservations(ctx context.Context, patientID string, codes []string, max int) (map[string][]*Observation, error)
+}
+
+// Message is one payload as it arrived from an authenticated device.
+type Message struct {
+	DeviceID string    // from authentication, never from the payload
+	Source   string    // "mqtt", "http", ...
+	Topic    string    // MQTT topic or HTTP path, for dead letters
+	Payload  []byte    // the raw body; may contain PHI, never logged
+	Received time.Time // when Vigil received it, UTC
+}
+
+// ReadingOutcome is what happened to one reading of a message.
+type ReadingOutcome struct {
+	ID        string // the reading's id as sent ("" if it had none)
+	Duplicate bool   // stored before; acknowledged again, not stored again
+	Err       error  // a *Error (EINVALID with Field and Reason) when rejected
+}
+
+// IngestResult is the outcome of one message. Err is set when the message
+// as a whole was refused (malformed JSON, too large, unknown device,
+// shutting down) and nothing of it was stored. Otherwise Readings has one
+// outcome per reading in the message, in order; those with a nil Err are
+// durable.
+type IngestResult struct {
+	Readings []ReadingOutcome
+	Err      error
+}
+
+// Rejected returns the number of readings that were refused.
+func (r IngestResult) Rejected() int {
+	n := 0
+	for _, o := range r.Readings {
+		if o.Err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Ingester validates, normalizes and durably stores device messages. The
+// embedded pipeline (internal/ingest) and the JetStream ingest node of the
+// scale-out issue implement it. Implementations are safe for concurrent use.
+type Ingester interface {
+	// Submit processes m and calls done exactly once, after every accepted
+	// reading of m is durable or with the reason it was refused. Calls to
+	// done happen in the order of the Submit calls, so an MQTT connection
+	// can write its PUBACKs in receive order from done. Submit does not
+	// block on disk I/O.
+	Submit(ctx context.Context, m Message, done func(IngestResult))
+	// Ingest is Submit that waits for the result.
+	Ingest(ctx context.Context, m Message) IngestResult
+}

@@ -1,0 +1,134 @@
+package vigil
+
+import (
+	"context"
+	"regexp"
+	"time"
+)
+
+// idPattern is the shape of every Vigil identifier (patients, devices,
+// users): it is safe in MQTT topics, URLs and FHIR ids.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,47}$`)
+
+// ValidID reports whether s can be used as a patient, device or user id:
+// 1–48 characters of ASCII letters, digits and '-', not starting with '-'.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Patient is a person whose readings Vigil keeps. Name, Identifier and
+// BirthDate are PHI and must never be logged.
+type Patient struct {
+	ID         string    `json:"id"`
+	Identifier string    `json:"identifier,omitempty"` // hospital MRN or programme id
+	Family     string    `json:"family,omitempty"`
+	Given      string    `json:"given,omitempty"`
+	BirthDate  string    `json:"birthDate,omitempty"` // YYYY-MM-DD
+	Sex        string    `json:"sex,omitempty"`       // FHIR administrative gender: male, female, other, unknown
+	Ward       string    `json:"ward,omitempty"`
+	Bed        string    `json:"bed,omitempty"`
+	Version    int       `json:"version"` // starts at 1, incremented on every update
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
+}
+
+// Device kinds known to the simulator and the web app. Any non-empty kind
+// is accepted.
+const (
+	DeviceBedsideMonitor = "bedside-monitor"
+	DeviceWearable       = "wearable"
+	DeviceBPCuff         = "bp-cuff"
+	DeviceGlucometer     = "glucometer"
+	DeviceThermometer    = "thermometer"
+	DeviceScale          = "scale"
+)
+
+// Device is a medical device or gateway with its own credential.
+// SecretHash is an argon2id hash in PHC string form; the secret itself is
+// never stored.
+type Device struct {
+	ID           string    `json:"id"`
+	Kind         string    `json:"kind"`
+	Manufacturer string    `json:"manufacturer,omitempty"`
+	Model        string    `json:"model,omitempty"`
+	Serial       string    `json:"serial,omitempty"`
+	SecretHash   string    `json:"-"`
+	Version      int       `json:"version"`
+	Created      time.Time `json:"created"`
+	Updated      time.Time `json:"updated"`
+	LastSeen     time.Time `json:"lastSeen,omitzero"`
+}
+
+// Assignment records that a device measured a patient from From
+// (inclusive) until To (exclusive). A zero To means the assignment is
+// still open. A device has at most one assignment at any instant.
+type Assignment struct {
+	DeviceID  string    `json:"device"`
+	PatientID string    `json:"patient"`
+	From      time.Time `json:"from"`
+	To        time.Time `json:"to,omitzero"`
+}
+
+// Covers reports whether the assignment holds at t.
+func (a Assignment) Covers(t time.Time) bool {
+	return !t.Before(a.From) && (a.To.IsZero() || t.Before(a.To))
+}
+
+// PatientFilter selects patients. Zero fields match everything.
+type PatientFilter struct {
+	ID         string
+	Identifier string
+	Ward       string
+	Family     string // case-insensitive prefix
+	Offset     int
+	Limit      int // 0 means the store's default (100)
+}
+
+// DeviceFilter selects devices. Zero fields match everything.
+type DeviceFilter struct {
+	ID        string
+	PatientID string // devices currently assigned to this patient
+	Offset    int
+	Limit     int
+}
+
+// PatientStore keeps patients. Implementations are safe for concurrent use.
+type PatientStore interface {
+	// CreatePatient stores p with Version 1 and Created/Updated set.
+	// Returns ECONFLICT if the id or the identifier is taken, EINVALID if
+	// the id is not ValidID.
+	CreatePatient(ctx context.Context, p *Patient) error
+	// UpdatePatient replaces the patient with p.ID. If version is not 0 it
+	// must equal the stored version, else ECONFLICT. Returns ENOTFOUND.
+	// On success p.Version and p.Updated are set to the new values.
+	UpdatePatient(ctx context.Context, p *Patient, version int) error
+	// FindPatientByID returns ENOTFOUND if there is no such patient.
+	FindPatientByID(ctx context.Context, id string) (*Patient, error)
+	// FindPatients returns the matching patients ordered by id and the total
+	// number of matches ignoring Offset and Limit.
+	FindPatients(ctx context.Context, f PatientFilter) ([]*Patient, int, error)
+}
+
+// DeviceStore keeps devices and their assignments to patients.
+// Implementations are safe for concurrent use.
+type DeviceStore interface {
+	// CreateDevice stores d with Version 1. Returns ECONFLICT if the id is
+	// taken, EINVALID if it is not ValidID.
+	CreateDevice(ctx context.Context, d *Device) error
+	// UpdateDevice replaces the device with d.ID (including SecretHash),
+	// with the same version rule as UpdatePatient.
+	UpdateDevice(ctx context.Context, d *Device, version int) error
+	// FindDeviceByID returns ENOTFOUND if there is no such device.
+	FindDeviceByID(ctx context.Context, id string) (*Device, error)
+	// FindDevices returns matching devices ordered by id and the total.
+	FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, int, error)
+	// AssignDevice assigns the device to the patient from the given time,
+	// closing the device's assignment open at that time (if any) at from.
+	// An empty patientID only closes the open assignment (unassign).
+	// Returns ENOTFOUND for an unknown device or patient, EINVALID if from
+	// is before the start of the device's latest assignment.
+	AssignDevice(ctx context.Context, deviceID, patientID string, from time.Time) error
+	// Assignments returns the device's assignments, oldest first.
+	Assignments(ctx context.Context, deviceID string) ([]Assignment, error)
+	// PatientAssignments returns the assignments of all devices to the
+	// patient, oldest first.
+	PatientAssignments(ctx context.Context, patientID string) ([]Assignment, error)
+}

@@ -1,0 +1,16 @@
+package vigil
+
+// Store is everything a Vigil node keeps. The embedded store
+// (internal/pebble) and the PostgreSQL store implement it, and both pass
+// the conformance suite in internal/storetest.
+type Store interface {
+	PatientStore
+	DeviceStore
+	UserStore
+	ReadingStore
+	ObservationStore
+	AlertStore
+	DeadLetterStore
+	// Close flushes and releases the store; it waits for in-flight appends.
+	Close() error
+}

@@ -1,0 +1,26 @@
+package broker
+
+import "strings"
+
+// TopicRoot is the prefix of every device topic: a device owns
+// TopicRoot + "{device id}/" and everything under it.
+const TopicRoot = "vigil/v1/devices/"
+
+// ReadingsTopic returns the topic on which a device publishes readings;
+// messages on it are ingested and never forwarded to subscribers.
+func ReadingsTopic(deviceID string) string {
+	return TopicRoot + deviceID + "/readings"
+}
+
+// allowed reports whether a device may publish to topic, subscribe to
+// filter, or receive a message on topic: it must lie strictly under the
+// device's own prefix. Wildcards are only possible after that literal
+// prefix, so "#", "+/...", "vigil/v1/devices/+/..." and other devices'
+// prefixes (including shared subscriptions, "$share/...") are refused.
+func allowed(deviceID, topic string) bool {
+	if deviceID == "" {
+		return false
+	}
+	prefix := TopicRoot + deviceID + "/"
+	return len(topic) > len(prefix) && strings.HasPrefix(topic, prefix)
+}

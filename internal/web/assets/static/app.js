@@ -1,0 +1,413 @@
+// Vigil ward view: loads a snapshot from /web/api/ward, then keeps it live
+// from the Server-Sent Events at /web/api/events. Plain DOM, no framework;
+// data is only ever inserted with textContent.
+'use strict';
+
+(function () {
+  const STALE_SECONDS = 5 * 60;
+  const RECONNECT_MS = 3000;
+  const CODES = {
+    '8867-4': 'hr',
+    '59408-5': 'spo2',
+    '9279-1': 'rr',
+    '8310-5': 'temp',
+    '8480-6': 'sys',
+    '8462-4': 'dia',
+    '85354-9': 'bp',
+  };
+  const PRIORITY = {
+    high: { shape: '▲', text: 'HIGH', rank: 0 },
+    medium: { shape: '◆', text: 'MEDIUM', rank: 1 },
+    low: { shape: '●', text: 'LOW', rank: 2 },
+  };
+  const VITALS = [
+    { key: 'hr', label: 'HR', unit: '/min', digits: 0 },
+    { key: 'spo2', label: 'SpO₂', unit: '%', digits: 0 },
+    { key: 'rr', label: 'RR', unit: '/min', digits: 0 },
+    { key: 'temp', label: 'Temp', unit: '°C', digits: 1 },
+    { key: 'bp', label: 'BP', unit: 'mmHg', digits: 0 },
+  ];
+
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const tilesEl = document.getElementById('tiles');
+  const bannerEl = document.getElementById('banner');
+  const connEl = document.getElementById('conn');
+  const clockEl = document.getElementById('clock');
+  const statusEl = document.getElementById('status');
+
+  let skewMs = 0; // server time minus browser time
+  let canAck = false;
+  const patients = new Map(); // id → {data, el, cells, alertsEl}
+  let source = null;
+  let reconnectTimer = null;
+  let reloadTimer = null;
+
+  function now() { return Date.now() + skewMs; }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function formatAge(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    if (s < 60) return s + ' s ago';
+    if (s < 3600) return Math.floor(s / 60) + ' min ago';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ago';
+    return Math.floor(s / 86400) + ' d ago';
+  }
+
+  function fmt(v, digits) {
+    return typeof v === 'number' ? v.toFixed(digits) : '—';
+  }
+
+  // ---- state ----
+
+  function alertRank(alerts) {
+    let best = 100;
+    for (const a of alerts) {
+      let r = (PRIORITY[a.priority] || { rank: 10 }).rank;
+      if (a.state !== 'firing') r += 3;
+      best = Math.min(best, r);
+    }
+    return best;
+  }
+
+  function compareTiles(a, b) {
+    const ra = alertRank(a.data.alerts), rb = alertRank(b.data.alerts);
+    if (ra !== rb) return ra - rb;
+    for (const k of ['ward', 'bed', 'name', 'id']) {
+      const x = a.data[k] || '', y = b.data[k] || '';
+      if (x !== y) return x < y ? -1 : 1;
+    }
+    return 0;
+  }
+
+  function isOpen(a) { return a.state === 'firing' || a.state === 'acknowledged'; }
+
+  function newer(t1, t2) { return !t2 || Date.parse(t1) >= Date.parse(t2); }
+
+  // ---- rendering ----
+
+  function buildTile(data) {
+    const tile = el('section', 'tile');
+    tile.dataset.patient = data.id;
+    const head = el('div', 'tile-head');
+    const name = el('h2', 'name');
+    const where = el('span', 'where');
+    head.append(name, where);
+    const alertsEl = el('ul', 'alerts');
+    alertsEl.setAttribute('aria-label', 'Alerts');
+    const vitals = el('div', 'vitals');
+    const cells = {};
+    for (const v of VITALS) {
+      const cell = el('div', 'vital ' + v.key);
+      cell.dataset.vital = v.key;
+      const label = el('div', 'label');
+      label.append(el('span', null, v.label));
+      const value = el('div');
+      const num = el('span', 'value', '—');
+      const unit = el('span', 'unit', v.unit);
+      value.append(num, unit);
+      const age = el('div', 'age-line');
+      const ageText = el('span', 'age', 'no data');
+      const stale = el('span', 'stale-tag', 'STALE');
+      age.append(ageText, stale);
+      cell.append(label, value, age);
+      vitals.append(cell);
+      cells[v.key] = { cell, num, ageText, spec: v };
+    }
+    tile.append(head, alertsEl, vitals);
+    const p = { data, el: tile, cells, alertsEl, name, where };
+    return p;
+  }
+
+  function renderHead(p) {
+    p.name.textContent = p.data.name;
+    const where = [p.data.ward, p.data.bed ? 'Bed ' + p.data.bed : ''].filter(Boolean).join(' · ');
+    p.where.textContent = where;
+    p.el.setAttribute('aria-label', p.data.name + (where ? ', ' + where : ''));
+  }
+
+  function renderVitals(p) {
+    for (const v of VITALS) {
+      const c = p.cells[v.key];
+      const d = p.data[v.key];
+      if (!d) {
+        c.num.textContent = '—';
+        c.cell.classList.add('none');
+        c.cell.dataset.time = '';
+        continue;
+      }
+      c.cell.classList.remove('none');
+      c.num.textContent = v.key === 'bp'
+        ? fmt(d.systolic, 0) + '/' + (d.diastolic ? fmt(d.diastolic, 0) : '—')
+        : fmt(d.value, v.digits);
+      c.cell.dataset.time = d.time;
+    }
+    renderAges(p);
+  }
+
+  function renderAges(p) {
+    const t = now();
+    for (const v of VITALS) {
+      const c = p.cells[v.key];
+      const time = c.cell.dataset.time;
+      if (!time) {
+        c.ageText.textContent = 'no data';
+        c.cell.classList.remove('stale');
+        continue;
+      }
+      const age = t - Date.parse(time);
+      c.ageText.textContent = formatAge(age);
+      c.cell.classList.toggle('stale', age > STALE_SECONDS * 1000);
+    }
+  }
+
+  function vitalOfCode(code) {
+    const k = CODES[code];
+    return k === 'sys' || k === 'dia' ? 'bp' : k;
+  }
+
+  function renderAlerts(p) {
+    const alerts = p.data.alerts;
+    const ul = p.alertsEl;
+    // Keep keyboard focus on an Ack button across re-renders.
+    const focusedId = document.activeElement && document.activeElement.dataset
+      ? document.activeElement.dataset.alert : undefined;
+    ul.replaceChildren();
+    let refocus = null;
+    for (const a of alerts) {
+      const pr = PRIORITY[a.priority] || { shape: '■', text: String(a.priority).toUpperCase() };
+      const li = el('li', 'alert ' + a.priority + (a.state === 'acknowledged' ? ' acknowledged' : ''));
+      li.dataset.alert = a.id;
+      const shape = el('span', 'shape', pr.shape);
+      shape.setAttribute('aria-hidden', 'true');
+      li.append(shape, el('span', 'prio', pr.text), el('span', 'title', a.title));
+      const since = el('span', 'since');
+      since.dataset.since = a.since;
+      li.append(since);
+      if (a.state === 'acknowledged') {
+        const ack = (a.history || []).filter(h => h.state === 'acknowledged').pop();
+        li.append(el('span', 'acked', 'ACKNOWLEDGED' + (ack && ack.by ? ' by ' + ack.by : '')));
+      } else if (canAck) {
+        const b = el('button', 'ack', 'Acknowledge');
+        b.type = 'button';
+        b.dataset.alert = a.id;
+        b.setAttribute('aria-label', 'Acknowledge ' + pr.text + ' alert: ' + a.title + ' for ' + p.data.name);
+        b.addEventListener('click', () => acknowledge(a.id, b, li));
+        li.append(b);
+        if (focusedId === a.id) refocus = b;
+      }
+      ul.append(li);
+    }
+    ul.hidden = alerts.length === 0;
+    if (refocus) refocus.focus();
+    const open = alerts.filter(a => a.state === 'firing');
+    const top = open.sort((a, b) => (PRIORITY[a.priority] || { rank: 9 }).rank - (PRIORITY[b.priority] || { rank: 9 }).rank)[0];
+    p.el.classList.remove('alert-high', 'alert-medium', 'alert-low');
+    if (top) p.el.classList.add('alert-' + top.priority);
+    const abnormal = new Set(alerts.map(a => vitalOfCode(a.code)));
+    for (const v of VITALS) p.cells[v.key].cell.classList.toggle('abnormal', abnormal.has(v.key));
+    renderAlertAges(p);
+  }
+
+  function renderAlertAges(p) {
+    const t = now();
+    for (const s of p.alertsEl.querySelectorAll('.since')) {
+      s.textContent = 'since ' + formatAge(t - Date.parse(s.dataset.since)).replace(' ago', '');
+    }
+  }
+
+  function sortTiles() {
+    const list = [...patients.values()].sort(compareTiles);
+    let changed = list.length !== tilesEl.children.length;
+    for (let i = 0; !changed && i < list.length; i++) {
+      if (tilesEl.children[i] !== list[i].el) changed = true;
+    }
+    if (!changed) return;
+    // Moving the focused element would blur it: remember and restore.
+    const focused = document.activeElement;
+    tilesEl.replaceChildren(...list.map(p => p.el));
+    if (focused && focused !== document.body && document.contains(focused)) focused.focus();
+  }
+
+  // ---- data ----
+
+  function applySnapshot(w) {
+    skewMs = Date.parse(w.now) - Date.now();
+    canAck = !!w.canAck;
+    const seen = new Set();
+    for (const d of w.patients) {
+      seen.add(d.id);
+      let p = patients.get(d.id);
+      if (!p) {
+        p = buildTile(d);
+        patients.set(d.id, p);
+      } else {
+        // Keep a live value that is newer than the snapshot's.
+        for (const v of VITALS) {
+          const mine = p.data[v.key];
+          if (mine && (!d[v.key] || !newer(d[v.key].time, mine.time))) d[v.key] = mine;
+        }
+        // Keep an alert version that is newer than the snapshot's.
+        const byId = new Map(p.data.alerts.map(a => [a.id, a]));
+        d.alerts = d.alerts.map(a => {
+          const mine = byId.get(a.id);
+          return mine && !newer(a.updated, mine.updated) ? mine : a;
+        }).filter(isOpen);
+        p.data = d;
+      }
+      renderHead(p);
+      renderVitals(p);
+      renderAlerts(p);
+    }
+    for (const [id, p] of patients) {
+      if (!seen.has(id)) {
+        p.el.remove();
+        patients.delete(id);
+      }
+    }
+    statusEl.textContent = w.patients.length === 0 ? 'No patients to show.' : '';
+    sortTiles();
+  }
+
+  function applyReading(r) {
+    const p = patients.get(r.patient);
+    if (!p) {
+      scheduleReload();
+      return;
+    }
+    let sys, dia;
+    for (const m of r.values || []) {
+      const k = CODES[m.code];
+      if (k === 'sys') sys = m.value;
+      else if (k === 'dia') dia = m.value;
+      else if (k && k !== 'bp') {
+        if (!p.data[k] || newer(r.time, p.data[k].time)) p.data[k] = { value: m.value, unit: m.unit, time: r.time };
+      }
+    }
+    if (sys !== undefined && (!p.data.bp || newer(r.time, p.data.bp.time))) {
+      p.data.bp = { systolic: sys, diastolic: dia, unit: 'mm[Hg]', time: r.time };
+    }
+    renderVitals(p);
+  }
+
+  function applyAlert(a) {
+    const p = patients.get(a.patient);
+    if (!p) {
+      scheduleReload();
+      return;
+    }
+    const old = p.data.alerts.find(x => x.id === a.id);
+    if (old && !newer(a.updated, old.updated)) return;
+    p.data.alerts = p.data.alerts.filter(x => x.id !== a.id);
+    if (isOpen(a)) {
+      p.data.alerts.push(a);
+      p.data.alerts.sort((x, y) => Date.parse(y.raised) - Date.parse(x.raised));
+    }
+    renderAlerts(p);
+    sortTiles();
+  }
+
+  async function loadWard() {
+    try {
+      const res = await fetch('/web/api/ward', { headers: { Accept: 'application/json' } });
+      if (res.status === 401) {
+        location.assign('/login');
+        return;
+      }
+      if (!res.ok) throw new Error('HTTP ' + res.status);
+      applySnapshot(await res.json());
+    } catch (e) {
+      statusEl.textContent = 'Could not load the ward: ' + e.message + '. Retrying…';
+      scheduleReload(RECONNECT_MS);
+    }
+  }
+
+  function scheduleReload(ms) {
+    if (reloadTimer) return;
+    reloadTimer = setTimeout(() => { reloadTimer = null; loadWard(); }, ms || 250);
+  }
+
+  async function acknowledge(id, button, li) {
+    button.disabled = true;
+    button.textContent = 'Acknowledging…';
+    let msg = '';
+    try {
+      const res = await fetch('/web/api/alerts/' + encodeURIComponent(id) + '/ack', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+        body: '{}',
+      });
+      if (res.status === 401) {
+        location.assign('/login');
+        return;
+      }
+      const body = await res.json();
+      if (res.ok) {
+        applyAlert(body);
+        return;
+      }
+      msg = body.error || ('HTTP ' + res.status);
+    } catch (e) {
+      msg = e.message;
+    }
+    button.disabled = false;
+    button.textContent = 'Acknowledge';
+    let err = li.querySelector('.ack-error');
+    if (!err) {
+      err = el('span', 'ack-error');
+      err.setAttribute('role', 'alert');
+      li.append(err);
+    }
+    err.textContent = 'Not acknowledged: ' + msg;
+  }
+
+  // ---- live connection ----
+
+  function setConnection(state) {
+    connEl.dataset.state = state;
+    connEl.textContent = state === 'live' ? 'Live' : state === 'lost' ? 'Offline' : 'Connecting…';
+    bannerEl.hidden = state !== 'lost';
+  }
+
+  function connect() {
+    if (source) source.close();
+    const es = new EventSource('/web/api/events');
+    source = es;
+    es.addEventListener('open', () => {
+      setConnection('live');
+      loadWard(); // fill whatever was missed while disconnected
+    });
+    es.addEventListener('error', () => {
+      setConnection('lost');
+      if (es.readyState === EventSource.CLOSED && !reconnectTimer) {
+        // The browser gave up (for example a 401): retry ourselves; the
+        // snapshot load sends us to the login page if the session ended.
+        reconnectTimer = setTimeout(() => {
+          reconnectTimer = null;
+          loadWard();
+          connect();
+        }, RECONNECT_MS);
+      }
+    });
+    es.addEventListener('reading', e => applyReading(JSON.parse(e.data)));
+    es.addEventListener('alert', e => applyAlert(JSON.parse(e.data)));
+  }
+
+  function tick() {
+    clockEl.textContent = new Date(now()).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    for (const p of patients.values()) {
+      renderAges(p);
+      renderAlertAges(p);
+    }
+  }
+
+  setInterval(tick, 1000);
+  tick();
+  loadWard();
+  connect();
+})();

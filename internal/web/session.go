@@ -1,0 +1,243 @@
+package web
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// session is the authenticated caller of a request.
+type session struct {
+	token string // the session token (the cookie's value)
+	p     *vigil.Principal
+}
+
+// staff reports whether the caller sees every patient.
+func (s *session) staff() bool {
+	switch s.p.Role {
+	case vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse:
+		return true
+	}
+	return false
+}
+
+// canSee reports whether the caller may see the patient's data.
+func (s *session) canSee(patientID string) bool {
+	return s.staff() || s.p.Role == vigil.RolePatient && s.p.PatientID != "" && s.p.PatientID == patientID
+}
+
+// authenticate returns the request's session, or nil with the error.
+func (h *handler) authenticate(r *http.Request) (*session, error) {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || c.Value == "" {
+		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "sign in first")
+	}
+	p, err := h.opts.Auth.Principal(r.Context(), c.Value)
+	if err != nil {
+		return nil, err
+	}
+	switch p.Role {
+	case vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse, vigil.RolePatient:
+	default:
+		return nil, vigil.Errorf(vigil.EFORBIDDEN, "this account cannot use the web app")
+	}
+	return &session{token: c.Value, p: p}, nil
+}
+
+// session wraps an API handler: it requires a session (401 otherwise)
+// and, for state-changing methods, a same-origin request with the
+// session's CSRF token (403 otherwise).
+func (h *handler) session(fn func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, err := h.authenticate(r)
+		if err != nil {
+			h.error(w, r, err)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if !sameOrigin(r) {
+				h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "cross-origin request refused"))
+				return
+			}
+			got := r.Header.Get(csrfHeader)
+			if got == "" && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+				got = r.PostFormValue("csrf")
+			}
+			if !validCSRF(s.token, got) {
+				h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "missing or wrong CSRF token; reload the page"))
+				return
+			}
+		}
+		fn(w, r, s)
+	}
+}
+
+// sameOrigin reports whether the request's Origin header, when present,
+// names this host. Browsers send Origin on every cross-origin POST.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+type loginData struct {
+	Error string
+	User  string
+}
+
+func (h *handler) loginPage(w http.ResponseWriter, r *http.Request) {
+	if _, err := h.authenticate(r); err == nil {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	h.render(w, http.StatusOK, "login.html", loginData{})
+}
+
+// login checks the form's credentials and starts a session. Every
+// failure shows the same message, so the form does not reveal which user
+// names exist.
+func (h *handler) login(w http.ResponseWriter, r *http.Request) {
+	if !sameOrigin(r) {
+		h.render(w, http.StatusForbidden, "login.html", loginData{Error: "Sign-in refused: the form was sent from another site."})
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	userID, password := r.PostFormValue("user"), r.PostFormValue("password")
+	fail := func(status int, msg string) {
+		h.render(w, status, "login.html", loginData{Error: msg, User: userID})
+	}
+	u, err := h.opts.Auth.Login(r.Context(), userID, password)
+	if err != nil {
+		if code := vigil.ErrorCode(err); code != vigil.EUNAUTHORIZED && code != vigil.ENOTFOUND && code != vigil.EINVALID {
+			h.log.Error("web login", "err", err)
+			fail(http.StatusInternalServerError, "Sign-in is not possible right now. Try again, or call IT support.")
+			return
+		}
+		fail(http.StatusUnauthorized, "Wrong user name or password.")
+		return
+	}
+	switch u.Role {
+	case vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse, vigil.RolePatient:
+	default:
+		fail(http.StatusUnauthorized, "Wrong user name or password.")
+		return
+	}
+	tok, _, err := h.opts.Auth.IssueToken(r.Context(), u.ID, "session", "web", h.opts.SessionTTL)
+	if err != nil {
+		h.log.Error("web login: issue session", "err", err)
+		fail(http.StatusInternalServerError, "Sign-in is not possible right now. Try again, or call IT support.")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     SessionCookie,
+		Value:    tok,
+		Path:     "/",
+		MaxAge:   int(h.opts.SessionTTL.Seconds()),
+		HttpOnly: true,
+		Secure:   h.opts.SecureCookies,
+		SameSite: http.SameSiteStrictMode,
+	})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// logout revokes the session token and clears the cookie.
+func (h *handler) logout(w http.ResponseWriter, r *http.Request, s *session) {
+	if id, ok := tokenID(s.token); ok {
+		if err := h.opts.Auth.RevokeToken(r.Context(), id); err != nil {
+			h.error(w, r, err)
+			return
+		}
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: h.opts.SecureCookies, SameSite: http.SameSiteStrictMode,
+	})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// tokenID returns the public id of a token string "vgl_<id>_<secret>".
+func tokenID(tok string) (string, bool) {
+	rest, ok := strings.CutPrefix(tok, "vgl_")
+	if !ok {
+		return "", false
+	}
+	id, _, ok := strings.Cut(rest, "_")
+	if !ok || id == "" {
+		return "", false
+	}
+	return id, true
+}
+
+type wardData struct {
+	CSRF string
+	User string
+	Role string
+}
+
+// wardPage serves the ward view, or sends the browser to the login form.
+func (h *handler) wardPage(w http.ResponseWriter, r *http.Request) {
+	s, err := h.authenticate(r)
+	if err != nil {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	h.render(w, http.StatusOK, "ward.html", wardData{CSRF: csrfToken(s.token), User: s.p.UserID, Role: s.p.Role})
+}
+
+func (h *handler) render(w http.ResponseWriter, status int, name string, data any) {
+	var buf bytes.Buffer
+	if err := h.pages.ExecuteTemplate(&buf, name, data); err != nil {
+		h.log.Error("render web page", "page", name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// statusOf maps an error code to its HTTP status: the web app's one
+// place for that mapping.
+func statusOf(err error) int {
+	switch vigil.ErrorCode(err) {
+	case vigil.EINVALID:
+		return http.StatusBadRequest
+	case vigil.EUNAUTHORIZED:
+		return http.StatusUnauthorized
+	case vigil.EFORBIDDEN:
+		return http.StatusForbidden
+	case vigil.ENOTFOUND:
+		return http.StatusNotFound
+	case vigil.ECONFLICT:
+		return http.StatusConflict
+	case vigil.ETOOLARGE:
+		return http.StatusRequestEntityTooLarge
+	case vigil.EUNAVAILABLE:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// error writes err as JSON {"error": message, "code": code}; internal
+// errors are logged and shown as a generic message.
+func (h *handler) error(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err)
+	if status == http.StatusInternalServerError {
+		h.log.Error("web request", "method", r.Method, "route", r.Pattern, "err", err)
+	}
+	code := vigil.ErrorCode(err)
+	h.json(w, status, map[string]string{"error": vigil.ErrorMessage(err), "code": code})
+}
+
+func (h *handler) json(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

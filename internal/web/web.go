@@ -1,0 +1,187 @@
+// Package web serves Vigil's embedded web app: the login form, the live
+// ward view a nurse reads across a room, and the JSON and Server-Sent
+// Events endpoints behind it.
+//
+// Everything the browser loads (HTML templates, one script, one style
+// sheet) is embedded with go:embed; the app makes no request outside its
+// own origin, and its Content-Security-Policy forbids it to.
+//
+// Routes (NewHandler mounts them; it claims nothing under /api/v1, /fhir,
+// /metrics, /healthz or /readyz):
+//
+//	GET  /login                     login form
+//	POST /login                     sign in: sets the session cookie
+//	POST /logout                    sign out (session + CSRF)
+//	GET  /                          ward view (redirects to /login without a session)
+//	GET  /web/static/...            embedded script and style sheet
+//	GET  /web/api/ward              JSON snapshot of the visible patients
+//	GET  /web/api/patients/{id}     JSON snapshot of one patient (403 if not visible)
+//	GET  /web/api/events            Server-Sent Events: reading and alert events
+//	POST /web/api/alerts/{id}/ack   acknowledge an alert (session + CSRF)
+//
+// # Sessions and CSRF
+//
+// POST /login issues a "session" token through the Authenticator and sets
+// it as the HttpOnly, SameSite=Strict cookie SessionCookie. The CSRF token
+// of a session is an HMAC of the session token (so it is stable for the
+// session, survives a restart and cannot be computed without the cookie);
+// the ward page carries it in a meta element and the script sends it as
+// the X-CSRF-Token header. State-changing requests also refuse a foreign
+// Origin header.
+//
+// # Visibility
+//
+// Admins, clinicians and nurses see every patient (care teams come later);
+// a patient sees only their own record and gets 403 for anyone else's.
+// The SSE stream is filtered the same way. Only staff may acknowledge.
+package web
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/live"
+)
+
+// SessionCookie is the name of the cookie that carries a web session
+// token.
+const SessionCookie = "vigil_session"
+
+// csrfHeader is the request header that carries the CSRF token.
+const csrfHeader = "X-CSRF-Token"
+
+//go:embed assets
+var assets embed.FS
+
+// AlertService lists and acknowledges alerts; *alerting.Engine implements
+// it.
+type AlertService interface {
+	// Alerts returns matching alerts, newest Raised first.
+	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
+	// Acknowledge returns ENOTFOUND for an unknown alert, EINVALID for a
+	// resolved one.
+	Acknowledge(ctx context.Context, id, by, note string) (*vigil.Alert, error)
+}
+
+// Authenticator checks passwords and session tokens; *auth.Authenticator
+// implements it.
+type Authenticator interface {
+	// Login returns EUNAUTHORIZED for an unknown user or a wrong password.
+	Login(ctx context.Context, userID, password string) (*vigil.User, error)
+	// IssueToken creates a token of kind ("session" here) for the user,
+	// valid for ttl, and returns its string form and record.
+	IssueToken(ctx context.Context, userID, kind, name string, ttl time.Duration) (string, *vigil.Token, error)
+	// Principal returns EUNAUTHORIZED for an unknown, expired or revoked
+	// token.
+	Principal(ctx context.Context, token string) (*vigil.Principal, error)
+	// RevokeToken deletes the token with the given id.
+	RevokeToken(ctx context.Context, id string) error
+}
+
+// Options configure the web app. Store, Auth, Hub and Alerts are
+// required.
+type Options struct {
+	Store  vigil.Store
+	Auth   Authenticator
+	Hub    *live.Hub
+	Alerts AlertService
+	// SessionTTL is how long a login lasts; 0 means 12 hours.
+	SessionTTL time.Duration
+	// SecureCookies marks the session cookie Secure (serve over HTTPS).
+	SecureCookies bool
+	// Heartbeat is the period of SSE heartbeat comments, at which the
+	// stream also re-checks its session; 0 means 15 seconds.
+	Heartbeat time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives request failures (never patient data or
+	// credentials); nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultOptions returns the defaults for the optional fields.
+func DefaultOptions() Options {
+	return Options{SessionTTL: 12 * time.Hour, Heartbeat: 15 * time.Second, Now: time.Now}
+}
+
+// handler serves the web app. It holds no mutable state; it is safe for
+// concurrent use.
+type handler struct {
+	opts   Options
+	log    *slog.Logger
+	pages  *template.Template
+	static http.Handler
+	mux    *http.ServeMux
+}
+
+// NewHandler returns the web app's handler, to be mounted at "/". It is
+// safe for concurrent use.
+func NewHandler(opts Options) http.Handler {
+	d := DefaultOptions()
+	if opts.SessionTTL == 0 {
+		opts.SessionTTL = d.SessionTTL
+	}
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = d.Heartbeat
+	}
+	if opts.Now == nil {
+		opts.Now = d.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	static, err := fs.Sub(assets, "assets/static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	h := &handler{
+		opts:   opts,
+		log:    opts.Logger,
+		pages:  template.Must(template.ParseFS(assets, "assets/*.html")),
+		static: http.StripPrefix("/web/static/", http.FileServerFS(static)),
+		mux:    http.NewServeMux(),
+	}
+	m := h.mux
+	m.HandleFunc("GET /login", h.loginPage)
+	m.HandleFunc("POST /login", h.login)
+	m.HandleFunc("POST /logout", h.session(h.logout))
+	m.HandleFunc("GET /{$}", h.wardPage)
+	m.Handle("GET /web/static/", h.static)
+	m.HandleFunc("GET /web/api/ward", h.session(h.ward))
+	m.HandleFunc("GET /web/api/patients/{id}", h.session(h.patient))
+	m.HandleFunc("GET /web/api/events", h.session(h.events))
+	m.HandleFunc("POST /web/api/alerts/{id}/ack", h.session(h.ack))
+	return h
+}
+
+// ServeHTTP sets the security headers and routes the request.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Referrer-Policy", "no-referrer")
+	hd.Set("Cache-Control", "no-store")
+	h.mux.ServeHTTP(w, r)
+}
+
+// csrfToken derives the CSRF token of a session token.
+func csrfToken(session string) string {
+	m := hmac.New(sha256.New, []byte(session))
+	m.Write([]byte("vigil web csrf v1"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// validCSRF reports whether got is the CSRF token of session.
+func validCSRF(session, got string) bool {
+	return got != "" && hmac.Equal([]byte(got), []byte(csrfToken(session)))
+}

@@ -33,7 +33,7 @@ type env struct {
 	srv    *httptest.Server
 }
 
-func newEnv(t *testing.T, configure func(*Options)) *env {
+func newEnv(t *testing.T, configure func(*Options), wrap ...func(http.Handler) http.Handler) *env {
 	t.Helper()
 	e := &env{t: t, store: newMemStore(), hub: &live.Hub{}}
 	e.auth = &testAuth{store: e.store, now: time.Now}
@@ -45,7 +45,11 @@ func newEnv(t *testing.T, configure func(*Options)) *env {
 	if configure != nil {
 		configure(&opts)
 	}
-	e.srv = httptest.NewServer(NewHandler(opts))
+	h := NewHandler(opts)
+	for _, w := range wrap {
+		h = w(h)
+	}
+	e.srv = httptest.NewServer(h)
 	t.Cleanup(e.srv.Close)
 	return e
 }

@@ -106,16 +106,13 @@
       const cell = el('div', 'vital ' + v.key);
       cell.dataset.vital = v.key;
       const label = el('div', 'label');
-      label.append(el('span', null, v.label));
-      const value = el('div');
-      const num = el('span', 'value', '—');
-      const unit = el('span', 'unit', v.unit);
-      value.append(num, unit);
+      label.append(el('span', 'name', v.label), el('span', 'unit', v.unit));
+      const num = el('div', 'value', '—');
       const age = el('div', 'age-line');
       const ageText = el('span', 'age', 'no data');
       const stale = el('span', 'stale-tag', 'STALE');
       age.append(ageText, stale);
-      cell.append(label, value, age);
+      cell.append(label, num, age);
       vitals.append(cell);
       cells[v.key] = { cell, num, ageText, spec: v };
     }

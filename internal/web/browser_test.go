@@ -1,0 +1,266 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// chromiumPath returns Debian's chromium, or skips the test (fails it when
+// VIGIL_REQUIRE_ALL=1).
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	if os.Getenv("VIGIL_REQUIRE_ALL") == "1" {
+		t.Fatal("chromium is not installed (apt-get install chromium) and VIGIL_REQUIRE_ALL=1")
+	}
+	t.Skip("chromium is not installed (apt-get install chromium)")
+	return ""
+}
+
+// artifactDir returns test-artifacts/web at the repository root.
+func artifactDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+	out := filepath.Join(dir, "test-artifacts", "web")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestBrowserWard drives the ward view in a real chromium: log in through
+// the form, see the tiles, watch a value change live, see an alert, lose
+// and regain the live connection, acknowledge the alert with the
+// keyboard. Each view is saved as a screenshot in test-artifacts/web.
+func TestBrowserWard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test")
+	}
+	chromium := chromiumPath(t)
+	shots := artifactDir(t)
+
+	// Let the test cut the live stream: while down, /web/api/events
+	// answers 503 and the browser's EventSource fails.
+	var down atomic.Bool
+	e := newEnv(t, nil, func(app http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() && r.URL.Path == "/web/api/events" {
+				http.Error(w, "unavailable", http.StatusServiceUnavailable)
+				return
+			}
+			app.ServeHTTP(w, r)
+		})
+	})
+
+	e.addUser("nurse1", vigil.RoleNurse, "", "night-shift-42")
+	beds := []struct{ id, given, family, bed string }{
+		{"p1", "Ada", "Lovelace", "1"}, {"p2", "Alan", "Turing", "2"}, {"p3", "Grace", "Hopper", "3"}, {"p4", "Edsger", "Dijkstra", "4"},
+	}
+	now := time.Now().UTC()
+	for i, b := range beds {
+		e.addPatient(b.id, b.given, b.family, "Ward 4B", b.bed)
+		at := now.Add(-90 * time.Second) // before the alert run below
+		if b.id == "p4" {
+			at = now.Add(-9 * time.Minute) // a monitor that stopped sending: stale
+		}
+		e.ingest(&vigil.Reading{DeviceID: "mon-" + b.id, ID: "1", PatientID: b.id, Time: at, Values: []vigil.Measurement{
+			{Code: vigil.LOINCHeartRate, Value: float64(70 + i*6), Unit: "/min"},
+			{Code: vigil.LOINCSpO2, Value: float64(98 - i), Unit: "%"},
+			{Code: vigil.LOINCRespRate, Value: float64(14 + i), Unit: "/min"},
+			{Code: vigil.LOINCBodyTemp, Value: 36.6 + float64(i)/10, Unit: "Cel"},
+		}})
+		e.ingest(&vigil.Reading{DeviceID: "cuff-" + b.id, ID: "1", PatientID: b.id, Time: at.Add(-time.Minute), Values: []vigil.Measurement{
+			{Code: vigil.LOINCSystolic, Value: float64(118 + i*4), Unit: "mm[Hg]"},
+			{Code: vigil.LOINCDiastolic, Value: float64(76 + i*2), Unit: "mm[Hg]"},
+		}})
+	}
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1600, 1000),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	// The first run starts the browser; it must not have a timeout.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+
+	type action = chromedp.Action[chromedp.Void]
+	shot := func(name string) action {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			png, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(shots, name), png, 0o644)
+		})
+	}
+	// waitJS polls until the expression is true.
+	waitJS := func(expr string) action {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond))(ctx, tg)
+			return err
+		})
+	}
+	run := func(step string, actions ...action) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+		defer cancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_ = chromedp.Do(fctx, shot("FAILED-"+strings.ReplaceAll(step, " ", "-")+".png"))
+			t.Fatalf("%s: %v (screenshot in %s)", step, err, shots)
+		}
+	}
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	tileSel := func(p, rest string) string { return fmt.Sprintf(`.tile[data-patient=%q] %s`, p, rest) }
+	text := func(sel string) string {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+		defer cancel()
+		s, err := chromedp.Run(sctx, chromedp.Text(css(sel)))
+		if err != nil {
+			t.Fatalf("read %s: %v", sel, err)
+		}
+		return strings.TrimSpace(s)
+	}
+
+	// 1. The login form; a wrong password shows the generic error.
+	run("login page",
+		chromedp.Navigate(e.srv.URL+"/"),
+		chromedp.WaitVisible(css(`#user`)),
+		chromedp.SendKeys(css(`#user`), "nurse1"),
+		chromedp.SendKeys(css(`#password`), "wrong"),
+		chromedp.Click(css(`#signin`)),
+		chromedp.WaitVisible(css(`#login-error`)),
+		shot("01-login-failed.png"),
+	)
+	run("log in",
+		chromedp.SendKeys(css(`#password`), "night-shift-42"),
+		chromedp.Click(css(`#signin`)),
+		chromedp.WaitVisible(css(tileSel("p1", ".vital.hr .value"))),
+		waitJS(`document.getElementById('conn').dataset.state === 'live'`),
+	)
+	if got := text(tileSel("p1", ".vital.hr .value")); got != "70" {
+		t.Errorf("p1 HR shows %q, want 70", got)
+	}
+	if got := text(tileSel("p1", ".vital.bp .value")); got != "118/76" {
+		t.Errorf("p1 BP shows %q, want 118/76", got)
+	}
+	if got := text(tileSel("p1", ".tile-head h2")); got != "Ada Lovelace" {
+		t.Errorf("p1 name shows %q", got)
+	}
+	run("stale marker", waitJS(`document.querySelector('.tile[data-patient="p4"] .vital.hr').classList.contains('stale')`))
+	run("ward screenshot", shot("02-ward.png"))
+
+	// 2. A reading stored and published: the tile follows live.
+	e.ingest(&vigil.Reading{DeviceID: "mon-p1", ID: "2", PatientID: "p1", Time: time.Now().UTC(), Values: []vigil.Measurement{
+		{Code: vigil.LOINCHeartRate, Value: 97, Unit: "/min"}}})
+	run("live value",
+		waitJS(`document.querySelector('.tile[data-patient="p1"] .vital.hr .value').textContent === '97'`),
+		shot("03-live-update.png"),
+	)
+	if got := text(tileSel("p1", ".vital.hr .age")); !strings.HasSuffix(got, "s ago") {
+		t.Errorf("p1 HR age shows %q, want seconds", got)
+	}
+
+	// 3. An alert: SpO2 of p3 drops and stays low for a minute of device
+	// time; the tile moves to the top with a HIGH badge.
+	start := time.Now().UTC().Add(-70 * time.Second)
+	for i, v := range []float64{89, 88, 87} {
+		e.ingest(&vigil.Reading{DeviceID: "mon-p3", ID: fmt.Sprint("s", i), PatientID: "p3", Time: start.Add(time.Duration(i) * 35 * time.Second),
+			Values: []vigil.Measurement{{Code: vigil.LOINCSpO2, Value: v, Unit: "%"}}})
+	}
+	run("alert shown",
+		chromedp.WaitVisible(css(tileSel("p3", ".alert.high button.ack"))),
+		waitJS(`document.querySelector('#tiles .tile').dataset.patient === 'p3'`),
+		shot("04-alert.png"),
+	)
+	if got := text(tileSel("p3", ".alert .prio")); got != "HIGH" {
+		t.Errorf("alert priority shows %q, want HIGH", got)
+	}
+
+	// 4. The live connection drops: the banner says so; it clears on
+	// reconnect.
+	down.Store(true)
+	e.srv.CloseClientConnections()
+	run("banner shown",
+		chromedp.WaitVisible(css(`#banner`)),
+		shot("05-connection-lost.png"),
+	)
+	if got := text(`#banner`); got != "Live connection lost — values may be stale" {
+		t.Errorf("banner says %q", got)
+	}
+	down.Store(false)
+	run("banner cleared",
+		chromedp.WaitNotVisible(css(`#banner`)),
+		waitJS(`document.getElementById('conn').dataset.state === 'live'`),
+	)
+
+	// 5. Acknowledge with the keyboard: focus the button, press Enter.
+	run("acknowledge",
+		chromedp.Focus(css(tileSel("p3", ".alert button.ack"))),
+		chromedp.KeyEvent("\r"),
+		chromedp.WaitVisible(css(tileSel("p3", ".alert.acknowledged"))),
+		shot("06-acknowledged.png"),
+	)
+	if got := text(tileSel("p3", ".alert.acknowledged .acked")); got != "ACKNOWLEDGED by nurse1" {
+		t.Errorf("acknowledged alert shows %q", got)
+	}
+	as, err := e.alerts.Alerts(context.Background(), vigil.AlertFilter{PatientID: "p3"})
+	if err != nil || len(as) != 1 || as[0].State != vigil.AlertAcknowledged {
+		t.Fatalf("stored alerts of p3: %v %v, want one acknowledged", as, err)
+	}
+
+	// 6. SpO2 recovers: the alert resolves and the badge goes away.
+	e.ingest(&vigil.Reading{DeviceID: "mon-p3", ID: "s9", PatientID: "p3", Time: time.Now().UTC(),
+		Values: []vigil.Measurement{{Code: vigil.LOINCSpO2, Value: 96, Unit: "%"}}})
+	run("resolved",
+		waitJS(`document.querySelectorAll('.tile[data-patient="p3"] .alert').length === 0`),
+		shot("07-resolved.png"),
+	)
+}

@@ -59,6 +59,10 @@
     return Math.floor(s / 86400) + ' d ago';
   }
 
+  function displayUnit(u) {
+    return ({ 'Cel': '°C', 'mm[Hg]': 'mmHg', '/min': '/min', '%': '%' })[u] || (u || '');
+  }
+
   function fmt(v, digits) {
     return typeof v === 'number' ? v.toFixed(digits) : '—';
   }
@@ -183,6 +187,7 @@
       const shape = el('span', 'shape', pr.shape);
       shape.setAttribute('aria-hidden', 'true');
       li.append(shape, el('span', 'prio', pr.text), el('span', 'title', a.title));
+      if (typeof a.value === 'number') li.append(el('span', 'value', 'at ' + a.value + ' ' + displayUnit(a.unit)));
       const since = el('span', 'since');
       since.dataset.since = a.since;
       li.append(since);
@@ -204,8 +209,9 @@
     if (refocus) refocus.focus();
     const open = alerts.filter(a => a.state === 'firing');
     const top = open.sort((a, b) => (PRIORITY[a.priority] || { rank: 9 }).rank - (PRIORITY[b.priority] || { rank: 9 }).rank)[0];
-    p.el.classList.remove('alert-high', 'alert-medium', 'alert-low');
+    p.el.classList.remove('alert-high', 'alert-medium', 'alert-low', 'alert-acked');
     if (top) p.el.classList.add('alert-' + top.priority);
+    else if (alerts.length > 0) p.el.classList.add('alert-acked');
     const abnormal = new Set(alerts.map(a => vitalOfCode(a.code)));
     for (const v of VITALS) p.cells[v.key].cell.classList.toggle('abnormal', abnormal.has(v.key));
     renderAlertAges(p);
@@ -214,7 +220,7 @@
   function renderAlertAges(p) {
     const t = now();
     for (const s of p.alertsEl.querySelectorAll('.since')) {
-      s.textContent = 'since ' + formatAge(t - Date.parse(s.dataset.since)).replace(' ago', '');
+      s.textContent = 'for ' + formatAge(t - Date.parse(s.dataset.since)).replace(' ago', '');
     }
   }
 
@@ -396,7 +402,7 @@
   }
 
   function tick() {
-    clockEl.textContent = new Date(now()).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    clockEl.textContent = new Date(now()).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
     for (const p of patients.values()) {
       renderAges(p);
       renderAlertAges(p);

@@ -42,7 +42,8 @@
 // New loads the open alerts from the store, so they are neither raised
 // again nor forgotten. If the store can also list patients and their
 // latest observations (vigil.PatientStore and vigil.ObservationStore, as
-// the embedded store can), New replays each patient's recent values to
+// the embedded store can), New replays each patient's recent values (best
+// effort: a failure is logged and leaves the conditions empty) to
 // restore pending conditions and the newest applied device time,
 // conservatively: the replay never raises or resolves an alert by itself,
 // and a restored condition starts no earlier than the oldest replayed
@@ -119,7 +120,7 @@ type restoreSource interface {
 const restoreDepth = 128
 
 // maxOpenLoad bounds the open alerts New loads from the store.
-const maxOpenLoad = 1 << 20
+const maxOpenLoad = 100_000
 
 // Engine evaluates thresholds on stored readings and keeps the alert
 // lifecycle. Create it with New.
@@ -159,8 +160,8 @@ type ruleState struct {
 // New returns an Engine that stores alerts in store and publishes their
 // transitions to hub (nil: publish nowhere). It loads the store's open
 // alerts and restores pending conditions (see the package doc). It
-// returns EINVALID for a bad threshold, and the store's error if loading
-// fails.
+// returns EINVALID for a bad threshold, and the store's error if the open
+// alerts cannot be loaded.
 func New(ctx context.Context, store vigil.AlertStore, hub *live.Hub, opts Options) (*Engine, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -219,8 +220,10 @@ func New(ctx context.Context, store vigil.AlertStore, hub *live.Hub, opts Option
 		return nil, err
 	}
 	if rs, ok := store.(restoreSource); ok {
+		// Best effort: without it, conditions simply start again from
+		// the next readings (later alerts, never earlier ones).
 		if err := e.restore(ctx, rs); err != nil {
-			return nil, err
+			e.log.Warn("alerting: pending conditions not restored", "err", err)
 		}
 	}
 	e.openG.Set(float64(len(e.open)))
@@ -260,14 +263,14 @@ func (e *Engine) load(ctx context.Context) error {
 // restore replays each patient's latest values to rebuild pending
 // conditions, without raising or resolving anything.
 func (e *Engine) restore(ctx context.Context, rs restoreSource) error {
+	// Stores return systolic and diastolic values as one blood pressure
+	// panel with components: ask for the panel instead.
 	codes := make([]string, 0, len(e.byCode)+1)
 	for c := range e.byCode {
+		if c == vigil.LOINCSystolic || c == vigil.LOINCDiastolic {
+			c = vigil.LOINCBPPanel
+		}
 		codes = append(codes, c)
-	}
-	if _, ok := e.byCode[vigil.LOINCSystolic]; ok {
-		codes = append(codes, vigil.LOINCBPPanel)
-	} else if _, ok := e.byCode[vigil.LOINCDiastolic]; ok {
-		codes = append(codes, vigil.LOINCBPPanel)
 	}
 	slices.Sort(codes)
 	codes = slices.Compact(codes)

@@ -531,3 +531,21 @@ func metricValue(t *testing.T, m prometheus.Metric) float64 {
 	}
 	return pb.GetGauge().GetValue()
 }
+
+// failingRestore is a restore source whose observation reads fail.
+type failingRestore struct{ restoringStore }
+
+func (failingRestore) LatestObservations(context.Context, string, []string, int) (map[string][]*vigil.Observation, error) {
+	return nil, vigil.Errorf(vigil.EUNAVAILABLE, "store closing")
+}
+
+func TestRestoreFailureIsNotFatal(t *testing.T) {
+	store := failingRestore{restoringStore{newMemStore()}}
+	store.patients = []*vigil.Patient{{ID: "p1"}}
+	h := newHarness(t, store, nil)
+	// The engine works; conditions start from the next readings.
+	h.feed(spo2("a", 0, 88), spo2("b", 60, 88))
+	if got, want := states(h.alerts("p1")), []string{"spo2-low:firing"}; !slices.Equal(got, want) {
+		t.Errorf("alerts %v, want %v", got, want)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,7 +156,7 @@ type fixture struct {
 }
 
 // startBroker starts a broker on 127.0.0.1:0 with devices dev1 and dev2.
-func startBroker(t *testing.T, ing *testIngester, auth *testAuth) *fixture {
+func startBroker(t *testing.T, ing *testIngester, auth *testAuth, mods ...func(*Options)) *fixture {
 	t.Helper()
 	if auth == nil {
 		auth = &testAuth{secrets: map[string]string{dev1: secret1, dev2: secret2}}
@@ -167,6 +168,9 @@ func startBroker(t *testing.T, ing *testIngester, auth *testAuth) *fixture {
 	opts.Ingester = ing
 	opts.Registerer = f.reg
 	opts.Logger = slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for _, m := range mods {
+		m(&opts)
+	}
 	b, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -185,6 +189,22 @@ func startBroker(t *testing.T, ing *testIngester, auth *testAuth) *fixture {
 	})
 	f.b, f.addr = b, b.Addr().String()
 	return f
+}
+
+// waitLog waits until the broker's log contains s and returns the log.
+func (f *fixture) waitLog(t *testing.T, s string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l := f.logs.String()
+		if strings.Contains(l, s) {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log does not contain %q:\n%s", s, l)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // metric returns the value of a counter or gauge with the given labels.

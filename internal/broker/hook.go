@@ -61,12 +61,16 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.b.log.Warn("mqtt device authentication failed", "device", user, "code", vigil.ErrorCode(err))
 		return h.refuse(cl, authUnavailable)
 	}
+	// mochi does not check a will against the ACL when it publishes it.
+	if will := pk.Connect.WillTopic; pk.Connect.WillFlag && (!allowed(dev.ID, will) || will == ReadingsTopic(dev.ID)) {
+		h.b.metrics.aclDenied.WithLabelValues("publish").Inc()
+		return connack(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized)
+	}
 	cl.ID = dev.ID + "/" + cl.ID
 	return nil
 }
 
-// refuse counts a refused CONNECT and writes its CONNACK with the code of
-// the client's protocol version.
+// refuse counts a refused CONNECT and writes its CONNACK.
 func (h *hook) refuse(cl *mqtt.Client, reason string) error {
 	h.b.metrics.authFailures.WithLabelValues(reason).Inc()
 	var v5, v3 packets.Code
@@ -78,6 +82,12 @@ func (h *hook) refuse(cl *mqtt.Client, reason string) error {
 	default: // anonymous, forbidden
 		v5, v3 = packets.ErrNotAuthorized, packets.Err3NotAuthorized // 0x87, 0x05
 	}
+	return connack(cl, v5, v3)
+}
+
+// connack writes a refusing CONNACK with the code of the client's protocol
+// version and returns the v5 code as the error that ends the connection.
+func connack(cl *mqtt.Client, v5, v3 packets.Code) error {
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}}
 	if cl.Properties.ProtocolVersion == 5 {
 		ack.ReasonCode = v5.Code

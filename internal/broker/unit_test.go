@@ -1,0 +1,67 @@
+package broker
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+func TestAllowed(t *testing.T) {
+	tests := []struct {
+		device, topic string
+		want          bool
+	}{
+		{"dev1", "vigil/v1/devices/dev1/readings", true},
+		{"dev1", "vigil/v1/devices/dev1/status", true},
+		{"dev1", "vigil/v1/devices/dev1/#", true},
+		{"dev1", "vigil/v1/devices/dev1/+/x", true},
+		{"dev1", "vigil/v1/devices/dev1/", false},
+		{"dev1", "vigil/v1/devices/dev1", false},
+		{"dev1", "vigil/v1/devices/dev10/readings", false},
+		{"dev1", "vigil/v1/devices/dev2/readings", false},
+		{"dev1", "vigil/v1/devices/+/readings", false},
+		{"dev1", "vigil/v1/devices/#", false},
+		{"dev1", "#", false},
+		{"dev1", "+/v1/devices/dev1/readings", false},
+		{"dev1", "$share/g/vigil/v1/devices/dev1/#", false},
+		{"dev1", "$SYS/broker/clients", false},
+		{"", "vigil/v1/devices//x", false},
+	}
+	for _, tt := range tests {
+		if got := allowed(tt.device, tt.topic); got != tt.want {
+			t.Errorf("allowed(%q, %q) got %v, want %v", tt.device, tt.topic, got, tt.want)
+		}
+	}
+}
+
+func TestRedactHandler(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(&redactHandler{h: slog.NewTextHandler(&buf, nil), min: slog.LevelWarn})
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		PacketID:    7,
+		TopicName:   "vigil/v1/devices/dev1/readings",
+		Payload:     []byte(`{"patient":"SECRET"}`),
+	}
+	log.Info("dropped below warn", "pk", pk)
+	log.Warn("value", "pk", pk)
+	log.With("held", &pk).Error("pointer and bytes", "raw", []byte("SECRET"), slog.Group("g", "inner", pk))
+
+	got := buf.String()
+	if strings.Contains(got, "SECRET") || strings.Contains(got, "dropped") {
+		t.Fatalf("log leaks payload or is below warn:\n%s", got)
+	}
+	for _, want := range []string{
+		"pk.type=Publish pk.id=7 pk.qos=1 pk.payload_bytes=20",
+		"held.payload_bytes=20",
+		"raw_bytes=6",
+		"g.inner.payload_bytes=20",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log lacks %q:\n%s", want, got)
+		}
+	}
+}

@@ -260,18 +260,19 @@ func (b *Broker) Close() error {
 // revoking the device's credentials; acknowledgements still in flight on
 // those connections are lost, so the device sends those messages again.
 func (b *Broker) Disconnect(deviceID string) {
-	b.sessions.Range(func(_, v any) bool {
-		s := v.(*session)
-		if s.device != deviceID {
-			return true
+	// mochi's client list, not b.sessions: it holds a client from just
+	// before its CONNACK, so a client that has just been told it is
+	// connected is not missed.
+	for _, cl := range b.server.Clients.GetAll() {
+		if deviceOf(cl) != deviceID || cl.Closed() {
+			continue
 		}
-		if s.v5 {
-			_ = b.server.DisconnectClient(s.cl, packets.ErrAdministrativeAction)
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = b.server.DisconnectClient(cl, packets.ErrAdministrativeAction)
 		} else {
-			s.cl.Stop(packets.ErrAdministrativeAction) // v3.1.1 has no server DISCONNECT
+			cl.Stop(packets.ErrAdministrativeAction) // v3.1.1 has no server DISCONNECT
 		}
-		return true
-	})
+	}
 }
 
 // begin counts a message about to be submitted, so Close waits for it. It

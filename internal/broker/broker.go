@@ -116,6 +116,7 @@ type Broker struct {
 	ctx     context.Context // passed to Auth and Ingester; cancelled when Close returns
 	cancel  context.CancelFunc
 
+	inflight int           // per-connection in-flight limit: ReceiveMaximum (tests lower it)
 	sessions sync.Map      // *mqtt.Client -> *session
 	closing  chan struct{} // closed when Close starts
 
@@ -168,14 +169,15 @@ func New(opts Options) (*Broker, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
-		opts:    opts,
-		log:     log,
-		server:  srv,
-		metrics: m,
-		now:     opts.Now,
-		ctx:     ctx,
-		cancel:  cancel,
-		closing: make(chan struct{}),
+		opts:     opts,
+		log:      log,
+		server:   srv,
+		metrics:  m,
+		now:      opts.Now,
+		ctx:      ctx,
+		cancel:   cancel,
+		closing:  make(chan struct{}),
+		inflight: ReceiveMaximum,
 	}
 	if err := srv.AddHook(&hook{b: b}, nil); err != nil {
 		cancel()

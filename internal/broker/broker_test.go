@@ -674,3 +674,31 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
+
+// A connection at its in-flight limit is not read further until an
+// acknowledgement has been written; nothing is lost or deadlocked.
+func TestInFlightLimitBackpressure(t *testing.T) {
+	ing := newTestIngester(t, true)
+	f := startBroker(t, ing, nil)
+	f.b.inflight = 2 // before any connection
+	v3, _ := mustConnectV3(t, f.addr, dev1, secret1)
+	var toks []paho3Token
+	for i := range 3 {
+		toks = append(toks, v3.Publish(ReadingsTopic(dev1), 1, false, fmt.Appendf(nil, `{"seq":%d}`, i)))
+	}
+	ing.waitMessages(t, 2)
+	time.Sleep(50 * time.Millisecond) // a third submission would show up here
+	if got := len(ing.messages()); got != 2 {
+		t.Fatalf("ingester got %d messages at an in-flight limit of 2", got)
+	}
+	ing.release()
+	for i, tok := range toks {
+		waitToken(t, tok)
+		if err := tok.Error(); err != nil {
+			t.Errorf("publish %d: %v", i, err)
+		}
+	}
+	if got := len(ing.messages()); got != 3 {
+		t.Errorf("ingester got %d messages, want 3", got)
+	}
+}

@@ -428,6 +428,7 @@ func ctxT(t *testing.T) context.Context {
 type (
 	paho3ConnectToken   = paho3.ConnectToken
 	paho3SubscribeToken = paho3.SubscribeToken
+	paho3Token          = paho3.Token
 )
 
 // waitMetric waits until a metric reaches want (the broker updates some

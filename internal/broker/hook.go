@@ -106,7 +106,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 }
 
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	h.b.sessions.Store(cl, newSession(h.b, cl, deviceOf(cl), ReceiveMaximum))
+	h.b.sessions.Store(cl, newSession(h.b, cl, deviceOf(cl), h.b.inflight))
 	h.b.metrics.connections.Inc()
 }
 

@@ -188,10 +188,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 }
 
 // deviceOf returns the id of the device a client authenticated as (see
-// OnConnect), or "" for a client that has not.
+// OnConnect), or "" for a client that has not. mochi handles no packet of
+// a client before OnConnect has accepted it (and rewritten its id), so
+// the prefix is always a verified device id. Device ids cannot contain
+// '/' (vigil.ValidID).
 func deviceOf(cl *mqtt.Client) string {
 	i := strings.IndexByte(cl.ID, '/')
-	if i <= 0 || !vigil.ValidID(cl.ID[:i]) {
+	if i <= 0 {
 		return ""
 	}
 	return cl.ID[:i]

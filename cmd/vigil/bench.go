@@ -1,0 +1,180 @@
+//go:build wip
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/bench"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
+	"github.com/vigil-iomt/vigil/internal/node"
+)
+
+func newBenchCmd(g *globals) *cobra.Command {
+	var o bench.Options
+	var peer string
+	var keep bool
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure acknowledged MQTT QoS 1 readings/s and latency, against a peer broker in the same run",
+		Long: `Start a fresh Vigil server (a child process on a temporary data directory, every
+reading made durable before its PUBACK), register one device per publisher, and
+drive it with MQTT QoS 1 publishes of canonical reading messages: N connections,
+up to --inflight unacknowledged publishes each, for --duration. Then drive the
+peer broker (--peer, Mosquitto by default, which does not make messages durable)
+with the same load tool, payloads and shape, and report both with the ratio.
+
+Figures come from this machine in this run; the machine's other load shows in
+both.`,
+		Example: `  vigil bench                                   # 16 publishers x 32 in flight, 10 s, vs Mosquitto at 127.0.0.1:1883
+  vigil bench --publishers 200 --inflight 1 --rate 1   # many devices at a steady rate
+  vigil bench --publishers 4 --inflight 256 --json      # a few gateways with deep pipelines`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if !g.json {
+				o.Progress = g.stderr
+			}
+			vr, err := benchVigil(ctx, g, o, keep)
+			if err != nil {
+				return err
+			}
+			result := struct {
+				Vigil bench.Report  `json:"vigil"`
+				Peer  *bench.Report `json:"peer,omitempty"`
+				Ratio float64       `json:"ratio,omitempty"`
+			}{Vigil: vr}
+			if peer != "" {
+				po := o
+				po.Addr = peer
+				po.Creds = nil
+				po.Topic = benchTopic
+				po.Payload = benchPayload
+				pr, err := bench.Run(ctx, po)
+				if err != nil {
+					return fmt.Errorf("peer %s: %w", peer, err)
+				}
+				pr.Target = "peer " + peer
+				result.Peer = &pr
+				if pr.PerSecond > 0 {
+					result.Ratio = vr.PerSecond / pr.PerSecond
+				}
+			}
+			return g.print(result, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "\n%s\n", vr)
+				if result.Peer != nil {
+					fmt.Fprintf(w, "%s\n", result.Peer)
+					fmt.Fprintf(w, "ratio vigil/peer: %.2fx acknowledged readings/s (vigil makes every reading durable before PUBACK)\n", result.Ratio)
+				}
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Publishers, "publishers", 16, "MQTT connections (one device each)")
+	f.IntVar(&o.InFlight, "inflight", 32, "unacknowledged QoS 1 publishes allowed per connection")
+	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish against each target")
+	f.Float64Var(&o.Rate, "rate", 0, "messages/s per publisher (0: as fast as acknowledged)")
+	f.StringVar(&peer, "peer", "127.0.0.1:1883", "peer MQTT broker measured in the same run (\"\" to skip)")
+	f.BoolVar(&keep, "keep", false, "keep the temporary data directory of the benchmarked server")
+	return cmd
+}
+
+func benchTopic(i int) string { return "vigil/v1/devices/" + benchDevice(i) + "/readings" }
+
+func benchDevice(i int) string { return "bench-" + strconv.Itoa(i) }
+
+// benchPayload is one canonical reading: a unique id per publisher and
+// sequence, the current time, and a plausible heart rate.
+func benchPayload(i int, seq uint64) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"id":     strconv.FormatUint(seq, 10),
+		"time":   time.Now().UTC().Format(time.RFC3339Nano),
+		"values": []map[string]any{{"code": vigil.LOINCHeartRate, "value": 60 + seq%40, "unit": "/min"}},
+	})
+	return b
+}
+
+// benchVigil runs the load against a fresh `vigil serve` child process.
+func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool) (bench.Report, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return bench.Report{}, err
+	}
+	dir, err := os.MkdirTemp("", "vigil-bench-")
+	if err != nil {
+		return bench.Report{}, err
+	}
+	if !keep {
+		defer os.RemoveAll(dir)
+	}
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		return bench.Report{}, err
+	}
+	defer logf.Close()
+	child := exec.Command(exe, "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn")
+	child.Stdout, child.Stderr = logf, logf
+	if err := child.Start(); err != nil {
+		return bench.Report{}, fmt.Errorf("start vigil serve: %w", err)
+	}
+	defer func() {
+		child.Process.Signal(syscall.SIGTERM)
+		child.Wait()
+	}()
+	c, err := waitControl(ctx, dir, 30*time.Second)
+	if err != nil {
+		return bench.Report{}, fmt.Errorf("%w (server log: %s)", err, logf.Name())
+	}
+	reg := onlineRegistry{httpapi.NewClient(c.HTTPURL, c.Token)}
+	secrets := make([]string, o.Publishers)
+	for i := range o.Publishers {
+		pid := "bench-p" + strconv.Itoa(i)
+		if err := reg.AddPatient(ctx, &vigil.Patient{ID: pid, Family: "Bench", Given: strconv.Itoa(i)}); err != nil {
+			return bench.Report{}, err
+		}
+		if secrets[i], err = reg.AddDevice(ctx, &vigil.Device{ID: benchDevice(i), Kind: vigil.DeviceWearable}); err != nil {
+			return bench.Report{}, err
+		}
+		if err := reg.Assign(ctx, benchDevice(i), pid, time.Now().Add(-time.Hour)); err != nil {
+			return bench.Report{}, err
+		}
+	}
+	o.Addr = c.MQTTAddr
+	o.Creds = func(i int) (string, string) { return benchDevice(i), secrets[i] }
+	o.Topic = benchTopic
+	o.Payload = benchPayload
+	r, err := bench.Run(ctx, o)
+	r.Target = "vigil (durable)"
+	return r, err
+}
+
+// waitControl waits until a server started on dir has written its control file.
+func waitControl(ctx context.Context, dir string, limit time.Duration) (*node.Control, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		c, err := node.ReadControl(dir)
+		if err == nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("server on %s did not start within %s", dir, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,268 @@
+//go:build wip
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/pebble"
+)
+
+// TestCrashSafety kills `vigil serve` with SIGKILL in the middle of ingest
+// over many trials, restarts it, and checks with a checker that every
+// reading id acknowledged with a PUBACK is stored exactly once, and that
+// nothing that was never sent is stored. Publishers keep many QoS 1
+// messages in flight and re-send both unacknowledged and acknowledged ids
+// after each restart, as real devices do.
+func TestCrashSafety(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test is not short")
+	}
+	trials := 20
+	const devices = 4
+	dir := t.TempDir()
+	secrets := make([]string, devices)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for i := range devices {
+		pid := fmt.Sprintf("cp%d", i)
+		if out, err := vigilCmd(t, "", "patient", "add", "--id", pid, "--data", dir); err != nil {
+			t.Fatalf("patient add: %v %s", err, out)
+		}
+		out, err := vigilCmd(t, "", "device", "add", "--id", fmt.Sprintf("cd%d", i), "--kind", "wearable", "--json", "--data", dir)
+		if err != nil {
+			t.Fatalf("device add: %v %s", err, out)
+		}
+		var d struct{ Secret string }
+		if err := json.Unmarshal([]byte(out), &d); err != nil || d.Secret == "" {
+			t.Fatalf("device add --json: %v %q", err, out)
+		}
+		secrets[i] = d.Secret
+		if out, err := vigilCmd(t, "", "device", "assign", fmt.Sprintf("cd%d", i), pid, "--from", t0.Add(-time.Hour).Format(time.RFC3339), "--data", dir); err != nil {
+			t.Fatalf("assign: %v %s", err, out)
+		}
+	}
+
+	ck := newChecker(devices)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := range trials {
+		srv := startChild(t, dir)
+		var wg sync.WaitGroup
+		ctx, cancel := context.WithCancel(context.Background())
+		for d := range devices {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				publishUntilKilled(ctx, srv.mqtt, d, secrets[d], ck, t0, rng.Uint64())
+			}()
+		}
+		time.Sleep(time.Duration(150+rng.IntN(400)) * time.Millisecond)
+		srv.cmd.Process.Signal(syscall.SIGKILL)
+		srv.cmd.Wait()
+		cancel()
+		wg.Wait()
+		t.Logf("trial %d: %d acknowledged so far", trial, ck.ackedCount())
+	}
+	if ck.ackedCount() == 0 {
+		t.Fatal("no reading was ever acknowledged: the test proved nothing")
+	}
+
+	// Check: open the store offline and compare.
+	st, err := pebble.Open(filepath.Join(dir, "store"), pebble.Options{CompactInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for d := range devices {
+		counts := map[int64]int{}
+		cursor := ""
+		for {
+			obs, next, err := st.FindObservations(context.Background(), vigil.ObservationFilter{PatientID: fmt.Sprintf("cp%d", d), Codes: []string{vigil.LOINCHeartRate}, Limit: 1000, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range obs {
+				counts[o.Time.Sub(t0).Milliseconds()]++
+			}
+			if next == "" {
+				break
+			}
+			cursor = next
+		}
+		acked, sent := ck.snapshot(d)
+		for seq := range acked {
+			if n := counts[int64(seq)]; n != 1 {
+				t.Errorf("device %d: acknowledged reading %d stored %d times, want exactly once", d, seq, n)
+			}
+		}
+		for ms, n := range counts {
+			if !sent[int(ms)] {
+				t.Errorf("device %d: stored a reading at +%d ms that was never sent", d, ms)
+			}
+			if n > 1 {
+				t.Errorf("device %d: reading at +%d ms stored %d times", d, ms, n)
+			}
+		}
+		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
+	}
+}
+
+type child struct {
+	cmd  *exec.Cmd
+	mqtt string
+}
+
+// startChild runs the test binary as `vigil serve` on dir and waits until
+// it listens.
+func startChild(t *testing.T, dir string) child {
+	t.Helper()
+	os.Remove(filepath.Join(dir, node.ControlFile)) // left behind by the previous SIGKILL
+	cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error")
+	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := waitControl(context.Background(), dir, 60*time.Second)
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	if c.PID != cmd.Process.Pid {
+		t.Fatalf("control file from pid %d, want %d", c.PID, cmd.Process.Pid)
+	}
+	return child{cmd: cmd, mqtt: c.MQTTAddr}
+}
+
+// checker records, per device, which reading sequence numbers were sent
+// and which were acknowledged. Sequence n has device time t0 + n ms.
+type checker struct {
+	mu    sync.Mutex
+	next  []int
+	sent  []map[int]bool
+	acked []map[int]bool
+}
+
+func newChecker(devices int) *checker {
+	c := &checker{next: make([]int, devices)}
+	for range devices {
+		c.sent = append(c.sent, map[int]bool{})
+		c.acked = append(c.acked, map[int]bool{})
+	}
+	return c
+}
+
+// batch returns the sequence numbers to publish next: every sent but
+// unacknowledged one, a few acknowledged ones again, and new ones.
+func (c *checker) batch(d int, rng *rand.Rand, fresh int) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for s := range c.sent[d] {
+		if !c.acked[d][s] {
+			out = append(out, s)
+		} else if rng.IntN(50) == 0 {
+			out = append(out, s)
+		}
+	}
+	for range fresh {
+		out = append(out, c.next[d])
+		c.sent[d][c.next[d]] = true
+		c.next[d]++
+	}
+	return out
+}
+
+func (c *checker) ack(d, seq int) {
+	c.mu.Lock()
+	c.acked[d][seq] = true
+	c.mu.Unlock()
+}
+
+func (c *checker) ackedCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, a := range c.acked {
+		n += len(a)
+	}
+	return n
+}
+
+func (c *checker) snapshot(d int) (acked, sent map[int]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	acked, sent = map[int]bool{}, map[int]bool{}
+	for k := range c.acked[d] {
+		acked[k] = true
+	}
+	for k := range c.sent[d] {
+		sent[k] = true
+	}
+	return acked, sent
+}
+
+// publishUntilKilled publishes batches with up to 32 QoS 1 messages in
+// flight until the connection breaks or ctx ends.
+func publishUntilKilled(ctx context.Context, addr string, d int, secret string, ck *checker, t0 time.Time, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, uint64(d)))
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return
+	}
+	user := fmt.Sprintf("cd%d", d)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: user})
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ca, err := c.Connect(cctx, &paho.Connect{ClientID: user, Username: user, UsernameFlag: true, Password: []byte(secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+	cancel()
+	if err != nil || ca.ReasonCode != 0 {
+		return
+	}
+	defer conn.Close()
+	topic := "vigil/v1/devices/" + user + "/readings"
+	for ctx.Err() == nil {
+		seqs := ck.batch(d, rng, 64)
+		sem := make(chan struct{}, 32)
+		var wg sync.WaitGroup
+		failed := false
+		var fmu sync.Mutex
+		for _, seq := range seqs {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				payload := fmt.Sprintf(`{"id":"%s","time":%q,"values":[{"code":"8867-4","value":%d,"unit":"/min"}]}`,
+					strconv.Itoa(seq), t0.Add(time.Duration(seq)*time.Millisecond).UTC().Format(time.RFC3339Nano), 60+seq%40)
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				pr, err := c.Publish(pctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)})
+				if err == nil && pr.ReasonCode == 0 {
+					ck.ack(d, seq)
+					return
+				}
+				fmu.Lock()
+				failed = true
+				fmu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if failed {
+			return
+		}
+	}
+}

@@ -1,0 +1,113 @@
+//go:build wip
+
+// Command vigil runs and administers Vigil, an open Internet of Medical
+// Things platform. Run `vigil --help` for the commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vigil:", errorText(err))
+		os.Exit(1)
+	}
+}
+
+// errorText says what went wrong in words a user can act on.
+func errorText(err error) string {
+	var ve *vigil.Error
+	if errors.As(err, &ve) {
+		s := ve.Message
+		if ve.Field != "" {
+			s += " (field " + ve.Field + ")"
+		}
+		return s
+	}
+	return err.Error()
+}
+
+// run executes the CLI with the given arguments; main and the tests call it.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	root := newRootCmd(stdin, stdout, stderr)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	data           string
+	json           bool
+	logLevel       string
+}
+
+func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "vigil",
+		Short: "Vigil: medical devices in, durable FHIR out, live alerts for clinicians",
+		Long: `Vigil connects medical devices to the people who care for patients.
+
+Devices send readings over MQTT (topic vigil/v1/devices/{id}/readings, username =
+device id, password = device secret) or HTTPS (POST /api/v1/devices/{id}/readings
+with HTTP Basic auth). Vigil acknowledges a reading only after it is on disk,
+serves it as FHIR R4 under /fhir/R4, raises threshold alerts and shows a live
+ward view in the browser.
+
+Try it:
+  vigil demo                         run everything with a simulated ward; prints the URL and logins
+  vigil serve --data /var/lib/vigil  run the server
+  vigil patient add --id p1 --family Doe --given Jane --data /var/lib/vigil
+  vigil device add --id mon-1 --kind bedside-monitor --data /var/lib/vigil
+  vigil device assign mon-1 p1 --data /var/lib/vigil
+
+Registry commands work directly on a data directory while the server is stopped
+and through the server's admin API while it runs (found via DATA/control.json).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.data, "data", envOr("VIGIL_DATA", ""), "data directory (env VIGIL_DATA)")
+	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	pf.StringVar(&g.logLevel, "log-level", envOr("VIGIL_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+
+	root.AddCommand(
+		newServeCmd(g),
+		newDemoCmd(g),
+		newSimCmd(g),
+		newBenchCmd(g),
+		newPatientCmd(g),
+		newDeviceCmd(g),
+		newUserCmd(g),
+		newTokenCmd(g),
+		newDeadLettersCmd(g),
+		newAlertsCmd(g),
+	)
+	return root
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

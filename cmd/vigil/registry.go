@@ -1,0 +1,145 @@
+//go:build wip
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
+	"github.com/vigil-iomt/vigil/internal/auth"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
+	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/pebble"
+)
+
+// registry is what the registry commands need. It is served directly by
+// the store when the server is stopped (offline) and by the admin API when
+// it runs (online).
+type registry interface {
+	AddPatient(ctx context.Context, p *vigil.Patient) error
+	AddDevice(ctx context.Context, d *vigil.Device) (string, error)
+	RotateDeviceSecret(ctx context.Context, id string) (string, error)
+	Assign(ctx context.Context, deviceID, patientID string, from time.Time) error
+	AddUser(ctx context.Context, u *vigil.User, password string) error
+	CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error)
+	ListPatients(ctx context.Context) ([]*vigil.Patient, error)
+	ListDevices(ctx context.Context) ([]*vigil.Device, error)
+	ListUsers(ctx context.Context) ([]*vigil.User, error)
+	DeadLetters(ctx context.Context, f vigil.DeadLetterFilter) ([]*vigil.DeadLetter, error)
+	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
+	Close() error
+}
+
+// openRegistry opens the data directory directly, or, when a server holds
+// it, talks to that server through the admin API named in its control file.
+func (g *globals) openRegistry(ctx context.Context) (registry, error) {
+	if g.data == "" {
+		return nil, errors.New("no data directory: pass --data DIR or set VIGIL_DATA")
+	}
+	if c, err := node.ReadControl(g.data); err == nil {
+		if processAlive(c.PID) {
+			return onlineRegistry{httpapi.NewClient(c.HTTPURL, c.Token)}, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err := os.MkdirAll(g.data, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory %s: %w", g.data, err)
+	}
+	opts := pebble.DefaultOptions()
+	opts.CompactInterval = -1
+	st, err := pebble.Open(filepath.Join(g.data, "store"), opts)
+	if err != nil {
+		return nil, fmt.Errorf("%w (if a server is running on this data directory, its %s is missing)", err, node.ControlFile)
+	}
+	a := auth.NewAuthenticator(st, auth.Options{})
+	return &offlineRegistry{Service: &admin.Service{Store: st, Auth: a, Now: time.Now}, store: st}, nil
+}
+
+type offlineRegistry struct {
+	*admin.Service
+	store *pebble.Store
+}
+
+func (o *offlineRegistry) ListPatients(ctx context.Context) ([]*vigil.Patient, error) {
+	ps, _, err := o.store.FindPatients(ctx, vigil.PatientFilter{Limit: 100000})
+	return ps, err
+}
+
+func (o *offlineRegistry) ListDevices(ctx context.Context) ([]*vigil.Device, error) {
+	ds, _, err := o.store.FindDevices(ctx, vigil.DeviceFilter{Limit: 100000})
+	return ds, err
+}
+
+func (o *offlineRegistry) ListUsers(ctx context.Context) ([]*vigil.User, error) {
+	return o.store.FindUsers(ctx)
+}
+
+func (o *offlineRegistry) DeadLetters(ctx context.Context, f vigil.DeadLetterFilter) ([]*vigil.DeadLetter, error) {
+	return o.store.FindDeadLetters(ctx, f)
+}
+
+func (o *offlineRegistry) Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error) {
+	return o.store.FindAlerts(ctx, f)
+}
+
+func (o *offlineRegistry) Close() error { return o.store.Close() }
+
+type onlineRegistry struct{ *httpapi.Client }
+
+func (onlineRegistry) Close() error { return nil }
+
+// withRegistry runs fn with an open registry and closes it afterwards.
+func (g *globals) withRegistry(cmd *cobra.Command, fn func(context.Context, registry) error) error {
+	ctx := cmd.Context()
+	r, err := g.openRegistry(ctx)
+	if err != nil {
+		return err
+	}
+	err = fn(ctx, r)
+	if cerr := r.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// print writes v as indented JSON with --json, and otherwise calls human.
+func (g *globals) print(v any, human func(w *tabwriter.Writer)) error {
+	if g.json {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	human(w)
+	return w.Flush()
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	return p.Signal(syscallZero) == nil
+}
+
+func age(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}

@@ -1,0 +1,318 @@
+//go:build wip
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+func newPatientCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "patient", Short: "Add and list patients"}
+	var p vigil.Patient
+	add := &cobra.Command{
+		Use:     "add",
+		Short:   "Register a patient",
+		Example: `  vigil patient add --id p-0001 --identifier MRN-123456 --family Doe --given Jane --birth-date 1950-02-03 --sex female --ward ICU --bed 4`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				if err := r.AddPatient(ctx, &p); err != nil {
+					return err
+				}
+				return g.print(p, func(w *tabwriter.Writer) { fmt.Fprintf(w, "added patient %s\n", p.ID) })
+			})
+		},
+	}
+	f := add.Flags()
+	f.StringVar(&p.ID, "id", "", "patient id: letters, digits and '-', up to 48 (required)")
+	f.StringVar(&p.Identifier, "identifier", "", "hospital MRN or programme identifier")
+	f.StringVar(&p.Family, "family", "", "family name")
+	f.StringVar(&p.Given, "given", "", "given name")
+	f.StringVar(&p.BirthDate, "birth-date", "", "birth date YYYY-MM-DD")
+	f.StringVar(&p.Sex, "sex", "", "male, female, other or unknown")
+	f.StringVar(&p.Ward, "ward", "", "ward")
+	f.StringVar(&p.Bed, "bed", "", "bed")
+	_ = add.MarkFlagRequired("id")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List patients", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				ps, err := r.ListPatients(ctx)
+				if err != nil {
+					return err
+				}
+				return g.print(ps, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "ID\tIDENTIFIER\tNAME\tWARD\tBED")
+					for _, p := range ps {
+						fmt.Fprintf(w, "%s\t%s\t%s, %s\t%s\t%s\n", p.ID, p.Identifier, p.Family, p.Given, p.Ward, p.Bed)
+					}
+				})
+			})
+		},
+	}
+	cmd.AddCommand(add, list)
+	return cmd
+}
+
+func newDeviceCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "device", Short: "Add, list and assign devices; rotate their secrets"}
+	var d vigil.Device
+	add := &cobra.Command{
+		Use:   "add",
+		Short: "Register a device and print its secret (shown once; only a hash is stored)",
+		Long: `Register a device. Vigil prints the device's secret once; it stores only an
+argon2id hash of it. Configure the device with its id as MQTT username (or HTTP
+Basic user) and the secret as password.`,
+		Example: `  vigil device add --id mon-icu-4 --kind bedside-monitor --manufacturer Acme --model M1 --serial SN123`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				secret, err := r.AddDevice(ctx, &d)
+				if err != nil {
+					return err
+				}
+				out := struct {
+					vigil.Device
+					Secret string `json:"secret"`
+				}{d, secret}
+				return g.print(out, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "added device %s\nsecret: %s\n(store it now: it is not shown again; `vigil device rotate-secret %s` issues a new one)\n", d.ID, secret, d.ID)
+				})
+			})
+		},
+	}
+	f := add.Flags()
+	f.StringVar(&d.ID, "id", "", "device id: letters, digits and '-', up to 48 (required)")
+	f.StringVar(&d.Kind, "kind", vigil.DeviceBedsideMonitor, "bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, ...")
+	f.StringVar(&d.Manufacturer, "manufacturer", "", "manufacturer")
+	f.StringVar(&d.Model, "model", "", "model")
+	f.StringVar(&d.Serial, "serial", "", "serial number")
+	_ = add.MarkFlagRequired("id")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List devices", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				ds, err := r.ListDevices(ctx)
+				if err != nil {
+					return err
+				}
+				return g.print(ds, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "ID\tKIND\tMODEL\tSERIAL")
+					for _, d := range ds {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", d.ID, d.Kind, d.Model, d.Serial)
+					}
+				})
+			})
+		},
+	}
+
+	var from string
+	assign := &cobra.Command{
+		Use:   "assign DEVICE PATIENT",
+		Short: "Assign a device to a patient from now (or --from); readings go to the patient assigned at reading time",
+		Long: `Assign a device to a patient. The device's previous assignment ends when the new
+one starts, so each reading goes to the patient the device was assigned to at
+the reading's own time. Pass "" as PATIENT to unassign.`,
+		Example: `  vigil device assign mon-icu-4 p-0001
+  vigil device assign mon-icu-4 p-0002 --from 2026-11-24T08:00:00Z`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var t time.Time
+			if from != "" {
+				var err error
+				if t, err = time.Parse(time.RFC3339, from); err != nil {
+					return fmt.Errorf("bad --from %q: use RFC 3339, e.g. 2026-11-24T08:00:00Z", from)
+				}
+			}
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				if err := r.Assign(ctx, args[0], args[1], t); err != nil {
+					return err
+				}
+				out := map[string]any{"device": args[0], "patient": args[1], "from": t}
+				return g.print(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "assigned %s to %s\n", args[0], args[1]) })
+			})
+		},
+	}
+	assign.Flags().StringVar(&from, "from", "", "start of the assignment, RFC 3339 (default now)")
+
+	rotate := &cobra.Command{
+		Use: "rotate-secret DEVICE", Short: "Issue a new secret for a device (the old one stops working)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				secret, err := r.RotateDeviceSecret(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return g.print(map[string]string{"device": args[0], "secret": secret}, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "new secret for %s: %s\n", args[0], secret)
+				})
+			})
+		},
+	}
+	cmd.AddCommand(add, list, assign, rotate)
+	return cmd
+}
+
+func newUserCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "user", Short: "Add and list people who log in"}
+	var u vigil.User
+	var passwordStdin bool
+	add := &cobra.Command{
+		Use:   "add",
+		Short: "Add a user; the password is read from stdin (--password-stdin) or prompted",
+		Example: `  echo 'a long passphrase here' | vigil user add --id nurse-kim --role nurse --name "Kim Lee" --password-stdin
+  vigil user add --id jane --role patient --patient p-0001 --password-stdin < pw.txt`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !passwordStdin {
+				fmt.Fprint(g.stderr, "password (at least 12 characters): ")
+			}
+			line, err := bufio.NewReader(g.stdin).ReadString('\n')
+			pw := strings.TrimRight(line, "\r\n")
+			if pw == "" && err != nil {
+				return fmt.Errorf("no password given: pipe it in with --password-stdin")
+			}
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				if err := r.AddUser(ctx, &u, pw); err != nil {
+					return err
+				}
+				return g.print(u, func(w *tabwriter.Writer) { fmt.Fprintf(w, "added %s %s\n", u.Role, u.ID) })
+			})
+		},
+	}
+	f := add.Flags()
+	f.StringVar(&u.ID, "id", "", "login name (required)")
+	f.StringVar(&u.Name, "name", "", "display name")
+	f.StringVar(&u.Role, "role", "", "admin, clinician, nurse or patient (required)")
+	f.StringVar(&u.PatientID, "patient", "", "for the patient role: the patient's own id")
+	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password from stdin without prompting")
+	_ = add.MarkFlagRequired("id")
+	_ = add.MarkFlagRequired("role")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List users", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				us, err := r.ListUsers(ctx)
+				if err != nil {
+					return err
+				}
+				return g.print(us, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "ID\tROLE\tNAME\tPATIENT")
+					for _, u := range us {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", u.ID, u.Role, u.Name, u.PatientID)
+					}
+				})
+			})
+		},
+	}
+	cmd.AddCommand(add, list)
+	return cmd
+}
+
+func newTokenCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Create API bearer tokens"}
+	var user, name string
+	var ttl time.Duration
+	create := &cobra.Command{
+		Use:     "create",
+		Short:   "Create an API token for a user (printed once; only its hash is stored)",
+		Example: `  vigil token create --user dr-smith --name "EHR integration" --ttl 720h`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				tok, t, err := r.CreateToken(ctx, user, name, ttl)
+				if err != nil {
+					return err
+				}
+				out := struct {
+					vigil.Token
+					Token string `json:"token"`
+				}{*t, tok}
+				return g.print(out, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "token for %s: %s\nuse it as: Authorization: Bearer %s\n", user, tok, tok)
+				})
+			})
+		},
+	}
+	create.Flags().StringVar(&user, "user", "", "user the token acts as (required)")
+	create.Flags().StringVar(&name, "name", "", "what the token is for")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 720h (default: no expiry)")
+	_ = create.MarkFlagRequired("user")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func newDeadLettersCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "deadletters", Short: "Inspect messages Vigil accepted but could not store as readings"}
+	var f vigil.DeadLetterFilter
+	var payload bool
+	list := &cobra.Command{
+		Use: "list", Short: "List dead letters, newest first, with the reason", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				ds, err := r.DeadLetters(ctx, f)
+				if err != nil {
+					return err
+				}
+				return g.print(ds, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "TIME\tSOURCE\tDEVICE\tREASON\tFIELD\tMESSAGE")
+					for _, d := range ds {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Time.Format(time.RFC3339), d.Source, d.DeviceID, d.Reason, d.Field, d.Message)
+						if payload {
+							fmt.Fprintf(w, "\t%s\n", d.Payload)
+						}
+					}
+				})
+			})
+		},
+	}
+	list.Flags().StringVar(&f.DeviceID, "device", "", "only this device")
+	list.Flags().StringVar(&f.Reason, "reason", "", "only this reason, e.g. unknown_code")
+	list.Flags().IntVar(&f.Limit, "limit", 100, "at most this many")
+	list.Flags().BoolVar(&payload, "payload", false, "also print each raw payload (may contain patient data)")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func newAlertsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "alerts", Short: "List alerts"}
+	var f vigil.AlertFilter
+	var state string
+	list := &cobra.Command{
+		Use: "list", Short: "List alerts, newest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if state != "" {
+				f.States = strings.Split(state, ",")
+			}
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				as, err := r.Alerts(ctx, f)
+				if err != nil {
+					return err
+				}
+				return g.print(as, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "RAISED\tPATIENT\tPRIORITY\tSTATE\tTITLE")
+					for _, a := range as {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Raised.Format(time.RFC3339), a.PatientID, a.Priority, a.State, a.Title)
+					}
+				})
+			})
+		},
+	}
+	list.Flags().StringVar(&f.PatientID, "patient", "", "only this patient")
+	list.Flags().StringVar(&state, "state", "", "comma-separated states: firing, acknowledged, resolved")
+	list.Flags().IntVar(&f.Limit, "limit", 100, "at most this many")
+	cmd.AddCommand(list)
+	return cmd
+}

@@ -1,0 +1,368 @@
+//go:build wip
+
+// Package node wires one Vigil process: the embedded store, the ingest
+// pipeline, the MQTT broker, the alert engine, the HTTP server (admin API,
+// device ingest, FHIR, web app, health and metrics). cmd/vigil and the
+// end-to-end tests both start Vigil through Start, so tests exercise the
+// real wiring.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
+	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/auth"
+	"github.com/vigil-iomt/vigil/internal/broker"
+	"github.com/vigil-iomt/vigil/internal/fhir"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
+	"github.com/vigil-iomt/vigil/internal/ingest"
+	"github.com/vigil-iomt/vigil/internal/live"
+	"github.com/vigil-iomt/vigil/internal/mapping"
+	"github.com/vigil-iomt/vigil/internal/pebble"
+	"github.com/vigil-iomt/vigil/internal/web"
+)
+
+// LocalAdminUser is the reserved account whose short-lived API token the
+// running server writes to its data directory (ControlFile) so that the CLI
+// on the same machine can administer it. It has no password and cannot log
+// in.
+const LocalAdminUser = "local-admin"
+
+// ControlFile is the name, inside the data directory, of the file through
+// which a running server tells the CLI where it listens and which token to
+// use. It is created with mode 0600 and removed on Close.
+const ControlFile = "control.json"
+
+// Control is the content of ControlFile.
+type Control struct {
+	PID      int    `json:"pid"`
+	HTTPURL  string `json:"http_url"`
+	MQTTAddr string `json:"mqtt_addr"`
+	Token    string `json:"token"`
+}
+
+// Options configure a node. Zero values take the defaults noted.
+type Options struct {
+	DataDir       string           // required
+	HTTPAddr      string           // default ":8080"
+	MQTTAddr      string           // default ":1883"
+	MaxPayload    int              // bytes per message; default 256 KiB
+	PublicMetrics bool             // serve /metrics without authentication
+	Thresholds    []vigil.Threshold // nil: alerting.DefaultThresholds()
+	Now           func() time.Time // nil: time.Now
+	Logger        *slog.Logger     // nil: discard
+	// CompactInterval overrides the store's background compaction period
+	// (0: the store's default).
+	CompactInterval time.Duration
+}
+
+// Node is a running Vigil process.
+type Node struct {
+	Store    *pebble.Store
+	Pipeline *ingest.Pipeline
+	Broker   *broker.Broker
+	Alerts   *alerting.Engine
+	Hub      *live.Hub
+	Auth     *auth.Authenticator
+	Admin    *admin.Service
+	Registry *prometheus.Registry
+
+	opts      Options
+	httpLn    net.Listener
+	httpSrv   *http.Server
+	httpDone  chan error
+	closeOnce sync.Once
+	closeErr  error
+	ready     bool
+	mu        sync.Mutex
+	tokenID   string
+}
+
+// Start opens the store in opts.DataDir and starts every listener. On
+// error everything started so far is stopped again.
+func Start(ctx context.Context, opts Options) (_ *Node, err error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("no data directory: pass --data DIR or set VIGIL_DATA")
+	}
+	if opts.HTTPAddr == "" {
+		opts.HTTPAddr = ":8080"
+	}
+	if opts.MQTTAddr == "" {
+		opts.MQTTAddr = ":1883"
+	}
+	if opts.MaxPayload == 0 {
+		opts.MaxPayload = 256 << 10
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := opts.Logger
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory %s: %w", opts.DataDir, err)
+	}
+
+	n := &Node{opts: opts, Hub: &live.Hub{}, Registry: prometheus.NewRegistry()}
+	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	sopts := pebble.DefaultOptions()
+	sopts.Now = opts.Now
+	sopts.Logger = log
+	sopts.Registerer = n.Registry
+	if opts.CompactInterval != 0 {
+		sopts.CompactInterval = opts.CompactInterval
+	}
+	if n.Store, err = pebble.Open(filepath.Join(opts.DataDir, "store"), sopts); err != nil {
+		return nil, err
+	}
+
+	n.Auth = auth.NewAuthenticator(n.Store, auth.Options{Now: opts.Now, Registerer: n.Registry})
+
+	aopts := alerting.DefaultOptions()
+	aopts.Now = opts.Now
+	aopts.Logger = log
+	aopts.Registerer = n.Registry
+	if opts.Thresholds != nil {
+		aopts.Thresholds = opts.Thresholds
+	}
+	if n.Alerts, err = alerting.New(ctx, n.Store, n.Hub, aopts); err != nil {
+		return nil, fmt.Errorf("start alerting: %w", err)
+	}
+
+	iopts := ingest.DefaultOptions()
+	iopts.MaxPayload = opts.MaxPayload
+	iopts.Now = opts.Now
+	iopts.Logger = log
+	iopts.Registerer = n.Registry
+	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.publishReadings}
+	n.Pipeline = ingest.New(n.Store, mapping.DefaultTable(), iopts)
+
+	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged}
+
+	bopts := broker.DefaultOptions()
+	bopts.Addr = opts.MQTTAddr
+	bopts.Auth = n.Auth
+	bopts.Ingester = n.Pipeline
+	bopts.MaxPayload = opts.MaxPayload
+	bopts.Logger = log
+	bopts.Registerer = n.Registry
+	if n.Broker, err = broker.New(bopts); err != nil {
+		return nil, fmt.Errorf("start MQTT broker: %w", err)
+	}
+	if err = n.Broker.Start(); err != nil {
+		return nil, err
+	}
+
+	if n.httpLn, err = net.Listen("tcp", opts.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("listen for HTTP on %s: %w (is another server using it? choose another address with --http)", opts.HTTPAddr, err)
+	}
+	fh := fhir.NewHandler(fhir.Options{
+		Patients:     n.Store,
+		Devices:      n.Store,
+		Observations: n.Store,
+		Authenticate: n.authenticateRequest,
+		Now:          opts.Now,
+		Logger:       log,
+	})
+	wh := web.NewHandler(web.Options{
+		Store:  n.Store,
+		Auth:   n.Auth,
+		Hub:    n.Hub,
+		Alerts: n.Alerts,
+		Now:    opts.Now,
+		Logger: log,
+	})
+	api := httpapi.New(httpapi.Options{
+		Store:         n.Store,
+		Auth:          n.Auth,
+		Admin:         n.Admin,
+		Ingester:      n.Pipeline,
+		Alerts:        n.Alerts,
+		FHIR:          fh,
+		Web:           wh,
+		Gatherer:      n.Registry,
+		Ready:         n.readyErr,
+		MaxBody:       opts.MaxPayload,
+		PublicMetrics: opts.PublicMetrics,
+		Now:           opts.Now,
+		Logger:        log,
+		Registerer:    n.Registry,
+	})
+	n.httpSrv = &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	n.httpDone = make(chan error, 1)
+	go func() { n.httpDone <- n.httpSrv.Serve(n.httpLn) }()
+
+	if err = n.writeControl(ctx); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.ready = true
+	n.mu.Unlock()
+	log.Info("vigil started", "http", n.URL(), "mqtt", n.MQTTAddr(), "data", opts.DataDir)
+	return n, nil
+}
+
+// URL is the base URL of the HTTP server, e.g. "http://127.0.0.1:8080".
+func (n *Node) URL() string {
+	return "http://" + dialable(n.httpLn.Addr())
+}
+
+// MQTTAddr is the host:port of the MQTT listener.
+func (n *Node) MQTTAddr() string { return dialable(n.Broker.Addr()) }
+
+// dialable turns a listen address such as [::]:8080 into 127.0.0.1:8080.
+func dialable(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (n *Node) readyErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.ready {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "starting or shutting down")
+	}
+	return nil
+}
+
+func (n *Node) authenticateRequest(r *http.Request) (*vigil.Principal, error) {
+	tok := auth.BearerOrCookie(r, web.SessionCookie)
+	if tok == "" {
+		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "a bearer token is required")
+	}
+	return n.Auth.Principal(r.Context(), tok)
+}
+
+func (n *Node) deviceChanged(id string) {
+	n.Pipeline.InvalidateDevice(id)
+	n.Auth.ForgetDevice(id)
+}
+
+func (n *Node) publishReadings(_ context.Context, rs []*vigil.Reading) {
+	for _, r := range rs {
+		n.Hub.Publish(live.Event{Type: live.TypeReading, PatientID: r.PatientID, Data: r})
+	}
+}
+
+// writeControl issues the local admin token and writes ControlFile.
+func (n *Node) writeControl(ctx context.Context) error {
+	if _, err := n.Store.FindUserByID(ctx, LocalAdminUser); vigil.ErrorCode(err) == vigil.ENOTFOUND {
+		u := &vigil.User{ID: LocalAdminUser, Name: "local CLI access", Role: vigil.RoleAdmin}
+		if err := n.Store.CreateUser(ctx, u); err != nil {
+			return fmt.Errorf("create %s user: %w", LocalAdminUser, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("find %s user: %w", LocalAdminUser, err)
+	}
+	tok, t, err := n.Auth.IssueToken(ctx, LocalAdminUser, "api", "local CLI (control file)", 0)
+	if err != nil {
+		return fmt.Errorf("issue local admin token: %w", err)
+	}
+	n.tokenID = t.ID
+	b, err := json.MarshalIndent(Control{PID: os.Getpid(), HTTPURL: n.URL(), MQTTAddr: n.MQTTAddr(), Token: tok}, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(n.opts.DataDir, ControlFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write control file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write control file: %w", err)
+	}
+	return nil
+}
+
+// ReadControl reads the control file of a server running on dataDir.
+// It returns an error wrapping os.ErrNotExist when no server has written one.
+func ReadControl(dataDir string) (*Control, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, ControlFile))
+	if err != nil {
+		return nil, err
+	}
+	var c Control
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("read %s: %w", ControlFile, err)
+	}
+	return &c, nil
+}
+
+// Close shuts down gracefully: it stops accepting connections, waits for
+// in-flight requests and MQTT acknowledgements, drains the pipeline so
+// every acknowledged reading is durable, and closes the store. It is safe
+// to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
+	n.mu.Lock()
+	n.ready = false
+	n.mu.Unlock()
+	var errs []error
+	if n.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		if err := n.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop HTTP: %w", err))
+		}
+		cancel()
+		<-n.httpDone
+	} else if n.httpLn != nil {
+		n.httpLn.Close()
+	}
+	if n.Broker != nil {
+		if err := n.Broker.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("stop MQTT: %w", err))
+		}
+	}
+	if n.Pipeline != nil {
+		if err := n.Pipeline.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("drain pipeline: %w", err))
+		}
+	}
+	if n.Store != nil {
+		if n.tokenID != "" {
+			_ = n.Auth.RevokeToken(context.Background(), n.tokenID)
+			os.Remove(filepath.Join(n.opts.DataDir, ControlFile))
+		}
+		if err := n.Store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -58,14 +58,14 @@ type Control struct {
 
 // Options configure a node. Zero values take the defaults noted.
 type Options struct {
-	DataDir       string           // required
-	HTTPAddr      string           // default ":8080"
-	MQTTAddr      string           // default ":1883"
-	MaxPayload    int              // bytes per message; default 256 KiB
-	PublicMetrics bool             // serve /metrics without authentication
+	DataDir       string            // required
+	HTTPAddr      string            // default ":8080"
+	MQTTAddr      string            // default ":1883"
+	MaxPayload    int               // bytes per message; default 256 KiB
+	PublicMetrics bool              // serve /metrics without authentication
 	Thresholds    []vigil.Threshold // nil: alerting.DefaultThresholds()
-	Now           func() time.Time // nil: time.Now
-	Logger        *slog.Logger     // nil: discard
+	Now           func() time.Time  // nil: time.Now
+	Logger        *slog.Logger      // nil: discard
 	// CompactInterval overrides the store's background compaction period
 	// (0: the store's default).
 	CompactInterval time.Duration

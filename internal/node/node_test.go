@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/paho"
+	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/node"
@@ -221,11 +221,11 @@ func TestRejections(t *testing.T) {
 	now := time.Now()
 	hr := `{"code":"8867-4","value":72,"unit":"/min"}`
 	cases := []struct {
-		name       string
-		body       string
-		status     int
-		reason     string
-		field      string
+		name   string
+		body   string
+		status int
+		reason string
+		field  string
 	}{
 		{"malformed JSON", `{"id":"x",`, 400, "malformed_json", ""},
 		{"unknown code", string(reading("r1", now, `{"code":"0000-0","value":1,"unit":"/min"}`)), 422, "unknown_code", "values[0].code"},

@@ -1,0 +1,154 @@
+package pebble
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"slices"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// SaveAlert creates or replaces an alert. Alerts are indexed by their
+// Raised time so that FindAlerts returns the newest first.
+func (s *Store) SaveAlert(ctx context.Context, a *vigil.Alert) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if a.ID == "" {
+		return vigil.FieldErrorf("id", "required", "an alert needs an id")
+	}
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	var old vigil.Alert
+	had, err := getJSON(s.db, key(pAlert, a.ID), &old)
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	if had && !old.Raised.Equal(a.Raised) {
+		b.Delete(alertIndexKey(&old), nil)
+	}
+	if err := setJSON(b, key(pAlert, a.ID), a); err != nil {
+		b.Close()
+		return err
+	}
+	if err := b.Set(alertIndexKey(a), nil, nil); err != nil {
+		b.Close()
+		return err
+	}
+	return s.commitSync(b)
+}
+
+func alertIndexKey(a *vigil.Alert) []byte {
+	return append(append([]byte{pAlertRaised, 0}, be64(a.Raised.UnixNano())...), a.ID...)
+}
+
+func (s *Store) FindAlertByID(ctx context.Context, id string) (*vigil.Alert, error) {
+	var a vigil.Alert
+	if err := s.find(ctx, key(pAlert, id), "alert "+id, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// FindAlerts returns matching alerts, newest Raised first.
+func (s *Store) FindAlerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	var out []*vigil.Alert
+	err := scan(snap, []byte{pAlertRaised, 0}, true, func(k, _ []byte) (bool, error) {
+		if len(k) < 10 {
+			return false, vigil.Errorf(vigil.EINTERNAL, "corrupt alert index key")
+		}
+		var a vigil.Alert
+		ok, err := getJSON(snap, key(pAlert, string(k[10:])), &a)
+		if err != nil || !ok {
+			return err == nil, err
+		}
+		if f.PatientID != "" && a.PatientID != f.PatientID {
+			return true, nil
+		}
+		if len(f.States) > 0 && !slices.Contains(f.States, a.State) {
+			return true, nil
+		}
+		out = append(out, &a)
+		return len(out) < limit, nil
+	})
+	return out, err
+}
+
+// AddDeadLetter stores a message that could not be answered on the wire.
+// It assigns a time-ordered ID when d.ID is empty.
+func (s *Store) AddDeadLetter(ctx context.Context, d *vigil.DeadLetter) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if d.Time.IsZero() {
+		d.Time = s.opts.Now().UTC()
+	}
+	if d.ID == "" {
+		d.ID = timeID(d.Time)
+	}
+	b := s.db.NewBatch()
+	if err := setJSON(b, key(pDeadLetter, d.ID), d); err != nil {
+		b.Close()
+		return err
+	}
+	return s.commitSync(b)
+}
+
+// timeID returns a 24-character hex id that sorts by t.
+func timeID(t time.Time) string {
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(t.UnixNano()))
+	rand.Read(b[8:])
+	return hex.EncodeToString(b[:])
+}
+
+// FindDeadLetters returns matching dead letters, newest first.
+func (s *Store) FindDeadLetters(ctx context.Context, f vigil.DeadLetterFilter) ([]*vigil.DeadLetter, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	var out []*vigil.DeadLetter
+	err := scan(s.db, prefixKey(pDeadLetter), true, func(_, v []byte) (bool, error) {
+		var d vigil.DeadLetter
+		if err := unmarshal(v, &d); err != nil {
+			return false, err
+		}
+		if (f.DeviceID != "" && d.DeviceID != f.DeviceID) || (f.Reason != "" && d.Reason != f.Reason) {
+			return true, nil
+		}
+		out = append(out, &d)
+		return len(out) < limit, nil
+	})
+	return out, err
+}
+
+func (s *Store) DeleteDeadLetter(ctx context.Context, id string) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if _, ok, err := get(s.db, key(pDeadLetter, id)); err != nil {
+		return err
+	} else if !ok {
+		return vigil.Errorf(vigil.ENOTFOUND, "dead letter %s not found", id)
+	}
+	b := s.db.NewBatch()
+	b.Delete(key(pDeadLetter, id), nil)
+	return s.commitSync(b)
+}

@@ -1,0 +1,584 @@
+package pebble
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/tsdb"
+)
+
+// Time bounds of queries, in Unix ms: year 1 and year 9999.
+const (
+	minTime = int64(-62135596800000)
+	maxTime = int64(253402300799999)
+)
+
+// series as read from a snapshot.
+type seriesInfo struct {
+	sid uint64
+	seriesRecord
+}
+
+// patientSeries lists the patient's series in the snapshot.
+func patientSeries(r pebble.Reader, patientID string) ([]seriesInfo, error) {
+	prefix := prefixKey(pSeries, patientID)
+	var out []seriesInfo
+	err := scan(r, prefix, false, func(k, v []byte) (bool, error) {
+		if len(v) != 8 {
+			return false, vigil.Errorf(vigil.EINTERNAL, "corrupt series index")
+		}
+		sid := binary.BigEndian.Uint64(v)
+		var rec seriesRecord
+		ok, err := getJSON(r, append([]byte{pSeriesByID, 0}, v...), &rec)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			out = append(out, seriesInfo{sid, rec})
+		}
+		return true, nil
+	})
+	return out, err
+}
+
+// item is one observation in a query's merge.
+type item struct {
+	t   int64
+	sid uint64
+	obs *vigil.Observation
+}
+
+type stream interface {
+	peek() (*item, error) // nil at the end
+	next()
+	close()
+}
+
+// seriesStream yields one series' samples in [from, to) in time order,
+// loading one chunk bucket at a time and merging head samples into it.
+type seriesStream struct {
+	r        pebble.Reader
+	info     seriesInfo
+	from, to int64
+	desc     bool
+	cit, hit *pebble.Iterator
+	cur      int64 // next bucket to look at (asc: ≥ cur; desc: ≤ cur)
+	buf      []tsdb.Sample
+	pos      int
+	done     bool
+	err      error
+	it       item
+}
+
+func newSeriesStream(r pebble.Reader, info seriesInfo, from, to int64, desc bool) (*seriesStream, error) {
+	s := &seriesStream{r: r, info: info, from: from, to: to, desc: desc}
+	var err error
+	s.cit, err = r.NewIter(&pebble.IterOptions{
+		LowerBound: chunkKey(info.sid, bucketOf(from)),
+		UpperBound: upperBound(chunkKey(info.sid, bucketOf(to-1))),
+	})
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	s.hit, err = r.NewIter(&pebble.IterOptions{LowerBound: headKey(info.sid, from), UpperBound: headKey(info.sid, to)})
+	if err != nil {
+		s.cit.Close()
+		return nil, storeErr(err)
+	}
+	if desc {
+		s.cur = bucketOf(to - 1)
+	} else {
+		s.cur = bucketOf(from)
+	}
+	return s, nil
+}
+
+func (s *seriesStream) close() {
+	s.cit.Close()
+	s.hit.Close()
+}
+
+func (s *seriesStream) peek() (*item, error) {
+	for s.pos >= len(s.buf) {
+		if s.done || s.err != nil {
+			return nil, s.err
+		}
+		s.load()
+	}
+	smp := s.buf[s.pos]
+	s.it = item{t: smp.T, sid: s.info.sid, obs: s.observation(smp)}
+	return &s.it, nil
+}
+
+func (s *seriesStream) next() { s.pos++ }
+
+func (s *seriesStream) observation(smp tsdb.Sample) *vigil.Observation {
+	t := time.UnixMilli(smp.T).UTC()
+	return &vigil.Observation{
+		ID:        observationID(s.info.sid, smp.T),
+		PatientID: s.info.Patient,
+		DeviceID:  s.info.Device,
+		Code:      s.info.Code,
+		Value:     smp.V,
+		Unit:      s.info.Unit,
+		Time:      t,
+		Received:  t.Add(time.Duration(smp.Lag) * time.Second),
+	}
+}
+
+// load fills buf with the next bucket that has samples.
+func (s *seriesStream) load() {
+	s.buf, s.pos = s.buf[:0], 0
+	var b int64
+	found := false
+	if s.desc {
+		if s.cur < bucketOf(s.from) {
+			s.done = true
+			return
+		}
+		if s.cit.SeekLT(chunkKey(s.info.sid, s.cur+bucket)) {
+			b, found = unbe64(s.cit.Key()[10:]), true
+		}
+		if s.hit.SeekLT(headKey(s.info.sid, min(s.cur+bucket, s.to))) {
+			if hb := bucketOf(unbe64(s.hit.Key()[10:])); !found || hb > b {
+				b, found = hb, true
+			}
+		}
+	} else {
+		if s.cur > bucketOf(s.to-1) {
+			s.done = true
+			return
+		}
+		if s.cit.SeekGE(chunkKey(s.info.sid, s.cur)) {
+			b, found = unbe64(s.cit.Key()[10:]), true
+		}
+		if s.hit.SeekGE(headKey(s.info.sid, max(s.cur, s.from))) {
+			if hb := bucketOf(unbe64(s.hit.Key()[10:])); !found || hb < b {
+				b, found = hb, true
+			}
+		}
+	}
+	if !found {
+		s.done = true
+		s.err = storeErr(firstErr(s.cit.Error(), s.hit.Error()))
+		return
+	}
+	if s.desc {
+		s.cur = b - bucket
+	} else {
+		s.cur = b + bucket
+	}
+	var chunk []tsdb.Sample
+	if v, ok, err := get(s.r, chunkKey(s.info.sid, b)); err != nil {
+		s.err = err
+		return
+	} else if ok {
+		if chunk, err = tsdb.Decode(v); err != nil {
+			s.err = vigil.Errorf(vigil.EINTERNAL, "corrupt chunk of series %d: %v", s.info.sid, err)
+			return
+		}
+	}
+	var head []tsdb.Sample
+	lo, hi := max(b, s.from), min(b+bucket, s.to)
+	end := headKey(s.info.sid, hi)
+	for ok := s.hit.SeekGE(headKey(s.info.sid, lo)); ok && bytes.Compare(s.hit.Key(), end) < 0; ok = s.hit.Next() {
+		v, err := s.hit.ValueAndErr()
+		if err != nil {
+			s.err = storeErr(err)
+			return
+		}
+		smp, err := decodeHead(unbe64(s.hit.Key()[10:]), v)
+		if err != nil {
+			s.err = err
+			return
+		}
+		head = append(head, smp)
+	}
+	for _, smp := range tsdb.Merge(chunk, head) {
+		if smp.T >= s.from && smp.T < s.to {
+			s.buf = append(s.buf, smp)
+		}
+	}
+	if s.desc {
+		slices.Reverse(s.buf)
+	}
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// panelStream pairs systolic and diastolic samples of one device taken at
+// the same time into blood pressure panels. Unpaired values pass through.
+type panelStream struct {
+	sys, dia stream
+	desc     bool
+	it       item
+	pop      func()
+}
+
+func (p *panelStream) close() { p.sys.close(); p.dia.close() }
+
+func (p *panelStream) next() { p.pop() }
+
+func (p *panelStream) peek() (*item, error) {
+	s, err := p.sys.peek()
+	if err != nil {
+		return nil, err
+	}
+	d, err := p.dia.peek()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case s == nil && d == nil:
+		return nil, nil
+	case d == nil || (s != nil && s.t != d.t && (s.t < d.t) != p.desc):
+		p.pop = p.sys.next
+		return s, nil
+	case s == nil || s.t != d.t:
+		p.pop = p.dia.next
+		return d, nil
+	}
+	so, do := s.obs, d.obs
+	p.it = item{t: s.t, sid: s.sid, obs: &vigil.Observation{
+		ID:        "P" + so.ID,
+		PatientID: so.PatientID,
+		DeviceID:  so.DeviceID,
+		Code:      vigil.LOINCBPPanel,
+		Unit:      so.Unit,
+		Time:      so.Time,
+		Received:  so.Received,
+		Components: []vigil.Measurement{
+			{Code: vigil.LOINCSystolic, Value: so.Value, Unit: so.Unit},
+			{Code: vigil.LOINCDiastolic, Value: do.Value, Unit: do.Unit},
+		},
+	}}
+	p.pop = func() { p.sys.next(); p.dia.next() }
+	return &p.it, nil
+}
+
+// Observation ids: the series id and the device time in ms, both base 36,
+// joined by a dot; blood pressure panels carry a leading "P" and the
+// systolic series id. Stable across compaction; at most 27 characters.
+func observationID(sid uint64, t int64) string {
+	return strconv.FormatUint(sid, 36) + "." + strconv.FormatInt(t, 36)
+}
+
+func parseObservationID(id string) (panel bool, sid uint64, t int64, err error) {
+	rest, panel := strings.CutPrefix(id, "P")
+	a, b, ok := strings.Cut(rest, ".")
+	if !ok {
+		return false, 0, 0, fmt.Errorf("bad id")
+	}
+	if sid, err = strconv.ParseUint(a, 36, 64); err != nil {
+		return
+	}
+	t, err = strconv.ParseInt(b, 36, 64)
+	return
+}
+
+// FindObservations implements vigil.ObservationStore.
+func (s *Store) FindObservations(ctx context.Context, f vigil.ObservationFilter) ([]*vigil.Observation, string, error) {
+	if f.PatientID == "" {
+		return nil, "", vigil.FieldErrorf("patient", "required", "observation searches need a patient")
+	}
+	if err := ctxErr(ctx); err != nil {
+		return nil, "", err
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	from, to := minTime, maxTime+1
+	if !f.From.IsZero() {
+		from = max(from, f.From.UnixMilli())
+		if f.From.Sub(time.UnixMilli(from)) > 0 { // sub-millisecond bound: round up
+			from++
+		}
+	}
+	if !f.To.IsZero() {
+		to = min(to, f.To.UnixMilli())
+		if f.To.Sub(time.UnixMilli(to)) > 0 {
+			to++
+		}
+	}
+	var curT int64
+	var curSID uint64
+	if f.Cursor != "" {
+		var err error
+		if curT, curSID, err = parseCursor(f.Cursor); err != nil {
+			return nil, "", vigil.FieldErrorf("cursor", "invalid", "bad page cursor; start the search again")
+		}
+		if f.Desc {
+			to = min(to, curT+1)
+		} else {
+			from = max(from, curT)
+		}
+	}
+	if from >= to {
+		return nil, "", nil
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	streams, err := s.openStreams(snap, f.PatientID, f.Codes, f.DeviceID, from, to, f.Desc)
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() {
+		for _, st := range streams {
+			st.close()
+		}
+	}()
+	var out []*vigil.Observation
+	var last *item
+	for {
+		it, err := nextItem(streams, f.Desc)
+		if err != nil {
+			return nil, "", err
+		}
+		if it == nil {
+			return out, "", nil
+		}
+		if f.Cursor != "" && it.t == curT && ((!f.Desc && it.sid <= curSID) || (f.Desc && it.sid >= curSID)) {
+			continue
+		}
+		if len(f.Codes) > 0 && !slices.Contains(f.Codes, it.obs.Code) {
+			continue // an unpaired systolic or diastolic value of a panel search
+		}
+		if len(out) == limit {
+			return out, formatCursor(last.t, last.sid), nil
+		}
+		out = append(out, it.obs)
+		cp := *it
+		last = &cp
+	}
+}
+
+// nextItem pops the next item in (time, series id) order across streams.
+func nextItem(streams []stream, desc bool) (*item, error) {
+	var best *item
+	bi := -1
+	for i, st := range streams {
+		it, err := st.peek()
+		if err != nil {
+			return nil, err
+		}
+		if it == nil {
+			continue
+		}
+		if best == nil || before(it, best, desc) {
+			best, bi = it, i
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	cp := *best
+	streams[bi].next()
+	return &cp, nil
+}
+
+func before(a, b *item, desc bool) bool {
+	if a.t != b.t {
+		return (a.t < b.t) != desc
+	}
+	return (a.sid < b.sid) != desc
+}
+
+func formatCursor(t int64, sid uint64) string {
+	return "c1." + strconv.FormatInt(t, 36) + "." + strconv.FormatUint(sid, 36)
+}
+
+func parseCursor(c string) (int64, uint64, error) {
+	parts := strings.Split(c, ".")
+	if len(parts) != 3 || parts[0] != "c1" {
+		return 0, 0, fmt.Errorf("bad cursor")
+	}
+	t, err := strconv.ParseInt(parts[1], 36, 64)
+	if err != nil {
+		return 0, 0, err
+	}
+	sid, err := strconv.ParseUint(parts[2], 36, 64)
+	return t, sid, err
+}
+
+// openStreams opens one stream per selected series. When codes is empty
+// or asks for LOINCBPPanel, the systolic and diastolic series of a device
+// are paired into one panel stream.
+func (s *Store) openStreams(r pebble.Reader, patientID string, codes []string, deviceID string, from, to int64, desc bool) (_ []stream, err error) {
+	all, err := patientSeries(r, patientID)
+	if err != nil {
+		return nil, err
+	}
+	panels := len(codes) == 0 || slices.Contains(codes, vigil.LOINCBPPanel)
+	byDevice := make(map[[2]string]seriesInfo)
+	for _, si := range all {
+		byDevice[[2]string{si.Device, si.Code}] = si
+	}
+	var streams []stream
+	defer func() {
+		if err != nil {
+			for _, st := range streams {
+				st.close()
+			}
+		}
+	}()
+	for _, si := range all {
+		if deviceID != "" && si.Device != deviceID {
+			continue
+		}
+		if panels {
+			d, hasDia := byDevice[[2]string{si.Device, vigil.LOINCDiastolic}]
+			_, hasSys := byDevice[[2]string{si.Device, vigil.LOINCSystolic}]
+			if si.Code == vigil.LOINCSystolic && hasDia {
+				ss, err := newSeriesStream(r, si, from, to, desc)
+				if err != nil {
+					return nil, err
+				}
+				ds, err := newSeriesStream(r, d, from, to, desc)
+				if err != nil {
+					ss.close()
+					return nil, err
+				}
+				streams = append(streams, &panelStream{sys: ss, dia: ds, desc: desc})
+				continue
+			}
+			if si.Code == vigil.LOINCDiastolic && hasSys {
+				continue // part of the panel stream
+			}
+		}
+		if len(codes) > 0 && !slices.Contains(codes, si.Code) {
+			continue
+		}
+		ss, err := newSeriesStream(r, si, from, to, desc)
+		if err != nil {
+			return nil, err
+		}
+		streams = append(streams, ss)
+	}
+	return streams, nil
+}
+
+// FindObservationByID implements vigil.ObservationStore.
+func (s *Store) FindObservationByID(ctx context.Context, id string) (*vigil.Observation, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	notFound := vigil.Errorf(vigil.ENOTFOUND, "observation %s not found", id)
+	panel, sid, t, err := parseObservationID(id)
+	if err != nil {
+		return nil, notFound
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	var rec seriesRecord
+	ok, err := getJSON(snap, append([]byte{pSeriesByID, 0}, u64(sid)...), &rec)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || (panel && rec.Code != vigil.LOINCSystolic) {
+		return nil, notFound
+	}
+	var codes []string
+	if panel {
+		codes = []string{vigil.LOINCBPPanel}
+	} else {
+		codes = []string{rec.Code}
+	}
+	streams, err := s.openStreams(snap, rec.Patient, codes, rec.Device, t, t+1, false)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, st := range streams {
+			st.close()
+		}
+	}()
+	for {
+		it, err := nextItem(streams, false)
+		if err != nil {
+			return nil, err
+		}
+		if it == nil {
+			return nil, notFound
+		}
+		if it.obs.ID == id {
+			return it.obs, nil
+		}
+	}
+}
+
+// LatestObservations implements vigil.ObservationStore.
+func (s *Store) LatestObservations(ctx context.Context, patientID string, codes []string, max int) (map[string][]*vigil.Observation, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		max = 1
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	if len(codes) == 0 {
+		all, err := patientSeries(snap, patientID)
+		if err != nil {
+			return nil, err
+		}
+		seen := map[string]bool{}
+		for _, si := range all {
+			c := si.Code
+			if c == vigil.LOINCSystolic || c == vigil.LOINCDiastolic {
+				c = vigil.LOINCBPPanel
+			}
+			if !seen[c] {
+				seen[c] = true
+				codes = append(codes, c)
+			}
+		}
+	}
+	out := make(map[string][]*vigil.Observation)
+	for _, code := range codes {
+		streams, err := s.openStreams(snap, patientID, []string{code}, "", minTime, maxTime+1, true)
+		if err != nil {
+			return nil, err
+		}
+		var obs []*vigil.Observation
+		for len(obs) < max {
+			it, err := nextItem(streams, true)
+			if err != nil {
+				for _, st := range streams {
+					st.close()
+				}
+				return nil, err
+			}
+			if it == nil {
+				break
+			}
+			if it.obs.Code == code {
+				obs = append(obs, it.obs)
+			}
+		}
+		for _, st := range streams {
+			st.close()
+		}
+		if len(obs) > 0 {
+			out[code] = obs
+		}
+	}
+	return out, nil
+}
+

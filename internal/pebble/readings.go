@@ -1,0 +1,353 @@
+package pebble
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/tsdb"
+)
+
+// A series is the samples of one code for one patient from one device.
+type seriesKey struct{ Patient, Code, Device string }
+
+type seriesRecord struct {
+	Patient string `json:"patient"`
+	Code    string `json:"code"`
+	Device  string `json:"device"`
+	Unit    string `json:"unit"` // the code's canonical UCUM unit
+}
+
+// bucket is the time span of one chunk: 2 hours of 1 Hz samples.
+const bucket = int64(2 * time.Hour / time.Millisecond)
+
+func bucketOf(t int64) int64 {
+	b := t - t%bucket
+	if t < 0 && t%bucket != 0 {
+		b -= bucket
+	}
+	return b
+}
+
+func (s *Store) loadSeries() error {
+	return scan(s.db, prefixKey(pSeriesByID), false, func(k, v []byte) (bool, error) {
+		if len(k) != 10 {
+			return false, vigil.Errorf(vigil.EINTERNAL, "corrupt series key")
+		}
+		sid := binary.BigEndian.Uint64(k[2:])
+		var r seriesRecord
+		if err := unmarshal(v, &r); err != nil {
+			return false, err
+		}
+		s.series[seriesKey{r.Patient, r.Code, r.Device}] = sid
+		if sid >= s.nextSID {
+			s.nextSID = sid + 1
+		}
+		return true, nil
+	})
+}
+
+func seriesIndexKey(k seriesKey) []byte { return key(pSeries, k.Patient, k.Code, k.Device) }
+
+func headKey(sid uint64, t int64) []byte {
+	k := make([]byte, 0, 18)
+	k = append(k, pHead, 0)
+	k = append(k, u64(sid)...)
+	return append(k, be64(t)...)
+}
+
+func chunkKey(sid uint64, b int64) []byte {
+	k := make([]byte, 0, 18)
+	k = append(k, pChunk, 0)
+	k = append(k, u64(sid)...)
+	return append(k, be64(b)...)
+}
+
+func dedupKey(device, id string) []byte { return key(pDedup, device, id) }
+
+// head sample value: float64 bits, then the lag in seconds as a varint.
+func encodeHead(v float64, lag int64) []byte {
+	b := make([]byte, 8, 8+binary.MaxVarintLen64)
+	binary.BigEndian.PutUint64(b, math.Float64bits(v))
+	return binary.AppendVarint(b, lag)
+}
+
+func decodeHead(t int64, b []byte) (tsdb.Sample, error) {
+	if len(b) < 9 {
+		return tsdb.Sample{}, vigil.Errorf(vigil.EINTERNAL, "corrupt head sample")
+	}
+	lag, n := binary.Varint(b[8:])
+	if n <= 0 {
+		return tsdb.Sample{}, vigil.Errorf(vigil.EINTERNAL, "corrupt head sample")
+	}
+	return tsdb.Sample{T: t, V: math.Float64frombits(binary.BigEndian.Uint64(b)), Lag: lag}, nil
+}
+
+func lagSeconds(r *vigil.Reading) int64 {
+	if r.Received.IsZero() {
+		return 0
+	}
+	return int64(math.Round(r.Received.Sub(r.Time).Seconds()))
+}
+
+// AppendReadings stores readings durably, once per (DeviceID, ID). It
+// implements vigil.ReadingStore. Concurrent calls commit concurrently and
+// Pebble coalesces their WAL syncs; a reading id being committed by
+// another call is waited for, so that it is reported as a duplicate only
+// once it is durable.
+func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigil.AppendResult, error) {
+	res := make([]vigil.AppendResult, len(rs))
+	keys := make([]string, len(rs))
+	for i, r := range rs {
+		if r.DeviceID == "" || r.ID == "" || r.PatientID == "" {
+			return nil, vigil.Errorf(vigil.EINVALID, "reading %d lacks a device, id or patient", i)
+		}
+		keys[i] = string(dedupKey(r.DeviceID, r.ID))
+	}
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "store is closing")
+		}
+		var wait chan struct{}
+		for _, k := range keys {
+			if c, ok := s.pending[k]; ok {
+				wait = c.done
+				break
+			}
+		}
+		if wait == nil {
+			break // s.mu held
+		}
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctxErr(ctx)
+		}
+	}
+	// s.mu is held: no other call commits these keys until we are done.
+	b := s.db.NewBatch()
+	mine := &commit{done: make(chan struct{})}
+	var claimed []string
+	var newSeries []seriesKey
+	release := func() {
+		for _, k := range claimed {
+			delete(s.pending, k)
+		}
+		close(mine.done)
+	}
+	fail := func(err error) ([]vigil.AppendResult, error) {
+		release()
+		for _, k := range newSeries {
+			delete(s.series, k)
+		}
+		s.mu.Unlock()
+		b.Close()
+		return nil, storeErr(err)
+	}
+	receivedDay := func(t time.Time) []byte { return be64(t.Truncate(24 * time.Hour).UnixMilli()) }
+	for i, r := range rs {
+		k := keys[i]
+		if _, ok := s.pending[k]; ok { // repeated within this call
+			res[i].Duplicate = true
+			continue
+		}
+		_, ok, err := get(s.db, []byte(k))
+		if err != nil {
+			return fail(err)
+		}
+		if ok {
+			res[i].Duplicate = true
+			continue
+		}
+		s.pending[k] = mine
+		claimed = append(claimed, k)
+		recv := r.Received
+		if recv.IsZero() {
+			recv = s.opts.Now()
+		}
+		if err := b.Set([]byte(k), be64(recv.UnixMilli()), nil); err != nil {
+			return fail(err)
+		}
+		exp := append(append([]byte{pDedupExpiry, 0}, receivedDay(recv)...), k[2:]...)
+		if err := b.Set(exp, nil, nil); err != nil {
+			return fail(err)
+		}
+		t, lag := r.Time.UnixMilli(), lagSeconds(r)
+		for _, m := range r.Values {
+			sk := seriesKey{Patient: r.PatientID, Code: m.Code, Device: r.DeviceID}
+			sid, ok := s.series[sk]
+			if !ok {
+				sid = s.nextSID
+				s.nextSID++
+				s.series[sk] = sid
+				newSeries = append(newSeries, sk)
+				rec, _ := json.Marshal(seriesRecord{Patient: sk.Patient, Code: sk.Code, Device: sk.Device, Unit: m.Unit})
+				if err := b.Set(seriesIndexKey(sk), u64(sid), nil); err != nil {
+					return fail(err)
+				}
+				if err := b.Set(append([]byte{pSeriesByID, 0}, u64(sid)...), rec, nil); err != nil {
+					return fail(err)
+				}
+			}
+			if err := b.Set(headKey(sid, t), encodeHead(m.Value, lag), nil); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if len(claimed) == 0 {
+		release()
+		s.mu.Unlock()
+		b.Close()
+		return res, nil
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	err := b.Commit(pebble.Sync)
+	b.Close()
+	s.inflight.Done()
+	s.mu.Lock()
+	if err != nil {
+		// The series ids allocated here may be referenced by no durable
+		// key; forget them so a later append writes their records again.
+		for _, k := range newSeries {
+			delete(s.series, k)
+		}
+	}
+	release()
+	s.mu.Unlock()
+	if err != nil {
+		s.metrics.appendErrors.Inc()
+		return nil, storeErr(err)
+	}
+	s.metrics.readings.Add(float64(len(claimed)))
+	return res, nil
+}
+
+// compactLoop runs Compact every CompactInterval until Close.
+func (s *Store) compactLoop() {
+	defer close(s.stopped)
+	t := time.NewTicker(s.opts.CompactInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if _, err := s.Compact(context.Background()); err != nil {
+				s.log.Error("compaction failed; head samples stay readable and it will be retried", "err", err)
+			}
+		}
+	}
+}
+
+// CompactStats says what one Compact call did.
+type CompactStats struct {
+	Samples       int // head samples folded into chunks
+	Chunks        int // chunks written
+	ExpiredDedups int // reading ids forgotten after DedupRetention
+}
+
+// Compact folds head samples older than CompactAge into chunks and forgets
+// reading ids older than DedupRetention. It is safe to call concurrently
+// with reads and appends (not with itself: the background loop is the only
+// caller in a node).
+func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
+	var st CompactStats
+	cutoff := s.opts.Now().Add(-s.opts.CompactAge).UnixMilli()
+	type group struct {
+		sid    uint64
+		bucket int64
+	}
+	// Collect head samples to fold, per chunk.
+	var order []group
+	groups := make(map[group][]tsdb.Sample)
+	var heads [][]byte
+	err := scan(s.db, prefixKey(pHead), false, func(k, v []byte) (bool, error) {
+		if len(k) != 18 {
+			return false, vigil.Errorf(vigil.EINTERNAL, "corrupt head key")
+		}
+		t := unbe64(k[10:])
+		if t >= cutoff {
+			return true, nil
+		}
+		smp, err := decodeHead(t, v)
+		if err != nil {
+			return false, err
+		}
+		g := group{binary.BigEndian.Uint64(k[2:10]), bucketOf(t)}
+		if _, ok := groups[g]; !ok {
+			order = append(order, g)
+		}
+		groups[g] = append(groups[g], smp)
+		heads = append(heads, append([]byte(nil), k...))
+		return len(heads) < 1_000_000, ctxErr(ctx) // bound one pass's memory
+	})
+	if err != nil {
+		return st, err
+	}
+	b := s.db.NewBatch()
+	for _, g := range order {
+		samples := groups[g]
+		ck := chunkKey(g.sid, g.bucket)
+		old, ok, err := get(s.db, ck)
+		if err != nil {
+			b.Close()
+			return st, err
+		}
+		if ok {
+			prev, err := tsdb.Decode(old)
+			if err != nil {
+				b.Close()
+				return st, vigil.Errorf(vigil.EINTERNAL, "corrupt chunk: %v", err)
+			}
+			samples = tsdb.Merge(prev, samples)
+		}
+		enc, err := tsdb.Encode(samples)
+		if err != nil {
+			b.Close()
+			return st, err
+		}
+		if err := b.Set(ck, enc, nil); err != nil {
+			b.Close()
+			return st, err
+		}
+		st.Chunks++
+	}
+	for _, k := range heads {
+		b.Delete(k, nil)
+	}
+	st.Samples = len(heads)
+
+	// Forget old reading ids.
+	expiry := be64(s.opts.Now().Add(-s.opts.DedupRetention).Truncate(24 * time.Hour).UnixMilli())
+	err = scan(s.db, prefixKey(pDedupExpiry), false, func(k, _ []byte) (bool, error) {
+		if len(k) < 10 || string(k[2:10]) >= string(expiry) {
+			return false, nil
+		}
+		b.Delete(k, nil)
+		b.Delete(append([]byte{pDedup, 0}, k[10:]...), nil)
+		st.ExpiredDedups++
+		return st.ExpiredDedups < 1_000_000, nil
+	})
+	if err != nil {
+		b.Close()
+		return st, err
+	}
+	if b.Empty() {
+		b.Close()
+		return st, nil
+	}
+	if err := s.commitSync(b); err != nil {
+		return st, err
+	}
+	s.metrics.compacted.Add(float64(st.Samples))
+	return st, nil
+}

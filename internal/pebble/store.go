@@ -1,0 +1,337 @@
+// Package pebble is Vigil's embedded store: registry, readings, alerts,
+// users and dead letters in one CockroachDB Pebble database on local disk.
+//
+// Readings are written as head samples, one key per value, in the same
+// synced batch as their idempotency keys, so an acknowledged reading is
+// durable and stored once. A background compactor folds head samples
+// older than a few minutes into 2-hour chunks per series (see package
+// tsdb). Reads merge chunks and head samples. The key layout is
+// documented in docs/formats/pebble.md.
+package pebble
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// Options configure a Store.
+type Options struct {
+	// CompactInterval is how often head samples are folded into chunks.
+	// Negative disables the background compactor (the CLI's offline
+	// registry commands); Compact can still be called.
+	CompactInterval time.Duration
+	// CompactAge is how old (by device time) a head sample must be before
+	// it is folded into a chunk; younger samples stay in the head where
+	// late arrivals are cheap.
+	CompactAge time.Duration
+	// DedupRetention is how long reading ids are remembered for
+	// idempotency. A device re-sending a reading later than this after
+	// Vigil first received it would store it again.
+	DedupRetention time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+	// FS is passed to Pebble (nil: the operating system's).
+	PebbleOptions func(*pebble.Options)
+}
+
+// DefaultOptions returns the options a node uses.
+func DefaultOptions() Options {
+	return Options{
+		CompactInterval: time.Minute,
+		CompactAge:      5 * time.Minute,
+		DedupRetention:  7 * 24 * time.Hour,
+		Now:             time.Now,
+	}
+}
+
+// Store is the embedded implementation of vigil.Store.
+type Store struct {
+	db   *pebble.DB
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	pending map[string]*commit // dedup keys of readings being committed
+	series  map[seriesKey]uint64
+	nextSID uint64
+	regMu   sync.Mutex // serializes registry read-modify-writes
+
+	inflight sync.WaitGroup
+	stop     chan struct{}
+	stopped  chan struct{}
+
+	metrics *metrics
+}
+
+var _ vigil.Store = (*Store)(nil)
+
+type commit struct{ done chan struct{} }
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	d := DefaultOptions()
+	if opts.CompactInterval == 0 {
+		opts.CompactInterval = d.CompactInterval
+	}
+	if opts.CompactAge == 0 {
+		opts.CompactAge = d.CompactAge
+	}
+	if opts.DedupRetention == 0 {
+		opts.DedupRetention = d.DedupRetention
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	po := &pebble.Options{Logger: quietLogger{opts.Logger}}
+	if opts.PebbleOptions != nil {
+		opts.PebbleOptions(po)
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w (is another Vigil process using this data directory?)", dir, err)
+	}
+	s := &Store{
+		db:      db,
+		opts:    opts,
+		log:     opts.Logger,
+		pending: make(map[string]*commit),
+		series:  make(map[seriesKey]uint64),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	if err := s.loadSeries(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.metrics = newMetrics(opts.Registerer, s)
+	if opts.CompactInterval > 0 {
+		go s.compactLoop()
+	} else {
+		close(s.stopped)
+	}
+	return s, nil
+}
+
+// Close waits for appends in progress, stops the compactor and closes the
+// database. Appends after Close fail with EUNAVAILABLE.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.stopped
+	s.inflight.Wait()
+	return s.db.Close()
+}
+
+// DB exposes the Pebble database for tests and tools in this module.
+func (s *Store) DB() *pebble.DB { return s.db }
+
+// quietLogger routes Pebble's own logging to slog at debug level (info is
+// too chatty for operators; errors are surfaced as returned errors).
+type quietLogger struct{ l *slog.Logger }
+
+func (q quietLogger) Infof(format string, args ...any) {
+	q.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+func (q quietLogger) Errorf(format string, args ...any) {
+	q.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (q quietLogger) Fatalf(format string, args ...any) {
+	q.l.Error("pebble fatal: " + fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
+
+// Key prefixes. Every key starts with one letter and a zero byte; ids never
+// contain zero bytes (vigil.ValidID, and ingest rejects them in reading
+// ids), so a zero byte also separates the parts of composite keys.
+const (
+	pPatient     = 'p' // p/patient → patient JSON
+	pDevice      = 'd' // d/device → device record JSON
+	pAssign      = 'a' // a/device/from → assignment JSON
+	pPatAssign   = 'A' // A/patient/device/from → ""
+	pUser        = 'u' // u/user → user record JSON
+	pToken       = 't' // t/token id → token record JSON
+	pSeries      = 's' // s/patient/code/device → series id
+	pSeriesByID  = 'S' // S/sid → series JSON
+	pHead        = 'h' // h/sid/time → head sample
+	pChunk       = 'c' // c/sid/bucket start → tsdb chunk
+	pDedup       = 'k' // k/device/reading id → received ms
+	pDedupExpiry = 'K' // K/received day/device/reading id → ""
+	pAlert       = 'l' // l/alert id → alert JSON
+	pAlertRaised = 'L' // L/raised/alert id → ""
+	pDeadLetter  = 'x' // x/id → dead letter JSON
+	pMeta        = 'm' // m/name → metadata
+)
+
+func key(prefix byte, parts ...string) []byte {
+	n := 2
+	for _, p := range parts {
+		n += len(p) + 1
+	}
+	k := make([]byte, 0, n)
+	k = append(k, prefix, 0)
+	for i, p := range parts {
+		if i > 0 {
+			k = append(k, 0)
+		}
+		k = append(k, p...)
+	}
+	return k
+}
+
+// prefixKey is the scan prefix of keys starting with prefix and parts:
+// key(prefix, parts...) followed by a separator when parts are given.
+func prefixKey(prefix byte, parts ...string) []byte {
+	if len(parts) == 0 {
+		return key(prefix)
+	}
+	return append(key(prefix, parts...), 0)
+}
+
+// upperBound returns the smallest key greater than every key with prefix p.
+func upperBound(p []byte) []byte {
+	end := append([]byte{}, p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// be64 encodes a signed integer so that byte order is numeric order.
+func be64(v int64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(v)^(1<<63))
+	return b[:]
+}
+
+func unbe64(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
+
+func u64(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+// get reads a key from r (the DB or a snapshot); ok is false when absent.
+func get(r pebble.Reader, k []byte) (v []byte, ok bool, err error) {
+	val, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, storeErr(err)
+	}
+	v = append([]byte(nil), val...)
+	closer.Close()
+	return v, true, nil
+}
+
+func getJSON(r pebble.Reader, k []byte, v any) (bool, error) {
+	b, ok, err := get(r, k)
+	if !ok || err != nil {
+		return ok, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, vigil.Errorf(vigil.EINTERNAL, "corrupt record %q: %v", k[:1], err)
+	}
+	return true, nil
+}
+
+func setJSON(b *pebble.Batch, k []byte, v any) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Set(k, buf, nil)
+}
+
+// scan calls fn for every key/value with the given prefix, in key order
+// (reverse when desc), until fn returns false.
+func scan(r pebble.Reader, prefix []byte, desc bool, fn func(k, v []byte) (bool, error)) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upperBound(prefix)})
+	if err != nil {
+		return storeErr(err)
+	}
+	defer it.Close()
+	var valid bool
+	if desc {
+		valid = it.Last()
+	} else {
+		valid = it.First()
+	}
+	for valid {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return storeErr(err)
+		}
+		more, err := fn(it.Key(), v)
+		if err != nil || !more {
+			return err
+		}
+		if desc {
+			valid = it.Prev()
+		} else {
+			valid = it.Next()
+		}
+	}
+	return storeErr(it.Error())
+}
+
+func (s *Store) commitSync(b *pebble.Batch) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		b.Close()
+		return vigil.Errorf(vigil.EUNAVAILABLE, "store is closing")
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+	return storeErr(b.Commit(pebble.Sync))
+}
+
+func storeErr(err error) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
+	}
+	var ve *vigil.Error
+	if errors.As(err, &ve) {
+		return err
+	}
+	if errors.Is(err, pebble.ErrClosed) {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "store is closed")
+	}
+	return &vigil.Error{Code: vigil.EINTERNAL, Message: "store: " + err.Error()}
+}
+
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "request cancelled: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,190 @@
+package pebble
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/storetest"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	s, err := Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T) vigil.Store { return open(t) },
+		Settle: func(t *testing.T, s vigil.Store) {
+			st := s.(*Store)
+			st.opts.CompactAge = -time.Hour // everything, even "future" samples
+			stats, err := st.Compact(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stats.Samples == 0 {
+				t.Fatal("compaction folded nothing")
+			}
+		},
+	})
+}
+
+var ctx = context.Background()
+
+func hrReading(dev, id string, t time.Time, v float64) *vigil.Reading {
+	return &vigil.Reading{DeviceID: dev, ID: id, PatientID: "p1", Time: t, Received: t.Add(time.Second),
+		Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: v, Unit: "/min"}}}
+}
+
+func TestCompactionKeepsIDsAndMergesLateData(t *testing.T) {
+	now := storetest.T0.Add(10 * time.Hour)
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	o.Now = func() time.Time { return now }
+	dir := t.TempDir()
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []*vigil.Reading
+	for i := 0; i < 3*3600; i += 2 { // 3 h at 0.5 Hz: spans two chunk buckets
+		rs = append(rs, hrReading("d", time.Duration(i).String(), storetest.T0.Add(time.Duration(i)*time.Second), float64(60+i%7)))
+	}
+	if _, err := s.AppendReadings(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Limit: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Compact(ctx)
+	if err != nil || st.Samples != len(rs) || st.Chunks != 2 {
+		t.Fatalf("compact: %+v %v", st, err)
+	}
+	after, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Limit: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Fatalf("%d observations after compaction, %d before", len(after), len(before))
+	}
+	for i := range before {
+		if !reflect.DeepEqual(before[i], after[i]) {
+			t.Fatalf("observation %d changed by compaction: %+v → %+v", i, before[i], after[i])
+		}
+	}
+	// A late reading inside a compacted bucket, and a re-sent old id.
+	late := hrReading("d", "late", storetest.T0.Add(time.Second), 99)
+	res, err := s.AppendReadings(ctx, []*vigil.Reading{late, rs[10]})
+	if err != nil || res[0].Duplicate || !res[1].Duplicate {
+		t.Fatalf("late append: %+v %v", res, err)
+	}
+	check := func(when string) {
+		obs, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", From: storetest.T0, To: storetest.T0.Add(3 * time.Second)})
+		if err != nil || len(obs) != 3 || obs[1].Value != 99 {
+			t.Fatalf("%s: late reading not merged in order: %v %v", when, obs, err)
+		}
+	}
+	check("head")
+	if _, err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("compacted")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendReadings(ctx, rs[:1]); vigil.ErrorCode(err) != vigil.EUNAVAILABLE {
+		t.Fatalf("append after close: %v", err)
+	}
+	// Reopen: everything is still there and ids are still remembered.
+	s, err = Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check("reopened")
+	res, err = s.AppendReadings(ctx, rs[:1])
+	if err != nil || !res[0].Duplicate {
+		t.Fatalf("re-sent id after reopen stored again: %+v %v", res, err)
+	}
+	// New series after reopen get fresh ids.
+	spo := &vigil.Reading{DeviceID: "d", ID: "s1", PatientID: "p1", Time: storetest.T0, Values: []vigil.Measurement{{Code: vigil.LOINCSpO2, Value: 97, Unit: "%"}}}
+	if _, err := s.AppendReadings(ctx, []*vigil.Reading{spo}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.LatestObservations(ctx, "p1", nil, 1)
+	if err != nil || len(l) != 2 || l[vigil.LOINCSpO2][0].Value != 97 || l[vigil.LOINCHeartRate][0].ID == l[vigil.LOINCSpO2][0].ID {
+		t.Fatalf("latest after reopen: %v %v", l, err)
+	}
+
+	// Reading ids are forgotten after the retention.
+	now = now.Add(o.DedupRetention + 48*time.Hour)
+	st, err = s.Compact(ctx)
+	if err != nil || st.ExpiredDedups != len(rs)+2 {
+		t.Fatalf("expiry: %+v %v (want %d)", st, err, len(rs)+2)
+	}
+}
+
+// BenchmarkDiskBytesPerReading writes a day of 1 Hz heart rate and SpO2
+// for one patient, compacts it, expires the reading ids as production
+// does after DedupRetention, and reports the bytes Pebble occupies on disk
+// per reading value.
+func BenchmarkDiskBytesPerReading(b *testing.B) {
+	for b.Loop() {
+		b.StopTimer()
+		now := storetest.T0.Add(48 * time.Hour)
+		o := DefaultOptions()
+		o.CompactInterval = -1
+		o.DedupRetention = time.Hour
+		o.Now = func() time.Time { return now }
+		s, err := Open(b.TempDir(), o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		const n = 86400
+		rng := rand.New(rand.NewPCG(1, 1))
+		batch := make([]*vigil.Reading, 0, 1000)
+		hr, spo2 := 72.0, 97.0
+		for i := 0; i < n; i++ {
+			ts := storetest.T0.Add(time.Duration(i) * time.Second)
+			hr += (75-hr)*0.01 + rng.NormFloat64()*0.4
+			spo2 += (97-spo2)*0.05 + rng.NormFloat64()*0.2
+			batch = append(batch, &vigil.Reading{DeviceID: "mon", ID: "r" + time.Duration(i).String(), PatientID: "p1", Time: ts, Received: ts,
+				Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: math.Round(hr), Unit: "/min"}, {Code: vigil.LOINCSpO2, Value: math.Round(min(spo2, 100)), Unit: "%"}}})
+			if len(batch) == cap(batch) {
+				if _, err := s.AppendReadings(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+				batch = batch[:0]
+			}
+		}
+		if _, err := s.Compact(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		db := s.DB()
+		if err := db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+			b.Fatal(err)
+		}
+		chunks, _ := db.EstimateDiskUsage([]byte{pChunk, 0}, []byte{pChunk, 1})
+		tables, _ := db.EstimateDiskUsage([]byte{0}, []byte{0xff})
+		total := db.Metrics().DiskSpaceUsage()
+		b.ReportMetric(float64(chunks)/float64(2*n), "chunk-bytes/value")
+		b.ReportMetric(float64(tables)/float64(2*n), "table-bytes/value")
+		b.ReportMetric(float64(total)/float64(2*n), "disk-bytes/value")
+		s.Close()
+		b.StartTimer()
+	}
+}

@@ -1,0 +1,532 @@
+// Package storetest is the conformance suite every vigil.Store passes:
+// the embedded Pebble store now, the PostgreSQL store of the scale-out
+// issue later. A store's test calls Run with a function that opens an
+// empty store.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// Harness opens stores for the suite.
+type Harness struct {
+	// Open returns a new, empty store; the suite closes it.
+	Open func(t *testing.T) vigil.Store
+	// Settle, if set, is called after readings are appended and before
+	// they are read back, to move them into the store's long-term form
+	// (the Pebble store compacts head samples into chunks). The
+	// observation tests run once without and once with it.
+	Settle func(t *testing.T, s vigil.Store)
+}
+
+// Run runs the conformance suite.
+func Run(t *testing.T, h Harness) {
+	t.Run("Patients", func(t *testing.T) { testPatients(t, h.Open(t)) })
+	t.Run("Devices", func(t *testing.T) { testDevices(t, h.Open(t)) })
+	t.Run("Assignments", func(t *testing.T) { testAssignments(t, h.Open(t)) })
+	t.Run("UsersTokens", func(t *testing.T) { testUsers(t, h.Open(t)) })
+	t.Run("AppendDedup", func(t *testing.T) { testAppendDedup(t, h.Open(t)) })
+	t.Run("ConcurrentAppend", func(t *testing.T) { testConcurrentAppend(t, h.Open(t)) })
+	t.Run("Alerts", func(t *testing.T) { testAlerts(t, h.Open(t)) })
+	t.Run("DeadLetters", func(t *testing.T) { testDeadLetters(t, h.Open(t)) })
+	settles := map[string]func(*testing.T, vigil.Store){"head": nil}
+	if h.Settle != nil {
+		settles["settled"] = h.Settle
+	}
+	for name, settle := range settles {
+		t.Run("Observations/"+name, func(t *testing.T) { testObservations(t, h.Open(t), settle) })
+		t.Run("Paging/"+name, func(t *testing.T) { testPaging(t, h.Open(t), settle) })
+		t.Run("BloodPressure/"+name, func(t *testing.T) { testBloodPressure(t, h.Open(t), settle) })
+	}
+}
+
+var ctx = context.Background()
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantCode(t *testing.T, err error, code string) {
+	t.Helper()
+	if vigil.ErrorCode(err) != code {
+		t.Fatalf("got error %v (code %q), want code %s", err, vigil.ErrorCode(err), code)
+	}
+}
+
+func closeStore(t *testing.T, s vigil.Store) {
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+}
+
+func testPatients(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	p := &vigil.Patient{ID: "p1", Identifier: "MRN-1", Family: "Doe", Given: "Jane", Ward: "ICU"}
+	must(t, s.CreatePatient(ctx, p))
+	if p.Version != 1 || p.Created.IsZero() {
+		t.Fatalf("create did not set version/created: %+v", p)
+	}
+	wantCode(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p1"}), vigil.ECONFLICT)
+	wantCode(t, s.CreatePatient(ctx, &vigil.Patient{ID: "bad id!"}), vigil.EINVALID)
+	must(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p2", Family: "Smith", Ward: "A"}))
+	must(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p3", Family: "doherty", Ward: "ICU"}))
+
+	got, err := s.FindPatientByID(ctx, "p1")
+	must(t, err)
+	if got.Family != "Doe" || got.Identifier != "MRN-1" {
+		t.Fatalf("read back %+v", got)
+	}
+	_, err = s.FindPatientByID(ctx, "nope")
+	wantCode(t, err, vigil.ENOTFOUND)
+
+	got.Bed = "4"
+	must(t, s.UpdatePatient(ctx, got, 1))
+	wantCode(t, s.UpdatePatient(ctx, got, 1), vigil.ECONFLICT)
+	wantCode(t, s.UpdatePatient(ctx, &vigil.Patient{ID: "nope"}, 1), vigil.ENOTFOUND)
+	got, _ = s.FindPatientByID(ctx, "p1")
+	if got.Bed != "4" || got.Version != 2 {
+		t.Fatalf("after update: %+v", got)
+	}
+
+	for _, c := range []struct {
+		f    vigil.PatientFilter
+		want []string
+		tot  int
+	}{
+		{vigil.PatientFilter{}, []string{"p1", "p2", "p3"}, 3},
+		{vigil.PatientFilter{Ward: "ICU"}, []string{"p1", "p3"}, 2},
+		{vigil.PatientFilter{Family: "DO"}, []string{"p1", "p3"}, 2},
+		{vigil.PatientFilter{Identifier: "MRN-1"}, []string{"p1"}, 1},
+		{vigil.PatientFilter{ID: "p2"}, []string{"p2"}, 1},
+		{vigil.PatientFilter{ID: "p2", Ward: "ICU"}, nil, 0},
+		{vigil.PatientFilter{Offset: 1, Limit: 1}, []string{"p2"}, 3},
+	} {
+		ps, total, err := s.FindPatients(ctx, c.f)
+		must(t, err)
+		var ids []string
+		for _, p := range ps {
+			ids = append(ids, p.ID)
+		}
+		if !slices.Equal(ids, c.want) || total != c.tot {
+			t.Errorf("FindPatients(%+v) = %v (total %d), want %v (total %d)", c.f, ids, total, c.want, c.tot)
+		}
+	}
+}
+
+func testDevices(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	d := &vigil.Device{ID: "mon-1", Kind: vigil.DeviceBedsideMonitor, Serial: "SN1", SecretHash: "$argon2id$x"}
+	must(t, s.CreateDevice(ctx, d))
+	wantCode(t, s.CreateDevice(ctx, &vigil.Device{ID: "mon-1"}), vigil.ECONFLICT)
+	got, err := s.FindDeviceByID(ctx, "mon-1")
+	must(t, err)
+	if got.SecretHash != "$argon2id$x" || got.Serial != "SN1" || got.Version != 1 {
+		t.Fatalf("read back %+v", got)
+	}
+	got.SecretHash = "$argon2id$y"
+	must(t, s.UpdateDevice(ctx, got, 1))
+	wantCode(t, s.UpdateDevice(ctx, got, 1), vigil.ECONFLICT)
+	got, _ = s.FindDeviceByID(ctx, "mon-1")
+	if got.SecretHash != "$argon2id$y" || got.Version != 2 {
+		t.Fatalf("after update: %+v", got)
+	}
+	must(t, s.CreateDevice(ctx, &vigil.Device{ID: "cuff-1", Kind: vigil.DeviceBPCuff}))
+	ds, total, err := s.FindDevices(ctx, vigil.DeviceFilter{})
+	must(t, err)
+	if len(ds) != 2 || total != 2 || ds[0].ID != "cuff-1" {
+		t.Fatalf("FindDevices: %d (total %d)", len(ds), total)
+	}
+}
+
+func testAssignments(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	t0 := time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
+	must(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p1"}))
+	must(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p2"}))
+	must(t, s.CreateDevice(ctx, &vigil.Device{ID: "w1", Kind: vigil.DeviceWearable}))
+	wantCode(t, s.AssignDevice(ctx, "w1", "nope", t0), vigil.ENOTFOUND)
+	wantCode(t, s.AssignDevice(ctx, "nope", "p1", t0), vigil.ENOTFOUND)
+	must(t, s.AssignDevice(ctx, "w1", "p1", t0))
+	must(t, s.AssignDevice(ctx, "w1", "p1", t0.Add(time.Minute))) // same patient: no-op
+	must(t, s.AssignDevice(ctx, "w1", "p2", t0.Add(time.Hour)))
+	wantCode(t, s.AssignDevice(ctx, "w1", "p1", t0.Add(30*time.Minute)), vigil.EINVALID) // before current start
+
+	as, err := s.Assignments(ctx, "w1")
+	must(t, err)
+	if len(as) != 2 || as[0].PatientID != "p1" || !as[0].To.Equal(t0.Add(time.Hour)) || as[1].PatientID != "p2" || !as[1].To.IsZero() {
+		t.Fatalf("assignments: %+v", as)
+	}
+	if !as[0].Covers(t0.Add(59*time.Minute)) || as[0].Covers(t0.Add(time.Hour)) || !as[1].Covers(t0.Add(time.Hour)) {
+		t.Fatal("Covers boundaries wrong")
+	}
+	pa, err := s.PatientAssignments(ctx, "p1")
+	must(t, err)
+	if len(pa) != 1 || pa[0].DeviceID != "w1" || pa[0].To.IsZero() {
+		t.Fatalf("patient assignments: %+v", pa)
+	}
+	ds, _, err := s.FindDevices(ctx, vigil.DeviceFilter{PatientID: "p2"})
+	must(t, err)
+	if len(ds) != 1 || ds[0].ID != "w1" {
+		t.Fatalf("devices of p2: %v", ds)
+	}
+	ds, _, err = s.FindDevices(ctx, vigil.DeviceFilter{PatientID: "p1"})
+	must(t, err)
+	if len(ds) != 0 {
+		t.Fatalf("p1 has no current device, got %d", len(ds))
+	}
+}
+
+func testUsers(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	u := &vigil.User{ID: "nurse-1", Role: vigil.RoleNurse, PasswordHash: "$argon2id$h"}
+	must(t, s.CreateUser(ctx, u))
+	wantCode(t, s.CreateUser(ctx, &vigil.User{ID: "nurse-1"}), vigil.ECONFLICT)
+	got, err := s.FindUserByID(ctx, "nurse-1")
+	must(t, err)
+	if got.PasswordHash != "$argon2id$h" || got.Role != vigil.RoleNurse {
+		t.Fatalf("user: %+v", got)
+	}
+	got.Name = "N. One"
+	must(t, s.UpdateUser(ctx, got, 1))
+	us, err := s.FindUsers(ctx)
+	must(t, err)
+	if len(us) != 1 || us[0].Name != "N. One" {
+		t.Fatalf("users: %+v", us)
+	}
+	tok := &vigil.Token{ID: "tok1", Hash: []byte{1, 2, 3}, UserID: "nurse-1", Kind: "api", Created: time.Now().UTC()}
+	must(t, s.CreateToken(ctx, tok))
+	wantCode(t, s.CreateToken(ctx, tok), vigil.ECONFLICT)
+	gt, err := s.FindTokenByID(ctx, "tok1")
+	must(t, err)
+	if string(gt.Hash) != "\x01\x02\x03" || gt.UserID != "nurse-1" {
+		t.Fatalf("token: %+v", gt)
+	}
+	must(t, s.DeleteToken(ctx, "tok1"))
+	_, err = s.FindTokenByID(ctx, "tok1")
+	wantCode(t, err, vigil.ENOTFOUND)
+	wantCode(t, s.DeleteToken(ctx, "tok1"), vigil.ENOTFOUND)
+}
+
+// T0 is the device time the observation tests start at.
+var T0 = time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
+
+func reading(dev, id, patient string, t time.Time, ms ...vigil.Measurement) *vigil.Reading {
+	return &vigil.Reading{DeviceID: dev, ID: id, PatientID: patient, Time: t, Received: t.Add(2 * time.Second), Values: ms, Source: "test"}
+}
+
+func hr(v float64) vigil.Measurement { return vigil.Measurement{Code: vigil.LOINCHeartRate, Value: v, Unit: "/min"} }
+func spo2(v float64) vigil.Measurement {
+	return vigil.Measurement{Code: vigil.LOINCSpO2, Value: v, Unit: "%"}
+}
+func sys(v float64) vigil.Measurement {
+	return vigil.Measurement{Code: vigil.LOINCSystolic, Value: v, Unit: "mm[Hg]"}
+}
+func dia(v float64) vigil.Measurement {
+	return vigil.Measurement{Code: vigil.LOINCDiastolic, Value: v, Unit: "mm[Hg]"}
+}
+
+func testAppendDedup(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	r1 := reading("d1", "r1", "p1", T0, hr(70))
+	r2 := reading("d1", "r2", "p1", T0.Add(time.Second), hr(71))
+	res, err := s.AppendReadings(ctx, []*vigil.Reading{r1, r2, r1})
+	must(t, err)
+	if len(res) != 3 || res[0].Duplicate || res[1].Duplicate || !res[2].Duplicate {
+		t.Fatalf("first append: %+v", res)
+	}
+	// Same id from another device is a different reading.
+	res, err = s.AppendReadings(ctx, []*vigil.Reading{r2, reading("d2", "r1", "p1", T0, spo2(97))})
+	must(t, err)
+	if !res[0].Duplicate || res[1].Duplicate {
+		t.Fatalf("second append: %+v", res)
+	}
+	obs, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1"})
+	must(t, err)
+	if len(obs) != 3 {
+		t.Fatalf("stored %d observations, want 3: %v", len(obs), obs)
+	}
+}
+
+func testConcurrentAppend(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	const writers, each = 8, 50
+	var wg sync.WaitGroup
+	dups := make([]int, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				// Every writer sends the same ids: each must be stored once.
+				r := reading("d1", fmt.Sprint("r", i), "p1", T0.Add(time.Duration(i)*time.Second), hr(float64(60+i)))
+				res, err := s.AppendReadings(ctx, []*vigil.Reading{r})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res[0].Duplicate {
+					dups[w]++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, d := range dups {
+		total += d
+	}
+	if total != (writers-1)*each {
+		t.Fatalf("%d duplicates reported, want %d", total, (writers-1)*each)
+	}
+	obs, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Limit: 1000})
+	must(t, err)
+	if len(obs) != each {
+		t.Fatalf("%d stored, want %d", len(obs), each)
+	}
+}
+
+func testObservations(t *testing.T, s vigil.Store, settle func(*testing.T, vigil.Store)) {
+	closeStore(t, s)
+	var rs []*vigil.Reading
+	for i := 0; i < 30; i++ {
+		ts := T0.Add(time.Duration(i) * time.Minute)
+		rs = append(rs, reading("mon", fmt.Sprint("m", i), "p1", ts, hr(float64(60+i)), spo2(99-float64(i%3))))
+		if i%10 == 0 {
+			rs = append(rs, reading("wear", fmt.Sprint("w", i), "p1", ts.Add(time.Second), hr(float64(100+i))))
+		}
+	}
+	rs = append(rs, reading("mon2", "x", "p2", T0, hr(50)))
+	_, err := s.AppendReadings(ctx, rs)
+	must(t, err)
+	if settle != nil {
+		settle(t, s)
+	}
+	find := func(f vigil.ObservationFilter) []*vigil.Observation {
+		t.Helper()
+		obs, next, err := s.FindObservations(ctx, f)
+		must(t, err)
+		if next != "" {
+			t.Fatalf("unexpected next page for %+v", f)
+		}
+		return obs
+	}
+	all := find(vigil.ObservationFilter{PatientID: "p1", Limit: 1000})
+	if len(all) != 63 {
+		t.Fatalf("p1 has %d observations, want 63", len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].Time.Before(all[i-1].Time) {
+			t.Fatal("not in time order")
+		}
+	}
+	first := all[0]
+	if first.PatientID != "p1" || first.DeviceID != "mon" || !first.Time.Equal(T0) || !first.Received.Equal(T0.Add(2*time.Second)) {
+		t.Fatalf("first observation: %+v", first)
+	}
+	hrs := find(vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCHeartRate}, Limit: 1000})
+	if len(hrs) != 33 {
+		t.Fatalf("%d heart rates, want 33", len(hrs))
+	}
+	for _, o := range hrs {
+		if o.Code != vigil.LOINCHeartRate || o.Unit != "/min" {
+			t.Fatalf("wrong code/unit: %+v", o)
+		}
+	}
+	dev := find(vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCHeartRate}, DeviceID: "wear"})
+	if len(dev) != 3 || dev[0].Value != 100 {
+		t.Fatalf("device filter: %v", dev)
+	}
+	win := find(vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCSpO2}, From: T0.Add(5 * time.Minute), To: T0.Add(10 * time.Minute)})
+	if len(win) != 5 || !win[0].Time.Equal(T0.Add(5*time.Minute)) {
+		t.Fatalf("window [5m,10m): %d", len(win))
+	}
+	desc := find(vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCHeartRate}, Desc: true, Limit: 1000})
+	if desc[0].Value != 89 || desc[len(desc)-1].Value != 60 {
+		t.Fatalf("desc order: first %v last %v", desc[0].Value, desc[len(desc)-1].Value)
+	}
+	for _, o := range []*vigil.Observation{all[0], all[17], all[62]} {
+		got, err := s.FindObservationByID(ctx, o.ID)
+		must(t, err)
+		if got.ID != o.ID || got.Value != o.Value || got.Code != o.Code || !got.Time.Equal(o.Time) {
+			t.Fatalf("by id %s: %+v, want %+v", o.ID, got, o)
+		}
+	}
+	for _, bad := range []string{"", "zz", "1.zz", "P0.0", "99999.1"} {
+		_, err := s.FindObservationByID(ctx, bad)
+		wantCode(t, err, vigil.ENOTFOUND)
+	}
+	latest, err := s.LatestObservations(ctx, "p1", []string{vigil.LOINCHeartRate, vigil.LOINCSpO2, vigil.LOINCRespRate}, 2)
+	must(t, err)
+	if len(latest) != 2 || len(latest[vigil.LOINCHeartRate]) != 2 || latest[vigil.LOINCHeartRate][0].Value != 89 || latest[vigil.LOINCHeartRate][1].Value != 88 {
+		t.Fatalf("latest: %v", latest)
+	}
+	_, _, err = s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Cursor: "garbage"})
+	wantCode(t, err, vigil.EINVALID)
+	if got := find(vigil.ObservationFilter{PatientID: "nobody"}); len(got) != 0 {
+		t.Fatal("observations for an unknown patient")
+	}
+}
+
+func testPaging(t *testing.T, s vigil.Store, settle func(*testing.T, vigil.Store)) {
+	closeStore(t, s)
+	var rs []*vigil.Reading
+	// Two devices reporting at the same instants make ties on time.
+	for i := 0; i < 250; i++ {
+		ts := T0.Add(time.Duration(i/2) * time.Second)
+		rs = append(rs, reading("a", fmt.Sprint(i), "p1", ts, hr(float64(i))))
+		rs = append(rs, reading("b", fmt.Sprint(i), "p1", ts, hr(float64(1000+i))))
+	}
+	_, err := s.AppendReadings(ctx, rs)
+	must(t, err)
+	if settle != nil {
+		settle(t, s)
+	}
+	// 250 readings per device at 125 distinct times: same device + same
+	// time overwrite, so each device has 125 samples.
+	for _, desc := range []bool{false, true} {
+		seen := map[string]bool{}
+		var prev time.Time
+		f := vigil.ObservationFilter{PatientID: "p1", Limit: 7, Desc: desc}
+		pages := 0
+		for {
+			obs, next, err := s.FindObservations(ctx, f)
+			must(t, err)
+			pages++
+			for _, o := range obs {
+				if seen[o.ID] {
+					t.Fatalf("desc=%v: %s returned twice", desc, o.ID)
+				}
+				seen[o.ID] = true
+				if !prev.IsZero() && (o.Time.Before(prev) != desc && !o.Time.Equal(prev)) {
+					t.Fatalf("desc=%v: out of order", desc)
+				}
+				prev = o.Time
+			}
+			if next == "" {
+				break
+			}
+			if len(obs) != 7 {
+				t.Fatalf("short page %d with a next cursor", len(obs))
+			}
+			f.Cursor = next
+		}
+		if len(seen) != 250 || pages != 36 {
+			t.Fatalf("desc=%v: paged %d observations in %d pages, want 250 in 36", desc, len(seen), pages)
+		}
+	}
+}
+
+func testBloodPressure(t *testing.T, s vigil.Store, settle func(*testing.T, vigil.Store)) {
+	closeStore(t, s)
+	_, err := s.AppendReadings(ctx, []*vigil.Reading{
+		reading("cuff", "1", "p1", T0, sys(120), dia(80), hr(66)),
+		reading("cuff", "2", "p1", T0.Add(time.Hour), sys(135), dia(85)),
+		reading("cuff", "3", "p1", T0.Add(2*time.Hour), sys(140)), // lone systolic
+	})
+	must(t, err)
+	if settle != nil {
+		settle(t, s)
+	}
+	panels, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCBPPanel}})
+	must(t, err)
+	if len(panels) != 2 {
+		t.Fatalf("%d panels, want 2: %+v", len(panels), panels)
+	}
+	p := panels[0]
+	if p.Code != vigil.LOINCBPPanel || len(p.Components) != 2 || p.Components[0].Code != vigil.LOINCSystolic || p.Components[0].Value != 120 || p.Components[1].Value != 80 || p.Components[1].Unit != "mm[Hg]" {
+		t.Fatalf("panel: %+v", p)
+	}
+	got, err := s.FindObservationByID(ctx, p.ID)
+	must(t, err)
+	if got.Code != vigil.LOINCBPPanel || len(got.Components) != 2 || got.Components[1].Value != 80 {
+		t.Fatalf("panel by id: %+v", got)
+	}
+	all, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1"})
+	must(t, err)
+	codes := map[string]int{}
+	for _, o := range all {
+		codes[o.Code]++
+	}
+	if codes[vigil.LOINCBPPanel] != 2 || codes[vigil.LOINCSystolic] != 1 || codes[vigil.LOINCDiastolic] != 0 || codes[vigil.LOINCHeartRate] != 1 {
+		t.Fatalf("all codes: %v", codes)
+	}
+	only, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCSystolic}})
+	must(t, err)
+	if len(only) != 3 {
+		t.Fatalf("systolic alone: %d, want 3", len(only))
+	}
+	latest, err := s.LatestObservations(ctx, "p1", nil, 1)
+	must(t, err)
+	if l := latest[vigil.LOINCBPPanel]; len(l) != 1 || l[0].Components[0].Value != 135 {
+		t.Fatalf("latest panel: %+v", latest)
+	}
+}
+
+func testAlerts(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	for i, st := range []string{vigil.AlertFiring, vigil.AlertResolved, vigil.AlertAcknowledged} {
+		a := &vigil.Alert{ID: fmt.Sprint("a", i), PatientID: fmt.Sprint("p", i%2), RuleID: "spo2-low", State: st, Raised: T0.Add(time.Duration(i) * time.Minute)}
+		must(t, s.SaveAlert(ctx, a))
+	}
+	a, err := s.FindAlertByID(ctx, "a1")
+	must(t, err)
+	a.State = vigil.AlertFiring
+	a.Raised = T0.Add(time.Hour) // re-raised: the index must follow
+	must(t, s.SaveAlert(ctx, a))
+	as, err := s.FindAlerts(ctx, vigil.AlertFilter{})
+	must(t, err)
+	if len(as) != 3 || as[0].ID != "a1" || as[1].ID != "a2" {
+		t.Fatalf("alerts newest first: %v", ids(as))
+	}
+	as, err = s.FindAlerts(ctx, vigil.AlertFilter{States: []string{vigil.AlertFiring}, PatientID: "p0"})
+	must(t, err)
+	if len(as) != 1 || as[0].ID != "a0" {
+		t.Fatalf("filtered: %v", ids(as))
+	}
+	as, err = s.FindAlerts(ctx, vigil.AlertFilter{Limit: 1})
+	must(t, err)
+	if len(as) != 1 {
+		t.Fatal("limit ignored")
+	}
+	_, err = s.FindAlertByID(ctx, "zz")
+	wantCode(t, err, vigil.ENOTFOUND)
+}
+
+func ids(as []*vigil.Alert) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.ID)
+	}
+	return out
+}
+
+func testDeadLetters(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	for i := 0; i < 3; i++ {
+		must(t, s.AddDeadLetter(ctx, &vigil.DeadLetter{Time: T0.Add(time.Duration(i) * time.Second), Source: "mqtt", DeviceID: fmt.Sprint("d", i%2), Reason: "malformed", Payload: []byte("{")}))
+	}
+	ds, err := s.FindDeadLetters(ctx, vigil.DeadLetterFilter{})
+	must(t, err)
+	if len(ds) != 3 || !ds[0].Time.Equal(T0.Add(2*time.Second)) || ds[0].ID == "" || string(ds[0].Payload) != "{" {
+		t.Fatalf("dead letters: %+v", ds)
+	}
+	ds, err = s.FindDeadLetters(ctx, vigil.DeadLetterFilter{DeviceID: "d1"})
+	must(t, err)
+	if len(ds) != 1 {
+		t.Fatalf("by device: %d", len(ds))
+	}
+	must(t, s.DeleteDeadLetter(ctx, ds[0].ID))
+	wantCode(t, s.DeleteDeadLetter(ctx, ds[0].ID), vigil.ENOTFOUND)
+}

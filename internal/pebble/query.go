@@ -581,4 +581,3 @@ func (s *Store) LatestObservations(ctx context.Context, patientID string, codes 
 	}
 	return out, nil
 }
-

@@ -226,7 +226,9 @@ func reading(dev, id, patient string, t time.Time, ms ...vigil.Measurement) *vig
 	return &vigil.Reading{DeviceID: dev, ID: id, PatientID: patient, Time: t, Received: t.Add(2 * time.Second), Values: ms, Source: "test"}
 }
 
-func hr(v float64) vigil.Measurement { return vigil.Measurement{Code: vigil.LOINCHeartRate, Value: v, Unit: "/min"} }
+func hr(v float64) vigil.Measurement {
+	return vigil.Measurement{Code: vigil.LOINCHeartRate, Value: v, Unit: "/min"}
+}
 func spo2(v float64) vigil.Measurement {
 	return vigil.Measurement{Code: vigil.LOINCSpO2, Value: v, Unit: "%"}
 }

@@ -1,0 +1,450 @@
+// Package ingest is Vigil's embedded ingest pipeline: it validates and
+// normalizes device messages, resolves each reading's patient from the
+// device's assignment at the reading's time, makes the readings durable
+// in group commits, and reports each message's outcome in submission
+// order, so that MQTT PUBACKs and HTTP responses are written only after
+// the data is on disk.
+//
+// Message format: docs/formats/reading.md.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/mapping"
+)
+
+// Store is what the pipeline needs from storage.
+type Store interface {
+	vigil.ReadingStore
+	FindDeviceByID(ctx context.Context, id string) (*vigil.Device, error)
+	Assignments(ctx context.Context, deviceID string) ([]vigil.Assignment, error)
+	vigil.DeadLetterStore
+}
+
+// Options configure a Pipeline.
+type Options struct {
+	MaxPayload  int           // bytes per message (default 256 KiB)
+	MaxReadings int           // readings per message (default 1000)
+	MaxFuture   time.Duration // how far ahead of Vigil's clock a reading may be (default 5 min)
+	MaxAge      time.Duration // how old a reading may be (default 30 days; negative: unlimited)
+	QueueSize   int           // messages waiting for a commit before Submit blocks (default 8192)
+	MaxBatch    int           // readings per group commit (default 8192)
+	DeviceTTL   time.Duration // how long device assignments are cached (default 1 min)
+	// DeadLetterSources lists the message sources whose refusals are kept
+	// as dead letters (default: mqtt; HTTP clients get the error in the
+	// response).
+	DeadLetterSources []string
+	Now               func() time.Time
+	Logger            *slog.Logger
+	Registerer        prometheus.Registerer
+	// OnStored are called, in order and outside the commit path, with the
+	// newly stored readings of each group commit (duplicates excluded).
+	OnStored []func(context.Context, []*vigil.Reading)
+}
+
+// DefaultOptions returns the options a node uses.
+func DefaultOptions() Options {
+	return Options{
+		MaxPayload:        256 << 10,
+		MaxReadings:       defaultMaxMsgs,
+		MaxFuture:         5 * time.Minute,
+		MaxAge:            30 * 24 * time.Hour,
+		QueueSize:         8192,
+		MaxBatch:          8192,
+		DeviceTTL:         time.Minute,
+		DeadLetterSources: []string{"mqtt"},
+		Now:               time.Now,
+	}
+}
+
+// Pipeline implements vigil.Ingester over a Store.
+type Pipeline struct {
+	store Store
+	table *mapping.Table
+	opts  Options
+	log   *slog.Logger
+	m     *metrics
+
+	mu      sync.RWMutex // guards closed against queue sends
+	closed  bool
+	queue   chan *job
+	drained chan struct{}
+	hooks   chan []*vigil.Reading
+	hooksOK chan struct{}
+
+	devMu   sync.Mutex
+	devices map[string]*deviceEntry
+}
+
+var _ vigil.Ingester = (*Pipeline)(nil)
+
+type deviceEntry struct {
+	assignments []vigil.Assignment
+	loaded      time.Time
+}
+
+// job is one submitted message on its way to disk.
+type job struct {
+	m        vigil.Message
+	res      vigil.IngestResult
+	readings []*vigil.Reading // accepted by validation, to store
+	index    []int            // position of each in res.Readings
+	done     func(vigil.IngestResult)
+}
+
+// New starts a pipeline. Close it to drain.
+func New(st Store, table *mapping.Table, o Options) *Pipeline {
+	d := DefaultOptions()
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = d.MaxPayload
+	}
+	if o.MaxReadings <= 0 {
+		o.MaxReadings = d.MaxReadings
+	}
+	if o.MaxFuture <= 0 {
+		o.MaxFuture = d.MaxFuture
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = d.MaxAge
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = d.QueueSize
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = d.MaxBatch
+	}
+	if o.DeviceTTL <= 0 {
+		o.DeviceTTL = d.DeviceTTL
+	}
+	if o.DeadLetterSources == nil {
+		o.DeadLetterSources = d.DeadLetterSources
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pipeline{
+		store:   st,
+		table:   table,
+		opts:    o,
+		log:     o.Logger,
+		queue:   make(chan *job, o.QueueSize),
+		drained: make(chan struct{}),
+		hooks:   make(chan []*vigil.Reading, 256),
+		hooksOK: make(chan struct{}),
+		devices: make(map[string]*deviceEntry),
+	}
+	p.m = newMetrics(o.Registerer, p)
+	go p.commitLoop()
+	go p.hookLoop()
+	return p
+}
+
+// Ingest is Submit that waits for the result.
+func (p *Pipeline) Ingest(ctx context.Context, m vigil.Message) vigil.IngestResult {
+	ch := make(chan vigil.IngestResult, 1)
+	p.Submit(ctx, m, func(r vigil.IngestResult) { ch <- r })
+	return <-ch
+}
+
+// Submit validates m, queues its readings for the next group commit and
+// calls done once they are durable (or with the reason they were not).
+// Calls to done happen in Submit order. Submit blocks only when the queue
+// is full (back-pressure on the device connection).
+func (p *Pipeline) Submit(ctx context.Context, m vigil.Message, done func(vigil.IngestResult)) {
+	if m.Received.IsZero() {
+		m.Received = p.opts.Now().UTC()
+	}
+	j := &job{m: m, done: done}
+	p.prepare(ctx, j)
+	p.mu.RLock()
+	if p.closed {
+		p.mu.RUnlock()
+		<-p.drained // everything submitted before has been answered
+		j.res = vigil.IngestResult{Err: vigil.Errorf(vigil.EUNAVAILABLE, "Vigil is shutting down; send again after it restarts")}
+		p.finish(j)
+		return
+	}
+	p.queue <- j
+	p.m.queued.Inc()
+	p.mu.RUnlock()
+}
+
+// prepare parses and validates the message and resolves patients.
+func (p *Pipeline) prepare(ctx context.Context, j *job) {
+	m := j.m
+	if len(m.Payload) > p.opts.MaxPayload {
+		j.res.Err = vigil.FieldErrorf("", "too-large", "message is %d bytes; the limit is %d", len(m.Payload), p.opts.MaxPayload)
+		j.res.Err.(*vigil.Error).Code = vigil.ETOOLARGE
+		return
+	}
+	raws, isArray, err := parse(m.Payload, p.opts.MaxReadings)
+	if err != nil {
+		j.res.Err = err
+		return
+	}
+	assignments, err := p.assignments(ctx, m.DeviceID)
+	if err != nil {
+		j.res.Err = err
+		return
+	}
+	j.res.Readings = make([]vigil.ReadingOutcome, len(raws))
+	for i, raw := range raws {
+		prefix := ""
+		if isArray {
+			prefix = fmt.Sprintf("[%d].", i)
+		}
+		r, id, err := p.validate(raw, prefix, m.Received)
+		j.res.Readings[i].ID = id
+		if err != nil {
+			j.res.Readings[i].Err = err
+			continue
+		}
+		r.DeviceID, r.Source = m.DeviceID, m.Source
+		for _, a := range assignments {
+			if a.Covers(r.Time) {
+				r.PatientID = a.PatientID
+			}
+		}
+		if r.PatientID == "" {
+			j.res.Readings[i].Err = vigil.FieldErrorf(prefix+"time", "unassigned",
+				"device %s is not assigned to a patient at %s: assign it first (vigil device assign)", m.DeviceID, r.Time.Format(time.RFC3339))
+			continue
+		}
+		j.readings = append(j.readings, r)
+		j.index = append(j.index, i)
+	}
+}
+
+// assignments returns the device's assignments from the cache or store.
+func (p *Pipeline) assignments(ctx context.Context, deviceID string) ([]vigil.Assignment, error) {
+	now := p.opts.Now()
+	p.devMu.Lock()
+	e, ok := p.devices[deviceID]
+	p.devMu.Unlock()
+	if ok && now.Sub(e.loaded) < p.opts.DeviceTTL {
+		return e.assignments, nil
+	}
+	if _, err := p.store.FindDeviceByID(ctx, deviceID); err != nil {
+		if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+			return nil, vigil.FieldErrorf("device", "unknown-device", "device %s is not registered", deviceID)
+		}
+		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "cannot read the registry: %v", vigil.ErrorMessage(err))
+	}
+	as, err := p.store.Assignments(ctx, deviceID)
+	if err != nil {
+		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "cannot read the registry: %v", vigil.ErrorMessage(err))
+	}
+	p.devMu.Lock()
+	p.devices[deviceID] = &deviceEntry{assignments: as, loaded: now}
+	p.devMu.Unlock()
+	return as, nil
+}
+
+// InvalidateDevice drops the cached assignments of a device; the admin
+// service calls it when a device is assigned or changed.
+func (p *Pipeline) InvalidateDevice(id string) {
+	p.devMu.Lock()
+	delete(p.devices, id)
+	p.devMu.Unlock()
+}
+
+// commitLoop takes everything queued, stores it in one call, and answers.
+func (p *Pipeline) commitLoop() {
+	defer close(p.drained)
+	for {
+		j, ok := <-p.queue
+		if !ok {
+			return
+		}
+		batch := []*job{j}
+		n := len(j.readings)
+		open := true
+	more:
+		for n < p.opts.MaxBatch {
+			select {
+			case j, ok := <-p.queue:
+				if !ok {
+					open = false
+					break more
+				}
+				batch = append(batch, j)
+				n += len(j.readings)
+			default:
+				break more
+			}
+		}
+		p.commit(batch, n)
+		if !open {
+			return
+		}
+	}
+}
+
+func (p *Pipeline) commit(batch []*job, n int) {
+	p.m.queued.Sub(float64(len(batch)))
+	var stored []*vigil.Reading
+	if n > 0 {
+		all := make([]*vigil.Reading, 0, n)
+		for _, j := range batch {
+			all = append(all, j.readings...)
+		}
+		res, err := p.store.AppendReadings(context.Background(), all)
+		if err != nil {
+			p.log.Error("storing readings failed; devices will be told to send again", "readings", n, "err", err)
+			for _, j := range batch {
+				if len(j.readings) > 0 {
+					j.res = vigil.IngestResult{Err: vigil.Errorf(vigil.EUNAVAILABLE, "readings could not be stored; send them again")}
+				}
+			}
+		} else {
+			durable := p.opts.Now()
+			p.m.batch.Observe(float64(n))
+			k := 0
+			for _, j := range batch {
+				for i, r := range j.readings {
+					if res[k].Duplicate {
+						j.res.Readings[j.index[i]].Duplicate = true
+					} else {
+						stored = append(stored, r)
+						p.m.durable.Observe(durable.Sub(r.Received).Seconds())
+					}
+					k++
+				}
+			}
+		}
+	}
+	for _, j := range batch {
+		p.deadLetter(j)
+		p.finish(j)
+	}
+	if len(stored) > 0 && len(p.opts.OnStored) > 0 {
+		p.hooks <- stored
+	}
+}
+
+// deadLetter keeps the refused parts of a message from a source that
+// cannot be told on the wire. If that fails the message is not
+// acknowledged, so the device sends it again.
+func (p *Pipeline) deadLetter(j *job) {
+	keep := false
+	for _, s := range p.opts.DeadLetterSources {
+		keep = keep || s == j.m.Source
+	}
+	if !keep || (j.res.Err != nil && vigil.ErrorCode(j.res.Err) == vigil.EUNAVAILABLE) {
+		return
+	}
+	var errs []error
+	if j.res.Err != nil {
+		errs = append(errs, j.res.Err)
+	}
+	for _, o := range j.res.Readings {
+		if o.Err != nil {
+			errs = append(errs, o.Err)
+		}
+	}
+	for _, err := range errs {
+		e, _ := err.(*vigil.Error)
+		if e == nil {
+			e = &vigil.Error{Code: vigil.EINTERNAL, Message: err.Error()}
+		}
+		d := &vigil.DeadLetter{
+			Time: j.m.Received, Source: j.m.Source, DeviceID: j.m.DeviceID, Topic: j.m.Topic,
+			Reason: reasonOf(e), Message: e.Message, Field: e.Field, Payload: j.m.Payload,
+		}
+		if err := p.store.AddDeadLetter(context.Background(), d); err != nil {
+			p.log.Error("keeping a refused message as a dead letter failed; it stays unacknowledged", "device", j.m.DeviceID, "err", err)
+			j.res = vigil.IngestResult{Err: vigil.Errorf(vigil.EUNAVAILABLE, "refused message could not be recorded; send again")}
+			return
+		}
+		p.m.deadLetters.Inc()
+	}
+}
+
+func reasonOf(e *vigil.Error) string {
+	if e.Reason != "" {
+		return e.Reason
+	}
+	return e.Code
+}
+
+// finish counts the outcome and calls done.
+func (p *Pipeline) finish(j *job) {
+	src := j.m.Source
+	if j.res.Err != nil {
+		p.m.rejected.WithLabelValues(src, reasonOf(errOf(j.res.Err))).Inc()
+	}
+	for _, o := range j.res.Readings {
+		switch {
+		case j.res.Err != nil:
+		case o.Err != nil:
+			p.m.readings.WithLabelValues(src, "rejected").Inc()
+			p.m.rejected.WithLabelValues(src, reasonOf(errOf(o.Err))).Inc()
+		case o.Duplicate:
+			p.m.readings.WithLabelValues(src, "duplicate").Inc()
+		default:
+			p.m.readings.WithLabelValues(src, "accepted").Inc()
+		}
+	}
+	if j.done != nil {
+		j.done(j.res)
+	}
+}
+
+func errOf(err error) *vigil.Error {
+	if e, ok := err.(*vigil.Error); ok {
+		return e
+	}
+	return &vigil.Error{Code: vigil.EINTERNAL}
+}
+
+// hookLoop runs OnStored off the commit path.
+func (p *Pipeline) hookLoop() {
+	defer close(p.hooksOK)
+	for rs := range p.hooks {
+		ctx := context.Background()
+		for _, h := range p.opts.OnStored {
+			h(ctx, rs)
+		}
+		now := p.opts.Now()
+		for _, r := range rs {
+			p.m.evaluated.Observe(now.Sub(r.Received).Seconds())
+		}
+	}
+}
+
+// Close stops accepting messages, answers everything queued (committing
+// it first) and waits for the OnStored hooks. Messages submitted after
+// Close are refused with EUNAVAILABLE.
+func (p *Pipeline) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.hooksOK
+		return nil
+	}
+	p.closed = true
+	close(p.queue)
+	p.mu.Unlock()
+	<-p.drained
+	close(p.hooks)
+	<-p.hooksOK
+	return nil
+}
+
+// for tests: the JSON form of a message.
+func payload(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}

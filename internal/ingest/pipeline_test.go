@@ -1,0 +1,291 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/mapping"
+	"github.com/vigil-iomt/vigil/internal/pebble"
+)
+
+var ctx = context.Background()
+
+var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+type env struct {
+	store *pebble.Store
+	p     *Pipeline
+	mu    sync.Mutex
+	seen  [][]*vigil.Reading
+}
+
+func setup(t testing.TB, mod func(*Options)) *env {
+	t.Helper()
+	so := pebble.DefaultOptions()
+	so.CompactInterval = -1
+	st, err := pebble.Open(t.TempDir(), so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{store: st}
+	for _, p := range []string{"p1", "p2"} {
+		if err := st.CreatePatient(ctx, &vigil.Patient{ID: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"mon", "idle"} {
+		if err := st.CreateDevice(ctx, &vigil.Device{ID: d, Kind: vigil.DeviceBedsideMonitor}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.AssignDevice(ctx, "mon", "p1", now.Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	o := DefaultOptions()
+	o.Now = func() time.Time { return now }
+	o.OnStored = []func(context.Context, []*vigil.Reading){func(_ context.Context, rs []*vigil.Reading) {
+		e.mu.Lock()
+		e.seen = append(e.seen, rs)
+		e.mu.Unlock()
+	}}
+	if mod != nil {
+		mod(&o)
+	}
+	e.p = New(st, mapping.DefaultTable(), o)
+	t.Cleanup(func() {
+		e.p.Close()
+		st.Close()
+	})
+	return e
+}
+
+func (e *env) send(source, device, body string) vigil.IngestResult {
+	return e.p.Ingest(ctx, vigil.Message{DeviceID: device, Source: source, Topic: "t", Payload: []byte(body), Received: now})
+}
+
+func msg(id string, t time.Time, values string) string {
+	return fmt.Sprintf(`{"id":%q,"time":%q,"values":[%s]}`, id, t.Format(time.RFC3339Nano), values)
+}
+
+const hr72 = `{"code":"8867-4","value":72,"unit":"/min"}`
+
+func TestAcceptAndDedup(t *testing.T) {
+	e := setup(t, nil)
+	body := msg("r1", now.Add(-time.Second), hr72+`,{"code":"59408-5","value":97,"unit":"%"}`)
+	r := e.send("http", "mon", body)
+	if r.Err != nil || len(r.Readings) != 1 || r.Readings[0].Err != nil || r.Readings[0].Duplicate || r.Readings[0].ID != "r1" {
+		t.Fatalf("first: %+v", r)
+	}
+	r = e.send("http", "mon", body)
+	if r.Err != nil || !r.Readings[0].Duplicate {
+		t.Fatalf("re-sent: %+v", r)
+	}
+	// An array with a new and a known id.
+	r = e.send("mqtt", "mon", "["+msg("r2", now, hr72)+","+body+"]")
+	if r.Err != nil || r.Readings[0].Duplicate || !r.Readings[1].Duplicate {
+		t.Fatalf("array: %+v", r)
+	}
+	obs, _, err := e.store.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1"})
+	if err != nil || len(obs) != 3 {
+		t.Fatalf("stored %d observations (%v), want 3", len(obs), err)
+	}
+	e.p.Close()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, rs := range e.seen {
+		n += len(rs)
+	}
+	if n != 2 {
+		t.Fatalf("OnStored saw %d readings, want 2 (duplicates excluded)", n)
+	}
+}
+
+func TestRejections(t *testing.T) {
+	e := setup(t, func(o *Options) { o.MaxPayload = 2048 })
+	ok := msg("ok", now, hr72)
+	for _, c := range []struct {
+		name, device, body string
+		wholeMsg           bool // message-level error
+		code, field, why   string
+	}{
+		{"malformed json", "mon", `{"id":"x",`, true, vigil.EINVALID, "", "malformed"},
+		{"not an object", "mon", `42`, true, vigil.EINVALID, "", "malformed"},
+		{"empty body", "mon", ``, true, vigil.EINVALID, "", "malformed"},
+		{"empty array", "mon", `[]`, true, vigil.EINVALID, "", "empty"},
+		{"too large", "mon", `{"id":"` + strings.Repeat("x", 3000) + `"}`, true, vigil.ETOOLARGE, "", "too-large"},
+		{"unknown device", "ghost", ok, true, vigil.EINVALID, "device", "unknown-device"},
+		{"unassigned device", "idle", ok, false, vigil.EINVALID, "time", "unassigned"},
+		{"no id", "mon", `{"time":"` + now.Format(time.RFC3339) + `","values":[` + hr72 + `]}`, false, vigil.EINVALID, "id", "required"},
+		{"id wrong type", "mon", `{"id":7,"time":"` + now.Format(time.RFC3339) + `","values":[` + hr72 + `]}`, false, vigil.EINVALID, "id", "wrong-type"},
+		{"no time", "mon", `{"id":"a","values":[` + hr72 + `]}`, false, vigil.EINVALID, "time", "required"},
+		{"bad time", "mon", `{"id":"a","time":"yesterday","values":[` + hr72 + `]}`, false, vigil.EINVALID, "time", "invalid"},
+		{"time without offset", "mon", `{"id":"a","time":"2026-11-24T12:00:00","values":[` + hr72 + `]}`, false, vigil.EINVALID, "time", "invalid"},
+		{"future", "mon", msg("a", now.Add(time.Hour), hr72), false, vigil.EINVALID, "time", "future"},
+		{"too old", "mon", msg("a", now.Add(-40*24*time.Hour), hr72), false, vigil.EINVALID, "time", "too-old"},
+		{"no values", "mon", msg("a", now, ""), false, vigil.EINVALID, "values", "required"},
+		{"unknown code", "mon", msg("a", now, `{"code":"0000-0","value":1,"unit":"/min"}`), false, vigil.EINVALID, "values[0].code", "unknown-code"},
+		{"unit mismatch", "mon", msg("a", now, `{"code":"8867-4","value":72,"unit":"%"}`), false, vigil.EINVALID, "values[0].unit", "unit-mismatch"},
+		{"spo2 120", "mon", msg("a", now, hr72+`,{"code":"59408-5","value":120,"unit":"%"}`), false, vigil.EINVALID, "values[1].value", "implausible"},
+		{"hr 900", "mon", msg("a", now, `{"code":"8867-4","value":900,"unit":"/min"}`), false, vigil.EINVALID, "values[0].value", "implausible"},
+		{"value missing", "mon", msg("a", now, `{"code":"8867-4","unit":"/min"}`), false, vigil.EINVALID, "values[0].value", "required"},
+		{"value a string", "mon", msg("a", now, `{"code":"8867-4","value":"72","unit":"/min"}`), false, vigil.EINVALID, "values.value", "wrong-type"},
+		{"code twice", "mon", msg("a", now, hr72+","+hr72), false, vigil.EINVALID, "values[1].code", "duplicate"},
+		{"unknown system", "mon", msg("a", now, `{"system":"urn:x","code":"1","value":1,"unit":"/min"}`), false, vigil.EINVALID, "values[0].system", "unknown-system"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.send("http", c.device, c.body)
+			err := r.Err
+			if !c.wholeMsg {
+				if r.Err != nil || len(r.Readings) != 1 {
+					t.Fatalf("want one refused reading, got %+v", r)
+				}
+				err = r.Readings[0].Err
+			}
+			ve, _ := err.(*vigil.Error)
+			if ve == nil || ve.Code != c.code || ve.Field != c.field || ve.Reason != c.why {
+				t.Fatalf("got %#v, want code %s field %q reason %s", err, c.code, c.field, c.why)
+			}
+			if ve.Message == "" {
+				t.Fatal("no message")
+			}
+		})
+	}
+	// Nothing of it was stored, and a good message still goes through.
+	if r := e.send("http", "mon", ok); r.Err != nil || r.Readings[0].Err != nil {
+		t.Fatalf("good message after bad ones: %+v", r)
+	}
+	obs, _, _ := e.store.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1"})
+	if len(obs) != 1 {
+		t.Fatalf("%d observations stored, want 1", len(obs))
+	}
+	// In an array, the field names the element.
+	r := e.send("http", "mon", "["+msg("b1", now, hr72)+","+msg("b2", now, `{"code":"8867-4","value":900,"unit":"/min"}`)+"]")
+	if r.Readings[0].Err != nil || vigil.ErrorReason(r.Readings[1].Err) != "implausible" || r.Readings[1].Err.(*vigil.Error).Field != "[1].values[0].value" || r.Readings[1].ID != "b2" {
+		t.Fatalf("array refusal: %+v", r)
+	}
+}
+
+func TestDeadLettersForMQTT(t *testing.T) {
+	e := setup(t, nil)
+	e.send("mqtt", "mon", `{"id":`)
+	e.send("mqtt", "mon", msg("a", now, `{"code":"59408-5","value":120,"unit":"%"}`))
+	e.send("http", "mon", `{"id":`) // HTTP clients are answered: no dead letter
+	ds, err := e.store.FindDeadLetters(ctx, vigil.DeadLetterFilter{})
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("dead letters: %d %v", len(ds), err)
+	}
+	if ds[0].Reason != "implausible" || ds[0].Field != "values[0].value" || ds[0].DeviceID != "mon" || ds[1].Reason != "malformed" || string(ds[1].Payload) != `{"id":` {
+		t.Fatalf("dead letters: %+v %+v", ds[0], ds[1])
+	}
+}
+
+func TestPatientFromAssignmentAtReadingTime(t *testing.T) {
+	e := setup(t, nil)
+	move := now.Add(-time.Hour)
+	if err := e.store.AssignDevice(ctx, "mon", "p2", move); err != nil {
+		t.Fatal(err)
+	}
+	e.p.InvalidateDevice("mon")
+	r := e.send("http", "mon", "["+msg("before", move.Add(-time.Minute), hr72)+","+msg("after", move.Add(time.Minute), hr72)+"]")
+	if r.Err != nil || r.Rejected() != 0 {
+		t.Fatalf("%+v", r)
+	}
+	for p, want := range map[string]string{"p1": "before", "p2": "after"} {
+		obs, _, _ := e.store.FindObservations(ctx, vigil.ObservationFilter{PatientID: p})
+		if len(obs) != 1 {
+			t.Fatalf("%s has %d observations", p, len(obs))
+		}
+		_ = want
+	}
+}
+
+// Done callbacks come in Submit order even under concurrency and mixed
+// good, bad and duplicate messages.
+func TestInOrderCompletion(t *testing.T) {
+	e := setup(t, nil)
+	const n = 2000
+	var mu sync.Mutex
+	var got []int
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		body := msg(fmt.Sprint("r", i%1500), now.Add(-time.Duration(i)*time.Millisecond), hr72)
+		if i%10 == 3 {
+			body = "{bad"
+		}
+		e.p.Submit(ctx, vigil.Message{DeviceID: "mon", Source: "http", Payload: []byte(body), Received: now}, func(vigil.IngestResult) {
+			mu.Lock()
+			got = append(got, i)
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("completion %d was message %d", i, v)
+		}
+	}
+}
+
+func TestCloseDrainsAndRefusesAfter(t *testing.T) {
+	e := setup(t, nil)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := 0
+	for i := 0; i < 500; i++ {
+		wg.Add(1)
+		e.p.Submit(ctx, vigil.Message{DeviceID: "mon", Source: "mqtt", Payload: []byte(msg(fmt.Sprint(i), now, hr72)), Received: now}, func(r vigil.IngestResult) {
+			if r.Err == nil && r.Rejected() == 0 {
+				mu.Lock()
+				acked++
+				mu.Unlock()
+			}
+			wg.Done()
+		})
+	}
+	if err := e.p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	r := e.send("mqtt", "mon", msg("late", now, hr72))
+	if vigil.ErrorCode(r.Err) != vigil.EUNAVAILABLE {
+		t.Fatalf("after close: %+v", r)
+	}
+	obs, _, _ := e.store.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Limit: 1000})
+	if acked != 500 || len(obs) != 1 { // all at the same time: one sample, 500 ids
+		t.Fatalf("acked %d, stored %d", acked, len(obs))
+	}
+}
+
+// BenchmarkIngest measures the whole path (parse, validate, map, group
+// commit with fsync, dedup) on the real store, with up to 1024 messages
+// in flight, as one busy MQTT connection pipelines them.
+func BenchmarkIngest(b *testing.B) {
+	e := setup(b, nil)
+	body := func(i int) []byte {
+		return []byte(msg(fmt.Sprint("r", i), now.Add(-time.Duration(i)*time.Millisecond), hr72+`,{"code":"59408-5","value":97,"unit":"%"}`))
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 1024)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		e.p.Submit(ctx, vigil.Message{DeviceID: "mon", Source: "mqtt", Payload: body(i), Received: now}, func(r vigil.IngestResult) {
+			if r.Err != nil || r.Rejected() > 0 {
+				b.Error(r)
+			}
+			<-sem
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+}

@@ -1,0 +1,342 @@
+// Package auth authenticates devices (id and secret), users (id and
+// password) and API or session tokens. Secrets and passwords are stored
+// only as argon2id hashes; tokens only as SHA-256 hashes of their secret
+// part (they are long random strings, so a fast hash is safe for them).
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/argon2"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// Store is what the Authenticator reads.
+type Store interface {
+	FindDeviceByID(ctx context.Context, id string) (*vigil.Device, error)
+	FindUserByID(ctx context.Context, id string) (*vigil.User, error)
+	CreateToken(ctx context.Context, t *vigil.Token) error
+	FindTokenByID(ctx context.Context, id string) (*vigil.Token, error)
+	DeleteToken(ctx context.Context, id string) error
+}
+
+// Argon2id parameters: OWASP's recommended minimum (19 MiB, 2 passes, 1
+// lane). They are recorded in every hash, so raising them later keeps old
+// hashes verifiable.
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
+	argonKeyLen  = 32
+	saltLen      = 16
+)
+
+// HashSecret returns the argon2id hash of secret in PHC string form:
+// $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash> (unpadded base64).
+func HashSecret(secret string) (string, error) {
+	salt := make([]byte, saltLen)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	key := argon2.IDKey([]byte(secret), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+}
+
+// VerifySecret reports whether secret matches hash (from HashSecret), in
+// constant time with respect to the secret.
+func VerifySecret(hash, secret string) (bool, error) {
+	parts := strings.Split(hash, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false, errors.New("not an argon2id hash")
+	}
+	var v int
+	if _, err := fmt.Sscanf(parts[2], "v=%d", &v); err != nil || v != argon2.Version {
+		return false, errors.New("unsupported argon2 version")
+	}
+	var m, t uint32
+	var p uint8
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
+		return false, errors.New("bad argon2id parameters")
+	}
+	b64 := base64.RawStdEncoding
+	salt, err := b64.DecodeString(parts[4])
+	if err != nil {
+		return false, errors.New("bad argon2id salt")
+	}
+	want, err := b64.DecodeString(parts[5])
+	if err != nil || len(want) == 0 {
+		return false, errors.New("bad argon2id hash")
+	}
+	got := argon2.IDKey([]byte(secret), salt, t, m, p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1, nil
+}
+
+// NewSecret returns a new random device secret: 32 bytes, base64url.
+func NewSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Options configure an Authenticator.
+type Options struct {
+	Now        func() time.Time
+	Registerer prometheus.Registerer
+	// LoginFailures is how many failed logins per user are allowed within
+	// a minute before further attempts are refused (default 10).
+	LoginFailures int
+}
+
+// Authenticator checks credentials. It is safe for concurrent use.
+type Authenticator struct {
+	store Store
+	now   func() time.Time
+	max   int
+
+	mu       sync.Mutex
+	devices  map[string][32]byte // device id → SHA-256 of a verified secret
+	failures map[string][]time.Time
+
+	failed *prometheus.CounterVec
+}
+
+// NewAuthenticator returns an Authenticator over st.
+func NewAuthenticator(st Store, o Options) *Authenticator {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.LoginFailures <= 0 {
+		o.LoginFailures = 10
+	}
+	a := &Authenticator{
+		store: st, now: o.Now, max: o.LoginFailures,
+		devices:  make(map[string][32]byte),
+		failures: make(map[string][]time.Time),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_auth_failures_total", Help: "Refused credentials by kind (device, login, token).",
+		}, []string{"kind"}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(a.failed)
+	}
+	return a
+}
+
+var errBadCredentials = vigil.Errorf(vigil.EUNAUTHORIZED, "unknown device or wrong secret")
+
+// Device returns the device if secret is its secret; EUNAUTHORIZED
+// otherwise (without saying which part was wrong). A verified secret is
+// remembered (as a SHA-256 hash) so that reconnects and per-request HTTP
+// Basic authentication do not pay argon2id's deliberate cost each time;
+// ForgetDevice drops it when the secret changes.
+func (a *Authenticator) Device(ctx context.Context, deviceID, secret string) (*vigil.Device, error) {
+	if deviceID == "" || secret == "" {
+		a.failed.WithLabelValues("device").Inc()
+		return nil, errBadCredentials
+	}
+	d, err := a.store.FindDeviceByID(ctx, deviceID)
+	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+		a.failed.WithLabelValues("device").Inc()
+		return nil, errBadCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(d.SecretHash + "\x00" + secret))
+	a.mu.Lock()
+	cached, ok := a.devices[deviceID]
+	a.mu.Unlock()
+	if ok && subtle.ConstantTimeCompare(cached[:], sum[:]) == 1 {
+		return d, nil
+	}
+	if d.SecretHash == "" {
+		a.failed.WithLabelValues("device").Inc()
+		return nil, errBadCredentials
+	}
+	good, err := VerifySecret(d.SecretHash, secret)
+	if err != nil {
+		return nil, vigil.Errorf(vigil.EINTERNAL, "device %s has an unreadable secret hash: rotate its secret", deviceID)
+	}
+	if !good {
+		a.failed.WithLabelValues("device").Inc()
+		return nil, errBadCredentials
+	}
+	a.mu.Lock()
+	a.devices[deviceID] = sum
+	a.mu.Unlock()
+	return d, nil
+}
+
+// ForgetDevice drops the remembered secret of a device.
+func (a *Authenticator) ForgetDevice(id string) {
+	a.mu.Lock()
+	delete(a.devices, id)
+	a.mu.Unlock()
+}
+
+// Login checks a user's password. EUNAUTHORIZED for an unknown user, a
+// wrong password, a user without a password, or too many recent failures.
+func (a *Authenticator) Login(ctx context.Context, userID, password string) (*vigil.User, error) {
+	bad := vigil.Errorf(vigil.EUNAUTHORIZED, "unknown user or wrong password")
+	now := a.now()
+	a.mu.Lock()
+	recent := a.failures[userID][:0]
+	for _, t := range a.failures[userID] {
+		if now.Sub(t) < time.Minute {
+			recent = append(recent, t)
+		}
+	}
+	a.failures[userID] = recent
+	locked := len(recent) >= a.max
+	a.mu.Unlock()
+	if locked {
+		a.failed.WithLabelValues("login").Inc()
+		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "too many failed attempts for this user: wait a minute and try again")
+	}
+	fail := func() (*vigil.User, error) {
+		a.failed.WithLabelValues("login").Inc()
+		a.mu.Lock()
+		a.failures[userID] = append(a.failures[userID], now)
+		a.mu.Unlock()
+		return nil, bad
+	}
+	u, err := a.store.FindUserByID(ctx, userID)
+	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+		// Spend the same time as a real check so timing does not reveal
+		// which user ids exist.
+		VerifySecret(dummyHash, password)
+		return fail()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if u.PasswordHash == "" {
+		VerifySecret(dummyHash, password)
+		return fail()
+	}
+	ok, err := VerifySecret(u.PasswordHash, password)
+	if err != nil || !ok {
+		return fail()
+	}
+	a.mu.Lock()
+	delete(a.failures, userID)
+	a.mu.Unlock()
+	return u, nil
+}
+
+var dummyHash, _ = HashSecret("timing equaliser")
+
+// Token strings are "vgl_" + id + "_" + secret.
+const tokenPrefix = "vgl_"
+
+// IssueToken creates a token of the given kind ("api" or "session") for
+// the user, valid for ttl (0: no expiry), and returns its string form
+// (shown once) and its stored record.
+func (a *Authenticator) IssueToken(ctx context.Context, userID, kind, name string, ttl time.Duration) (string, *vigil.Token, error) {
+	if kind != "api" && kind != "session" {
+		return "", nil, vigil.FieldErrorf("kind", "invalid", "token kind must be api or session")
+	}
+	if ttl < 0 {
+		return "", nil, vigil.FieldErrorf("ttl", "invalid", "a token's lifetime cannot be negative")
+	}
+	if _, err := a.store.FindUserByID(ctx, userID); err != nil {
+		return "", nil, err
+	}
+	idb := make([]byte, 9)
+	rand.Read(idb)
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	id := base64.RawURLEncoding.EncodeToString(idb)
+	sec := base64.RawURLEncoding.EncodeToString(secret)
+	h := sha256.Sum256([]byte(sec))
+	now := a.now().UTC()
+	t := &vigil.Token{ID: id, Hash: h[:], UserID: userID, Name: name, Kind: kind, Created: now}
+	if ttl > 0 {
+		t.Expires = now.Add(ttl)
+	}
+	if err := a.store.CreateToken(ctx, t); err != nil {
+		return "", nil, err
+	}
+	return tokenPrefix + id + "_" + sec, t, nil
+}
+
+// Principal returns who a token belongs to. EUNAUTHORIZED for a malformed,
+// unknown, expired or revoked token, or one whose user is gone.
+func (a *Authenticator) Principal(ctx context.Context, token string) (*vigil.Principal, error) {
+	bad := func(msg string) (*vigil.Principal, error) {
+		a.failed.WithLabelValues("token").Inc()
+		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "%s", msg)
+	}
+	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	if !ok || len(rest) < 14 || rest[12] != '_' {
+		return bad("malformed token")
+	}
+	id, sec := rest[:12], rest[13:]
+	t, err := a.store.FindTokenByID(ctx, id)
+	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+		return bad("unknown or revoked token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256([]byte(sec))
+	if subtle.ConstantTimeCompare(h[:], t.Hash) != 1 {
+		return bad("unknown or revoked token")
+	}
+	if !t.Expires.IsZero() && !a.now().Before(t.Expires) {
+		return bad("token expired at " + t.Expires.Format(time.RFC3339) + ": log in again or create a new token")
+	}
+	u, err := a.store.FindUserByID(ctx, t.UserID)
+	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+		return bad("the token's user no longer exists")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &vigil.Principal{UserID: u.ID, Role: u.Role, PatientID: u.PatientID}, nil
+}
+
+// TokenID returns the id part of a token string, or "".
+func TokenID(token string) string {
+	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	if !ok || len(rest) < 14 || rest[12] != '_' {
+		return ""
+	}
+	return rest[:12]
+}
+
+// RevokeToken deletes a token; ENOTFOUND if there is none.
+func (a *Authenticator) RevokeToken(ctx context.Context, id string) error {
+	return a.store.DeleteToken(ctx, id)
+}
+
+// BearerOrCookie returns the token of a request: the Authorization Bearer
+// credential, else the named cookie's value, else "".
+func BearerOrCookie(r *http.Request, cookie string) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok)
+		}
+		return ""
+	}
+	if cookie != "" {
+		if c, err := r.Cookie(cookie); err == nil {
+			return c.Value
+		}
+	}
+	return ""
+}
+

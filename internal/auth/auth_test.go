@@ -1,0 +1,191 @@
+package auth
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/pebble"
+)
+
+var ctx = context.Background()
+
+func setup(t testing.TB) (*pebble.Store, *Authenticator, *time.Time) {
+	t.Helper()
+	o := pebble.DefaultOptions()
+	o.CompactInterval = -1
+	st, err := pebble.Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	return st, NewAuthenticator(st, Options{Now: func() time.Time { return now }}), &now
+}
+
+func TestHashAndVerify(t *testing.T) {
+	h, err := HashSecret("s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Fatalf("hash %q", h)
+	}
+	h2, _ := HashSecret("s3cret")
+	if h == h2 {
+		t.Fatal("two hashes of one secret are equal: no salt")
+	}
+	for secret, want := range map[string]bool{"s3cret": true, "s3cre": false, "": false, "S3cret": false} {
+		if ok, err := VerifySecret(h, secret); err != nil || ok != want {
+			t.Errorf("verify %q = %v %v", secret, ok, err)
+		}
+	}
+	for _, bad := range []string{"", "plain", "$argon2i$v=19$m=1,t=1,p=1$AA$AA", "$argon2id$v=19$m=x$AA$AA"} {
+		if _, err := VerifySecret(bad, "x"); err == nil {
+			t.Errorf("malformed hash %q accepted", bad)
+		}
+	}
+}
+
+func TestDevice(t *testing.T) {
+	st, a, _ := setup(t)
+	secret := NewSecret()
+	h, _ := HashSecret(secret)
+	if err := st.CreateDevice(ctx, &vigil.Device{ID: "mon-1", Kind: vigil.DeviceBedsideMonitor, SecretHash: h}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := a.Device(ctx, "mon-1", secret); err != nil || d.ID != "mon-1" {
+		t.Fatalf("good secret: %v %v", d, err)
+	}
+	// Cached path, then rotation: the old secret stops working once the
+	// hash changes, even though it was cached.
+	if _, err := a.Device(ctx, "mon-1", secret); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := st.FindDeviceByID(ctx, "mon-1")
+	d.SecretHash, _ = HashSecret("new-secret")
+	if err := st.UpdateDevice(ctx, d, d.Version); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Device(ctx, "mon-1", secret); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+		t.Fatalf("old secret after rotation: %v", err)
+	}
+	if _, err := a.Device(ctx, "mon-1", "new-secret"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][2]string{{"mon-1", "wrong"}, {"ghost", secret}, {"mon-1", ""}, {"", ""}} {
+		_, err := a.Device(ctx, c[0], c[1])
+		if vigil.ErrorCode(err) != vigil.EUNAUTHORIZED || strings.Contains(vigil.ErrorMessage(err), "ghost") {
+			t.Errorf("Device(%q, %q) = %v", c[0], c[1], err)
+		}
+	}
+}
+
+func TestLoginAndTokens(t *testing.T) {
+	st, a, now := setup(t)
+	h, _ := HashSecret("correct horse battery")
+	if err := st.CreateUser(ctx, &vigil.User{ID: "dr", Role: vigil.RoleClinician, PasswordHash: h}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateUser(ctx, &vigil.User{ID: "svc", Role: vigil.RoleAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := a.Login(ctx, "dr", "correct horse battery"); err != nil || u.ID != "dr" {
+		t.Fatalf("login: %v", err)
+	}
+	for _, c := range [][2]string{{"dr", "wrong"}, {"nobody", "x"}, {"svc", ""}} {
+		if _, err := a.Login(ctx, c[0], c[1]); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+			t.Errorf("Login(%q) = %v", c[0], err)
+		}
+	}
+	// Lockout after repeated failures, lifted after a minute.
+	for i := 0; i < 10; i++ {
+		a.Login(ctx, "dr", "wrong")
+	}
+	if _, err := a.Login(ctx, "dr", "correct horse battery"); !strings.Contains(vigil.ErrorMessage(err), "too many") {
+		t.Fatalf("no lockout: %v", err)
+	}
+	*now = now.Add(61 * time.Second)
+	if _, err := a.Login(ctx, "dr", "correct horse battery"); err != nil {
+		t.Fatalf("after lockout: %v", err)
+	}
+
+	tok, rec, err := a.IssueToken(ctx, "dr", "api", "laptop", time.Hour)
+	if err != nil || rec.UserID != "dr" || !strings.HasPrefix(tok, "vgl_"+rec.ID+"_") || TokenID(tok) != rec.ID {
+		t.Fatalf("issue: %q %+v %v", tok, rec, err)
+	}
+	stored, _ := st.FindTokenByID(ctx, rec.ID)
+	if strings.Contains(tok, string(stored.Hash)) || len(stored.Hash) != 32 {
+		t.Fatal("token stored in the clear")
+	}
+	p, err := a.Principal(ctx, tok)
+	if err != nil || p.UserID != "dr" || p.Role != vigil.RoleClinician {
+		t.Fatalf("principal: %+v %v", p, err)
+	}
+	for _, bad := range []string{"", "vgl_", "Bearer x", tok[:len(tok)-1] + "A", "vgl_AAAAAAAAAAAA_x"} {
+		if _, err := a.Principal(ctx, bad); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+			t.Errorf("Principal(%q) = %v", bad, err)
+		}
+	}
+	*now = now.Add(time.Hour)
+	if _, err := a.Principal(ctx, tok); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+		t.Fatalf("expired token accepted: %v", err)
+	}
+	tok2, rec2, _ := a.IssueToken(ctx, "dr", "session", "", 0)
+	if _, err := a.Principal(ctx, tok2); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RevokeToken(ctx, rec2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Principal(ctx, tok2); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+		t.Fatalf("revoked token accepted: %v", err)
+	}
+	if _, _, err := a.IssueToken(ctx, "ghost", "api", "", 0); vigil.ErrorCode(err) != vigil.ENOTFOUND {
+		t.Fatalf("token for unknown user: %v", err)
+	}
+}
+
+func TestBearerOrCookie(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Authorization", "Bearer abc")
+	r.AddCookie(&http.Cookie{Name: "vigil_session", Value: "cookie-token"})
+	if got := BearerOrCookie(r, "vigil_session"); got != "abc" {
+		t.Fatalf("bearer: %q", got)
+	}
+	r.Header.Set("Authorization", "Basic abc")
+	if got := BearerOrCookie(r, "vigil_session"); got != "" {
+		t.Fatalf("basic taken as bearer: %q", got)
+	}
+	r.Header.Del("Authorization")
+	if got := BearerOrCookie(r, "vigil_session"); got != "cookie-token" {
+		t.Fatalf("cookie: %q", got)
+	}
+}
+
+// BenchmarkDeviceAuth compares a full argon2id verification (first
+// connect) with the cached path (reconnects, HTTP Basic per request).
+func BenchmarkDeviceAuth(b *testing.B) {
+	st, a, _ := setup(b)
+	h, _ := HashSecret("secret")
+	st.CreateDevice(ctx, &vigil.Device{ID: "d", Kind: vigil.DeviceWearable, SecretHash: h})
+	b.Run("argon2id", func(b *testing.B) {
+		for b.Loop() {
+			a.ForgetDevice("d")
+			if _, err := a.Device(ctx, "d", "secret"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := a.Device(ctx, "d", "secret"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -339,4 +339,3 @@ func BearerOrCookie(r *http.Request, cookie string) string {
 	}
 	return ""
 }
-

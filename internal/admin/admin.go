@@ -1,0 +1,171 @@
+// Package admin holds the registry operations an administrator performs:
+// patients, devices and their secrets, assignments, users and API tokens.
+// The CLI uses it directly on a data directory when the server is stopped;
+// the admin API (internal/httpapi) uses it when the server runs, so both
+// validate the same way.
+package admin
+
+import (
+	"context"
+	"regexp"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/auth"
+)
+
+// Store is what the service changes.
+type Store interface {
+	vigil.PatientStore
+	vigil.DeviceStore
+	vigil.UserStore
+}
+
+// Service performs registry operations.
+type Service struct {
+	Store Store
+	Auth  *auth.Authenticator
+	Now   func() time.Time
+	// OnDeviceChanged, if set, is called after a device's secret or
+	// assignment changed (the node drops its caches).
+	OnDeviceChanged func(id string)
+}
+
+// MinPasswordLen is the shortest password AddUser accepts.
+const MinPasswordLen = 12
+
+var datePattern = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
+
+func (s *Service) now() time.Time {
+	if s.Now == nil {
+		return time.Now()
+	}
+	return s.Now()
+}
+
+func (s *Service) changed(id string) {
+	if s.OnDeviceChanged != nil {
+		s.OnDeviceChanged(id)
+	}
+}
+
+// AddPatient validates and registers a patient.
+func (s *Service) AddPatient(ctx context.Context, p *vigil.Patient) error {
+	if !vigil.ValidID(p.ID) {
+		return vigil.FieldErrorf("id", "invalid", "patient id %q: use letters, digits and '-', up to 48 characters, starting with a letter or digit", p.ID)
+	}
+	switch p.Sex {
+	case "", "male", "female", "other", "unknown":
+	default:
+		return vigil.FieldErrorf("sex", "invalid", "sex must be male, female, other or unknown")
+	}
+	if p.BirthDate != "" {
+		d, err := time.Parse(time.DateOnly, p.BirthDate)
+		if !datePattern.MatchString(p.BirthDate) || err != nil {
+			return vigil.FieldErrorf("birthDate", "invalid", "birth date %q is not a date YYYY-MM-DD", p.BirthDate)
+		}
+		if d.After(s.now()) {
+			return vigil.FieldErrorf("birthDate", "invalid", "birth date is in the future")
+		}
+	}
+	return s.Store.CreatePatient(ctx, p)
+}
+
+func validKind(k string) bool {
+	switch k {
+	case vigil.DeviceBedsideMonitor, vigil.DeviceWearable, vigil.DeviceBPCuff, vigil.DeviceGlucometer, vigil.DeviceThermometer, vigil.DeviceScale:
+		return true
+	}
+	return false
+}
+
+// AddDevice registers a device and returns its new secret. Only an
+// argon2id hash of the secret is stored; the secret cannot be shown again
+// (RotateDeviceSecret makes a new one).
+func (s *Service) AddDevice(ctx context.Context, d *vigil.Device) (string, error) {
+	if !vigil.ValidID(d.ID) {
+		return "", vigil.FieldErrorf("id", "invalid", "device id %q: use letters, digits and '-', up to 48 characters, starting with a letter or digit", d.ID)
+	}
+	if !validKind(d.Kind) {
+		return "", vigil.FieldErrorf("kind", "invalid", "device kind %q: use bedside-monitor, wearable, bp-cuff, glucometer, thermometer or scale", d.Kind)
+	}
+	secret := auth.NewSecret()
+	h, err := auth.HashSecret(secret)
+	if err != nil {
+		return "", err
+	}
+	d.SecretHash = h
+	if err := s.Store.CreateDevice(ctx, d); err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// RotateDeviceSecret gives a device a new secret and returns it; the old
+// one stops working at once.
+func (s *Service) RotateDeviceSecret(ctx context.Context, id string) (string, error) {
+	d, err := s.Store.FindDeviceByID(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	secret := auth.NewSecret()
+	if d.SecretHash, err = auth.HashSecret(secret); err != nil {
+		return "", err
+	}
+	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
+		return "", err
+	}
+	if s.Auth != nil {
+		s.Auth.ForgetDevice(id)
+	}
+	s.changed(id)
+	return secret, nil
+}
+
+// Assign assigns a device to a patient from the given time on (zero: now).
+func (s *Service) Assign(ctx context.Context, deviceID, patientID string, from time.Time) error {
+	if from.IsZero() {
+		from = s.now()
+	}
+	if err := s.Store.AssignDevice(ctx, deviceID, patientID, from); err != nil {
+		return err
+	}
+	s.changed(deviceID)
+	return nil
+}
+
+// AddUser validates and registers a user with a password (argon2id).
+// Patients' accounts must name their patient record.
+func (s *Service) AddUser(ctx context.Context, u *vigil.User, password string) error {
+	if !vigil.ValidID(u.ID) {
+		return vigil.FieldErrorf("id", "invalid", "user id %q: use letters, digits and '-', up to 48 characters", u.ID)
+	}
+	if !vigil.ValidUserRole(u.Role) {
+		return vigil.FieldErrorf("role", "invalid", "role %q: use admin, clinician, nurse or patient", u.Role)
+	}
+	if u.Role == vigil.RolePatient {
+		if u.PatientID == "" {
+			return vigil.FieldErrorf("patient", "required", "a patient's account needs --patient with their patient id")
+		}
+		if _, err := s.Store.FindPatientByID(ctx, u.PatientID); err != nil {
+			return err
+		}
+	} else if u.PatientID != "" {
+		return vigil.FieldErrorf("patient", "invalid", "only accounts with role patient name a patient")
+	}
+	if len([]rune(password)) < MinPasswordLen {
+		return vigil.FieldErrorf("password", "too-short", "the password must have at least %d characters", MinPasswordLen)
+	}
+	h, err := auth.HashSecret(password)
+	if err != nil {
+		return err
+	}
+	u.PasswordHash = h
+	return s.Store.CreateUser(ctx, u)
+}
+
+// CreateToken issues an API token for a user, valid for ttl (0: no
+// expiry). The token string is returned once; only its hash is stored.
+func (s *Service) CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error) {
+	return s.Auth.IssueToken(ctx, userID, "api", name, ttl)
+}

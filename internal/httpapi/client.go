@@ -1,0 +1,182 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// Client calls a running server's admin API. Errors come back as
+// *vigil.Error with the server's code, field, reason and message, so the
+// CLI reports them the same way online and offline.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// NewClient returns a client for the server at baseURL using an API token.
+func NewClient(baseURL, token string) *Client {
+	return &Client{base: strings.TrimSuffix(baseURL, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "cannot reach the Vigil server at %s: %v", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "reading the answer of %s: %v", c.base, err)
+	}
+	if resp.StatusCode >= 300 {
+		var p Problem
+		if json.Unmarshal(data, &p) != nil || p.Status == 0 {
+			p = Problem{Detail: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
+		}
+		return errorFromProblem(resp.StatusCode, &p)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return vigil.Errorf(vigil.EINTERNAL, "unexpected answer from %s%s: %v", c.base, path, err)
+		}
+	}
+	return nil
+}
+
+// AddPatient registers a patient (p is updated with the stored record).
+func (c *Client) AddPatient(ctx context.Context, p *vigil.Patient) error {
+	return c.do(ctx, "POST", "/api/v1/patients", p, p)
+}
+
+// AddDevice registers a device and returns its secret.
+func (c *Client) AddDevice(ctx context.Context, d *vigil.Device) (string, error) {
+	var out DeviceCreated
+	if err := c.do(ctx, "POST", "/api/v1/devices", d, &out); err != nil {
+		return "", err
+	}
+	if out.Device != nil {
+		*d = *out.Device
+	}
+	return out.Secret, nil
+}
+
+// RotateDeviceSecret gives a device a new secret.
+func (c *Client) RotateDeviceSecret(ctx context.Context, id string) (string, error) {
+	var out SecretRotated
+	err := c.do(ctx, "POST", "/api/v1/devices/"+url.PathEscape(id)+"/secret", nil, &out)
+	return out.Secret, err
+}
+
+// Assign assigns a device to a patient from a time (zero: now).
+func (c *Client) Assign(ctx context.Context, deviceID, patientID string, from time.Time) error {
+	return c.do(ctx, "POST", "/api/v1/devices/"+url.PathEscape(deviceID)+"/assignments", AssignRequest{Patient: patientID, From: from}, nil)
+}
+
+// AddUser registers a user with a password.
+func (c *Client) AddUser(ctx context.Context, u *vigil.User, password string) error {
+	return c.do(ctx, "POST", "/api/v1/users", UserRequest{User: *u, Password: password}, u)
+}
+
+// CreateToken issues an API token.
+func (c *Client) CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error) {
+	req := TokenRequest{Name: name}
+	if ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	var out TokenCreated
+	if err := c.do(ctx, "POST", "/api/v1/users/"+url.PathEscape(userID)+"/tokens", req, &out); err != nil {
+		return "", nil, err
+	}
+	return out.Token, out.Record, nil
+}
+
+// ListPatients returns all patients.
+func (c *Client) ListPatients(ctx context.Context) ([]*vigil.Patient, error) {
+	var out []*vigil.Patient
+	err := c.do(ctx, "GET", "/api/v1/patients", nil, &out)
+	return out, err
+}
+
+// ListDevices returns all devices.
+func (c *Client) ListDevices(ctx context.Context) ([]*vigil.Device, error) {
+	var out []*vigil.Device
+	err := c.do(ctx, "GET", "/api/v1/devices", nil, &out)
+	return out, err
+}
+
+// ListUsers returns all users.
+func (c *Client) ListUsers(ctx context.Context) ([]*vigil.User, error) {
+	var out []*vigil.User
+	err := c.do(ctx, "GET", "/api/v1/users", nil, &out)
+	return out, err
+}
+
+// DeadLetters lists dead letters, newest first.
+func (c *Client) DeadLetters(ctx context.Context, f vigil.DeadLetterFilter) ([]*vigil.DeadLetter, error) {
+	q := url.Values{}
+	set(q, "device", f.DeviceID)
+	set(q, "reason", f.Reason)
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var out []*vigil.DeadLetter
+	err := c.do(ctx, "GET", "/api/v1/deadletters?"+q.Encode(), nil, &out)
+	return out, err
+}
+
+// Alerts lists alerts, newest first.
+func (c *Client) Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error) {
+	q := url.Values{}
+	set(q, "patient", f.PatientID)
+	for _, s := range f.States {
+		q.Add("state", s)
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var out []*vigil.Alert
+	err := c.do(ctx, "GET", "/api/v1/alerts?"+q.Encode(), nil, &out)
+	return out, err
+}
+
+// Acknowledge acknowledges an alert.
+func (c *Client) Acknowledge(ctx context.Context, id, note string) (*vigil.Alert, error) {
+	var out vigil.Alert
+	if err := c.do(ctx, "POST", "/api/v1/alerts/"+url.PathEscape(id)+"/ack", AckRequest{Note: note}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func set(q url.Values, k, v string) {
+	if v != "" {
+		q.Set(k, v)
+	}
+}

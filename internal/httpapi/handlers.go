@@ -1,0 +1,370 @@
+package httpapi
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// IngestResponse is the body of a 200 answer to a readings POST: every
+// reading is durable (or was stored before).
+type IngestResponse struct {
+	Accepted   int             `json:"accepted"`
+	Duplicates int             `json:"duplicates"`
+	Results    []ReadingStatus `json:"results"`
+}
+
+// ReadingStatus is the outcome of one reading: "stored" or "duplicate".
+type ReadingStatus struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+}
+
+func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Basic realm="vigil devices", charset="UTF-8"`)
+		writeProblem(w, problemFor(vigil.Errorf(vigil.EUNAUTHORIZED, "send the device id and secret with HTTP Basic authentication")))
+		return
+	}
+	if _, err := s.o.Auth.Device(r.Context(), user, pass); err != nil {
+		if vigil.ErrorCode(err) == vigil.EUNAUTHORIZED {
+			w.Header().Set("WWW-Authenticate", `Basic realm="vigil devices", charset="UTF-8"`)
+			writeProblem(w, problemFor(err))
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	if user != id {
+		writeProblem(w, problemFor(vigil.Errorf(vigil.EFORBIDDEN, "device %s may only post its own readings (to /api/v1/devices/%s/readings)", user, user)))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.o.MaxBody)+1))
+	if err != nil {
+		writeProblem(w, problemFor(vigil.Errorf(vigil.EINVALID, "cannot read the request body: %v", err)))
+		return
+	}
+	if len(body) > s.o.MaxBody {
+		writeProblem(w, problemFor(&vigil.Error{Code: vigil.ETOOLARGE, Reason: "too-large",
+			Message: fmt.Sprintf("body exceeds the limit of %d bytes: send fewer readings per request", s.o.MaxBody)}))
+		return
+	}
+	res := s.o.Ingester.Ingest(r.Context(), vigil.Message{
+		DeviceID: id, Source: "http", Topic: r.URL.Path, Payload: body, Received: s.o.Now().UTC(),
+	})
+	if res.Err != nil {
+		writeProblem(w, problemFor(res.Err))
+		return
+	}
+	out := IngestResponse{Results: make([]ReadingStatus, 0, len(res.Readings))}
+	var errs []ReadingError
+	for i, o := range res.Readings {
+		switch {
+		case o.Err != nil:
+			e, _ := o.Err.(*vigil.Error)
+			if e == nil {
+				e = &vigil.Error{Message: o.Err.Error()}
+			}
+			errs = append(errs, ReadingError{Index: i, ID: o.ID, Field: e.Field, Reason: e.Reason, Detail: e.Message})
+		case o.Duplicate:
+			out.Duplicates++
+			out.Results = append(out.Results, ReadingStatus{ID: o.ID, Status: "duplicate"})
+		default:
+			out.Accepted++
+			out.Results = append(out.Results, ReadingStatus{ID: o.ID, Status: "stored"})
+		}
+	}
+	if len(errs) == 0 {
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	n := out.Accepted + out.Duplicates
+	p := &Problem{
+		Type: "https://vigil-iomt.github.io/problems/" + errs[0].Reason, Title: "Unprocessable Content",
+		Status: http.StatusUnprocessableEntity, Code: vigil.EINVALID, Field: errs[0].Field, Reason: errs[0].Reason,
+		Detail: fmt.Sprintf("%d of %d readings refused: %s. The other %d are stored (re-sending them is harmless).",
+			len(errs), len(res.Readings), errs[0].Detail, n),
+		Accepted: &n, Errors: errs,
+	}
+	if len(res.Readings) == 1 {
+		p.Detail = errs[0].Detail
+	}
+	writeProblem(w, p)
+}
+
+func (s *Server) addPatient(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	var p vigil.Patient
+	if err := s.decode(r, &p); err != nil {
+		return err
+	}
+	if err := s.o.Admin.AddPatient(r.Context(), &p); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, p)
+	return nil
+}
+
+func (s *Server) listPatients(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	q := r.URL.Query()
+	f := vigil.PatientFilter{Ward: q.Get("ward"), Identifier: q.Get("identifier"), Family: q.Get("family")}
+	var err error
+	if f.Limit, err = intParam(q.Get("limit"), 100000); err != nil {
+		return err
+	}
+	if f.Offset, err = intParam(q.Get("offset"), 0); err != nil {
+		return err
+	}
+	ps, total, err := s.o.Store.FindPatients(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	writeJSON(w, http.StatusOK, nonNil(ps))
+	return nil
+}
+
+func (s *Server) getPatient(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	p, err := s.o.Store.FindPatientByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// DeviceCreated is the answer to adding a device: the secret is shown once.
+type DeviceCreated struct {
+	Device *vigil.Device `json:"device"`
+	Secret string        `json:"secret"`
+}
+
+func (s *Server) addDevice(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	var d vigil.Device
+	if err := s.decode(r, &d); err != nil {
+		return err
+	}
+	secret, err := s.o.Admin.AddDevice(r.Context(), &d)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, DeviceCreated{Device: &d, Secret: secret})
+	return nil
+}
+
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	q := r.URL.Query()
+	f := vigil.DeviceFilter{PatientID: q.Get("patient")}
+	var err error
+	if f.Limit, err = intParam(q.Get("limit"), 100000); err != nil {
+		return err
+	}
+	if f.Offset, err = intParam(q.Get("offset"), 0); err != nil {
+		return err
+	}
+	ds, total, err := s.o.Store.FindDevices(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	writeJSON(w, http.StatusOK, nonNil(ds))
+	return nil
+}
+
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	d, err := s.o.Store.FindDeviceByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// SecretRotated is the answer to rotating a device secret.
+type SecretRotated struct {
+	Device string `json:"device"`
+	Secret string `json:"secret"`
+}
+
+func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	secret, err := s.o.Admin.RotateDeviceSecret(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, SecretRotated{Device: r.PathValue("id"), Secret: secret})
+	return nil
+}
+
+// AssignRequest assigns a device to a patient from a time (default now).
+type AssignRequest struct {
+	Patient string    `json:"patient"`
+	From    time.Time `json:"from,omitzero"`
+}
+
+func (s *Server) assign(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	var a AssignRequest
+	if err := s.decode(r, &a); err != nil {
+		return err
+	}
+	if a.Patient == "" {
+		return vigil.FieldErrorf("patient", "required", "name the patient to assign the device to")
+	}
+	if err := s.o.Admin.Assign(r.Context(), r.PathValue("id"), a.Patient, a.From); err != nil {
+		return err
+	}
+	as, err := s.o.Store.Assignments(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, nonNil(as))
+	return nil
+}
+
+func (s *Server) assignments(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	if _, err := s.o.Store.FindDeviceByID(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	as, err := s.o.Store.Assignments(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(as))
+	return nil
+}
+
+// UserRequest adds a user with a password.
+type UserRequest struct {
+	vigil.User
+	Password string `json:"password"`
+}
+
+func (s *Server) addUser(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	var u UserRequest
+	if err := s.decode(r, &u); err != nil {
+		return err
+	}
+	user := u.User
+	if err := s.o.Admin.AddUser(r.Context(), &user, u.Password); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, user)
+	return nil
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	us, err := s.o.Store.FindUsers(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(us))
+	return nil
+}
+
+// TokenRequest asks for an API token; TTL is a Go duration ("720h"), empty
+// for no expiry.
+type TokenRequest struct {
+	Name string `json:"name"`
+	TTL  string `json:"ttl"`
+}
+
+// TokenCreated is the answer: the token string is shown once.
+type TokenCreated struct {
+	Token  string       `json:"token"`
+	Record *vigil.Token `json:"record"`
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	var tr TokenRequest
+	if err := s.decode(r, &tr); err != nil {
+		return err
+	}
+	var ttl time.Duration
+	if tr.TTL != "" {
+		var err error
+		if ttl, err = time.ParseDuration(tr.TTL); err != nil || ttl < 0 {
+			return vigil.FieldErrorf("ttl", "invalid", "ttl %q is not a duration such as 720h", tr.TTL)
+		}
+	}
+	tok, rec, err := s.o.Admin.CreateToken(r.Context(), r.PathValue("id"), tr.Name, ttl)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, TokenCreated{Token: tok, Record: rec})
+	return nil
+}
+
+func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	q := r.URL.Query()
+	f := vigil.DeadLetterFilter{DeviceID: q.Get("device"), Reason: q.Get("reason")}
+	var err error
+	if f.Limit, err = intParam(q.Get("limit"), 100); err != nil {
+		return err
+	}
+	ds, err := s.o.Store.FindDeadLetters(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(ds))
+	return nil
+}
+
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	q := r.URL.Query()
+	f := vigil.AlertFilter{PatientID: q.Get("patient"), States: q["state"]}
+	var err error
+	if f.Limit, err = intParam(q.Get("limit"), 100); err != nil {
+		return err
+	}
+	as, err := s.o.Alerts.Alerts(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(as))
+	return nil
+}
+
+// AckRequest acknowledges an alert with an optional note.
+type AckRequest struct {
+	Note string `json:"note"`
+}
+
+func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	var req AckRequest
+	if r.ContentLength != 0 {
+		if err := s.decode(r, &req); err != nil {
+			return err
+		}
+	}
+	a, err := s.o.Alerts.Acknowledge(r.Context(), r.PathValue("id"), p.UserID, req.Note)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func intParam(v string, def int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, vigil.FieldErrorf("", "invalid", "%q is not a non-negative integer", v)
+	}
+	return n, nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

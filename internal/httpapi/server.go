@@ -1,0 +1,246 @@
+// Package httpapi is Vigil's HTTP server: device reading ingest, the
+// admin and alerts API under /api/v1, health and metrics, with the FHIR
+// API and the web app mounted. Errors are RFC 9457 problem+json. It also
+// has a Go client for the admin API, used by the CLI when a server runs.
+//
+// API reference: docs/api.md.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
+	"github.com/vigil-iomt/vigil/internal/auth"
+)
+
+// AlertService lists and acknowledges alerts; *alerting.Engine implements it.
+type AlertService interface {
+	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
+	Acknowledge(ctx context.Context, id, by, note string) (*vigil.Alert, error)
+}
+
+// Options configure a Server.
+type Options struct {
+	Store         vigil.Store
+	Auth          *auth.Authenticator
+	Admin         *admin.Service
+	Ingester      vigil.Ingester
+	Alerts        AlertService
+	FHIR          http.Handler // mounted at /fhir/R4/
+	Web           http.Handler // mounted at / (login, ward view, /web/...)
+	Gatherer      prometheus.Gatherer
+	Ready         func() error
+	MaxBody       int  // bytes of a request body (default 256 KiB)
+	PublicMetrics bool // serve /metrics without a token
+	Now           func() time.Time
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+// SessionCookie is the web app's session cookie, also accepted by the API.
+const SessionCookie = "vigil_session"
+
+// Server serves Vigil's HTTP API.
+type Server struct {
+	o        Options
+	log      *slog.Logger
+	mux      *http.ServeMux
+	duration *prometheus.HistogramVec
+}
+
+// New returns a server.
+func New(o Options) *Server {
+	if o.MaxBody <= 0 {
+		o.MaxBody = 256 << 10
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Ready == nil {
+		o.Ready = func() error { return nil }
+	}
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux()}
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "vigil_http_request_seconds", Help: "HTTP request duration by route and status class.",
+		Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
+	}, []string{"route", "status"})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(s.duration)
+	}
+	m := s.mux
+	m.HandleFunc("POST /api/v1/devices/{id}/readings", s.ingest)
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	m.HandleFunc("GET /readyz", s.ready)
+	m.HandleFunc("GET /metrics", s.metrics)
+
+	adminOnly := []string{vigil.RoleAdmin}
+	care := []string{vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse}
+	m.HandleFunc("POST /api/v1/patients", s.with(adminOnly, s.addPatient))
+	m.HandleFunc("GET /api/v1/patients", s.with(care, s.listPatients))
+	m.HandleFunc("GET /api/v1/patients/{id}", s.with(care, s.getPatient))
+	m.HandleFunc("POST /api/v1/devices", s.with(adminOnly, s.addDevice))
+	m.HandleFunc("GET /api/v1/devices", s.with(care, s.listDevices))
+	m.HandleFunc("GET /api/v1/devices/{id}", s.with(care, s.getDevice))
+	m.HandleFunc("POST /api/v1/devices/{id}/secret", s.with(adminOnly, s.rotateSecret))
+	m.HandleFunc("POST /api/v1/devices/{id}/assignments", s.with(adminOnly, s.assign))
+	m.HandleFunc("GET /api/v1/devices/{id}/assignments", s.with(care, s.assignments))
+	m.HandleFunc("POST /api/v1/users", s.with(adminOnly, s.addUser))
+	m.HandleFunc("GET /api/v1/users", s.with(adminOnly, s.listUsers))
+	m.HandleFunc("POST /api/v1/users/{id}/tokens", s.with(adminOnly, s.createToken))
+	m.HandleFunc("GET /api/v1/deadletters", s.with(adminOnly, s.deadLetters))
+	m.HandleFunc("GET /api/v1/alerts", s.with(care, s.listAlerts))
+	m.HandleFunc("POST /api/v1/alerts/{id}/ack", s.with(care, s.ackAlert))
+	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, problemFor(vigil.Errorf(vigil.ENOTFOUND, "no API route %s %s; see docs/api.md", r.Method, r.URL.Path)))
+	})
+	if o.FHIR != nil {
+		m.Handle("/fhir/R4/", o.FHIR)
+		m.Handle("/fhir/R4", o.FHIR)
+	}
+	if o.Web != nil {
+		m.Handle("/", o.Web)
+	}
+	return s
+}
+
+// Handler returns the server's handler with request logging and metrics.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := s.o.Now()
+		rw := &statusWriter{ResponseWriter: w, status: 200}
+		s.mux.ServeHTTP(rw, r)
+		_, pattern := s.mux.Handler(r)
+		if pattern == "" {
+			pattern = "unmatched"
+		}
+		d := s.o.Now().Sub(start)
+		s.duration.WithLabelValues(pattern, strconv.Itoa(rw.status/100)+"xx").Observe(d.Seconds())
+		// Route patterns only: paths and query strings can carry patient ids.
+		lvl := slog.LevelDebug
+		if rw.status >= 500 {
+			lvl = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), lvl, "http", "method", r.Method, "route", pattern, "status", rw.status, "duration", d)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush lets SSE streams through.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if err := s.o.Ready(); err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	if !s.o.PublicMetrics {
+		if _, err := s.principal(r, []string{vigil.RoleAdmin}); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if s.o.Gatherer == nil {
+		writeProblem(w, problemFor(vigil.Errorf(vigil.ENOTFOUND, "metrics are not enabled")))
+		return
+	}
+	promhttp.HandlerFor(s.o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+}
+
+// principal authenticates a bearer token or session cookie and checks the
+// role.
+func (s *Server) principal(r *http.Request, roles []string) (*vigil.Principal, error) {
+	tok := auth.BearerOrCookie(r, SessionCookie)
+	if tok == "" {
+		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "this API needs a token: send Authorization: Bearer <token> (create one with vigil token create)")
+	}
+	p, err := s.o.Auth.Principal(r.Context(), tok)
+	if err != nil {
+		return nil, err
+	}
+	for _, role := range roles {
+		if p.Role == role {
+			return p, nil
+		}
+	}
+	return nil, vigil.Errorf(vigil.EFORBIDDEN, "role %s may not do this; it needs %s", p.Role, strings.Join(roles, " or "))
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error
+
+func (s *Server) with(roles []string, h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.principal(r, roles)
+		if err == nil {
+			err = h(w, r, p)
+		}
+		if err != nil {
+			s.fail(w, r, err)
+		}
+	}
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	p := problemFor(err)
+	if p.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="vigil"`)
+	}
+	if p.Code == vigil.EINTERNAL || p.Code == "" {
+		s.log.Error("request failed", "method", r.Method, "route", r.Pattern, "err", err)
+	}
+	writeProblem(w, p)
+}
+
+// decode reads a JSON request body into v.
+func (s *Server) decode(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.o.MaxBody)+1))
+	if err != nil {
+		return vigil.Errorf(vigil.EINVALID, "cannot read the request body: %v", err)
+	}
+	if len(body) > s.o.MaxBody {
+		return &vigil.Error{Code: vigil.ETOOLARGE, Message: "request body too large; the limit is " + strconv.Itoa(s.o.MaxBody) + " bytes", Reason: "too-large"}
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return vigil.FieldErrorf(te.Field, "wrong-type", "%s has the wrong JSON type", te.Field)
+		}
+		return vigil.FieldErrorf("", "malformed", "malformed JSON body: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,633 @@
+// Package fhir serves Vigil's data as FHIR R4 at /fhir/R4: Patient,
+// Device and Observation read and search, Observation/$lastn, and the
+// CapabilityStatement at /fhir/R4/metadata. Observations follow the FHIR
+// R4 vital-signs profiles (blood pressure as an 85354-9 panel with
+// systolic and diastolic components). Errors are OperationOutcomes.
+//
+// Search parameters:
+//
+//	Patient      _id, identifier ([system|]value), family (prefix), _count, _offset
+//	Device       _id, patient, _count, _offset
+//	Observation  patient (or subject=Patient/id; required), code ([system|]code, comma = OR),
+//	             date (eq, ge, gt, le, lt; repeatable), device, _count (≤ 1000),
+//	             _sort (date or -date), _cursor (from next links)
+//	$lastn       patient, code, category, max (per code, default 1)
+//
+// Unknown parameters are refused (400), so a typo never silently widens a
+// search. Clinicians, nurses and admins read everything; a patient's
+// account reads only that patient.
+package fhir
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// Options configure the handler.
+type Options struct {
+	Patients     vigil.PatientStore
+	Devices      vigil.DeviceStore
+	Observations vigil.ObservationStore
+	// Authenticate returns the caller; EUNAUTHORIZED when there is no or a
+	// bad token.
+	Authenticate func(*http.Request) (*vigil.Principal, error)
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Base is the path prefix the handler serves.
+const Base = "/fhir/R4"
+
+const (
+	defaultCount = 100
+	maxCount     = 1000
+)
+
+type handler struct {
+	o   Options
+	mux *http.ServeMux
+}
+
+// NewHandler returns the FHIR API handler. It expects full request paths
+// starting with /fhir/R4.
+func NewHandler(o Options) http.Handler {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{o: o, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET "+Base+"/metadata", h.metadata)
+	h.mux.HandleFunc("GET "+Base+"/Patient", h.auth(h.searchPatients))
+	h.mux.HandleFunc("GET "+Base+"/Patient/{id}", h.auth(h.readPatient))
+	h.mux.HandleFunc("GET "+Base+"/Device", h.auth(h.searchDevices))
+	h.mux.HandleFunc("GET "+Base+"/Device/{id}", h.auth(h.readDevice))
+	h.mux.HandleFunc("GET "+Base+"/Observation", h.auth(h.searchObservations))
+	h.mux.HandleFunc("GET "+Base+"/Observation/$lastn", h.auth(h.lastn))
+	h.mux.HandleFunc("GET "+Base+"/Observation/{id}", h.auth(h.readObservation))
+	h.mux.HandleFunc(Base+"/", h.fallback)
+	h.mux.HandleFunc(Base, h.fallback)
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *handler) fallback(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET")
+		writeOutcome(w, http.StatusMethodNotAllowed, "not-supported", "Vigil's FHIR API is read-only: only GET is supported", "")
+		return
+	}
+	writeOutcome(w, http.StatusNotFound, "not-supported", "no such FHIR endpoint; Vigil serves Patient, Device, Observation, Observation/$lastn and metadata", "")
+}
+
+type call func(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error
+
+func (h *handler) auth(c call) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := h.o.Authenticate(r)
+		if err == nil {
+			switch p.Role {
+			case vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse:
+			case vigil.RolePatient:
+				if p.PatientID == "" {
+					err = vigil.Errorf(vigil.EFORBIDDEN, "this patient account is not linked to a patient record")
+				}
+			default:
+				err = vigil.Errorf(vigil.EFORBIDDEN, "role %s may not read clinical data", p.Role)
+			}
+		}
+		if err == nil {
+			err = c(w, r, p)
+		}
+		if err != nil {
+			h.fail(w, r, err)
+		}
+	}
+}
+
+// outcome codes per Vigil error code.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e, ok := err.(*vigil.Error)
+	if !ok {
+		e = &vigil.Error{Code: vigil.EINTERNAL, Message: err.Error()}
+	}
+	status, code := http.StatusInternalServerError, "exception"
+	switch e.Code {
+	case vigil.EINVALID:
+		status, code = http.StatusBadRequest, "invalid"
+	case vigil.EUNAUTHORIZED:
+		status, code = http.StatusUnauthorized, "login"
+		w.Header().Set("WWW-Authenticate", `Bearer realm="vigil"`)
+	case vigil.EFORBIDDEN:
+		status, code = http.StatusForbidden, "forbidden"
+	case vigil.ENOTFOUND:
+		status, code = http.StatusNotFound, "not-found"
+	case vigil.EUNAVAILABLE:
+		status, code = http.StatusServiceUnavailable, "transient"
+		w.Header().Set("Retry-After", "5")
+	}
+	msg := e.Message
+	if e.Code == vigil.EINTERNAL {
+		h.o.Logger.Error("FHIR request failed", "route", r.Pattern, "err", err)
+		msg = "internal error; the server log has the details"
+	}
+	writeOutcome(w, status, code, msg, e.Field)
+}
+
+func writeOutcome(w http.ResponseWriter, status int, code, msg, expr string) {
+	oo := OperationOutcome{ResourceType: "OperationOutcome", Issue: []Issue{{Severity: "error", Code: code, Diagnostics: msg}}}
+	if expr != "" {
+		oo.Issue[0].Expression = []string{expr}
+	}
+	writeResource(w, status, oo)
+}
+
+func writeResource(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+// params checks the query against the allowed parameter names.
+func params(r *http.Request, allowed ...string) (url.Values, error) {
+	q := r.URL.Query()
+	for k := range q {
+		if k == "_format" || k == "_pretty" || slices.Contains(allowed, k) {
+			continue
+		}
+		return nil, vigil.FieldErrorf(k, "unknown-parameter", "search parameter %q is not supported here; supported: %s", k, strings.Join(allowed, ", "))
+	}
+	return q, nil
+}
+
+func count(q url.Values) (int, error) {
+	v := q.Get("_count")
+	if v == "" {
+		return defaultCount, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxCount {
+		return 0, vigil.FieldErrorf("_count", "invalid", "_count must be a whole number from 1 to %d", maxCount)
+	}
+	return n, nil
+}
+
+func offset(q url.Values) (int, error) {
+	v := q.Get("_offset")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, vigil.FieldErrorf("_offset", "invalid", "_offset must be a non-negative whole number")
+	}
+	return n, nil
+}
+
+// baseURL is the absolute URL of /fhir/R4 as the client reached it.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + Base
+}
+
+func selfLink(r *http.Request) string {
+	u := baseURL(r) + strings.TrimPrefix(r.URL.Path, Base)
+	if r.URL.RawQuery != "" {
+		u += "?" + r.URL.RawQuery
+	}
+	return u
+}
+
+func nextLink(r *http.Request, set map[string]string) string {
+	q := r.URL.Query()
+	for k, v := range set {
+		q.Set(k, v)
+	}
+	return baseURL(r) + strings.TrimPrefix(r.URL.Path, Base) + "?" + q.Encode()
+}
+
+func searchset(r *http.Request, total *int, next string) *Bundle {
+	b := &Bundle{ResourceType: "Bundle", Type: "searchset", Total: total, Link: []BundleLink{{Relation: "self", URL: selfLink(r)}}}
+	if next != "" {
+		b.Link = append(b.Link, BundleLink{Relation: "next", URL: next})
+	}
+	return b
+}
+
+func (b *Bundle) add(r *http.Request, typ, id string, res any) {
+	b.Entry = append(b.Entry, BundleEntry{FullURL: baseURL(r) + "/" + typ + "/" + id, Resource: res, Search: &EntrySearch{Mode: "match"}})
+}
+
+func forbiddenPatient() error {
+	return vigil.Errorf(vigil.EFORBIDDEN, "a patient account may read only its own patient's data")
+}
+
+func (h *handler) readPatient(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	id := r.PathValue("id")
+	if p.Role == vigil.RolePatient && id != p.PatientID {
+		return forbiddenPatient()
+	}
+	pt, err := h.o.Patients.FindPatientByID(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeResource(w, http.StatusOK, PatientResource(pt))
+	return nil
+}
+
+func (h *handler) searchPatients(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	q, err := params(r, "_id", "identifier", "family", "_count", "_offset")
+	if err != nil {
+		return err
+	}
+	f := vigil.PatientFilter{ID: q.Get("_id"), Family: q.Get("family")}
+	if v := q.Get("identifier"); v != "" {
+		sys, val, hasSys := strings.Cut(v, "|")
+		if !hasSys {
+			val = v
+		} else if sys != "" && sys != SystemIdentifier {
+			val = "\x00" // another system: nothing of ours matches
+		}
+		f.Identifier = val
+	}
+	if p.Role == vigil.RolePatient {
+		if f.ID != "" && f.ID != p.PatientID {
+			return forbiddenPatient()
+		}
+		f.ID = p.PatientID
+	}
+	if f.Limit, err = count(q); err != nil {
+		return err
+	}
+	if f.Offset, err = offset(q); err != nil {
+		return err
+	}
+	ps, total, err := h.o.Patients.FindPatients(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	next := ""
+	if f.Offset+len(ps) < total {
+		next = nextLink(r, map[string]string{"_offset": strconv.Itoa(f.Offset + len(ps))})
+	}
+	b := searchset(r, &total, next)
+	for _, pt := range ps {
+		b.add(r, "Patient", pt.ID, PatientResource(pt))
+	}
+	writeResource(w, http.StatusOK, b)
+	return nil
+}
+
+func (h *handler) currentPatient(r *http.Request, deviceID string) (string, error) {
+	as, err := h.o.Devices.Assignments(r.Context(), deviceID)
+	if err != nil {
+		return "", err
+	}
+	for _, a := range as {
+		if a.To.IsZero() {
+			return a.PatientID, nil
+		}
+	}
+	return "", nil
+}
+
+func (h *handler) readDevice(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	d, err := h.o.Devices.FindDeviceByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	pid, err := h.currentPatient(r, d.ID)
+	if err != nil {
+		return err
+	}
+	if p.Role == vigil.RolePatient && pid != p.PatientID {
+		return forbiddenPatient()
+	}
+	writeResource(w, http.StatusOK, DeviceResource(d, pid))
+	return nil
+}
+
+func (h *handler) searchDevices(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	q, err := params(r, "_id", "patient", "_count", "_offset")
+	if err != nil {
+		return err
+	}
+	f := vigil.DeviceFilter{ID: q.Get("_id"), PatientID: strings.TrimPrefix(q.Get("patient"), "Patient/")}
+	if p.Role == vigil.RolePatient {
+		if f.PatientID != "" && f.PatientID != p.PatientID {
+			return forbiddenPatient()
+		}
+		f.PatientID = p.PatientID
+	}
+	if f.Limit, err = count(q); err != nil {
+		return err
+	}
+	if f.Offset, err = offset(q); err != nil {
+		return err
+	}
+	ds, total, err := h.o.Devices.FindDevices(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	next := ""
+	if f.Offset+len(ds) < total {
+		next = nextLink(r, map[string]string{"_offset": strconv.Itoa(f.Offset + len(ds))})
+	}
+	b := searchset(r, &total, next)
+	for _, d := range ds {
+		pid, err := h.currentPatient(r, d.ID)
+		if err != nil {
+			return err
+		}
+		b.add(r, "Device", d.ID, DeviceResource(d, pid))
+	}
+	writeResource(w, http.StatusOK, b)
+	return nil
+}
+
+func (h *handler) readObservation(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	o, err := h.o.Observations.FindObservationByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if p.Role == vigil.RolePatient && o.PatientID != p.PatientID {
+		return forbiddenPatient()
+	}
+	writeResource(w, http.StatusOK, ObservationResource(o))
+	return nil
+}
+
+// patientParam reads patient= or subject=Patient/..., required.
+func patientParam(q url.Values, p *vigil.Principal) (string, error) {
+	id := strings.TrimPrefix(q.Get("patient"), "Patient/")
+	if s := q.Get("subject"); s != "" {
+		if !strings.HasPrefix(s, "Patient/") {
+			return "", vigil.FieldErrorf("subject", "invalid", "subject must reference a Patient (subject=Patient/{id})")
+		}
+		if id != "" && id != strings.TrimPrefix(s, "Patient/") {
+			return "", vigil.FieldErrorf("subject", "invalid", "patient and subject name different patients")
+		}
+		id = strings.TrimPrefix(s, "Patient/")
+	}
+	if id == "" {
+		if p.Role == vigil.RolePatient {
+			return p.PatientID, nil
+		}
+		return "", vigil.FieldErrorf("patient", "required", "Observation searches need patient={id}")
+	}
+	if p.Role == vigil.RolePatient && id != p.PatientID {
+		return "", forbiddenPatient()
+	}
+	return id, nil
+}
+
+// codeParam parses code=[system|]code,... into LOINC codes.
+func codeParam(q url.Values) ([]string, error) {
+	var out []string
+	for _, v := range q["code"] {
+		for _, c := range strings.Split(v, ",") {
+			sys, code, hasSys := strings.Cut(c, "|")
+			if !hasSys {
+				code = c
+			} else if sys != "" && sys != vigil.SystemLOINC {
+				return nil, vigil.FieldErrorf("code", "unknown-system", "Vigil stores LOINC codes; system %q is not searchable", sys)
+			}
+			if code == "" {
+				return nil, vigil.FieldErrorf("code", "invalid", "empty code")
+			}
+			if code == vigil.LOINCSpO2Profile {
+				code = vigil.LOINCSpO2
+			}
+			out = append(out, code)
+		}
+	}
+	return out, nil
+}
+
+func (h *handler) searchObservations(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	q, err := params(r, "patient", "subject", "code", "date", "device", "_count", "_sort", "_cursor")
+	if err != nil {
+		return err
+	}
+	f := vigil.ObservationFilter{DeviceID: strings.TrimPrefix(q.Get("device"), "Device/"), Cursor: q.Get("_cursor")}
+	if f.PatientID, err = patientParam(q, p); err != nil {
+		return err
+	}
+	if f.Codes, err = codeParam(q); err != nil {
+		return err
+	}
+	for _, d := range q["date"] {
+		if err := applyDate(&f, d); err != nil {
+			return err
+		}
+	}
+	switch q.Get("_sort") {
+	case "", "date":
+	case "-date":
+		f.Desc = true
+	default:
+		return vigil.FieldErrorf("_sort", "invalid", "_sort may be date or -date")
+	}
+	if f.Limit, err = count(q); err != nil {
+		return err
+	}
+	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
+		writeResource(w, http.StatusOK, searchset(r, ptr(0), ""))
+		return nil
+	}
+	obs, cursor, err := h.o.Observations.FindObservations(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	next := ""
+	if cursor != "" {
+		next = nextLink(r, map[string]string{"_cursor": cursor})
+	}
+	var total *int
+	if cursor == "" && f.Cursor == "" {
+		total = ptr(len(obs))
+	}
+	b := searchset(r, total, next)
+	for _, o := range obs {
+		b.add(r, "Observation", o.ID, ObservationResource(o))
+	}
+	writeResource(w, http.StatusOK, b)
+	return nil
+}
+
+func ptr(n int) *int { return &n }
+
+func (h *handler) lastn(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	q, err := params(r, "patient", "subject", "code", "category", "max")
+	if err != nil {
+		return err
+	}
+	pid, err := patientParam(q, p)
+	if err != nil {
+		return err
+	}
+	cs, err := codeParam(q)
+	if err != nil {
+		return err
+	}
+	max := 1
+	if v := q.Get("max"); v != "" {
+		if max, err = strconv.Atoi(v); err != nil || max < 1 || max > maxCount {
+			return vigil.FieldErrorf("max", "invalid", "max must be a whole number from 1 to %d", maxCount)
+		}
+	}
+	cat := ""
+	if v := q.Get("category"); v != "" {
+		sys, code, hasSys := strings.Cut(v, "|")
+		if !hasSys {
+			code = v
+		} else if sys != "" && sys != SystemObsCategory {
+			return vigil.FieldErrorf("category", "unknown-system", "category system must be %s", SystemObsCategory)
+		}
+		cat = code
+	}
+	latest, err := h.o.Observations.LatestObservations(r.Context(), pid, cs, max)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(latest))
+	for k := range latest {
+		if cat == "" || codes[k].category == cat || (codes[k].category == "" && cat == "vital-signs") {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	n := 0
+	for _, k := range keys {
+		n += len(latest[k])
+	}
+	b := searchset(r, &n, "")
+	for _, k := range keys {
+		for _, o := range latest[k] {
+			b.add(r, "Observation", o.ID, ObservationResource(o))
+		}
+	}
+	writeResource(w, http.StatusOK, b)
+	return nil
+}
+
+// applyDate narrows f by one date parameter value (FHIR date search with
+// prefixes eq, ge, gt, le, lt; the value's precision defines the range).
+func applyDate(f *vigil.ObservationFilter, v string) error {
+	prefix := "eq"
+	if len(v) > 2 && v[0] >= 'a' && v[0] <= 'z' {
+		prefix, v = v[:2], v[2:]
+	}
+	lo, hi, err := dateRange(v)
+	if err != nil {
+		return vigil.FieldErrorf("date", "invalid", "date %q: use YYYY, YYYY-MM, YYYY-MM-DD or a dateTime with a time zone, with an optional prefix eq, ge, gt, le or lt", v)
+	}
+	from, to := time.Time{}, time.Time{}
+	switch prefix {
+	case "eq":
+		from, to = lo, hi
+	case "ge":
+		from = lo
+	case "gt":
+		from = hi
+	case "le":
+		to = hi
+	case "lt":
+		to = lo
+	default:
+		return vigil.FieldErrorf("date", "invalid", "date prefix %q is not supported: use eq, ge, gt, le or lt", prefix)
+	}
+	if !from.IsZero() && (f.From.IsZero() || from.After(f.From)) {
+		f.From = from
+	}
+	if !to.IsZero() && (f.To.IsZero() || to.Before(f.To)) {
+		f.To = to
+	}
+	return nil
+}
+
+// dateRange returns [lo, hi) covered by a FHIR date/dateTime value.
+func dateRange(v string) (time.Time, time.Time, error) {
+	switch len(v) {
+	case 4:
+		t, err := time.Parse("2006", v)
+		return t, t.AddDate(1, 0, 0), err
+	case 7:
+		t, err := time.Parse("2006-01", v)
+		return t, t.AddDate(0, 1, 0), err
+	case 10:
+		t, err := time.Parse(time.DateOnly, v)
+		return t, t.AddDate(0, 0, 1), err
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		// minutes only: 2026-11-24T10:15Z
+		if t2, err2 := time.Parse("2006-01-02T15:04Z07:00", v); err2 == nil {
+			return t2, t2.Add(time.Minute), nil
+		}
+		return time.Time{}, time.Time{}, err
+	}
+	prec := time.Second
+	if strings.Contains(v, ".") {
+		prec = time.Millisecond
+	}
+	return t, t.Add(prec), nil
+}
+
+func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
+	sp := func(name, typ string) map[string]string { return map[string]string{"name": name, "type": typ} }
+	res := func(typ string, search ...map[string]string) map[string]any {
+		return map[string]any{
+			"type":        typ,
+			"interaction": []map[string]string{{"code": "read"}, {"code": "search-type"}},
+			"searchParam": search,
+		}
+	}
+	obs := res("Observation", sp("patient", "reference"), sp("subject", "reference"), sp("code", "token"), sp("date", "date"), sp("device", "reference"))
+	obs["operation"] = []map[string]string{{"name": "lastn", "definition": "http://hl7.org/fhir/OperationDefinition/Observation-lastn"}}
+	obs["supportedProfile"] = []string{profileBase + "vitalsigns", profileBase + "heartrate", profileBase + "oxygensat", profileBase + "resprate", profileBase + "bodytemp", profileBase + "bp", profileBase + "bodyweight", profileBase + "bodyheight", profileBase + "bmi"}
+	cs := map[string]any{
+		"resourceType": "CapabilityStatement",
+		"status":       "active",
+		"date":         h.o.Now().UTC().Format(time.DateOnly),
+		"kind":         "instance",
+		"software":     map[string]string{"name": "Vigil"},
+		"implementation": map[string]string{
+			"description": "Vigil IoMT platform, FHIR R4 read API",
+			"url":         baseURL(r),
+		},
+		"fhirVersion": "4.0.1",
+		"format":      []string{"json"},
+		"rest": []map[string]any{{
+			"mode": "server",
+			"security": map[string]any{
+				"description": "Bearer tokens (vigil token create) or a web session; clinicians, nurses and admins read all, patients their own data.",
+			},
+			"resource": []map[string]any{
+				res("Patient", sp("_id", "token"), sp("identifier", "token"), sp("family", "string")),
+				res("Device", sp("_id", "token"), sp("patient", "reference")),
+				obs,
+			},
+		}},
+	}
+	writeResource(w, http.StatusOK, cs)
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }

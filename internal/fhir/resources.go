@@ -1,0 +1,261 @@
+package fhir
+
+import (
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// FHIR R4 JSON shapes Vigil emits. Only the elements Vigil fills are
+// declared.
+
+type Meta struct {
+	VersionID   string   `json:"versionId,omitempty"`
+	LastUpdated string   `json:"lastUpdated,omitempty"`
+	Profile     []string `json:"profile,omitempty"`
+}
+
+type Coding struct {
+	System  string `json:"system,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Display string `json:"display,omitempty"`
+}
+
+type CodeableConcept struct {
+	Coding []Coding `json:"coding,omitempty"`
+	Text   string   `json:"text,omitempty"`
+}
+
+type Reference struct {
+	Reference string `json:"reference"`
+}
+
+type Quantity struct {
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit,omitempty"`
+	System string  `json:"system,omitempty"`
+	Code   string  `json:"code,omitempty"`
+}
+
+type Identifier struct {
+	System string `json:"system,omitempty"`
+	Value  string `json:"value"`
+}
+
+type HumanName struct {
+	Use    string   `json:"use,omitempty"`
+	Family string   `json:"family,omitempty"`
+	Given  []string `json:"given,omitempty"`
+}
+
+type Component struct {
+	Code          CodeableConcept `json:"code"`
+	ValueQuantity *Quantity       `json:"valueQuantity,omitempty"`
+}
+
+type Observation struct {
+	ResourceType      string            `json:"resourceType"`
+	ID                string            `json:"id"`
+	Meta              *Meta             `json:"meta,omitempty"`
+	Status            string            `json:"status"`
+	Category          []CodeableConcept `json:"category"`
+	Code              CodeableConcept   `json:"code"`
+	Subject           Reference         `json:"subject"`
+	EffectiveDateTime string            `json:"effectiveDateTime"`
+	Issued            string            `json:"issued,omitempty"`
+	ValueQuantity     *Quantity         `json:"valueQuantity,omitempty"`
+	Device            *Reference        `json:"device,omitempty"`
+	Component         []Component       `json:"component,omitempty"`
+}
+
+type Patient struct {
+	ResourceType string       `json:"resourceType"`
+	ID           string       `json:"id"`
+	Meta         *Meta        `json:"meta,omitempty"`
+	Identifier   []Identifier `json:"identifier,omitempty"`
+	Active       bool         `json:"active"`
+	Name         []HumanName  `json:"name,omitempty"`
+	Gender       string       `json:"gender,omitempty"`
+	BirthDate    string       `json:"birthDate,omitempty"`
+}
+
+type Device struct {
+	ResourceType string           `json:"resourceType"`
+	ID           string           `json:"id"`
+	Meta         *Meta            `json:"meta,omitempty"`
+	Identifier   []Identifier     `json:"identifier,omitempty"`
+	Status       string           `json:"status"`
+	Manufacturer string           `json:"manufacturer,omitempty"`
+	SerialNumber string           `json:"serialNumber,omitempty"`
+	ModelNumber  string           `json:"modelNumber,omitempty"`
+	Type         *CodeableConcept `json:"type,omitempty"`
+	Patient      *Reference       `json:"patient,omitempty"`
+}
+
+type BundleLink struct {
+	Relation string `json:"relation"`
+	URL      string `json:"url"`
+}
+
+type BundleEntry struct {
+	FullURL  string       `json:"fullUrl"`
+	Resource any          `json:"resource"`
+	Search   *EntrySearch `json:"search,omitempty"`
+}
+
+type EntrySearch struct {
+	Mode string `json:"mode"`
+}
+
+type Bundle struct {
+	ResourceType string        `json:"resourceType"`
+	Type         string        `json:"type"`
+	Total        *int          `json:"total,omitempty"`
+	Link         []BundleLink  `json:"link,omitempty"`
+	Entry        []BundleEntry `json:"entry,omitempty"`
+}
+
+type OperationOutcome struct {
+	ResourceType string  `json:"resourceType"`
+	Issue        []Issue `json:"issue"`
+}
+
+type Issue struct {
+	Severity    string   `json:"severity"`
+	Code        string   `json:"code"`
+	Diagnostics string   `json:"diagnostics,omitempty"`
+	Expression  []string `json:"expression,omitempty"`
+}
+
+// Code systems and profiles.
+const (
+	SystemObsCategory = "http://terminology.hl7.org/CodeSystem/observation-category"
+	// SystemIdentifier is the identifier system of patients' hospital
+	// identifiers (MRN) as registered in Vigil.
+	SystemIdentifier = "urn:vigil:patient-identifier"
+	// SystemSerial is the identifier system of device serial numbers.
+	SystemSerial = "urn:vigil:device-serial"
+	profileBase  = "http://hl7.org/fhir/StructureDefinition/"
+)
+
+// codeInfo is how Vigil presents a LOINC code in FHIR.
+type codeInfo struct {
+	display  string
+	unit     string // human-readable unit
+	profile  string // vital-signs profile name, "" for none
+	category string // observation category code
+}
+
+var codes = map[string]codeInfo{
+	vigil.LOINCHeartRate:   {"Heart rate", "beats/minute", "heartrate", "vital-signs"},
+	vigil.LOINCSpO2:        {"Oxygen saturation in Arterial blood by Pulse oximetry", "%", "oxygensat", "vital-signs"},
+	vigil.LOINCRespRate:    {"Respiratory rate", "breaths/minute", "resprate", "vital-signs"},
+	vigil.LOINCBodyTemp:    {"Body temperature", "°C", "bodytemp", "vital-signs"},
+	vigil.LOINCBPPanel:     {"Blood pressure panel with all children optional", "", "bp", "vital-signs"},
+	vigil.LOINCSystolic:    {"Systolic blood pressure", "mmHg", "", "vital-signs"},
+	vigil.LOINCDiastolic:   {"Diastolic blood pressure", "mmHg", "", "vital-signs"},
+	vigil.LOINCMeanBP:      {"Mean blood pressure", "mmHg", "", "vital-signs"},
+	"76215-3":              {"Invasive Systolic blood pressure", "mmHg", "", "vital-signs"},
+	"76213-8":              {"Invasive Diastolic blood pressure", "mmHg", "", "vital-signs"},
+	"76214-6":              {"Invasive Mean blood pressure", "mmHg", "", "vital-signs"},
+	vigil.LOINCBodyWeight:  {"Body weight", "kg", "bodyweight", "vital-signs"},
+	"8302-2":               {"Body height", "cm", "bodyheight", "vital-signs"},
+	"39156-5":              {"Body mass index (BMI) [Ratio]", "kg/m2", "bmi", "vital-signs"},
+	vigil.LOINCGlucoseMass: {"Glucose [Mass/volume] in Blood", "mg/dL", "", "laboratory"},
+	vigil.LOINCGlucoseMol:  {"Glucose [Moles/volume] in Blood", "mmol/L", "", "laboratory"},
+}
+
+var categoryDisplay = map[string]string{"vital-signs": "Vital Signs", "laboratory": "Laboratory"}
+
+func instant(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+func quantity(code string, v float64, ucum string) *Quantity {
+	unit := codes[code].unit
+	if unit == "" {
+		unit = ucum
+	}
+	return &Quantity{Value: v, Unit: unit, System: vigil.SystemUCUM, Code: ucum}
+}
+
+func concept(code string) CodeableConcept {
+	ci, ok := codes[code]
+	display := ci.display
+	if !ok {
+		display = code
+	}
+	c := CodeableConcept{Coding: []Coding{{System: vigil.SystemLOINC, Code: code, Display: display}}, Text: display}
+	if code == vigil.LOINCSpO2 {
+		// The oxygensat profile requires 2708-6.
+		c.Coding = append(c.Coding, Coding{System: vigil.SystemLOINC, Code: vigil.LOINCSpO2Profile, Display: "Oxygen saturation in Arterial blood"})
+	}
+	return c
+}
+
+// ObservationResource renders a stored observation per the FHIR R4
+// vital-signs profiles.
+func ObservationResource(o *vigil.Observation) *Observation {
+	ci := codes[o.Code]
+	cat := ci.category
+	if cat == "" {
+		cat = "vital-signs"
+	}
+	r := &Observation{
+		ResourceType:      "Observation",
+		ID:                o.ID,
+		Status:            "final",
+		Category:          []CodeableConcept{{Coding: []Coding{{System: SystemObsCategory, Code: cat, Display: categoryDisplay[cat]}}, Text: categoryDisplay[cat]}},
+		Code:              concept(o.Code),
+		Subject:           Reference{Reference: "Patient/" + o.PatientID},
+		EffectiveDateTime: instant(o.Time),
+	}
+	if !o.Received.IsZero() {
+		r.Issued = instant(o.Received)
+	}
+	if ci.profile != "" {
+		r.Meta = &Meta{Profile: []string{profileBase + ci.profile}}
+	}
+	if o.DeviceID != "" {
+		r.Device = &Reference{Reference: "Device/" + o.DeviceID}
+	}
+	if o.Code == vigil.LOINCBPPanel {
+		for _, c := range o.Components {
+			r.Component = append(r.Component, Component{Code: concept(c.Code), ValueQuantity: quantity(c.Code, c.Value, c.Unit)})
+		}
+	} else {
+		r.ValueQuantity = quantity(o.Code, o.Value, o.Unit)
+	}
+	return r
+}
+
+// PatientResource renders a patient.
+func PatientResource(p *vigil.Patient) *Patient {
+	r := &Patient{ResourceType: "Patient", ID: p.ID, Active: true, Gender: p.Sex, BirthDate: p.BirthDate,
+		Meta: &Meta{VersionID: itoa(p.Version), LastUpdated: instant(p.Updated)}}
+	if p.Identifier != "" {
+		r.Identifier = []Identifier{{System: SystemIdentifier, Value: p.Identifier}}
+	}
+	if p.Family != "" || p.Given != "" {
+		n := HumanName{Use: "official", Family: p.Family}
+		if p.Given != "" {
+			n.Given = []string{p.Given}
+		}
+		r.Name = []HumanName{n}
+	}
+	return r
+}
+
+// DeviceResource renders a device; patientID is its current assignment.
+func DeviceResource(d *vigil.Device, patientID string) *Device {
+	r := &Device{ResourceType: "Device", ID: d.ID, Status: "active", Manufacturer: d.Manufacturer, SerialNumber: d.Serial, ModelNumber: d.Model,
+		Meta: &Meta{VersionID: itoa(d.Version), LastUpdated: instant(d.Updated)}}
+	if d.Serial != "" {
+		r.Identifier = []Identifier{{System: SystemSerial, Value: d.Serial}}
+	}
+	if d.Kind != "" {
+		r.Type = &CodeableConcept{Text: d.Kind}
+	}
+	if patientID != "" {
+		r.Patient = &Reference{Reference: "Patient/" + patientID}
+	}
+	return r
+}

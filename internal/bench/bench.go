@@ -1,0 +1,384 @@
+// Package bench is Vigil's MQTT load tool: N connections publish QoS 1
+// messages, each keeping up to InFlight unacknowledged, and it reports
+// acknowledged messages per second and publish→PUBACK latency. The same
+// tool, payloads and load shape drive Vigil and a peer broker (Mosquitto)
+// in one run, so their figures compare.
+//
+// It speaks MQTT 3.1.1 itself (CONNECT, PUBLISH QoS 1, PUBACK, DISCONNECT)
+// rather than through a client library: general clients serialise
+// publishes through queues and per-message goroutines that would be
+// measured instead of the broker, while a load tool needs cheap,
+// pipelined publishing on each connection.
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/schollz/progressbar/v3"
+)
+
+// Options describe one load run.
+type Options struct {
+	Addr       string        // host:port of the broker
+	Publishers int           // concurrent connections (default 1)
+	InFlight   int           // unacknowledged QoS 1 publishes per connection (default 16)
+	Duration   time.Duration // measured duration (default 10 s), after a 1 s warm-up
+	Rate       float64       // messages/s per publisher; 0: as fast as acknowledgements allow
+	// Creds returns publisher i's username and password; nil: none.
+	Creds func(i int) (user, pass string)
+	// Topic returns publisher i's topic (required).
+	Topic func(i int) string
+	// Payload returns message seq of publisher i; reading ids must be
+	// unique per (i, seq) (required).
+	Payload func(i int, seq uint64) []byte
+	// Progress receives a progress bar; nil: none.
+	Progress io.Writer
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Target     string        `json:"target"`
+	Publishers int           `json:"publishers"`
+	InFlight   int           `json:"inflight"`
+	Duration   time.Duration `json:"duration_ns"`
+	Sent       uint64        `json:"sent"`
+	Acked      uint64        `json:"acked"`
+	Errors     uint64        `json:"errors"`
+	PerSecond  float64       `json:"per_second"`
+	P50        time.Duration `json:"p50_ns"`
+	P90        time.Duration `json:"p90_ns"`
+	P99        time.Duration `json:"p99_ns"`
+	Max        time.Duration `json:"max_ns"`
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("%-20s %9.0f acked/s  p50 %-9s p90 %-9s p99 %-9s max %-9s (%d publishers x %d in flight, %s; %d sent, %d acked, %d errors)",
+		r.Target, r.PerSecond, r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond),
+		r.Publishers, r.InFlight, r.Duration.Round(time.Millisecond), r.Sent, r.Acked, r.Errors)
+}
+
+const warmup = time.Second
+
+// Run drives the broker and measures it. It fails only when no publisher
+// can connect; later errors are counted.
+func Run(ctx context.Context, o Options) (Report, error) {
+	if o.Publishers <= 0 {
+		o.Publishers = 1
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 16
+	}
+	if o.InFlight > 65535 {
+		o.InFlight = 65535
+	}
+	if o.Duration <= 0 {
+		o.Duration = 10 * time.Second
+	}
+	if o.Topic == nil || o.Payload == nil {
+		return Report{}, errors.New("bench: Topic and Payload are required")
+	}
+	rep := Report{Target: o.Addr, Publishers: o.Publishers, InFlight: o.InFlight}
+	conns := make([]*conn, o.Publishers)
+	var connErr error
+	for i := range conns {
+		c, err := dial(ctx, o, i)
+		if err != nil {
+			connErr = err
+			rep.Errors++
+			continue
+		}
+		conns[i] = c
+	}
+	live := 0
+	for _, c := range conns {
+		if c != nil {
+			live++
+		}
+	}
+	if live == 0 {
+		return rep, fmt.Errorf("no publisher could connect to %s: %w", o.Addr, connErr)
+	}
+
+	var measuring atomic.Bool
+	hist := make([]*hdrhistogram.Histogram, len(conns))
+	var sent, acked, errs atomic.Uint64
+	runCtx, cancel := context.WithTimeout(ctx, warmup+o.Duration)
+	defer cancel()
+	var bar *progressbar.ProgressBar
+	if o.Progress != nil {
+		bar = progressbar.NewOptions64(int64((warmup+o.Duration)/(100*time.Millisecond)),
+			progressbar.OptionSetWriter(o.Progress), progressbar.OptionSetDescription("bench "+o.Addr),
+			progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-runCtx.Done():
+					bar.Finish()
+					return
+				case <-t.C:
+					bar.Add(1)
+				}
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		if c == nil {
+			continue
+		}
+		hist[i] = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, a, err := c.publish(runCtx, o, i, &measuring, hist[i])
+			sent.Add(s)
+			acked.Add(a)
+			if err != nil && runCtx.Err() == nil {
+				errs.Add(1)
+			}
+		}()
+	}
+	select {
+	case <-time.After(warmup):
+	case <-ctx.Done():
+	}
+	measuring.Store(true)
+	start := time.Now()
+	wg.Wait()
+	elapsed := time.Since(start)
+	for _, c := range conns {
+		if c != nil {
+			c.close()
+		}
+	}
+	all := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	for _, h := range hist {
+		if h != nil {
+			all.Merge(h)
+		}
+	}
+	us := func(q float64) time.Duration { return time.Duration(all.ValueAtQuantile(q)) * time.Microsecond }
+	rep.Duration = elapsed
+	rep.Sent, rep.Acked, rep.Errors = sent.Load(), acked.Load(), rep.Errors+errs.Load()
+	rep.PerSecond = float64(rep.Acked) / elapsed.Seconds()
+	rep.P50, rep.P90, rep.P99 = us(50), us(90), us(99)
+	rep.Max = time.Duration(all.Max()) * time.Microsecond
+	return rep, ctx.Err()
+}
+
+// conn is one MQTT 3.1.1 connection.
+type conn struct {
+	nc net.Conn
+	w  *bufio.Writer
+	r  *bufio.Reader
+}
+
+func dial(ctx context.Context, o Options, i int) (*conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", o.Addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{nc: nc, w: bufio.NewWriterSize(nc, 64<<10), r: bufio.NewReaderSize(nc, 64<<10)}
+	var user, pass string
+	if o.Creds != nil {
+		user, pass = o.Creds(i)
+	}
+	// CONNECT: protocol "MQTT" level 4, clean session, keep-alive 60 s.
+	var vh []byte
+	vh = appendString(vh, "MQTT")
+	flags := byte(0x02)
+	if user != "" {
+		flags |= 0x80
+	}
+	if pass != "" {
+		flags |= 0x40
+	}
+	vh = append(vh, 4, flags, 0, 60)
+	vh = appendString(vh, fmt.Sprintf("vigil-bench-%d-%d", i, time.Now().UnixNano()%1e9))
+	if user != "" {
+		vh = appendString(vh, user)
+	}
+	if pass != "" {
+		vh = appendString(vh, pass)
+	}
+	c.writePacket(0x10, vh)
+	nc.SetDeadline(time.Now().Add(15 * time.Second))
+	if err := c.w.Flush(); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	typ, body, err := c.readPacket()
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("waiting for CONNACK: %w", err)
+	}
+	if typ != 0x20 || len(body) != 2 {
+		nc.Close()
+		return nil, fmt.Errorf("expected CONNACK, got packet type %#x", typ)
+	}
+	if body[1] != 0 {
+		nc.Close()
+		return nil, fmt.Errorf("connection refused with CONNACK return code %d", body[1])
+	}
+	nc.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+func (c *conn) writePacket(header byte, body []byte) {
+	c.w.WriteByte(header)
+	n := len(body)
+	for {
+		d := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			d |= 0x80
+		}
+		c.w.WriteByte(d)
+		if n == 0 {
+			break
+		}
+	}
+	c.w.Write(body)
+}
+
+func (c *conn) readPacket() (byte, []byte, error) {
+	h, err := c.r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
+	n, mult := 0, 1
+	for i := 0; ; i++ {
+		d, err := c.r.ReadByte()
+		if err != nil {
+			return 0, nil, err
+		}
+		n += int(d&0x7f) * mult
+		if d&0x80 == 0 {
+			break
+		}
+		if i == 3 {
+			return 0, nil, errors.New("malformed remaining length")
+		}
+		mult *= 128
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return 0, nil, err
+	}
+	return h & 0xf0, body, nil
+}
+
+// publish keeps up to InFlight QoS 1 publishes outstanding until ctx ends.
+func (c *conn) publish(ctx context.Context, o Options, i int, measuring *atomic.Bool, h *hdrhistogram.Histogram) (sent, acked uint64, err error) {
+	topic := o.Topic(i)
+	slots := make(chan uint16, o.InFlight)
+	for id := 1; id <= o.InFlight; id++ {
+		slots <- uint16(id)
+	}
+	var mu sync.Mutex
+	started := make(map[uint16]time.Time, o.InFlight)
+	counted := make(map[uint16]bool, o.InFlight)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			typ, body, err := c.readPacket()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			if typ != 0x40 || len(body) < 2 {
+				continue
+			}
+			id := binary.BigEndian.Uint16(body)
+			now := time.Now()
+			mu.Lock()
+			t0, ok := started[id]
+			count := counted[id]
+			delete(started, id)
+			mu.Unlock()
+			if !ok {
+				continue
+			}
+			if count {
+				atomic.AddUint64(&acked, 1)
+				h.RecordValue(int64(now.Sub(t0) / time.Microsecond))
+			}
+			slots <- id
+		}
+	}()
+	var tick <-chan time.Time
+	if o.Rate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / o.Rate))
+		defer t.Stop()
+		tick = t.C
+	}
+	var seq uint64
+	stop := func() (uint64, uint64, error) {
+		c.nc.SetDeadline(time.Now()) // unblock the reader
+		return sent, atomic.LoadUint64(&acked), nil
+	}
+	for {
+		if tick != nil {
+			select {
+			case <-ctx.Done():
+				return stop()
+			case <-tick:
+			}
+		}
+		var id uint16
+		select {
+		case <-ctx.Done():
+			return stop()
+		case err := <-readErr:
+			return sent, atomic.LoadUint64(&acked), err
+		case id = <-slots:
+		}
+		seq++
+		payload := o.Payload(i, seq)
+		var body []byte
+		body = appendString(body, topic)
+		body = binary.BigEndian.AppendUint16(body, id)
+		body = append(body, payload...)
+		m := measuring.Load()
+		mu.Lock()
+		started[id] = time.Now()
+		counted[id] = m
+		mu.Unlock()
+		c.writePacket(0x32, body) // PUBLISH, QoS 1
+		// Flush when nothing else is ready to go, so pipelined publishes
+		// share writes.
+		if len(slots) == 0 || tick != nil {
+			if err := c.w.Flush(); err != nil {
+				return sent, atomic.LoadUint64(&acked), err
+			}
+		}
+		if m {
+			sent++
+		}
+	}
+}
+
+func (c *conn) close() {
+	c.nc.SetDeadline(time.Now().Add(time.Second))
+	c.w.Write([]byte{0xe0, 0}) // DISCONNECT
+	c.w.Flush()
+	c.nc.Close()
+}

@@ -1,0 +1,106 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/broker"
+)
+
+type accept struct{}
+
+func (accept) Submit(_ context.Context, _ vigil.Message, done func(vigil.IngestResult)) {
+	done(vigil.IngestResult{Readings: []vigil.ReadingOutcome{{}}})
+}
+func (accept) Ingest(context.Context, vigil.Message) vigil.IngestResult { return vigil.IngestResult{} }
+
+type anyDevice struct{}
+
+func (anyDevice) Device(_ context.Context, id, secret string) (*vigil.Device, error) {
+	if secret != "pw-"+id {
+		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "bad secret")
+	}
+	return &vigil.Device{ID: id}, nil
+}
+
+func opts(addr string) Options {
+	return Options{
+		Addr: addr, Publishers: 4, InFlight: 8, Duration: 2 * time.Second,
+		Creds:   func(i int) (string, string) { return fmt.Sprint("d", i), fmt.Sprint("pw-d", i) },
+		Topic:   func(i int) string { return fmt.Sprintf("vigil/v1/devices/d%d/readings", i) },
+		Payload: func(i int, seq uint64) []byte { return fmt.Appendf(nil, `{"id":"%d","time":"2026-11-24T00:00:00Z","values":[]}`, seq) },
+	}
+}
+
+func check(t *testing.T, r Report) {
+	t.Helper()
+	if r.Acked == 0 || r.PerSecond <= 0 || r.Sent < r.Acked-uint64(r.Publishers*r.InFlight) {
+		t.Fatalf("nothing measured: %s", r)
+	}
+	if !(r.P50 <= r.P90 && r.P90 <= r.P99 && r.P99 <= r.Max) || r.Max == 0 {
+		t.Fatalf("latency quantiles out of order: %s", r)
+	}
+	t.Log(r)
+}
+
+func TestAgainstEmbeddedBroker(t *testing.T) {
+	bo := broker.DefaultOptions()
+	bo.Addr = "127.0.0.1:0"
+	bo.Auth = anyDevice{}
+	bo.Ingester = accept{}
+	b, err := broker.New(bo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	r, err := Run(context.Background(), opts(b.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, r)
+
+	// Rate limiting: 4 publishers at 50/s for 2 s is about 400 messages.
+	o := opts(b.Addr().String())
+	o.Rate = 50
+	r, err = Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PerSecond < 100 || r.PerSecond > 300 {
+		t.Fatalf("rate 4x50/s gave %.0f/s", r.PerSecond)
+	}
+
+	// Wrong credentials: nobody connects, and Run says why.
+	o = opts(b.Addr().String())
+	o.Creds = func(int) (string, string) { return "d0", "wrong" }
+	if _, err := Run(context.Background(), o); err == nil {
+		t.Fatal("run with refused connections did not fail")
+	}
+}
+
+// The peer this machine runs (Mosquitto on 127.0.0.1:1883).
+func TestAgainstMosquitto(t *testing.T) {
+	c, err := net.DialTimeout("tcp", "127.0.0.1:1883", time.Second)
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
+			t.Fatalf("Mosquitto is not running on 127.0.0.1:1883: %v", err)
+		}
+		t.Skip("no Mosquitto on 127.0.0.1:1883")
+	}
+	c.Close()
+	o := opts("127.0.0.1:1883")
+	o.Creds = nil
+	r, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, r)
+}

@@ -1,5 +1,3 @@
-//go:build wip
-
 // Command vigil runs and administers Vigil, an open Internet of Medical
 // Things platform. Run `vigil --help` for the commands.
 package main

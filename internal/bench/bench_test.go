@@ -31,9 +31,11 @@ func (anyDevice) Device(_ context.Context, id, secret string) (*vigil.Device, er
 func opts(addr string) Options {
 	return Options{
 		Addr: addr, Publishers: 4, InFlight: 8, Duration: 2 * time.Second,
-		Creds:   func(i int) (string, string) { return fmt.Sprint("d", i), fmt.Sprint("pw-d", i) },
-		Topic:   func(i int) string { return fmt.Sprintf("vigil/v1/devices/d%d/readings", i) },
-		Payload: func(i int, seq uint64) []byte { return fmt.Appendf(nil, `{"id":"%d","time":"2026-11-24T00:00:00Z","values":[]}`, seq) },
+		Creds: func(i int) (string, string) { return fmt.Sprint("d", i), fmt.Sprint("pw-d", i) },
+		Topic: func(i int) string { return fmt.Sprintf("vigil/v1/devices/d%d/readings", i) },
+		Payload: func(i int, seq uint64) []byte {
+			return fmt.Appendf(nil, `{"id":"%d","time":"2026-11-24T00:00:00Z","values":[]}`, seq)
+		},
 	}
 }
 

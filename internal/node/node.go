@@ -1,5 +1,3 @@
-//go:build wip
-
 // Package node wires one Vigil process: the embedded store, the ingest
 // pipeline, the MQTT broker, the alert engine, the HTTP server (admin API,
 // device ingest, FHIR, web app, health and metrics). cmd/vigil and the

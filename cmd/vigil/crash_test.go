@@ -62,14 +62,22 @@ func TestCrashSafety(t *testing.T) {
 		srv := startChild(t, dir)
 		var wg sync.WaitGroup
 		ctx, cancel := context.WithCancel(context.Background())
+		before := ck.ackedCount()
 		for d := range devices {
+			seed := rng.Uint64()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				publishUntilKilled(ctx, srv.mqtt, d, secrets[d], ck, t0, rng.Uint64())
+				publishUntilKilled(ctx, srv.mqtt, d, secrets[d], ck, t0, seed)
 			}()
 		}
-		time.Sleep(time.Duration(150+rng.IntN(400)) * time.Millisecond)
+		// Kill mid-ingest: once acknowledgements flow (device auth is
+		// deliberately slow, more so under the race detector), after a
+		// random further delay.
+		for deadline := time.Now().Add(20 * time.Second); ck.ackedCount() == before && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond)
 		srv.cmd.Process.Signal(syscall.SIGKILL)
 		srv.cmd.Wait()
 		cancel()

@@ -235,9 +235,9 @@ func newTokenCmd(g *globals) *cobra.Command {
 					return err
 				}
 				out := struct {
-					vigil.Token
-					Token string `json:"token"`
-				}{*t, tok}
+					Token  string       `json:"token"`
+					Record *vigil.Token `json:"record"`
+				}{tok, t}
 				return g.print(out, func(w *tabwriter.Writer) {
 					fmt.Fprintf(w, "token for %s: %s\nuse it as: Authorization: Bearer %s\n", user, tok, tok)
 				})

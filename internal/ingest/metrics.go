@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer, _ *Pipeline) *metrics {
 			Name: "vigil_ingest_durable_seconds", Help: "Time from receiving a reading to it being durable.", Buckets: lat,
 		}),
 		evaluated: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "vigil_ingest_alert_seconds", Help: "Time from receiving a reading to alert rules having evaluated it.", Buckets: lat,
+			Name: "vigil_ingest_evaluated_seconds", Help: "Time from receiving a reading to the alert rules and live view having processed it.", Buckets: lat,
 		}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "vigil_ingest_commit_readings", Help: "Readings per group commit.", Buckets: prometheus.ExponentialBuckets(1, 4, 8),

@@ -5,7 +5,7 @@
 // order, so that MQTT PUBACKs and HTTP responses are written only after
 // the data is on disk.
 //
-// Message format: docs/formats/reading.md.
+// Message format: docs/formats/reading-message.md.
 package ingest
 
 import (

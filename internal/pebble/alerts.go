@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -107,11 +108,22 @@ func (s *Store) AddDeadLetter(ctx context.Context, d *vigil.DeadLetter) error {
 	return s.commitSync(b)
 }
 
-// timeID returns a 24-character hex id that sorts by t.
+// idSeq orders ids made in the same nanosecond; it starts at a random
+// value so that ids of different processes rarely collide.
+var idSeq = func() *atomic.Uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	var s atomic.Uint32
+	s.Store(binary.BigEndian.Uint32(b[:]))
+	return &s
+}()
+
+// timeID returns a 24-character hex id that sorts by t, and by creation
+// order for equal t.
 func timeID(t time.Time) string {
 	var b [12]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(t.UnixNano()))
-	rand.Read(b[8:])
+	binary.BigEndian.PutUint32(b[8:], idSeq.Add(1))
 	return hex.EncodeToString(b[:])
 }
 

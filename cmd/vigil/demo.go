@@ -70,11 +70,11 @@ for its logins on every run; it prints them.`,
 			reg := onlineRegistry{httpapi.NewClient(c.HTTPURL, c.Token)}
 
 			plans := sim.Plan(patients, seed)
-			logins, err := provisionDemoUsers(ctx, reg, plans[0].Patient.ID)
+			secrets, err := provisionCohort(ctx, reg, plans, time.Now().Add(-7*24*time.Hour))
 			if err != nil {
 				return err
 			}
-			secrets, err := provisionCohort(ctx, reg, plans, time.Now().Add(-7*24*time.Hour))
+			logins, err := provisionDemoUsers(ctx, reg, plans[0].Patient.ID)
 			if err != nil {
 				return err
 			}

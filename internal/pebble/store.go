@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-iomt/vigil"
@@ -99,7 +100,16 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	po := &pebble.Options{Logger: quietLogger{opts.Logger}}
+	// Every reading costs one point lookup of its idempotency key, and
+	// nearly all are misses (new readings): bloom filters on every level
+	// answer those from memory instead of reading table blocks.
+	cache := pebble.NewCache(64 << 20)
+	defer cache.Unref()
+	po := &pebble.Options{Logger: quietLogger{opts.Logger}, Cache: cache, MemTableSize: 32 << 20}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].FilterType = pebble.TableFilter
+	}
 	if opts.PebbleOptions != nil {
 		opts.PebbleOptions(po)
 	}

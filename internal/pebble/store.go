@@ -105,7 +105,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	// answer those from memory instead of reading table blocks.
 	cache := pebble.NewCache(64 << 20)
 	defer cache.Unref()
-	po := &pebble.Options{Logger: quietLogger{opts.Logger}, Cache: cache, MemTableSize: 32 << 20}
+	po := &pebble.Options{Logger: quietLogger{opts.Logger}, Cache: cache}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		po.Levels[i].FilterType = pebble.TableFilter

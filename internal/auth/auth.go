@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -259,7 +260,7 @@ func (a *Authenticator) IssueToken(ctx context.Context, userID, kind, name strin
 	rand.Read(idb)
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	id := base64.RawURLEncoding.EncodeToString(idb)
+	id := hex.EncodeToString(idb) // never contains '_', the separator
 	sec := base64.RawURLEncoding.EncodeToString(secret)
 	h := sha256.Sum256([]byte(sec))
 	now := a.now().UTC()
@@ -280,11 +281,10 @@ func (a *Authenticator) Principal(ctx context.Context, token string) (*vigil.Pri
 		a.failed.WithLabelValues("token").Inc()
 		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "%s", msg)
 	}
-	rest, ok := strings.CutPrefix(token, tokenPrefix)
-	if !ok || len(rest) < 14 || rest[12] != '_' {
+	id, sec, ok := splitToken(token)
+	if !ok {
 		return bad("malformed token")
 	}
-	id, sec := rest[:12], rest[13:]
 	t, err := a.store.FindTokenByID(ctx, id)
 	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
 		return bad("unknown or revoked token")
@@ -311,11 +311,22 @@ func (a *Authenticator) Principal(ctx context.Context, token string) (*vigil.Pri
 
 // TokenID returns the id part of a token string, or "".
 func TokenID(token string) string {
+	id, _, _ := splitToken(token)
+	return id
+}
+
+// splitToken splits "vgl_" + id + "_" + secret; ids are hex, secrets
+// base64url (which may contain '_').
+func splitToken(token string) (id, secret string, ok bool) {
 	rest, ok := strings.CutPrefix(token, tokenPrefix)
-	if !ok || len(rest) < 14 || rest[12] != '_' {
-		return ""
+	if !ok {
+		return "", "", false
 	}
-	return rest[:12]
+	id, secret, ok = strings.Cut(rest, "_")
+	if !ok || id == "" || secret == "" {
+		return "", "", false
+	}
+	return id, secret, true
 }
 
 // RevokeToken deletes a token; ENOTFOUND if there is none.

@@ -19,15 +19,18 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/live"
+	"github.com/vigil-iomt/vigil/internal/pebble"
 )
 
-// env is a web app on a real HTTP server (port 0) over an in-memory store,
-// with the real alert engine and hub.
+// env is a web app on a real HTTP server (port 0) over the embedded store
+// in a temporary directory, with the real authenticator, alert engine and
+// hub.
 type env struct {
 	t      *testing.T
-	store  *memStore
-	auth   *testAuth
+	store  *pebble.Store
+	auth   *auth.Authenticator
 	hub    *live.Hub
 	alerts *alerting.Engine
 	srv    *httptest.Server
@@ -35,9 +38,15 @@ type env struct {
 
 func newEnv(t *testing.T, configure func(*Options), wrap ...func(http.Handler) http.Handler) *env {
 	t.Helper()
-	e := &env{t: t, store: newMemStore(), hub: &live.Hub{}}
-	e.auth = &testAuth{store: e.store, now: time.Now}
-	var err error
+	so := pebble.DefaultOptions()
+	so.CompactInterval = -1
+	st, err := pebble.Open(t.TempDir(), so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{t: t, store: st, hub: &live.Hub{}}
+	e.auth = auth.NewAuthenticator(st, auth.Options{})
 	if e.alerts, err = alerting.New(context.Background(), e.store, e.hub, alerting.DefaultOptions()); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +72,11 @@ func (e *env) addPatient(id, given, family, ward, bed string) {
 
 func (e *env) addUser(id, role, patientID, password string) {
 	e.t.Helper()
-	u := &vigil.User{ID: id, Role: role, PatientID: patientID, PasswordHash: passwordHash(password)}
+	h, err := auth.HashSecret(password)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	u := &vigil.User{ID: id, Role: role, PatientID: patientID, PasswordHash: h}
 	if err := e.store.CreateUser(context.Background(), u); err != nil {
 		e.t.Fatal(err)
 	}

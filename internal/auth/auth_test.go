@@ -126,7 +126,11 @@ func TestLoginAndTokens(t *testing.T) {
 	if err != nil || p.UserID != "dr" || p.Role != vigil.RoleClinician {
 		t.Fatalf("principal: %+v %v", p, err)
 	}
-	for _, bad := range []string{"", "vgl_", "Bearer x", tok[:len(tok)-1] + "A", "vgl_aaaaaaaaaaaaaaaaaa_x", "vgl__x", "vgl_ab_"} {
+	last := "A"
+	if strings.HasSuffix(tok, "A") {
+		last = "B"
+	}
+	for _, bad := range []string{"", "vgl_", "Bearer x", tok[:len(tok)-1] + last, "vgl_aaaaaaaaaaaaaaaaaa_x", "vgl__x", "vgl_ab_"} {
 		if _, err := a.Principal(ctx, bad); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
 			t.Errorf("Principal(%q) = %v", bad, err)
 		}

@@ -122,7 +122,8 @@ type ObservationStore interface {
 // Message is one payload as it arrived from an authenticated device.
 type Message struct {
 	DeviceID string    // from authentication, never from the payload
-	Source   string    // "mqtt", "http", ...
+	Source   string    // "mqtt", "http", "mllp", ...
+	Format   string    // payload format: "" (Vigil's canonical JSON), "hl7v2", ...
 	Topic    string    // MQTT topic or HTTP path, for dead letters
 	Payload  []byte    // the raw body; may contain PHI, never logged
 	Received time.Time // when Vigil received it, UTC

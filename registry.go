@@ -39,6 +39,7 @@ const (
 	DeviceGlucometer     = "glucometer"
 	DeviceThermometer    = "thermometer"
 	DeviceScale          = "scale"
+	DeviceGateway        = "gateway" // relays other devices' data (HL7 gateways, BLE hubs)
 )
 
 // Device is a medical device or gateway with its own credential.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 
 func newServeCmd(g *globals) *cobra.Command {
 	var opts node.Options
+	var allow []string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the Vigil server on a data directory",
@@ -22,15 +24,28 @@ Every reading is acknowledged only after it is on disk. SIGINT or SIGTERM shuts
 down gracefully: listeners close, in-flight readings are committed, and nothing
 acknowledged is lost.
 
-Environment variables VIGIL_DATA, VIGIL_HTTP and VIGIL_MQTT mirror the flags.`,
+With --mllp, Vigil also takes HL7 v2 (IHE PCD-01 ORU^R01) over MLLP from gateways
+registered as devices of kind gateway (device id = MSH-3's EUI-64 or namespace id).
+MLLP has no credentials: connections are accepted only from --mllp-allow networks
+(loopback by default).
+
+Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror the flags.`,
 		Example: `  vigil serve --data /var/lib/vigil
-  vigil serve --data ./vigil-data --http 127.0.0.1:8080 --mqtt 127.0.0.1:1883`,
+  vigil serve --data ./vigil-data --http 127.0.0.1:8080 --mqtt 127.0.0.1:1883
+  vigil serve --data ./vigil-data --mllp :2575 --mllp-allow 10.20.0.0/16`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.data == "" {
 				return fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
 			}
 			opts.DataDir = g.data
+			for _, a := range allow {
+				_, n, err := net.ParseCIDR(a)
+				if err != nil {
+					return fmt.Errorf("bad --mllp-allow %q: use CIDR notation such as 10.20.0.0/16", a)
+				}
+				opts.MLLPAllow = append(opts.MLLPAllow, n)
+			}
 			log, err := g.logger()
 			if err != nil {
 				return err
@@ -42,6 +57,8 @@ Environment variables VIGIL_DATA, VIGIL_HTTP and VIGIL_MQTT mirror the flags.`,
 	f := cmd.Flags()
 	f.StringVar(&opts.HTTPAddr, "http", envOr("VIGIL_HTTP", ":8080"), "HTTP listen address (env VIGIL_HTTP)")
 	f.StringVar(&opts.MQTTAddr, "mqtt", envOr("VIGIL_MQTT", ":1883"), "MQTT listen address (env VIGIL_MQTT)")
+	f.StringVar(&opts.MLLPAddr, "mllp", envOr("VIGIL_MLLP", ""), "HL7 v2 MLLP listen address, e.g. :2575 (env VIGIL_MLLP; empty: off)")
+	f.StringSliceVar(&allow, "mllp-allow", nil, "networks allowed to send HL7 over MLLP, CIDR (default: loopback only)")
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd
@@ -54,6 +71,9 @@ func serve(ctx context.Context, g *globals, opts node.Options) error {
 		return err
 	}
 	fmt.Fprintf(g.stderr, "vigil: serving HTTP on %s and MQTT on %s (data %s)\n", n.URL(), n.MQTTAddr(), opts.DataDir)
+	if n.MLLP != nil {
+		fmt.Fprintf(g.stderr, "vigil: HL7 v2 over MLLP on %s\n", n.MLLP.Addr())
+	}
 	<-ctx.Done()
 	fmt.Fprintln(g.stderr, "vigil: shutting down; committing in-flight readings")
 	return n.Close()

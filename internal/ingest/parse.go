@@ -74,68 +74,140 @@ func malformed(err error) error {
 	return vigil.FieldErrorf("", "malformed", "%s", msg)
 }
 
-// validate turns one raw reading into a Reading without device or patient.
-// prefix is the field prefix in errors ("" or "[3]."). It returns the id
-// it found, even when the reading is invalid.
-func (p *Pipeline) validate(raw json.RawMessage, prefix string, received time.Time) (*vigil.Reading, string, error) {
+// Raw is one reading as a decoder read it from a device's format, before
+// validation against Vigil's rules and normalization of its values.
+type Raw struct {
+	ID     string
+	Time   time.Time
+	Field  string // where the reading is in the message, prefixed to error fields ("", "[3].", "OBX[4].")
+	Values []RawValue
+	// PatientIdentifier names the patient (the registry's identifier, such
+	// as an MRN from HL7 PID-3) when the message does; otherwise the
+	// patient is the device's assignment at Time.
+	PatientIdentifier string
+	// Err is set when the decoder already refused this reading.
+	Err error
+}
+
+// RawValue is one value as sent.
+type RawValue struct {
+	System, Code, Unit string
+	Value              float64
+	Field              string // e.g. "values[2]" or "OBX[3]"
+}
+
+// A Decoder turns a payload into readings. An error refuses the whole
+// message (*vigil.Error with Field and Reason); per-reading problems go in
+// Raw.Err.
+type Decoder func(payload []byte, maxReadings int) ([]Raw, error)
+
+// DecodeCanonical decodes Vigil's canonical reading message: one object or
+// an array of them.
+func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
+	raws, isArray, err := parse(payload, maxReadings)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Raw, len(raws))
+	for i, raw := range raws {
+		prefix := ""
+		if isArray {
+			prefix = fmt.Sprintf("[%d].", i)
+		}
+		out[i] = decodeOne(raw, prefix)
+	}
+	return out, nil
+}
+
+func decodeOne(raw json.RawMessage, prefix string) Raw {
+	r := Raw{Field: prefix}
 	var w wireReading
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(&w); err != nil {
 		var te *json.UnmarshalTypeError
 		if ok := asTypeError(err, &te); ok {
-			return nil, "", vigil.FieldErrorf(prefix+te.Field, "wrong-type", "%s must be a %s", fieldName(prefix, te.Field), jsonType(te.Type.Kind().String()))
+			r.Err = vigil.FieldErrorf(prefix+te.Field, "wrong-type", "%s must be a %s", fieldName(prefix, te.Field), jsonType(te.Type.Kind().String()))
+		} else {
+			r.Err = vigil.FieldErrorf(strings.TrimSuffix(prefix, "."), "malformed", "reading is not a JSON object: %v", err)
 		}
-		return nil, "", vigil.FieldErrorf(strings.TrimSuffix(prefix, "."), "malformed", "reading is not a JSON object: %v", err)
+		return r
 	}
-	id := ""
 	if w.ID == nil || *w.ID == "" {
-		return nil, "", vigil.FieldErrorf(prefix+"id", "required", "every reading needs an id, unique per device, so that re-sending it is harmless")
+		r.Err = vigil.FieldErrorf(prefix+"id", "required", "every reading needs an id, unique per device, so that re-sending it is harmless")
+		return r
 	}
-	id = *w.ID
-	if len(id) > maxIDLen || strings.IndexFunc(id, func(r rune) bool { return r == 0 || unicode.IsControl(r) }) >= 0 {
-		return nil, "", vigil.FieldErrorf(prefix+"id", "invalid", "id must be 1–%d printable characters", maxIDLen)
-	}
-	r := &vigil.Reading{ID: id, Received: received}
+	r.ID = *w.ID
 	if w.Time == nil || *w.Time == "" {
-		return nil, id, vigil.FieldErrorf(prefix+"time", "required", "every reading needs a time (RFC 3339 with offset, e.g. 2026-11-24T10:15:00Z)")
+		r.Err = vigil.FieldErrorf(prefix+"time", "required", "every reading needs a time (RFC 3339 with offset, e.g. 2026-11-24T10:15:00Z)")
+		return r
 	}
 	t, err := time.Parse(time.RFC3339Nano, *w.Time)
 	if err != nil {
-		return nil, id, vigil.FieldErrorf(prefix+"time", "invalid", "time %q is not RFC 3339 with an offset (e.g. 2026-11-24T10:15:00Z)", *w.Time)
+		r.Err = vigil.FieldErrorf(prefix+"time", "invalid", "time %q is not RFC 3339 with an offset (e.g. 2026-11-24T10:15:00Z)", *w.Time)
+		return r
 	}
-	r.Time = t.UTC()
-	if d := r.Time.Sub(received); d > p.opts.MaxFuture {
-		return nil, id, vigil.FieldErrorf(prefix+"time", "future", "time is %s ahead of Vigil's clock (more than %s): check the device clock", d.Round(time.Second), p.opts.MaxFuture)
-	}
-	if d := received.Sub(r.Time); p.opts.MaxAge > 0 && d > p.opts.MaxAge {
-		return nil, id, vigil.FieldErrorf(prefix+"time", "too-old", "time is %s in the past (more than %s): check the device clock", d.Round(time.Hour), p.opts.MaxAge)
-	}
+	r.Time = t
 	if len(w.Values) == 0 {
-		return nil, id, vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
+		r.Err = vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
+		return r
 	}
-	if len(w.Values) > maxValues {
-		return nil, id, vigil.FieldErrorf(prefix+"values", "too-many", "%d values in one reading; at most %d", len(w.Values), maxValues)
-	}
-	seen := make(map[string]bool, len(w.Values))
 	for i, v := range w.Values {
 		f := fmt.Sprintf("%svalues[%d]", prefix, i)
 		if v.Code == nil || *v.Code == "" {
-			return nil, id, vigil.FieldErrorf(f+".code", "required", "every value needs a code (LOINC, or an IEEE 11073 code with \"system\": %q)", vigil.SystemMDC)
+			r.Err = vigil.FieldErrorf(f+".code", "required", "every value needs a code (LOINC, or an IEEE 11073 code with \"system\": %q)", vigil.SystemMDC)
+			return r
 		}
 		if v.Value == nil {
-			return nil, id, vigil.FieldErrorf(f+".value", "required", "every value needs a numeric value")
+			r.Err = vigil.FieldErrorf(f+".value", "required", "every value needs a numeric value")
+			return r
 		}
-		m, err := p.table.Normalize(f, v.System, *v.Code, *v.Value, v.Unit)
+		r.Values = append(r.Values, RawValue{System: v.System, Code: *v.Code, Unit: v.Unit, Value: *v.Value, Field: f})
+	}
+	return r
+}
+
+// normalize checks a decoded reading against Vigil's rules and maps its
+// values to canonical measurements.
+func (p *Pipeline) normalize(raw Raw, received time.Time) (*vigil.Reading, error) {
+	if raw.Err != nil {
+		return nil, raw.Err
+	}
+	prefix := raw.Field
+	if raw.ID == "" {
+		return nil, vigil.FieldErrorf(prefix+"id", "required", "every reading needs an id")
+	}
+	if len(raw.ID) > maxIDLen || strings.IndexFunc(raw.ID, func(r rune) bool { return r == 0 || unicode.IsControl(r) }) >= 0 {
+		return nil, vigil.FieldErrorf(prefix+"id", "invalid", "id must be 1–%d printable characters", maxIDLen)
+	}
+	r := &vigil.Reading{ID: raw.ID, Received: received, Time: raw.Time.UTC()}
+	if r.Time.IsZero() {
+		return nil, vigil.FieldErrorf(prefix+"time", "required", "the reading has no time")
+	}
+	if d := r.Time.Sub(received); d > p.opts.MaxFuture {
+		return nil, vigil.FieldErrorf(prefix+"time", "future", "time is %s ahead of Vigil's clock (more than %s): check the device clock", d.Round(time.Second), p.opts.MaxFuture)
+	}
+	if d := received.Sub(r.Time); p.opts.MaxAge > 0 && d > p.opts.MaxAge {
+		return nil, vigil.FieldErrorf(prefix+"time", "too-old", "time is %s in the past (more than %s): check the device clock", d.Round(time.Hour), p.opts.MaxAge)
+	}
+	if len(raw.Values) == 0 {
+		return nil, vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
+	}
+	if len(raw.Values) > maxValues {
+		return nil, vigil.FieldErrorf(prefix+"values", "too-many", "%d values in one reading; at most %d", len(raw.Values), maxValues)
+	}
+	seen := make(map[string]bool, len(raw.Values))
+	for _, v := range raw.Values {
+		m, err := p.table.Normalize(v.Field, v.System, v.Code, v.Value, v.Unit)
 		if err != nil {
-			return nil, id, err
+			return nil, err
 		}
 		if seen[m.Code] {
-			return nil, id, vigil.FieldErrorf(f+".code", "duplicate", "code %s appears twice in one reading", m.Code)
+			return nil, vigil.FieldErrorf(v.Field+".code", "duplicate", "code %s appears twice in one reading", m.Code)
 		}
 		seen[m.Code] = true
 		r.Values = append(r.Values, m)
 	}
-	return r, id, nil
+	return r, nil
 }
 
 func asTypeError(err error, te **json.UnmarshalTypeError) bool {

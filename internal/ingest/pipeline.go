@@ -11,7 +11,6 @@ package ingest
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -27,6 +26,7 @@ type Store interface {
 	vigil.ReadingStore
 	FindDeviceByID(ctx context.Context, id string) (*vigil.Device, error)
 	Assignments(ctx context.Context, deviceID string) ([]vigil.Assignment, error)
+	FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vigil.Patient, int, error)
 	vigil.DeadLetterStore
 }
 
@@ -43,9 +43,12 @@ type Options struct {
 	// as dead letters (default: mqtt; HTTP clients get the error in the
 	// response).
 	DeadLetterSources []string
-	Now               func() time.Time
-	Logger            *slog.Logger
-	Registerer        prometheus.Registerer
+	// Decoders read payload formats (vigil.Message.Format); "" is Vigil's
+	// canonical JSON and is always present.
+	Decoders   map[string]Decoder
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 	// OnStored are called, in order and outside the commit path, with the
 	// newly stored readings of each group commit (duplicates excluded).
 	OnStored []func(context.Context, []*vigil.Reading)
@@ -61,7 +64,7 @@ func DefaultOptions() Options {
 		QueueSize:         8192,
 		MaxBatch:          8192,
 		DeviceTTL:         time.Minute,
-		DeadLetterSources: []string{"mqtt"},
+		DeadLetterSources: []string{"mqtt", "mllp"},
 		Now:               time.Now,
 	}
 }
@@ -81,8 +84,14 @@ type Pipeline struct {
 	hooks   chan []*vigil.Reading
 	hooksOK chan struct{}
 
-	devMu   sync.Mutex
-	devices map[string]*deviceEntry
+	devMu    sync.Mutex
+	devices  map[string]*deviceEntry
+	patients map[string]patientEntry // by registry identifier
+}
+
+type patientEntry struct {
+	id     string
+	loaded time.Time
 }
 
 var _ vigil.Ingester = (*Pipeline)(nil)
@@ -131,19 +140,25 @@ func New(st Store, table *mapping.Table, o Options) *Pipeline {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	decoders := map[string]Decoder{"": DecodeCanonical}
+	for k, v := range o.Decoders {
+		decoders[k] = v
+	}
+	o.Decoders = decoders
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pipeline{
-		store:   st,
-		table:   table,
-		opts:    o,
-		log:     o.Logger,
-		queue:   make(chan *job, o.QueueSize),
-		drained: make(chan struct{}),
-		hooks:   make(chan []*vigil.Reading, 256),
-		hooksOK: make(chan struct{}),
-		devices: make(map[string]*deviceEntry),
+		store:    st,
+		table:    table,
+		opts:     o,
+		log:      o.Logger,
+		queue:    make(chan *job, o.QueueSize),
+		drained:  make(chan struct{}),
+		hooks:    make(chan []*vigil.Reading, 256),
+		hooksOK:  make(chan struct{}),
+		devices:  make(map[string]*deviceEntry),
+		patients: make(map[string]patientEntry),
 	}
 	p.m = newMetrics(o.Registerer, p)
 	go p.commitLoop()
@@ -189,7 +204,12 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 		j.res.Err.(*vigil.Error).Code = vigil.ETOOLARGE
 		return
 	}
-	raws, isArray, err := parse(m.Payload, p.opts.MaxReadings)
+	decode, ok := p.opts.Decoders[m.Format]
+	if !ok {
+		j.res.Err = vigil.FieldErrorf("format", "unknown-format", "payload format %q is not one Vigil reads", m.Format)
+		return
+	}
+	raws, err := decode(m.Payload, p.opts.MaxReadings)
 	if err != nil {
 		j.res.Err = err
 		return
@@ -201,30 +221,62 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 	}
 	j.res.Readings = make([]vigil.ReadingOutcome, len(raws))
 	for i, raw := range raws {
-		prefix := ""
-		if isArray {
-			prefix = fmt.Sprintf("[%d].", i)
-		}
-		r, id, err := p.validate(raw, prefix, m.Received)
-		j.res.Readings[i].ID = id
+		j.res.Readings[i].ID = raw.ID
+		r, err := p.normalize(raw, m.Received)
 		if err != nil {
 			j.res.Readings[i].Err = err
 			continue
 		}
 		r.DeviceID, r.Source = m.DeviceID, m.Source
-		for _, a := range assignments {
-			if a.Covers(r.Time) {
-				r.PatientID = a.PatientID
+		if raw.PatientIdentifier != "" {
+			if r.PatientID, err = p.patientByIdentifier(ctx, raw.PatientIdentifier); err != nil {
+				if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+					err = vigil.FieldErrorf(raw.Field+"patient", "unknown-patient", "no patient with identifier %q is registered (vigil patient add --identifier ...)", raw.PatientIdentifier)
+				}
+				j.res.Readings[i].Err = err
+				continue
 			}
-		}
-		if r.PatientID == "" {
-			j.res.Readings[i].Err = vigil.FieldErrorf(prefix+"time", "unassigned",
-				"device %s is not assigned to a patient at %s: assign it first (vigil device assign)", m.DeviceID, r.Time.Format(time.RFC3339))
-			continue
+		} else {
+			for _, a := range assignments {
+				if a.Covers(r.Time) {
+					r.PatientID = a.PatientID
+				}
+			}
+			if r.PatientID == "" {
+				j.res.Readings[i].Err = vigil.FieldErrorf(raw.Field+"time", "unassigned",
+					"device %s is not assigned to a patient at %s: assign it first (vigil device assign)", m.DeviceID, r.Time.Format(time.RFC3339))
+				continue
+			}
 		}
 		j.readings = append(j.readings, r)
 		j.index = append(j.index, i)
 	}
+}
+
+// patientByIdentifier resolves a registry identifier (MRN) to a patient id,
+// cached for DeviceTTL.
+func (p *Pipeline) patientByIdentifier(ctx context.Context, identifier string) (string, error) {
+	now := p.opts.Now()
+	p.devMu.Lock()
+	e, ok := p.patients[identifier]
+	p.devMu.Unlock()
+	if ok && now.Sub(e.loaded) < p.opts.DeviceTTL {
+		return e.id, nil
+	}
+	ps, _, err := p.store.FindPatients(ctx, vigil.PatientFilter{Identifier: identifier, Limit: 2})
+	if err != nil {
+		return "", vigil.Errorf(vigil.EUNAVAILABLE, "cannot read the registry: %v", vigil.ErrorMessage(err))
+	}
+	if len(ps) == 0 {
+		return "", vigil.Errorf(vigil.ENOTFOUND, "unknown patient identifier")
+	}
+	if len(ps) > 1 {
+		return "", vigil.FieldErrorf("patient", "ambiguous-patient", "identifier %q names more than one patient", identifier)
+	}
+	p.devMu.Lock()
+	p.patients[identifier] = patientEntry{id: ps[0].ID, loaded: now}
+	p.devMu.Unlock()
+	return ps[0].ID, nil
 }
 
 // assignments returns the device's assignments from the cache or store.

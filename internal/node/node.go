@@ -31,6 +31,8 @@ import (
 	"github.com/vigil-iomt/vigil/internal/ingest"
 	"github.com/vigil-iomt/vigil/internal/live"
 	"github.com/vigil-iomt/vigil/internal/mapping"
+	"github.com/vigil-iomt/vigil/internal/mllp"
+	"github.com/vigil-iomt/vigil/internal/pcd"
 	"github.com/vigil-iomt/vigil/internal/pebble"
 	"github.com/vigil-iomt/vigil/internal/web"
 )
@@ -59,6 +61,8 @@ type Options struct {
 	DataDir       string            // required
 	HTTPAddr      string            // default ":8080"
 	MQTTAddr      string            // default ":1883"
+	MLLPAddr      string            // HL7 v2 over MLLP; "" disables it
+	MLLPAllow     []*net.IPNet      // networks allowed to send over MLLP; nil: loopback
 	MaxPayload    int               // bytes per message; default 256 KiB
 	PublicMetrics bool              // serve /metrics without authentication
 	Thresholds    []vigil.Threshold // nil: alerting.DefaultThresholds()
@@ -74,6 +78,7 @@ type Node struct {
 	Store    *pebble.Store
 	Pipeline *ingest.Pipeline
 	Broker   *broker.Broker
+	MLLP     *mllp.Server // nil unless Options.MLLPAddr is set
 	Alerts   *alerting.Engine
 	Hub      *live.Hub
 	Auth     *auth.Authenticator
@@ -155,6 +160,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
 	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.publishReadings}
+	iopts.Decoders = map[string]ingest.Decoder{pcd.Format: pcd.Decode}
 	n.Pipeline = ingest.New(n.Store, mapping.DefaultTable(), iopts)
 
 	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged}
@@ -171,6 +177,13 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 	if err = n.Broker.Start(); err != nil {
 		return nil, err
+	}
+
+	if opts.MLLPAddr != "" {
+		if n.MLLP, err = mllp.Start(mllp.Options{Addr: opts.MLLPAddr, Ingester: n.Pipeline, Devices: n.Store, Allow: opts.MLLPAllow,
+			Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
+			return nil, err
+		}
 	}
 
 	if n.httpLn, err = net.Listen("tcp", opts.HTTPAddr); err != nil {
@@ -342,6 +355,11 @@ func (n *Node) close() error {
 		<-n.httpDone
 	} else if n.httpLn != nil {
 		n.httpLn.Close()
+	}
+	if n.MLLP != nil {
+		if err := n.MLLP.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("stop MLLP: %w", err))
+		}
 	}
 	if n.Broker != nil {
 		if err := n.Broker.Close(); err != nil {

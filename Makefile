@@ -28,8 +28,15 @@ test-short:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/tsdb/ ./internal/pebble/ ./internal/ingest/ ./internal/auth/
 
+## fuzz: run every fuzz target for FUZZTIME (default 1m); not part of `make test`.
+FUZZTIME ?= 1m
 fuzz:
-	@echo "fuzz targets arrive with the HL7/GATT/template work (issue 3)"
+	@set -e; for t in $$(grep -rl --include='*_test.go' '^func Fuzz' internal); do \
+		pkg=./$$(dirname $$t); \
+		for f in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$t | sed 's/^func //'); do \
+			echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 vet:
 	$(GO) vet ./...

@@ -165,7 +165,14 @@ func (s *Server) serve(c net.Conn) {
 	defer s.wg.Done()
 	var pending sync.WaitGroup
 	var wmu sync.Mutex
-	write := func(b []byte, code string) {
+	var write func(b []byte, code string)
+	// Answers go out in the order messages came in: an immediate answer
+	// (unparsable, unknown sender) waits for the ACKs still in the pipeline.
+	writeNow := func(b []byte, code string) {
+		pending.Wait()
+		write(b, code)
+	}
+	write = func(b []byte, code string) {
 		wmu.Lock()
 		defer wmu.Unlock()
 		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
@@ -189,7 +196,7 @@ func (s *Server) serve(c net.Conn) {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
 				s.o.Logger.Warn("mllp connection closed: framing error", "remote", c.RemoteAddr().String(), "err", err)
 				if errors.Is(err, hl7.ErrFrameTooLarge) {
-					write(hl7.Ack(nil, hl7.AR, "frame too large", s.controlID(), s.o.Now(), []hl7.ErrDetail{{Code: hl7.ErrInternal, Text: "Application internal error", Message: fmt.Sprintf("the message exceeds %d bytes", s.o.MaxFrame)}}), hl7.AR)
+					writeNow(hl7.Ack(nil, hl7.AR, "frame too large", s.controlID(), s.o.Now(), []hl7.ErrDetail{{Code: hl7.ErrInternal, Text: "Application internal error", Message: fmt.Sprintf("the message exceeds %d bytes", s.o.MaxFrame)}}), hl7.AR)
 				}
 			}
 			return
@@ -197,7 +204,7 @@ func (s *Server) serve(c net.Conn) {
 		received := s.o.Now().UTC()
 		msg, err := hl7.Parse(frame)
 		if err != nil {
-			write(hl7.Ack(nil, hl7.AR, "unparsable message", s.controlID(), received, []hl7.ErrDetail{{Code: hl7.ErrSegmentSequence, Text: "Segment sequence error", Message: err.Error()}}), hl7.AR)
+			writeNow(hl7.Ack(nil, hl7.AR, "unparsable message", s.controlID(), received, []hl7.ErrDetail{{Code: hl7.ErrSegmentSequence, Text: "Segment sequence error", Message: err.Error()}}), hl7.AR)
 			continue
 		}
 		sender := senderID(msg)
@@ -206,7 +213,7 @@ func (s *Server) serve(c net.Conn) {
 			if vigil.ErrorCode(err) != vigil.ENOTFOUND {
 				text = "registry unavailable; send again"
 			}
-			write(hl7.Ack(msg, hl7.AR, text, s.controlID(), received, []hl7.ErrDetail{{Location: "MSH^1^3", Code: hl7.ErrUnknownKey, Text: "Unknown key identifier", Message: text}}), hl7.AR)
+			writeNow(hl7.Ack(msg, hl7.AR, text, s.controlID(), received, []hl7.ErrDetail{{Location: "MSH^1^3", Code: hl7.ErrUnknownKey, Text: "Unknown key identifier", Message: text}}), hl7.AR)
 			continue
 		}
 		pending.Add(1)

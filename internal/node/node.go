@@ -64,6 +64,7 @@ type Options struct {
 	MLLPAddr      string            // HL7 v2 over MLLP; "" disables it
 	MLLPAllow     []*net.IPNet      // networks allowed to send over MLLP; nil: loopback
 	MaxPayload    int               // bytes per message; default 256 KiB
+	MaxReadingAge time.Duration     // oldest accepted reading time; 0: ingest's default (30 days); negative: unlimited
 	PublicMetrics bool              // serve /metrics without authentication
 	Thresholds    []vigil.Threshold // nil: alerting.DefaultThresholds()
 	Now           func() time.Time  // nil: time.Now
@@ -156,6 +157,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 
 	iopts := ingest.DefaultOptions()
 	iopts.MaxPayload = opts.MaxPayload
+	if opts.MaxReadingAge != 0 {
+		iopts.MaxAge = opts.MaxReadingAge
+	}
 	iopts.Now = opts.Now
 	iopts.Logger = log
 	iopts.Registerer = n.Registry

@@ -1,0 +1,208 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/hl7"
+	"github.com/vigil-iomt/vigil/internal/node"
+)
+
+type hl7env struct {
+	n   *node.Node
+	dir string
+}
+
+func startMLLP(t *testing.T) *hl7env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	n, err := node.Start(ctx, node.Options{DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", MLLPAddr: "127.0.0.1:0",
+		MaxReadingAge: -1}) // the shared IHE examples are from 2008 and 2009
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	must(t, n.Admin.AddPatient(ctx, &vigil.Patient{ID: "p-bp", Identifier: "789567", Family: "Doe"}))
+	must(t, n.Admin.AddPatient(ctx, &vigil.Patient{ID: "p-icu", Identifier: "AB60001", Family: "Brooks", Ward: "3 WEST ICU"}))
+	for _, gw := range []string{"ACDE48234567ABCD", "080019FFFF4F6AC0"} {
+		if _, err := n.Admin.AddDevice(ctx, &vigil.Device{ID: gw, Kind: vigil.DeviceGateway}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &hl7env{n: n, dir: dir}
+}
+
+// send writes frames on one connection and returns the parsed ACKs.
+func (e *hl7env) send(t *testing.T, msgs ...[]byte) []*hl7.Message {
+	t.Helper()
+	c, err := net.Dial("tcp", e.n.MLLP.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out []byte
+	for _, m := range msgs {
+		out = hl7.AppendFrame(out, m)
+	}
+	// All at once, pipelined: ACKs come back in order.
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	fr := hl7.NewFrameReader(c, 1<<20)
+	var acks []*hl7.Message
+	for range msgs {
+		b, err := fr.Read()
+		if err != nil {
+			t.Fatalf("reading ACK: %v", err)
+		}
+		a, err := hl7.Parse(b)
+		if err != nil {
+			t.Fatalf("ACK does not parse: %v\n%q", err, b)
+		}
+		acks = append(acks, a)
+	}
+	return acks
+}
+
+func file(t *testing.T, name string) []byte {
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func msa(a *hl7.Message) (string, string) {
+	s := a.Segment("MSA")
+	return s.Value(1), s.Value(2)
+}
+
+func errCodes(a *hl7.Message) []string {
+	var out []string
+	for _, s := range a.Segments {
+		if s.Name == "ERR" {
+			out = append(out, s.Component(3, 1)+"@"+s.Get(2, 0, 1, 1)+"^"+s.Get(2, 0, 2, 1))
+		}
+	}
+	return out
+}
+
+func TestHL7OverMLLP(t *testing.T) {
+	e := startMLLP(t)
+	ctx := context.Background()
+	bp := file(t, "pcd01-bp.hl7")
+	acks := e.send(t, bp, bp) // the second is a re-send of the same control id
+	for i, a := range acks {
+		if code, id := msa(a); code != "AA" || id != "MSGID1234" {
+			t.Fatalf("ACK %d: MSA %s|%s, want AA|MSGID1234", i, code, id)
+		}
+	}
+	obs, _, err := e.n.Store.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p-bp"})
+	must(t, err)
+	if len(obs) != 2 {
+		t.Fatalf("%d observations, want a BP panel and a mean pressure: %+v", len(obs), obs)
+	}
+	var panel *vigil.Observation
+	for _, o := range obs {
+		if o.Code == vigil.LOINCBPPanel {
+			panel = o
+		}
+	}
+	if panel == nil || panel.Components[0].Value != 120 || panel.Components[1].Value != 80 || panel.DeviceID != "ACDE48234567ABCD" ||
+		!panel.Time.Equal(time.Date(2009, 8, 13, 4, 57, 15, 0, time.UTC)) {
+		t.Fatalf("panel: %+v", panel)
+	}
+
+	// The ICU gateway: known codes stored, unknown ones refused with ERR
+	// segments naming the OBX and HL7 error 103.
+	acks = e.send(t, file(t, "pcd01-icu.hl7"))
+	code, _ := msa(acks[0])
+	errs := errCodes(acks[0])
+	if code != "AE" || len(errs) != 4 {
+		t.Fatalf("ICU ACK %s with ERR %v, want AE with 4 unknown codes", code, errs)
+	}
+	for _, e := range errs {
+		if !strings.HasPrefix(e, "103@OBX^") {
+			t.Fatalf("ERR %s, want 103 at an OBX", e)
+		}
+	}
+	latest, err := e.n.Store.LatestObservations(ctx, "p-icu", nil, 1)
+	must(t, err)
+	if latest[vigil.LOINCHeartRate] == nil || latest["76214-6"] == nil || latest["76215-3"] == nil {
+		t.Fatalf("ICU latest: %v", latest)
+	}
+
+	// Unknown patient → AE 204; unknown sender → AR 204; garbage → AR.
+	unknown := strings.Replace(string(bp), "789567", "000000", 1)
+	unknown = strings.Replace(unknown, "MSGID1234", "MSGID9", 1)
+	sender := strings.Replace(string(bp), "ACDE48234567ABCD^EUI-64||||", "FFFF^EUI-64||||", 1)
+	acks = e.send(t, []byte(unknown), []byte(sender), []byte("MSH|garbage"))
+	if c, _ := msa(acks[0]); c != "AE" || !strings.HasPrefix(errCodes(acks[0])[0], "204@PID") {
+		t.Fatalf("unknown patient: %s %v", c, errCodes(acks[0]))
+	}
+	if c, _ := msa(acks[1]); c != "AR" || !strings.HasPrefix(errCodes(acks[1])[0], "204@MSH") {
+		t.Fatalf("unknown sender: %s %v", c, errCodes(acks[1]))
+	}
+	if c, _ := msa(acks[2]); c != "AR" {
+		t.Fatalf("garbage: %s", c)
+	}
+	ds, err := e.n.Store.FindDeadLetters(ctx, vigil.DeadLetterFilter{})
+	must(t, err)
+	if len(ds) < 5 || ds[0].Source != "mllp" {
+		t.Fatalf("dead letters for refused HL7 content: %d", len(ds))
+	}
+}
+
+// A third-party HL7 client from the npm registry (simple-hl7) sends the
+// shared messages and reads Vigil's ACKs.
+func TestHL7WithNpmClient(t *testing.T) {
+	dir, _ := filepath.Abs("../../tools/hl7send")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
+		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
+			t.Fatalf("tools/hl7send is not installed: run make tools")
+		}
+		t.Skip("tools/hl7send not installed (make tools)")
+	}
+	e := startMLLP(t)
+	host, port, _ := net.SplitHostPort(e.n.MLLP.Addr().String())
+	out, err := exec.Command("node", filepath.Join(dir, "send.js"), host, port, "testdata/pcd01-bp.hl7", "testdata/pcd01-icu.hl7", "testdata/pcd01-bp.hl7").CombinedOutput()
+	if err != nil {
+		t.Fatalf("simple-hl7 client: %v\n%s", err, out)
+	}
+	var got []struct {
+		MSA1, MSA2 string
+		Err        []string
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var r struct {
+			MSA1 string   `json:"msa1"`
+			MSA2 string   `json:"msa2"`
+			Err  []string `json:"err"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("client output %q: %v", line, err)
+		}
+		got = append(got, struct {
+			MSA1, MSA2 string
+			Err        []string
+		}{r.MSA1, r.MSA2, r.Err})
+	}
+	if len(got) != 3 || got[0].MSA1 != "AA" || got[0].MSA2 != "MSGID1234" || got[1].MSA1 != "AE" || len(got[1].Err) != 4 || got[2].MSA1 != "AA" {
+		t.Fatalf("ACKs seen by simple-hl7: %+v", got)
+	}
+	obs, _, err := e.n.Store.FindObservations(context.Background(), vigil.ObservationFilter{PatientID: "p-bp"})
+	must(t, err)
+	if len(obs) != 2 {
+		t.Fatalf("re-sent message stored twice: %d observations", len(obs))
+	}
+}

@@ -3,11 +3,15 @@ package node_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,5 +208,79 @@ func TestHL7WithNpmClient(t *testing.T) {
 	must(t, err)
 	if len(obs) != 2 {
 		t.Fatalf("re-sent message stored twice: %d observations", len(obs))
+	}
+}
+
+// BenchmarkMLLP measures HL7 ORU^R01 messages acknowledged per second
+// (each ACK written after its readings are durable) over one connection
+// and over 16, each connection sending its next message after the ACK, as
+// integration engines do. Each message is the shared BP cuff report with a
+// fresh control id (3 readings).
+func BenchmarkMLLP(b *testing.B) {
+	for _, conns := range []int{1, 16} {
+		b.Run(map[int]string{1: "1conn", 16: "16conns"}[conns], func(b *testing.B) {
+			ctx := context.Background()
+			n, err := node.Start(ctx, node.Options{DataDir: b.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", MLLPAddr: "127.0.0.1:0", MaxReadingAge: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer n.Close()
+			if err := n.Admin.AddPatient(ctx, &vigil.Patient{ID: "p-bp", Identifier: "789567"}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := n.Admin.AddDevice(ctx, &vigil.Device{ID: "ACDE48234567ABCD", Kind: vigil.DeviceGateway}); err != nil {
+				b.Fatal(err)
+			}
+			tmpl, err := os.ReadFile("testdata/pcd01-bp.hl7")
+			if err != nil {
+				b.Fatal(err)
+			}
+			// Recent times, so nothing is refused as too old.
+			now := time.Now().UTC().Format("20060102150405") + "+0000"
+			tmpl = []byte(strings.ReplaceAll(string(tmpl), "20090813095715+0500", now))
+			var next atomic.Int64
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			errs := make(chan error, conns)
+			for c := 0; c < conns; c++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					conn, err := net.Dial("tcp", n.MLLP.Addr().String())
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer conn.Close()
+					fr := hl7.NewFrameReader(conn, 1<<20)
+					for {
+						i := next.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						msg := strings.Replace(string(tmpl), "MSGID1234", "B"+strconv.FormatInt(i, 10), 1)
+						if _, err := conn.Write(hl7.AppendFrame(nil, []byte(msg))); err != nil {
+							errs <- err
+							return
+						}
+						a, err := fr.Read()
+						if err != nil {
+							errs <- err
+							return
+						}
+						if !strings.Contains(string(a), "MSA|AA|") {
+							errs <- fmt.Errorf("not AA: %q", a)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
 	}
 }

@@ -11,7 +11,8 @@ import (
 type DeadLetter struct {
 	ID       string    `json:"id"` // time-ordered
 	Time     time.Time `json:"time"`
-	Source   string    `json:"source"` // "mqtt", "http", ...
+	Source   string    `json:"source"`           // "mqtt", "http", ...
+	Format   string    `json:"format,omitempty"` // vigil.Message.Format of the payload
 	DeviceID string    `json:"device,omitempty"`
 	Topic    string    `json:"topic,omitempty"`
 	Reason   string    `json:"reason"` // machine-readable, as vigil.Error.Reason
@@ -34,6 +35,7 @@ type DeadLetterStore interface {
 	AddDeadLetter(ctx context.Context, d *DeadLetter) error
 	// FindDeadLetters returns matching dead letters, newest first.
 	FindDeadLetters(ctx context.Context, f DeadLetterFilter) ([]*DeadLetter, error)
+	FindDeadLetterByID(ctx context.Context, id string) (*DeadLetter, error)
 	// DeleteDeadLetter removes one; deleting a missing one is not an error.
 	DeleteDeadLetter(ctx context.Context, id string) error
 }

@@ -35,6 +35,10 @@ type registry interface {
 	ListDevices(ctx context.Context) ([]*vigil.Device, error)
 	ListUsers(ctx context.Context) ([]*vigil.User, error)
 	DeadLetters(ctx context.Context, f vigil.DeadLetterFilter) ([]*vigil.DeadLetter, error)
+	DeadLetter(ctx context.Context, id string) (*vigil.DeadLetter, error)
+	DeleteDeadLetter(ctx context.Context, id string) error
+	ReplayDeadLetter(ctx context.Context, id string) (*httpapi.ReplayResult, error)
+	ReplayDeadLetters(ctx context.Context, f vigil.DeadLetterFilter) (*httpapi.ReplaySummary, error)
 	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
 	Close() error
 }
@@ -86,6 +90,24 @@ func (o *offlineRegistry) ListUsers(ctx context.Context) ([]*vigil.User, error) 
 
 func (o *offlineRegistry) DeadLetters(ctx context.Context, f vigil.DeadLetterFilter) ([]*vigil.DeadLetter, error) {
 	return o.store.FindDeadLetters(ctx, f)
+}
+
+func (o *offlineRegistry) DeadLetter(ctx context.Context, id string) (*vigil.DeadLetter, error) {
+	return o.store.FindDeadLetterByID(ctx, id)
+}
+
+func (o *offlineRegistry) DeleteDeadLetter(ctx context.Context, id string) error {
+	return o.store.DeleteDeadLetter(ctx, id)
+}
+
+var errReplayOffline = errors.New("replaying dead letters needs the running server (it ingests them again): start vigil serve on this data directory")
+
+func (o *offlineRegistry) ReplayDeadLetter(context.Context, string) (*httpapi.ReplayResult, error) {
+	return nil, errReplayOffline
+}
+
+func (o *offlineRegistry) ReplayDeadLetters(context.Context, vigil.DeadLetterFilter) (*httpapi.ReplaySummary, error) {
+	return nil, errReplayOffline
 }
 
 func (o *offlineRegistry) Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error) {

@@ -277,10 +277,77 @@ func newDeadLettersCmd(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&f.DeviceID, "device", "", "only this device")
-	list.Flags().StringVar(&f.Reason, "reason", "", "only this reason, e.g. unknown_code")
+	list.Flags().StringVar(&f.Reason, "reason", "", "only this reason, e.g. unknown-code")
 	list.Flags().IntVar(&f.Limit, "limit", 100, "at most this many")
 	list.Flags().BoolVar(&payload, "payload", false, "also print each raw payload (may contain patient data)")
-	cmd.AddCommand(list)
+
+	show := &cobra.Command{
+		Use: "show ID", Short: "Show one dead letter with its raw payload (may contain patient data)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				d, err := r.DeadLetter(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return g.print(d, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "id:\t%s\ntime:\t%s\nsource:\t%s %s\ndevice:\t%s\ntopic:\t%s\nreason:\t%s\nfield:\t%s\nmessage:\t%s\npayload:\n%s\n",
+						d.ID, d.Time.Format(time.RFC3339Nano), d.Source, d.Format, d.DeviceID, d.Topic, d.Reason, d.Field, d.Message, d.Payload)
+				})
+			})
+		},
+	}
+	var all bool
+	var rf vigil.DeadLetterFilter
+	replay := &cobra.Command{
+		Use:   "replay [ID] [--all]",
+		Short: "Ingest dead letters again (after fixing the registry or a mapping); resolved ones are deleted",
+		Example: `  vigil deadletters replay 18eb1f1a035a9c90ed0b277d --data DIR
+  vigil deadletters replay --all --reason unknown-patient --data DIR`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (len(args) == 1) == all {
+				return fmt.Errorf("name one dead letter ID or pass --all (with --device/--reason to narrow it)")
+			}
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				if !all {
+					res, err := r.ReplayDeadLetter(ctx, args[0])
+					if err != nil {
+						return err
+					}
+					return g.print(res, func(w *tabwriter.Writer) {
+						fmt.Fprintf(w, "%s: %s (%d stored, %d already stored) %s\n", res.ID, res.Status, res.Accepted, res.Duplicates, res.Detail)
+					})
+				}
+				sum, err := r.ReplayDeadLetters(ctx, rf)
+				if err != nil {
+					return err
+				}
+				return g.print(sum, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "replayed %d: %d resolved, %d still refused\n", sum.Replayed, sum.Resolved, sum.Refused)
+					for _, res := range sum.Results {
+						if res.Status != "resolved" {
+							fmt.Fprintf(w, "  %s\t%s\n", res.ID, res.Detail)
+						}
+					}
+				})
+			})
+		},
+	}
+	replay.Flags().BoolVar(&all, "all", false, "replay every matching dead letter, oldest first")
+	replay.Flags().StringVar(&rf.DeviceID, "device", "", "with --all: only this device")
+	replay.Flags().StringVar(&rf.Reason, "reason", "", "with --all: only this reason")
+	del := &cobra.Command{
+		Use: "delete ID", Short: "Delete a dead letter", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				if err := r.DeleteDeadLetter(ctx, args[0]); err != nil {
+					return err
+				}
+				return g.print(map[string]string{"deleted": args[0]}, func(w *tabwriter.Writer) { fmt.Fprintf(w, "deleted %s\n", args[0]) })
+			})
+		},
+	}
+	cmd.AddCommand(list, show, replay, del)
 	return cmd
 }
 

@@ -297,7 +297,9 @@ func (c *conn) publish(ctx context.Context, o Options, i int, measuring *atomic.
 	started := make(map[uint16]time.Time, o.InFlight)
 	counted := make(map[uint16]bool, o.InFlight)
 	readErr := make(chan error, 1)
+	readDone := make(chan struct{})
 	go func() {
+		defer close(readDone)
 		for {
 			typ, body, err := c.readPacket()
 			if err != nil {
@@ -333,6 +335,7 @@ func (c *conn) publish(ctx context.Context, o Options, i int, measuring *atomic.
 	var seq uint64
 	stop := func() (uint64, uint64, error) {
 		c.nc.SetDeadline(time.Now()) // unblock the reader
+		<-readDone                   // no more histogram writes after this
 		return sent, atomic.LoadUint64(&acked), nil
 	}
 	for {
@@ -348,6 +351,7 @@ func (c *conn) publish(ctx context.Context, o Options, i int, measuring *atomic.
 		case <-ctx.Done():
 			return stop()
 		case err := <-readErr:
+			<-readDone
 			return sent, atomic.LoadUint64(&acked), err
 		case id = <-slots:
 		}
@@ -367,6 +371,8 @@ func (c *conn) publish(ctx context.Context, o Options, i int, measuring *atomic.
 		// share writes.
 		if len(slots) == 0 || tick != nil {
 			if err := c.w.Flush(); err != nil {
+				c.nc.SetDeadline(time.Now())
+				<-readDone
 				return sent, atomic.LoadUint64(&acked), err
 			}
 		}

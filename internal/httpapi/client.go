@@ -180,3 +180,41 @@ func set(q url.Values, k, v string) {
 		q.Set(k, v)
 	}
 }
+
+// DeadLetter returns one dead letter with its payload.
+func (c *Client) DeadLetter(ctx context.Context, id string) (*vigil.DeadLetter, error) {
+	var out vigil.DeadLetter
+	if err := c.do(ctx, "GET", "/api/v1/deadletters/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeleteDeadLetter deletes a dead letter.
+func (c *Client) DeleteDeadLetter(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/api/v1/deadletters/"+url.PathEscape(id), nil, nil)
+}
+
+// ReplayDeadLetter replays one dead letter.
+func (c *Client) ReplayDeadLetter(ctx context.Context, id string) (*ReplayResult, error) {
+	var out ReplayResult
+	if err := c.do(ctx, "POST", "/api/v1/deadletters/"+url.PathEscape(id)+"/replay", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ReplayDeadLetters replays every matching dead letter, oldest first.
+func (c *Client) ReplayDeadLetters(ctx context.Context, f vigil.DeadLetterFilter) (*ReplaySummary, error) {
+	q := url.Values{}
+	set(q, "device", f.DeviceID)
+	set(q, "reason", f.Reason)
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var out ReplaySummary
+	if err := c.do(ctx, "POST", "/api/v1/deadletters/replay?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -103,6 +103,10 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/users", s.with(adminOnly, s.listUsers))
 	m.HandleFunc("POST /api/v1/users/{id}/tokens", s.with(adminOnly, s.createToken))
 	m.HandleFunc("GET /api/v1/deadletters", s.with(adminOnly, s.deadLetters))
+	m.HandleFunc("GET /api/v1/deadletters/{id}", s.with(adminOnly, s.deadLetter))
+	m.HandleFunc("DELETE /api/v1/deadletters/{id}", s.with(adminOnly, s.deleteDeadLetter))
+	m.HandleFunc("POST /api/v1/deadletters/{id}/replay", s.with(adminOnly, s.replayDeadLetter))
+	m.HandleFunc("POST /api/v1/deadletters/replay", s.with(adminOnly, s.replayDeadLetters))
 	m.HandleFunc("GET /api/v1/alerts", s.with(care, s.listAlerts))
 	m.HandleFunc("POST /api/v1/alerts/{id}/ack", s.with(care, s.ackAlert))
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

@@ -11,7 +11,9 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -406,22 +408,49 @@ func (p *Pipeline) deadLetter(j *job) {
 			errs = append(errs, o.Err)
 		}
 	}
-	for _, err := range errs {
-		e, _ := err.(*vigil.Error)
-		if e == nil {
-			e = &vigil.Error{Code: vigil.EINTERNAL, Message: err.Error()}
-		}
-		d := &vigil.DeadLetter{
-			Time: j.m.Received, Source: j.m.Source, DeviceID: j.m.DeviceID, Topic: j.m.Topic,
-			Reason: reasonOf(e), Message: e.Message, Field: e.Field, Payload: j.m.Payload,
-		}
-		if err := p.store.AddDeadLetter(context.Background(), d); err != nil {
-			p.log.Error("keeping a refused message as a dead letter failed; it stays unacknowledged", "device", j.m.DeviceID, "err", err)
-			j.res = vigil.IngestResult{Err: vigil.Errorf(vigil.EUNAVAILABLE, "refused message could not be recorded; send again")}
-			return
-		}
-		p.m.deadLetters.Inc()
+	if len(errs) == 0 {
+		return
 	}
+	// One dead letter per message: the payload once, the first refusal as
+	// its reason, every refusal in the message text.
+	e, _ := errs[0].(*vigil.Error)
+	if e == nil {
+		e = &vigil.Error{Code: vigil.EINTERNAL, Message: errs[0].Error()}
+	}
+	msg := e.Message
+	if len(errs) > 1 || (j.res.Err == nil && len(j.res.Readings) > 1) {
+		parts := make([]string, 0, len(errs))
+		for _, err := range errs {
+			parts = append(parts, describe(err))
+		}
+		msg = fmt.Sprintf("%d of %d readings refused: %s", len(errs), max(len(j.res.Readings), 1), strings.Join(parts, "; "))
+	}
+	d := &vigil.DeadLetter{
+		Time: j.m.Received, Source: j.m.Source, Format: j.m.Format, DeviceID: j.m.DeviceID, Topic: j.m.Topic,
+		Reason: reasonOf(e), Message: msg, Field: e.Field, Payload: j.m.Payload,
+	}
+	if err := p.store.AddDeadLetter(context.Background(), d); err != nil {
+		p.log.Error("keeping a refused message as a dead letter failed; it stays unacknowledged", "device", j.m.DeviceID, "err", err)
+		j.res = vigil.IngestResult{Err: vigil.Errorf(vigil.EUNAVAILABLE, "refused message could not be recorded; send again")}
+		return
+	}
+	p.m.deadLetters.Inc()
+}
+
+// describe renders an error as "field (reason): message".
+func describe(err error) string {
+	e, ok := err.(*vigil.Error)
+	if !ok {
+		return err.Error()
+	}
+	s := e.Message
+	if e.Reason != "" {
+		s = "(" + e.Reason + ") " + s
+	}
+	if e.Field != "" {
+		s = e.Field + " " + s
+	}
+	return s
 }
 
 func reasonOf(e *vigil.Error) string {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/hl7"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
 )
 
@@ -162,8 +163,48 @@ func TestHL7OverMLLP(t *testing.T) {
 	}
 	ds, err := e.n.Store.FindDeadLetters(ctx, vigil.DeadLetterFilter{})
 	must(t, err)
-	if len(ds) < 5 || ds[0].Source != "mllp" {
+	if len(ds) != 2 || ds[0].Source != "mllp" || ds[0].Format != "hl7v2" || !strings.Contains(ds[1].Message, "4 of 9 readings refused") {
 		t.Fatalf("dead letters for refused HL7 content: %d", len(ds))
+	}
+
+	// Fix the cause (register the unknown patient) and replay through the
+	// admin API: the dead letter resolves and its readings are stored; the
+	// ICU one stays refused (its codes are still unknown).
+	must(t, e.n.Admin.AddPatient(ctx, &vigil.Patient{ID: "p-new", Identifier: "000000"}))
+	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "adm", Role: vigil.RoleAdmin}, "a long admin password"))
+	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", "test", time.Hour)
+	must(t, err)
+	c := httpapi.NewClient(e.n.URL(), tok)
+	one, err := c.DeadLetter(ctx, ds[0].ID)
+	must(t, err)
+	if string(one.Payload) != unknown {
+		t.Fatal("dead letter payload differs from what was sent")
+	}
+	sum, err := c.ReplayDeadLetters(ctx, vigil.DeadLetterFilter{})
+	must(t, err)
+	if sum.Replayed != 2 || sum.Resolved != 1 || sum.Refused != 1 {
+		t.Fatalf("replay: %+v", sum)
+	}
+	obs, _, err = e.n.Store.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p-new"})
+	must(t, err)
+	if len(obs) != 2 {
+		t.Fatalf("replayed readings stored: %d", len(obs))
+	}
+	ds, err = e.n.Store.FindDeadLetters(ctx, vigil.DeadLetterFilter{})
+	must(t, err)
+	if len(ds) != 1 || !strings.Contains(ds[0].Message, "4 of 9") {
+		t.Fatalf("after replay: %+v", ds)
+	}
+	// Replaying again changes nothing and makes no new dead letter.
+	if r, err := c.ReplayDeadLetter(ctx, ds[0].ID); err != nil || r.Status != "refused" || r.Duplicates != 5 || len(r.Errors) != 4 {
+		t.Fatalf("second replay: %+v %v", r, err)
+	}
+	if ds, _ = e.n.Store.FindDeadLetters(ctx, vigil.DeadLetterFilter{}); len(ds) != 1 {
+		t.Fatalf("replay made new dead letters: %d", len(ds))
+	}
+	must(t, c.DeleteDeadLetter(ctx, ds[0].ID))
+	if _, err := c.DeadLetter(ctx, ds[0].ID); vigil.ErrorCode(err) != vigil.ENOTFOUND {
+		t.Fatalf("deleted dead letter: %v", err)
 	}
 }
 

@@ -105,7 +105,20 @@ func (s *Store) AddDeadLetter(ctx context.Context, d *vigil.DeadLetter) error {
 		b.Close()
 		return err
 	}
-	return s.commitSync(b)
+	if err := s.commitSync(b); err != nil {
+		return err
+	}
+	s.deadLetters.Add(1)
+	return nil
+}
+
+// FindDeadLetterByID returns ENOTFOUND if there is no such dead letter.
+func (s *Store) FindDeadLetterByID(ctx context.Context, id string) (*vigil.DeadLetter, error) {
+	var d vigil.DeadLetter
+	if err := s.find(ctx, key(pDeadLetter, id), "dead letter "+id, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
 }
 
 // idSeq orders ids made in the same nanosecond; it starts at a random
@@ -162,5 +175,9 @@ func (s *Store) DeleteDeadLetter(ctx context.Context, id string) error {
 	}
 	b := s.db.NewBatch()
 	b.Delete(key(pDeadLetter, id), nil)
-	return s.commitSync(b)
+	if err := s.commitSync(b); err != nil {
+		return err
+	}
+	s.deadLetters.Add(-1)
+	return nil
 }

@@ -30,7 +30,10 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 		reg.MustRegister(m.readings, m.appendErrors, m.compacted,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "vigil_store_disk_bytes", Help: "Bytes the embedded store occupies on disk.",
-			}, func() float64 { return float64(s.db.Metrics().DiskSpaceUsage()) }))
+			}, func() float64 { return float64(s.db.Metrics().DiskSpaceUsage()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "vigil_store_dead_letters", Help: "Dead letters kept (bounded by the dead-letter retention).",
+			}, func() float64 { return float64(s.deadLetters.Load()) }))
 	}
 	return m
 }

@@ -250,9 +250,10 @@ func (s *Store) compactLoop() {
 
 // CompactStats says what one Compact call did.
 type CompactStats struct {
-	Samples       int // head samples folded into chunks
-	Chunks        int // chunks written
-	ExpiredDedups int // reading ids forgotten after DedupRetention
+	Samples            int // head samples folded into chunks
+	Chunks             int // chunks written
+	ExpiredDedups      int // reading ids forgotten after DedupRetention
+	ExpiredDeadLetters int // dead letters dropped after DeadLetterRetention
 }
 
 // Compact folds head samples older than CompactAge into chunks and forgets
@@ -341,6 +342,22 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 		b.Close()
 		return st, err
 	}
+	// Drop dead letters past their retention (ids sort by time).
+	dlCutoff := timeID(s.opts.Now().Add(-s.opts.DeadLetterRetention))
+	expiredDL := 0
+	err = scan(s.db, prefixKey(pDeadLetter), false, func(k, _ []byte) (bool, error) {
+		if string(k[2:]) >= dlCutoff[:16] {
+			return false, nil
+		}
+		b.Delete(k, nil)
+		expiredDL++
+		return expiredDL < 100_000, nil
+	})
+	if err != nil {
+		b.Close()
+		return st, err
+	}
+	st.ExpiredDeadLetters = expiredDL
 	if b.Empty() {
 		b.Close()
 		return st, nil
@@ -348,6 +365,7 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 	if err := s.commitSync(b); err != nil {
 		return st, err
 	}
+	s.deadLetters.Add(-int64(expiredDL))
 	s.metrics.compacted.Add(float64(st.Samples))
 	return st, nil
 }

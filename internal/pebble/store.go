@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -41,9 +42,12 @@ type Options struct {
 	// idempotency. A device re-sending a reading later than this after
 	// Vigil first received it would store it again.
 	DedupRetention time.Duration
-	Now            func() time.Time
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
+	// DeadLetterRetention is how long dead letters are kept (default 30
+	// days); Compact deletes older ones.
+	DeadLetterRetention time.Duration
+	Now                 func() time.Time
+	Logger              *slog.Logger
+	Registerer          prometheus.Registerer
 	// FS is passed to Pebble (nil: the operating system's).
 	PebbleOptions func(*pebble.Options)
 }
@@ -51,10 +55,11 @@ type Options struct {
 // DefaultOptions returns the options a node uses.
 func DefaultOptions() Options {
 	return Options{
-		CompactInterval: time.Minute,
-		CompactAge:      5 * time.Minute,
-		DedupRetention:  7 * 24 * time.Hour,
-		Now:             time.Now,
+		CompactInterval:     time.Minute,
+		CompactAge:          5 * time.Minute,
+		DedupRetention:      7 * 24 * time.Hour,
+		DeadLetterRetention: 30 * 24 * time.Hour,
+		Now:                 time.Now,
 	}
 }
 
@@ -70,6 +75,8 @@ type Store struct {
 	series  map[seriesKey]uint64
 	nextSID uint64
 	regMu   sync.Mutex // serializes registry read-modify-writes
+
+	deadLetters atomic.Int64 // stored dead letters, for the size metric
 
 	inflight sync.WaitGroup
 	stop     chan struct{}
@@ -93,6 +100,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.DedupRetention == 0 {
 		opts.DedupRetention = d.DedupRetention
+	}
+	if opts.DeadLetterRetention == 0 {
+		opts.DeadLetterRetention = d.DeadLetterRetention
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -127,6 +137,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		stopped: make(chan struct{}),
 	}
 	if err := s.loadSeries(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := scan(db, prefixKey(pDeadLetter), false, func(_, _ []byte) (bool, error) {
+		s.deadLetters.Add(1)
+		return true, nil
+	}); err != nil {
 		db.Close()
 		return nil, err
 	}

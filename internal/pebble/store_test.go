@@ -196,3 +196,32 @@ func BenchmarkDiskBytesPerReading(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+func TestDeadLetterRetention(t *testing.T) {
+	now := storetest.T0
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	o.Now = func() time.Time { return now }
+	s, err := Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < 3; i++ {
+		if err := s.AddDeadLetter(ctx, &vigil.DeadLetter{Time: now.Add(time.Duration(i) * 24 * time.Hour), Source: "mqtt", Reason: "malformed"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.deadLetters.Load() != 3 {
+		t.Fatalf("count %d", s.deadLetters.Load())
+	}
+	now = now.Add(o.DeadLetterRetention + 36*time.Hour) // the first two are past retention
+	st, err := s.Compact(ctx)
+	if err != nil || st.ExpiredDeadLetters != 2 {
+		t.Fatalf("compact: %+v %v", st, err)
+	}
+	ds, _ := s.FindDeadLetters(ctx, vigil.DeadLetterFilter{})
+	if len(ds) != 1 || s.deadLetters.Load() != 1 {
+		t.Fatalf("%d left (count %d), want 1", len(ds), s.deadLetters.Load())
+	}
+}

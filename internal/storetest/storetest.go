@@ -529,6 +529,13 @@ func testDeadLetters(t *testing.T, s vigil.Store) {
 	if len(ds) != 1 {
 		t.Fatalf("by device: %d", len(ds))
 	}
+	one, err := s.FindDeadLetterByID(ctx, ds[0].ID)
+	must(t, err)
+	if one.ID != ds[0].ID || string(one.Payload) != "{" {
+		t.Fatalf("by id: %+v", one)
+	}
 	must(t, s.DeleteDeadLetter(ctx, ds[0].ID))
 	wantCode(t, s.DeleteDeadLetter(ctx, ds[0].ID), vigil.ENOTFOUND)
+	_, err = s.FindDeadLetterByID(ctx, ds[0].ID)
+	wantCode(t, err, vigil.ENOTFOUND)
 }

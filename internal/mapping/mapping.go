@@ -113,6 +113,13 @@ const (
 	mdcGlucoseRefID = "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD"
 )
 
+// FromMDC returns the LOINC code an MDC code (numeric or reference id)
+// maps to.
+func (t *Table) FromMDC(code string) (string, bool) {
+	l, ok := t.mdc[code]
+	return l, ok
+}
+
 // Lookup returns the description of a LOINC code.
 func (t *Table) Lookup(loinc string) (*Code, bool) {
 	c, ok := t.codes[loinc]

@@ -36,9 +36,12 @@ type Devices interface {
 
 // Options configure a Server.
 type Options struct {
-	Addr        string
-	Ingester    vigil.Ingester
-	Devices     Devices
+	Addr     string
+	Ingester vigil.Ingester
+	Devices  Devices
+	// Alarms handles ORU^R40 device alarms (IHE PCD ACM); it returns after
+	// they are stored. nil: ORU^R40 is refused.
+	Alarms      func(ctx context.Context, sender string, received time.Time, m *hl7.Message) error
 	Allow       []*net.IPNet  // nil: loopback only
 	MaxFrame    int           // bytes (default 1 MiB)
 	IdleTimeout time.Duration // close connections idle this long (default 5 min)
@@ -214,6 +217,24 @@ func (s *Server) serve(c net.Conn) {
 				text = "registry unavailable; send again"
 			}
 			writeNow(hl7.Ack(msg, hl7.AR, text, s.controlID(), received, []hl7.ErrDetail{{Location: "MSH^1^3", Code: hl7.ErrUnknownKey, Text: "Unknown key identifier", Message: text}}), hl7.AR)
+			continue
+		}
+		if msg.MessageType() == "ORU^R40" {
+			pending.Wait() // keep answers in order
+			if s.o.Alarms == nil {
+				writeNow(hl7.Ack(msg, hl7.AR, "ORU^R40 alarms are not enabled", s.controlID(), received, []hl7.ErrDetail{{Location: "MSH^1^9", Code: hl7.ErrUnsupportedType, Text: "Unsupported message type", Message: "this server does not take device alarms"}}), hl7.AR)
+				continue
+			}
+			if err := s.o.Alarms(ctx, sender, received, msg); err != nil {
+				if vigil.ErrorCode(err) == vigil.EUNAVAILABLE {
+					c.Close() // nothing stored: no ACK, the sender resends
+					continue
+				}
+				e := errDetail(err)
+				writeNow(hl7.Ack(msg, hl7.AE, e.Message, s.controlID(), received, []hl7.ErrDetail{e}), hl7.AE)
+				continue
+			}
+			writeNow(hl7.Ack(msg, hl7.AA, "", s.controlID(), received, nil), hl7.AA)
 			continue
 		}
 		pending.Add(1)

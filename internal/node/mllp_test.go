@@ -325,3 +325,47 @@ func BenchmarkMLLP(b *testing.B) {
 		})
 	}
 }
+
+// r40 is an IHE PCD ACM alarm report (ORU^R40) for SpO2 low with the
+// given phase.
+func r40(control, phase string) []byte {
+	return []byte("MSH|^~\\&|AcmeInc^ACDE48234567ABCD^EUI-64||||" + time.Now().UTC().Format("20060102150405") + "+0000||ORU^R40^ORU_R40|" + control + "|P|2.6\r" +
+		"PID|||789567^^^Imaginary Hospital^PI||Doe^John\r" +
+		"PV1||I|3 WEST ICU^3001^1\r" +
+		"OBR|1||ALM-77^AcmeInc|196616^MDC_EVT_ALARM^MDC|||" + time.Now().UTC().Format("20060102150405") + "+0000\r" +
+		"OBX|1|ST|196674^MDC_EVT_LO^MDC|1.0.0.1.1|||||||F\r" +
+		"OBX|2|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.0.0.1.2|84|262688^MDC_DIM_PERCENT^MDC|90-100|L~PH~SP|||F\r" +
+		"OBX|3|ST|68481^MDC_ATTR_EVENT_PHASE^MDC|1.0.0.1.3|" + phase + "||||||F\r" +
+		"OBX|4|ST|68482^MDC_ATTR_ALARM_STATE^MDC|1.0.0.1.4|active||||||F\r")
+}
+
+func TestHL7DeviceAlarms(t *testing.T) {
+	e := startMLLP(t)
+	ctx := context.Background()
+	acks := e.send(t, r40("A1", "start"), r40("A2", "continue"))
+	for _, a := range acks {
+		if c, _ := msa(a); c != "AA" {
+			t.Fatalf("R40 ACK %s %v", c, errCodes(a))
+		}
+	}
+	as, err := e.n.Alerts.Alerts(ctx, vigil.AlertFilter{PatientID: "p-bp"})
+	must(t, err)
+	if len(as) != 1 || as[0].State != vigil.AlertFiring || as[0].Priority != vigil.PriorityHigh || as[0].Code != vigil.LOINCSpO2 || as[0].Value != 84 ||
+		!strings.HasPrefix(as[0].RuleID, "device:ACDE48234567ABCD:ALM-77") {
+		t.Fatalf("device alarm alerts: %+v", as)
+	}
+	acks = e.send(t, r40("A3", "end"))
+	if c, _ := msa(acks[0]); c != "AA" {
+		t.Fatalf("end: %s", c)
+	}
+	as, _ = e.n.Alerts.Alerts(ctx, vigil.AlertFilter{PatientID: "p-bp"})
+	if len(as) != 1 || as[0].State != vigil.AlertResolved {
+		t.Fatalf("after end: %+v", as)
+	}
+	// An alarm for an unknown patient is refused with AE 204.
+	bad := strings.Replace(string(r40("A4", "start")), "789567", "999", 1)
+	acks = e.send(t, []byte(bad))
+	if c, _ := msa(acks[0]); c != "AE" || !strings.HasPrefix(errCodes(acks[0])[0], "204@PID") {
+		t.Fatalf("unknown patient alarm: %s %v", c, errCodes(acks[0]))
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/fhir"
+	"github.com/vigil-iomt/vigil/internal/hl7"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/ingest"
 	"github.com/vigil-iomt/vigil/internal/live"
@@ -185,7 +186,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 
 	if opts.MLLPAddr != "" {
 		if n.MLLP, err = mllp.Start(mllp.Options{Addr: opts.MLLPAddr, Ingester: n.Pipeline, Devices: n.Store, Allow: opts.MLLPAllow,
-			Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
+			Alarms: n.deviceAlarms, Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
 			return nil, err
 		}
 	}
@@ -279,6 +280,41 @@ func (n *Node) authenticateRequest(r *http.Request) (*vigil.Principal, error) {
 		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "a bearer token is required")
 	}
 	return n.Auth.Principal(r.Context(), tok)
+}
+
+// deviceAlarms raises and resolves alerts from an ORU^R40 (IHE PCD ACM).
+func (n *Node) deviceAlarms(ctx context.Context, sender string, received time.Time, m *hl7.Message) error {
+	alarms, err := pcd.Alarms(m)
+	if err != nil {
+		return err
+	}
+	table := mapping.DefaultTable()
+	for _, a := range alarms {
+		ps, _, err := n.Store.FindPatients(ctx, vigil.PatientFilter{Identifier: a.PatientIdentifier, Limit: 2})
+		if err != nil {
+			return vigil.Errorf(vigil.EUNAVAILABLE, "registry unavailable")
+		}
+		if len(ps) != 1 {
+			return vigil.FieldErrorf("PID[1].3", "unknown-patient", "no single patient with identifier %q is registered", a.PatientIdentifier)
+		}
+		code, title := a.SourceCode, "Device alarm"
+		if l, ok := table.FromMDC(a.SourceCode); ok {
+			code = l
+			if c, ok := table.Lookup(l); ok {
+				title = c.Display + ": device alarm"
+			}
+		}
+		if a.EventName != "" {
+			title += " (" + a.EventName + ")"
+		}
+		if _, err := n.Alerts.DeviceAlarm(ctx, alerting.DeviceAlarm{
+			PatientID: ps[0].ID, DeviceID: sender, AlarmID: a.AlarmID, Code: code, Title: title, Priority: a.Priority,
+			Value: a.Value, Unit: a.Unit, Time: a.Time, Received: received, Active: a.Active,
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (n *Node) deviceChanged(id string) {

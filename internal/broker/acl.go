@@ -24,3 +24,20 @@ func allowed(deviceID, topic string) bool {
 	prefix := TopicRoot + deviceID + "/"
 	return len(topic) > len(prefix) && strings.HasPrefix(topic, prefix)
 }
+
+// Ingest topics under a device's prefix and the payload format each
+// carries (vigil.Message.Format): readings (Vigil's canonical JSON), gatt
+// (Bluetooth GATT characteristics relayed by a gateway), omh (Open
+// mHealth data points).
+var ingestTopics = map[string]string{"readings": "", "gatt": "gatt", "omh": "omh"}
+
+// ingestFormat reports whether topic is one of the device's ingest
+// topics, and its payload format.
+func ingestFormat(deviceID, topic string) (string, bool) {
+	rest, ok := strings.CutPrefix(topic, TopicRoot+deviceID+"/")
+	if !ok {
+		return "", false
+	}
+	f, ok := ingestTopics[rest]
+	return f, ok
+}

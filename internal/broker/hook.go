@@ -162,7 +162,8 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if s == nil { // not established; cannot happen for a client mochi reads from
 		return pk, packets.ErrRejectPacket
 	}
-	if pk.TopicName != ReadingsTopic(s.device) {
+	format, ingest := ingestFormat(s.device, pk.TopicName)
+	if !ingest {
 		if pk.FixedHeader.Qos > 0 {
 			s.barrier() // mochi acknowledges it when we return
 		}
@@ -171,6 +172,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	m := vigil.Message{
 		DeviceID: s.device,
 		Source:   "mqtt",
+		Format:   format,
 		Topic:    pk.TopicName,
 		Payload:  pk.Payload, // a fresh slice per packet (mochi copies on read)
 		Received: h.b.now().UTC(),

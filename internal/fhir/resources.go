@@ -163,9 +163,10 @@ var codes = map[string]codeInfo{
 	"39156-5":              {"Body mass index (BMI) [Ratio]", "kg/m2", "bmi", "vital-signs"},
 	vigil.LOINCGlucoseMass: {"Glucose [Mass/volume] in Blood", "mg/dL", "", "laboratory"},
 	vigil.LOINCGlucoseMol:  {"Glucose [Moles/volume] in Blood", "mmol/L", "", "laboratory"},
+	"55423-8":              {"Number of steps in unspecified time Pedometer", "steps", "", "activity"},
 }
 
-var categoryDisplay = map[string]string{"vital-signs": "Vital Signs", "laboratory": "Laboratory"}
+var categoryDisplay = map[string]string{"vital-signs": "Vital Signs", "laboratory": "Laboratory", "activity": "Activity"}
 
 func instant(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 

@@ -24,7 +24,13 @@ type ReadingStatus struct {
 	Status string `json:"status"`
 }
 
-func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
+// ingestFormat returns the device ingest handler for one payload format
+// (see vigil.Message.Format).
+func (s *Server) ingestFormat(format string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { s.ingest(w, r, format) }
+}
+
+func (s *Server) ingest(w http.ResponseWriter, r *http.Request, format string) {
 	id := r.PathValue("id")
 	user, pass, ok := r.BasicAuth()
 	if !ok {
@@ -56,7 +62,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := s.o.Ingester.Ingest(r.Context(), vigil.Message{
-		DeviceID: id, Source: "http", Topic: r.URL.Path, Payload: body, Received: s.o.Now().UTC(),
+		DeviceID: id, Source: "http", Format: format, Topic: r.URL.Path, Payload: body, Received: s.o.Now().UTC(),
 	})
 	if res.Err != nil {
 		writeProblem(w, problemFor(res.Err))

@@ -83,7 +83,9 @@ func New(o Options) *Server {
 		o.Registerer.MustRegister(s.duration)
 	}
 	m := s.mux
-	m.HandleFunc("POST /api/v1/devices/{id}/readings", s.ingest)
+	m.HandleFunc("POST /api/v1/devices/{id}/readings", s.ingestFormat(""))
+	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))
+	m.HandleFunc("POST /api/v1/devices/{id}/omh", s.ingestFormat("omh"))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	m.HandleFunc("GET /readyz", s.ready)
 	m.HandleFunc("GET /metrics", s.metrics)

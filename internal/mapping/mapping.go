@@ -72,6 +72,7 @@ func DefaultTable() *Table {
 		{LOINC: "39156-5", Display: "Body mass index (BMI) [Ratio]", Unit: "kg/m2", Min: 5, Max: 200},
 		{LOINC: vigil.LOINCGlucoseMass, Display: "Glucose [Mass/volume] in Blood", Unit: "mg/dL", Min: 5, Max: 2000},
 		{LOINC: vigil.LOINCGlucoseMol, Display: "Glucose [Moles/volume] in Blood", Unit: "mmol/L", Min: 0.3, Max: 111},
+		{LOINC: "55423-8", Display: "Number of steps in unspecified time Pedometer", Unit: "{steps}", Min: 0, Max: 200000, Units: map[string]func(float64) float64{"{steps}": same, "{count}": same}},
 	}
 	t := &Table{codes: make(map[string]*Code), mdc: make(map[string]string), mdcUnits: make(map[string]string)}
 	for _, c := range codes {

@@ -27,12 +27,14 @@ import (
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/fhir"
+	"github.com/vigil-iomt/vigil/internal/gatt"
 	"github.com/vigil-iomt/vigil/internal/hl7"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/ingest"
 	"github.com/vigil-iomt/vigil/internal/live"
 	"github.com/vigil-iomt/vigil/internal/mapping"
 	"github.com/vigil-iomt/vigil/internal/mllp"
+	"github.com/vigil-iomt/vigil/internal/omh"
 	"github.com/vigil-iomt/vigil/internal/pcd"
 	"github.com/vigil-iomt/vigil/internal/pebble"
 	"github.com/vigil-iomt/vigil/internal/web"
@@ -165,7 +167,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
 	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.publishReadings}
-	iopts.Decoders = map[string]ingest.Decoder{pcd.Format: pcd.Decode}
+	iopts.Decoders = map[string]ingest.Decoder{pcd.Format: pcd.Decode, gatt.Format: gatt.DecodePayload, omh.Format: omh.DecodePayload}
 	n.Pipeline = ingest.New(n.Store, mapping.DefaultTable(), iopts)
 
 	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged}

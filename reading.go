@@ -134,6 +134,8 @@ type ReadingOutcome struct {
 	ID        string // the reading's id as sent ("" if it had none)
 	Duplicate bool   // stored before; acknowledged again, not stored again
 	Err       error  // a *Error (EINVALID with Field and Reason) when rejected
+	// Reading is the normalized reading (with its patient) when accepted.
+	Reading *Reading
 }
 
 // IngestResult is the outcome of one message. Err is set when the message

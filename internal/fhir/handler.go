@@ -42,6 +42,12 @@ type Options struct {
 	Authenticate func(*http.Request) (*vigil.Principal, error)
 	Now          func() time.Time
 	Logger       *slog.Logger
+	// Ingester and AuthenticateDevice enable device writes: POST
+	// Observation and POST of batch Bundles (HTTP Basic, device id and
+	// secret). nil: the API is read-only.
+	Ingester           vigil.Ingester
+	AuthenticateDevice func(*http.Request) (string, error)
+	MaxBody            int // default 256 KiB
 }
 
 // Base is the path prefix the handler serves.
@@ -66,6 +72,9 @@ func NewHandler(o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.MaxBody <= 0 {
+		o.MaxBody = 256 << 10
+	}
 	h := &handler{o: o, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET "+Base+"/metadata", h.metadata)
 	h.mux.HandleFunc("GET "+Base+"/Patient", h.auth(h.searchPatients))
@@ -75,6 +84,11 @@ func NewHandler(o Options) http.Handler {
 	h.mux.HandleFunc("GET "+Base+"/Observation", h.auth(h.searchObservations))
 	h.mux.HandleFunc("GET "+Base+"/Observation/$lastn", h.auth(h.lastn))
 	h.mux.HandleFunc("GET "+Base+"/Observation/{id}", h.auth(h.readObservation))
+	if o.Ingester != nil && o.AuthenticateDevice != nil {
+		h.mux.HandleFunc("POST "+Base+"/Observation", h.deviceWrite(false))
+		h.mux.HandleFunc("POST "+Base+"/{$}", h.deviceWrite(true))
+		h.mux.HandleFunc("POST "+Base, h.deviceWrite(true))
+	}
 	h.mux.HandleFunc(Base+"/", h.fallback)
 	h.mux.HandleFunc(Base, h.fallback)
 	return h

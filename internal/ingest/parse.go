@@ -85,6 +85,9 @@ type Raw struct {
 	// as an MRN from HL7 PID-3) when the message does; otherwise the
 	// patient is the device's assignment at Time.
 	PatientIdentifier string
+	// PatientID, when set, is the patient the message claims (a FHIR
+	// subject); it must agree with the device's assignment.
+	PatientID string
 	// Err is set when the decoder already refused this reading.
 	Err error
 }

@@ -249,6 +249,11 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 					"device %s is not assigned to a patient at %s: assign it first (vigil device assign)", m.DeviceID, r.Time.Format(time.RFC3339))
 				continue
 			}
+			if raw.PatientID != "" && raw.PatientID != r.PatientID {
+				j.res.Readings[i].Err = vigil.FieldErrorf(raw.Field+"subject", "subject-mismatch",
+					"the reading names patient %s but device %s was assigned to another patient at %s", raw.PatientID, m.DeviceID, r.Time.Format(time.RFC3339))
+				continue
+			}
 		}
 		j.readings = append(j.readings, r)
 		j.index = append(j.index, i)
@@ -368,6 +373,7 @@ func (p *Pipeline) commit(batch []*job, n int) {
 			k := 0
 			for _, j := range batch {
 				for i, r := range j.readings {
+					j.res.Readings[j.index[i]].Reading = r
 					if res[k].Duplicate {
 						j.res.Readings[j.index[i]].Duplicate = true
 					} else {

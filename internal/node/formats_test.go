@@ -76,3 +76,74 @@ func TestGATTAndOpenMHealth(t *testing.T) {
 		t.Fatalf("temperature: %+v", temp)
 	}
 }
+
+// A gateway that already speaks FHIR posts Observations (one, and a batch
+// Bundle) with its device credentials.
+func TestFHIRIngest(t *testing.T) {
+	e := start(t)
+	now := time.Now().UTC()
+	post := func(path, body string, user, pass string) (int, map[string]any, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", e.n.URL()+"/fhir/R4"+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m, resp.Header
+	}
+	hr := fmt.Sprintf(`{"resourceType":"Observation","identifier":[{"system":"urn:gw","value":"hr-1"}],"status":"final",
+		"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"effectiveDateTime":%q,
+		"valueQuantity":{"value":77,"unit":"beats/minute","system":"http://unitsofmeasure.org","code":"/min"}}`, now.Format(time.RFC3339))
+	st, body, hdr := post("/Observation", hr, e.device, e.secret)
+	if st != 201 || body["resourceType"] != "Observation" || hdr.Get("Location") == "" {
+		t.Fatalf("POST Observation: %d %v", st, body)
+	}
+	if st, _, _ = post("/Observation", hr, e.device, e.secret); st != 200 {
+		t.Fatalf("re-sent Observation: %d, want 200 (stored once)", st)
+	}
+	if st, body, _ = post("/Observation", hr, e.device, "wrong"); st != 401 || body["resourceType"] != "OperationOutcome" {
+		t.Fatalf("wrong secret: %d %v", st, body)
+	}
+	bad := strings.Replace(hr, `"value":77`, `"value":900`, 1)
+	bad = strings.Replace(bad, "hr-1", "hr-2", 1)
+	if st, body, _ = post("/Observation", bad, e.device, e.secret); st != 422 || body["resourceType"] != "OperationOutcome" {
+		t.Fatalf("implausible: %d %v", st, body)
+	}
+	// A batch: a BP panel, an SpO2 for another patient (refused), a temperature.
+	bundle := fmt.Sprintf(`{"resourceType":"Bundle","type":"batch","entry":[
+		{"resource":{"resourceType":"Observation","id":"bp-1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"effectiveDateTime":%[1]q,
+		 "component":[{"code":{"coding":[{"system":"http://loinc.org","code":"8480-6"}]},"valueQuantity":{"value":121,"code":"mm[Hg]"}},
+		              {"code":{"coding":[{"system":"http://loinc.org","code":"8462-4"}]},"valueQuantity":{"value":79,"code":"mm[Hg]"}}]},
+		 "request":{"method":"POST","url":"Observation"}},
+		{"resource":{"resourceType":"Observation","id":"sp-1","status":"final","subject":{"reference":"Patient/someone-else"},"code":{"coding":[{"system":"http://loinc.org","code":"59408-5"}]},"effectiveDateTime":%[1]q,"valueQuantity":{"value":97,"code":"%%"}},
+		 "request":{"method":"POST","url":"Observation"}},
+		{"resource":{"resourceType":"Observation","id":"t-1","status":"final","subject":{"reference":"Patient/p1"},"code":{"coding":[{"system":"urn:iso:std:iso:11073:10101","code":"150364"}]},"effectiveDateTime":%[1]q,"valueQuantity":{"value":37.9,"code":"Cel"}},
+		 "request":{"method":"POST","url":"Observation"}}]}`, now.Format(time.RFC3339))
+	st, body, _ = post("", bundle, e.device, e.secret)
+	if st != 200 || body["type"] != "batch-response" {
+		t.Fatalf("batch: %d %v", st, body)
+	}
+	entries := body["entry"].([]any)
+	status := func(i int) string { return entries[i].(map[string]any)["response"].(map[string]any)["status"].(string) }
+	if len(entries) != 3 || status(0) != "201 Created" || status(1) != "422 Unprocessable Entity" || status(2) != "201 Created" {
+		t.Fatalf("batch entries: %v", entries)
+	}
+	latest, err := e.n.Store.LatestObservations(context.Background(), "p1", nil, 1)
+	must(t, err)
+	if bp := latest[vigil.LOINCBPPanel]; len(bp) != 1 || bp[0].Components[0].Value != 121 {
+		t.Fatalf("panel: %v", latest)
+	}
+	if latest[vigil.LOINCSpO2] != nil || latest[vigil.LOINCBodyTemp] == nil || latest[vigil.LOINCHeartRate][0].Value != 77 {
+		t.Fatalf("latest: %v", latest)
+	}
+	// Transactions are refused with the reason.
+	tx := strings.Replace(bundle, `"type":"batch"`, `"type":"transaction"`, 1)
+	if st, body, _ = post("", tx, e.device, e.secret); st != 400 || !strings.Contains(fmt.Sprint(body), "transaction") {
+		t.Fatalf("transaction: %d %v", st, body)
+	}
+}

@@ -167,7 +167,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
 	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.publishReadings}
-	iopts.Decoders = map[string]ingest.Decoder{pcd.Format: pcd.Decode, gatt.Format: gatt.DecodePayload, omh.Format: omh.DecodePayload}
+	iopts.Decoders = map[string]ingest.Decoder{pcd.Format: pcd.Decode, gatt.Format: gatt.DecodePayload, omh.Format: omh.DecodePayload, fhir.Format: fhir.DecodePayload}
 	n.Pipeline = ingest.New(n.Store, mapping.DefaultTable(), iopts)
 
 	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged}
@@ -203,6 +203,18 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Authenticate: n.authenticateRequest,
 		Now:          opts.Now,
 		Logger:       log,
+		Ingester:     n.Pipeline,
+		AuthenticateDevice: func(r *http.Request) (string, error) {
+			user, pass, ok := r.BasicAuth()
+			if !ok {
+				return "", vigil.Errorf(vigil.EUNAUTHORIZED, "devices post Observations with HTTP Basic (device id and secret)")
+			}
+			if _, err := n.Auth.Device(r.Context(), user, pass); err != nil {
+				return "", err
+			}
+			return user, nil
+		},
+		MaxBody: opts.MaxPayload,
 	})
 	wh := web.NewHandler(web.Options{
 		Store:  n.Store,

@@ -98,6 +98,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newUserCmd(g),
 		newTokenCmd(g),
 		newDeadLettersCmd(g),
+		newMappingCmd(g),
 		newAlertsCmd(g),
 	)
 	return root

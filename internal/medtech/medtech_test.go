@@ -1,0 +1,145 @@
+package medtech
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+)
+
+func read(t testing.TB, name string) []byte {
+	b, err := os.ReadFile("testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The shared CalculatedContent example normalizes exactly as MedTech
+// documents.
+func TestCalculatedContentMatchesMedTech(t *testing.T) {
+	dt, err := ParseDeviceTemplate(read(t, "calculated-heartrate.devicemapping.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := dt.Normalize(read(t, "calculated-heartrate.message.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(ms)
+	var gotV, wantV any
+	json.Unmarshal(got, &gotV)
+	json.Unmarshal(read(t, "calculated-heartrate.normalized.json"), &wantV)
+	g, _ := json.Marshal(gotV)
+	w, _ := json.Marshal(wantV)
+	if string(g) != string(w) {
+		t.Fatalf("normalized:\n got %s\nwant %s", g, w)
+	}
+	ft, err := ParseFhirTemplate(read(t, "calculated-heartrate.fhirmapping.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := ft.Map(ms[0])
+	if err != nil || len(vs) != 1 || vs[0].Code != "8867-4" || vs[0].Unit != "count/min" || vs[0].Value != 78 {
+		t.Fatalf("fhir map: %+v %v", vs, err)
+	}
+}
+
+func TestIotHubContent(t *testing.T) {
+	dt, err := ParseDeviceTemplate(read(t, "iothub-heartrate.devicemapping.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := dt.Normalize(read(t, "iothub-heartrate.message.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].DeviceID != "device123" || ms[0].Type != "heartRate" || ms[0].OccurrenceTimeUTC.Format("2006-01-02T15:04:05.000Z") != "2019-02-01T22:46:01.875Z" ||
+		len(ms[0].Properties) != 1 || ms[0].Properties[0] != (Property{"hr", "78"}) {
+		t.Fatalf("%+v", ms)
+	}
+}
+
+func TestJsonPathContentArraysAndFilters(t *testing.T) {
+	tmpl := `{"templateType":"CollectionContent","template":[
+	 {"templateType":"JsonPathContent","template":{"typeName":"bp","typeMatchExpression":"$..[?(@systolic)]",
+	  "deviceIdExpression":"$.device","timestampExpression":"$.at",
+	  "values":[{"valueName":"sys","valueExpression":"$.systolic","required":true},{"valueName":"dia","valueExpression":"$.diastolic","required":true}]}},
+	 {"templateType":"JsonPathContent","template":{"typeName":"spo2","typeMatchExpression":"$.readings[?(@.kind == 'spo2')]",
+	  "deviceIdExpression":"$.device","timestampExpression":"$.at",
+	  "values":[{"valueName":"v","valueExpression":"$.value","required":"true"}]}}]}`
+	dt, err := ParseDeviceTemplate([]byte(tmpl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := `{"readings":[
+	  {"device":"d1","at":"2026-11-24T10:00:00Z","systolic":120,"diastolic":80},
+	  {"device":"d1","at":"2026-11-24T10:01:00+01:00","kind":"spo2","value":97},
+	  {"device":"d1","at":"2026-11-24T10:02:00Z","kind":"hr","value":70}]}`
+	ms, err := dt.Normalize([]byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 2 || ms[0].Type != "bp" || ms[0].Properties[0].Value != "120" || ms[1].Type != "spo2" || ms[1].OccurrenceTimeUTC.Hour() != 9 {
+		t.Fatalf("%+v", ms)
+	}
+	// A matched token without a required value names it.
+	_, err = dt.Normalize([]byte(`{"device":"d1","at":"2026-11-24T10:00:00Z","systolic":120}`))
+	if err == nil || !strings.Contains(err.Error(), "dia") {
+		t.Fatalf("missing required value: %v", err)
+	}
+}
+
+// Broken templates are refused with the exact position or path and why.
+func TestValidation(t *testing.T) {
+	for name, c := range map[string]struct{ tmpl, want string }{
+		"syntax":         {"{\n  \"templateType\": \"JsonPathContent\",\n  \"template\": {,}\n}", "line 3, column"},
+		"unknown type":   {`{"templateType":"MagicContent","template":{}}`, "templateType: \"MagicContent\""},
+		"no typeName":    {`{"templateType":"JsonPathContent","template":{"typeMatchExpression":"$"}}`, "template.typeName: required"},
+		"bad path":       {`{"templateType":"CollectionContent","template":[{"templateType":"JsonPathContent","template":{"typeName":"x","typeMatchExpression":"$..[?(@a)","deviceIdExpression":"$.d","timestampExpression":"$.t","values":[{"valueName":"v","valueExpression":"$.v"}]}}]}`, "template[0].template.typeMatchExpression: unclosed ["},
+		"jmespath":       {`{"templateType":"CalculatedContent","template":{"typeName":"x","typeMatchExpression":"$","deviceIdExpression":{"value":"matchedToken.d","language":"JmesPath"},"timestampExpression":"$.t","values":[{"valueName":"v","valueExpression":"$.v"}]}}`, "JMESPath expressions are not supported yet"},
+		"no values":      {`{"templateType":"JsonPathContent","template":{"typeName":"x","typeMatchExpression":"$","deviceIdExpression":"$.d","timestampExpression":"$.t"}}`, "template.values: at least one"},
+		"missing device": {`{"templateType":"JsonPathContent","template":{"typeName":"x","typeMatchExpression":"$","timestampExpression":"$.t","values":[{"valueName":"v","valueExpression":"$.v"}]}}`, "deviceIdExpression: required"},
+	} {
+		_, err := ParseDeviceTemplate([]byte(c.tmpl))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+	if _, err := ParseFhirTemplate([]byte(`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"SampledData"}}}`)); err == nil || !strings.Contains(err.Error(), "SampledData values are not supported yet") {
+		t.Errorf("SampledData: %v", err)
+	}
+}
+
+func BenchmarkNormalize(b *testing.B) {
+	for _, c := range []struct{ name, tmpl, msg string }{
+		{"CalculatedContent", "calculated-heartrate.devicemapping.json", "calculated-heartrate.message.json"},
+		{"IotJsonPathContent", "iothub-heartrate.devicemapping.json", "iothub-heartrate.message.json"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			dt, err := ParseDeviceTemplate(read(b, c.tmpl))
+			if err != nil {
+				b.Fatal(err)
+			}
+			msg := read(b, c.msg)
+			for b.Loop() {
+				if _, err := dt.Normalize(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+		})
+	}
+}
+
+func FuzzTemplates(f *testing.F) {
+	f.Add(read(f, "calculated-heartrate.devicemapping.json"), read(f, "calculated-heartrate.message.json"))
+	f.Add(read(f, "iothub-heartrate.devicemapping.json"), read(f, "iothub-heartrate.message.json"))
+	f.Fuzz(func(t *testing.T, tmpl, msg []byte) {
+		dt, err := ParseDeviceTemplate(tmpl)
+		if err != nil {
+			return
+		}
+		dt.Normalize(msg)
+	})
+}

@@ -11,6 +11,7 @@ type Store interface {
 	ObservationStore
 	AlertStore
 	DeadLetterStore
+	MappingStore
 	// Close flushes and releases the store; it waits for in-flight appends.
 	Close() error
 }

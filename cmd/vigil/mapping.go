@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/mapping"
 	"github.com/vigil-iomt/vigil/internal/medtech"
 )
@@ -86,6 +89,62 @@ JSON path of the offending field). Nothing is stored; no server is needed.`,
 	for _, n := range []string{"device-template", "fhir-template", "message"} {
 		_ = test.MarkFlagRequired(n)
 	}
-	cmd.AddCommand(test)
+	var pd, pf string
+	var devices, kinds []string
+	put := &cobra.Command{
+		Use:   "put ID",
+		Short: "Save (a new version of) a template pair and bind it to devices or device kinds",
+		Long: `Save a MedTech device-mapping and FHIR-mapping template pair under ID. Both are
+validated first; a broken template is refused with its line and column or the JSON path
+of the offending field, and the previous version stays in force. Devices send payloads
+for it to vigil/v1/devices/{id}/medtech (MQTT) or POST /api/v1/devices/{id}/medtech.`,
+		Example: `  vigil mapping put acme-hr --device-template d.json --fhir-template f.json --kind wearable --data DIR
+  vigil mapping put lab-7 --device-template d.json --fhir-template f.json --device mon-7 --data DIR`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := os.ReadFile(pd)
+			if err != nil {
+				return fmt.Errorf("--device-template: %w", err)
+			}
+			f, err := os.ReadFile(pf)
+			if err != nil {
+				return fmt.Errorf("--fhir-template: %w", err)
+			}
+			if len(devices) == 0 && len(kinds) == 0 {
+				return fmt.Errorf("bind the mapping with --device ID or --kind KIND (repeatable)")
+			}
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				m, err := r.PutMapping(ctx, args[0], httpapi.MappingRequest{DeviceTemplate: d, FhirTemplate: f, Devices: devices, Kinds: kinds})
+				if err != nil {
+					return err
+				}
+				return g.print(m, func(w *tabwriter.Writer) { fmt.Fprintf(w, "saved mapping %s version %d\n", m.ID, m.Version) })
+			})
+		},
+	}
+	put.Flags().StringVar(&pd, "device-template", "", "device-mapping template file (required)")
+	put.Flags().StringVar(&pf, "fhir-template", "", "FHIR-mapping template file (required)")
+	put.Flags().StringSliceVar(&devices, "device", nil, "device id it applies to (repeatable)")
+	put.Flags().StringSliceVar(&kinds, "kind", nil, "device kind it applies to (repeatable)")
+	_ = put.MarkFlagRequired("device-template")
+	_ = put.MarkFlagRequired("fhir-template")
+	list := &cobra.Command{
+		Use: "list", Short: "List mapping templates (latest versions) and their bindings", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				ms, err := r.Mappings(ctx)
+				if err != nil {
+					return err
+				}
+				return g.print(ms, func(w *tabwriter.Writer) {
+					fmt.Fprintln(w, "ID\tVERSION\tSAVED\tDEVICES\tKINDS")
+					for _, m := range ms {
+						fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", m.ID, m.Version, m.Saved.Format("2006-01-02 15:04"), strings.Join(m.Devices, ","), strings.Join(m.Kinds, ","))
+					}
+				})
+			})
+		},
+	}
+	cmd.AddCommand(test, put, list)
 	return cmd
 }

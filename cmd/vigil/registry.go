@@ -17,6 +17,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
+	"github.com/vigil-iomt/vigil/internal/medtech"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/pebble"
 )
@@ -39,6 +40,8 @@ type registry interface {
 	DeleteDeadLetter(ctx context.Context, id string) error
 	ReplayDeadLetter(ctx context.Context, id string) (*httpapi.ReplayResult, error)
 	ReplayDeadLetters(ctx context.Context, f vigil.DeadLetterFilter) (*httpapi.ReplaySummary, error)
+	PutMapping(ctx context.Context, id string, req httpapi.MappingRequest) (*vigil.Mapping, error)
+	Mappings(ctx context.Context) ([]*vigil.Mapping, error)
 	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
 	Close() error
 }
@@ -108,6 +111,24 @@ func (o *offlineRegistry) ReplayDeadLetter(context.Context, string) (*httpapi.Re
 
 func (o *offlineRegistry) ReplayDeadLetters(context.Context, vigil.DeadLetterFilter) (*httpapi.ReplaySummary, error) {
 	return nil, errReplayOffline
+}
+
+func (o *offlineRegistry) PutMapping(ctx context.Context, id string, req httpapi.MappingRequest) (*vigil.Mapping, error) {
+	if _, err := medtech.ParseDeviceTemplate(req.DeviceTemplate); err != nil {
+		return nil, fmt.Errorf("device template: %w", err)
+	}
+	if _, err := medtech.ParseFhirTemplate(req.FhirTemplate); err != nil {
+		return nil, fmt.Errorf("FHIR template: %w", err)
+	}
+	m := &vigil.Mapping{ID: id, DeviceTemplate: req.DeviceTemplate, FhirTemplate: req.FhirTemplate, Devices: req.Devices, Kinds: req.Kinds, SavedBy: "cli"}
+	if err := o.store.SaveMapping(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (o *offlineRegistry) Mappings(ctx context.Context) ([]*vigil.Mapping, error) {
+	return o.store.FindMappings(ctx)
 }
 
 func (o *offlineRegistry) Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error) {

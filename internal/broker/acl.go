@@ -28,8 +28,9 @@ func allowed(deviceID, topic string) bool {
 // Ingest topics under a device's prefix and the payload format each
 // carries (vigil.Message.Format): readings (Vigil's canonical JSON), gatt
 // (Bluetooth GATT characteristics relayed by a gateway), omh (Open
-// mHealth data points).
-var ingestTopics = map[string]string{"readings": "", "gatt": "gatt", "omh": "omh"}
+// mHealth data points), medtech (any JSON, mapped by the device's
+// MedTech-compatible templates).
+var ingestTopics = map[string]string{"readings": "", "gatt": "gatt", "omh": "omh", "medtech": "medtech"}
 
 // ingestFormat reports whether topic is one of the device's ingest
 // topics, and its payload format.

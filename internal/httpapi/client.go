@@ -218,3 +218,19 @@ func (c *Client) ReplayDeadLetters(ctx context.Context, f vigil.DeadLetterFilter
 	}
 	return &out, nil
 }
+
+// PutMapping saves a new version of a mapping template pair.
+func (c *Client) PutMapping(ctx context.Context, id string, req MappingRequest) (*vigil.Mapping, error) {
+	var out vigil.Mapping
+	if err := c.do(ctx, "PUT", "/api/v1/mappings/"+url.PathEscape(id), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Mappings lists the latest version of every mapping.
+func (c *Client) Mappings(ctx context.Context) ([]*vigil.Mapping, error) {
+	var out []*vigil.Mapping
+	err := c.do(ctx, "GET", "/api/v1/mappings", nil, &out)
+	return out, err
+}

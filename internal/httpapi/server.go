@@ -86,6 +86,7 @@ func New(o Options) *Server {
 	m.HandleFunc("POST /api/v1/devices/{id}/readings", s.ingestFormat(""))
 	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))
 	m.HandleFunc("POST /api/v1/devices/{id}/omh", s.ingestFormat("omh"))
+	m.HandleFunc("POST /api/v1/devices/{id}/medtech", s.ingestFormat("medtech"))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	m.HandleFunc("GET /readyz", s.ready)
 	m.HandleFunc("GET /metrics", s.metrics)
@@ -109,6 +110,10 @@ func New(o Options) *Server {
 	m.HandleFunc("DELETE /api/v1/deadletters/{id}", s.with(adminOnly, s.deleteDeadLetter))
 	m.HandleFunc("POST /api/v1/deadletters/{id}/replay", s.with(adminOnly, s.replayDeadLetter))
 	m.HandleFunc("POST /api/v1/deadletters/replay", s.with(adminOnly, s.replayDeadLetters))
+	m.HandleFunc("PUT /api/v1/mappings/{id}", s.with(adminOnly, s.putMapping))
+	m.HandleFunc("GET /api/v1/mappings", s.with(adminOnly, s.listMappings))
+	m.HandleFunc("GET /api/v1/mappings/{id}", s.with(adminOnly, s.getMapping))
+	m.HandleFunc("POST /api/v1/mappings/test", s.with(adminOnly, s.testMapping))
 	m.HandleFunc("GET /api/v1/alerts", s.with(care, s.listAlerts))
 	m.HandleFunc("POST /api/v1/alerts/{id}/ack", s.with(care, s.ackAlert))
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

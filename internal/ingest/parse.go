@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -99,10 +100,16 @@ type RawValue struct {
 	Field              string // e.g. "values[2]" or "OBX[3]"
 }
 
-// A Decoder turns a payload into readings. An error refuses the whole
+// A Decoder turns a message into readings. An error refuses the whole
 // message (*vigil.Error with Field and Reason); per-reading problems go in
 // Raw.Err.
-type Decoder func(payload []byte, maxReadings int) ([]Raw, error)
+type Decoder func(ctx context.Context, m vigil.Message, maxReadings int) ([]Raw, error)
+
+// PayloadDecoder makes a Decoder of a function that needs only the
+// payload.
+func PayloadDecoder(f func(payload []byte, maxReadings int) ([]Raw, error)) Decoder {
+	return func(_ context.Context, m vigil.Message, max int) ([]Raw, error) { return f(m.Payload, max) }
+}
 
 // DecodeCanonical decodes Vigil's canonical reading message: one object or
 // an array of them.

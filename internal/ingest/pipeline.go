@@ -142,7 +142,7 @@ func New(st Store, table *mapping.Table, o Options) *Pipeline {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	decoders := map[string]Decoder{"": DecodeCanonical}
+	decoders := map[string]Decoder{"": PayloadDecoder(DecodeCanonical)}
 	for k, v := range o.Decoders {
 		decoders[k] = v
 	}
@@ -211,7 +211,7 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 		j.res.Err = vigil.FieldErrorf("format", "unknown-format", "payload format %q is not one Vigil reads", m.Format)
 		return
 	}
-	raws, err := decode(m.Payload, p.opts.MaxReadings)
+	raws, err := decode(ctx, m, p.opts.MaxReadings)
 	if err != nil {
 		j.res.Err = err
 		return

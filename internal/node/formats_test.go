@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
 )
 
 // A BLE gateway relays GATT characteristic values over MQTT; a phone app
@@ -145,5 +147,71 @@ func TestFHIRIngest(t *testing.T) {
 	tx := strings.Replace(bundle, `"type":"batch"`, `"type":"transaction"`, 1)
 	if st, body, _ = post("", tx, e.device, e.secret); st != 400 || !strings.Contains(fmt.Sprint(body), "transaction") {
 		t.Fatalf("transaction: %d %v", st, body)
+	}
+}
+
+// A MedTech user brings their templates unchanged: a payload no template
+// matches is refused and dead-lettered, an admin fixes the mapping (a new
+// version) and replays it, and it is stored.
+func TestMedTechTemplates(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "adm", Role: vigil.RoleAdmin}, "a long admin password"))
+	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", "test", time.Hour)
+	must(t, err)
+	c := httpapi.NewClient(e.n.URL(), tok)
+	read := func(name string) []byte {
+		b, err := os.ReadFile("testdata/medtech/" + name)
+		must(t, err)
+		return b
+	}
+	dev, fhirT := read("calculated-heartrate.devicemapping.json"), read("calculated-heartrate.fhirmapping.json")
+	// A broken template is refused with where and why, and nothing is saved.
+	_, err = c.PutMapping(ctx, "acme", httpapi.MappingRequest{DeviceTemplate: []byte(`{"templateType":"JsonPathContent","template":{"typeName":"x"}}`), FhirTemplate: fhirT, Kinds: []string{vigil.DeviceBedsideMonitor}})
+	if ve, ok := err.(*vigil.Error); !ok || ve.Field != "deviceTemplate.template.typeMatchExpression" {
+		t.Fatalf("broken template: %#v", err)
+	}
+	// A template for another payload shape (heart rate under "pulse").
+	other := strings.ReplaceAll(string(dev), "heartRate", "pulse")
+	m, err := c.PutMapping(ctx, "acme", httpapi.MappingRequest{DeviceTemplate: []byte(other), FhirTemplate: fhirT, Kinds: []string{vigil.DeviceBedsideMonitor}})
+	must(t, err)
+	if m.Version != 1 {
+		t.Fatalf("version %d", m.Version)
+	}
+	msg := fmt.Sprintf(`{"heartRate":"78","endDate":%q,"deviceId":"device01"}`, time.Now().UTC().Format("2006-01-02T15:04:05.0000000"))
+	mq := mqtt5(t, e.n.MQTTAddr(), e.device, e.secret)
+	pr, _ := mq.Publish(ctx, &paho.Publish{Topic: "vigil/v1/devices/" + e.device + "/medtech", QoS: 1, Payload: []byte(msg)})
+	if pr == nil || pr.ReasonCode < 0x80 || !strings.Contains(pr.Properties.ReasonString, "unmappable") {
+		t.Fatalf("unmatched payload: %+v", pr)
+	}
+	// Fix: save the MedTech template unchanged as version 2, replay.
+	m, err = c.PutMapping(ctx, "acme", httpapi.MappingRequest{DeviceTemplate: dev, FhirTemplate: fhirT, Kinds: []string{vigil.DeviceBedsideMonitor}})
+	must(t, err)
+	if m.Version != 2 {
+		t.Fatalf("version %d", m.Version)
+	}
+	sum, err := c.ReplayDeadLetters(ctx, vigil.DeadLetterFilter{Reason: "unmappable"})
+	must(t, err)
+	if sum.Resolved != 1 {
+		t.Fatalf("replay: %+v", sum)
+	}
+	hr, err := e.n.Store.LatestObservations(ctx, "p1", []string{vigil.LOINCHeartRate}, 1)
+	must(t, err)
+	if o := hr[vigil.LOINCHeartRate]; len(o) != 1 || o[0].Value != 78 || o[0].Unit != "/min" {
+		t.Fatalf("mapped heart rate: %+v", hr)
+	}
+	// Live now: the next payload is acknowledged directly (also over HTTP).
+	req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/"+e.device+"/medtech", strings.NewReader(strings.Replace(msg, `"78"`, `"81"`, 1)))
+	req.SetBasicAuth(e.device, e.secret)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("HTTP medtech: %d", resp.StatusCode)
+	}
+	ms, err := c.Mappings(ctx)
+	must(t, err)
+	if len(ms) != 1 || ms[0].Version != 2 {
+		t.Fatalf("mappings: %+v", ms)
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/ingest"
 	"github.com/vigil-iomt/vigil/internal/live"
 	"github.com/vigil-iomt/vigil/internal/mapping"
+	"github.com/vigil-iomt/vigil/internal/medtech"
 	"github.com/vigil-iomt/vigil/internal/mllp"
 	"github.com/vigil-iomt/vigil/internal/omh"
 	"github.com/vigil-iomt/vigil/internal/pcd"
@@ -167,7 +168,13 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
 	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.publishReadings}
-	iopts.Decoders = map[string]ingest.Decoder{pcd.Format: pcd.Decode, gatt.Format: gatt.DecodePayload, omh.Format: omh.DecodePayload, fhir.Format: fhir.DecodePayload}
+	iopts.Decoders = map[string]ingest.Decoder{
+		pcd.Format:     ingest.PayloadDecoder(pcd.Decode),
+		gatt.Format:    ingest.PayloadDecoder(gatt.DecodePayload),
+		omh.Format:     ingest.PayloadDecoder(omh.DecodePayload),
+		fhir.Format:    ingest.PayloadDecoder(fhir.DecodePayload),
+		medtech.Format: medtech.NewDecoder(n.Store, mapping.DefaultTable()).Decode,
+	}
 	n.Pipeline = ingest.New(n.Store, mapping.DefaultTable(), iopts)
 
 	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged}

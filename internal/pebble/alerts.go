@@ -181,3 +181,85 @@ func (s *Store) DeleteDeadLetter(ctx context.Context, id string) error {
 	s.deadLetters.Add(-1)
 	return nil
 }
+
+// Mapping template keys: g/{id}/{be64 version} → mapping JSON.
+const pMapping = 'g'
+
+func mappingKey(id string, version int) []byte {
+	return append(prefixKey(pMapping, id), be64(int64(version))...)
+}
+
+// SaveMapping stores the next version of a mapping.
+func (s *Store) SaveMapping(ctx context.Context, m *vigil.Mapping) error {
+	if !vigil.ValidID(m.ID) {
+		return vigil.FieldErrorf("id", "invalid", "mapping id %q: use letters, digits and '-', up to 48 characters", m.ID)
+	}
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	latest := 0
+	if err := scan(s.db, prefixKey(pMapping, m.ID), true, func(k, _ []byte) (bool, error) {
+		latest = int(unbe64(k[len(k)-8:]))
+		return false, nil
+	}); err != nil {
+		return err
+	}
+	m.Version = latest + 1
+	m.Saved = s.opts.Now().UTC()
+	b := s.db.NewBatch()
+	if err := setJSON(b, mappingKey(m.ID, m.Version), m); err != nil {
+		b.Close()
+		return err
+	}
+	return s.commitSync(b)
+}
+
+// FindMapping returns version (0: the latest) of a mapping.
+func (s *Store) FindMapping(ctx context.Context, id string, version int) (*vigil.Mapping, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	var m *vigil.Mapping
+	if version > 0 {
+		var x vigil.Mapping
+		if err := s.find(ctx, mappingKey(id, version), "mapping "+id, &x); err != nil {
+			return nil, err
+		}
+		return &x, nil
+	}
+	err := scan(s.db, prefixKey(pMapping, id), true, func(_, v []byte) (bool, error) {
+		m = &vigil.Mapping{}
+		return false, unmarshal(v, m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, vigil.Errorf(vigil.ENOTFOUND, "mapping %s not found", id)
+	}
+	return m, nil
+}
+
+// FindMappings returns the latest version of each mapping, by id.
+func (s *Store) FindMappings(ctx context.Context) ([]*vigil.Mapping, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	byID := map[string]*vigil.Mapping{}
+	var order []string
+	err := scan(s.db, prefixKey(pMapping), false, func(_, v []byte) (bool, error) {
+		var m vigil.Mapping
+		if err := unmarshal(v, &m); err != nil {
+			return false, err
+		}
+		if _, ok := byID[m.ID]; !ok {
+			order = append(order, m.ID)
+		}
+		byID[m.ID] = &m // later keys are later versions
+		return true, nil
+	})
+	out := make([]*vigil.Mapping, 0, len(order))
+	for _, id := range order {
+		out = append(out, byID[id])
+	}
+	return out, err
+}

@@ -36,6 +36,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ConcurrentAppend", func(t *testing.T) { testConcurrentAppend(t, h.Open(t)) })
 	t.Run("Alerts", func(t *testing.T) { testAlerts(t, h.Open(t)) })
 	t.Run("DeadLetters", func(t *testing.T) { testDeadLetters(t, h.Open(t)) })
+	t.Run("Mappings", func(t *testing.T) { testMappings(t, h.Open(t)) })
 	settles := map[string]func(*testing.T, vigil.Store){"head": nil}
 	if h.Settle != nil {
 		settles["settled"] = h.Settle
@@ -538,4 +539,34 @@ func testDeadLetters(t *testing.T, s vigil.Store) {
 	wantCode(t, s.DeleteDeadLetter(ctx, ds[0].ID), vigil.ENOTFOUND)
 	_, err = s.FindDeadLetterByID(ctx, ds[0].ID)
 	wantCode(t, err, vigil.ENOTFOUND)
+}
+
+func testMappings(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	m := &vigil.Mapping{ID: "acme-hr", DeviceTemplate: []byte(`{"v":1}`), FhirTemplate: []byte(`{}`), Kinds: []string{vigil.DeviceWearable}}
+	must(t, s.SaveMapping(ctx, m))
+	m2 := &vigil.Mapping{ID: "acme-hr", DeviceTemplate: []byte(`{"v":2}`), FhirTemplate: []byte(`{}`), Devices: []string{"w1"}}
+	must(t, s.SaveMapping(ctx, m2))
+	must(t, s.SaveMapping(ctx, &vigil.Mapping{ID: "other", DeviceTemplate: []byte(`{}`), FhirTemplate: []byte(`{}`)}))
+	if m.Version != 1 || m2.Version != 2 || m2.Saved.IsZero() {
+		t.Fatalf("versions %d %d", m.Version, m2.Version)
+	}
+	latest, err := s.FindMapping(ctx, "acme-hr", 0)
+	must(t, err)
+	if latest.Version != 2 || string(latest.DeviceTemplate) != `{"v":2}` || latest.Devices[0] != "w1" {
+		t.Fatalf("latest: %+v", latest)
+	}
+	v1, err := s.FindMapping(ctx, "acme-hr", 1)
+	must(t, err)
+	if string(v1.DeviceTemplate) != `{"v":1}` {
+		t.Fatalf("v1: %+v", v1)
+	}
+	_, err = s.FindMapping(ctx, "nope", 0)
+	wantCode(t, err, vigil.ENOTFOUND)
+	all, err := s.FindMappings(ctx)
+	must(t, err)
+	if len(all) != 2 || all[0].ID != "acme-hr" || all[0].Version != 2 {
+		t.Fatalf("all: %+v", all)
+	}
+	wantCode(t, s.SaveMapping(ctx, &vigil.Mapping{ID: "bad id"}), vigil.EINVALID)
 }

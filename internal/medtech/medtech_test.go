@@ -97,7 +97,7 @@ func TestValidation(t *testing.T) {
 		"unknown type":   {`{"templateType":"MagicContent","template":{}}`, "templateType: \"MagicContent\""},
 		"no typeName":    {`{"templateType":"JsonPathContent","template":{"typeMatchExpression":"$"}}`, "template.typeName: required"},
 		"bad path":       {`{"templateType":"CollectionContent","template":[{"templateType":"JsonPathContent","template":{"typeName":"x","typeMatchExpression":"$..[?(@a)","deviceIdExpression":"$.d","timestampExpression":"$.t","values":[{"valueName":"v","valueExpression":"$.v"}]}}]}`, "template[0].template.typeMatchExpression: unclosed ["},
-		"jmespath":       {`{"templateType":"CalculatedContent","template":{"typeName":"x","typeMatchExpression":"$","deviceIdExpression":{"value":"matchedToken.d","language":"JmesPath"},"timestampExpression":"$.t","values":[{"valueName":"v","valueExpression":"$.v"}]}}`, "JMESPath expressions are not supported yet"},
+		"bad jmespath":   {`{"templateType":"CalculatedContent","template":{"typeName":"x","typeMatchExpression":"$","deviceIdExpression":{"value":"matchedToken.[d","language":"JmesPath"},"timestampExpression":"$.t","values":[{"valueName":"v","valueExpression":"$.v"}]}}`, "template.deviceIdExpression: JMESPath"},
 		"no values":      {`{"templateType":"JsonPathContent","template":{"typeName":"x","typeMatchExpression":"$","deviceIdExpression":"$.d","timestampExpression":"$.t"}}`, "template.values: at least one"},
 		"missing device": {`{"templateType":"JsonPathContent","template":{"typeName":"x","typeMatchExpression":"$","timestampExpression":"$.t","values":[{"valueName":"v","valueExpression":"$.v"}]}}`, "deviceIdExpression: required"},
 	} {
@@ -112,16 +112,33 @@ func TestValidation(t *testing.T) {
 }
 
 func BenchmarkNormalize(b *testing.B) {
+	inline := map[string][2]string{
+		"JsonPathContent": {`{"templateType":"JsonPathContent","template":{"typeName":"hr","typeMatchExpression":"$..[?(@heartRate)]","deviceIdExpression":"$.deviceId","timestampExpression":"$.endDate","values":[{"valueName":"hr","valueExpression":"$.heartRate","required":true}]}}`,
+			`{"heartRate":"78","endDate":"2023-03-13T22:46:01.8750000","deviceId":"device01"}`},
+		"IotCentralJsonPathContent": {`{"templateType":"IotCentralJsonPathContent","template":{"typeName":"hr","typeMatchExpression":"$..[?(@telemetry.HeartRate)]","values":[{"valueName":"hr","valueExpression":"$.telemetry.HeartRate","required":true}]}}`,
+			`{"applicationId":"a","messageSource":"telemetry","deviceId":"d1","schema":"default@v1","templateId":"t","enqueuedTime":"2020-08-05T22:26:55.455Z","telemetry":{"HeartRate":"88"}}`},
+		"CalculatedContent-JMESPath": {`{"templateType":"CalculatedContent","template":{"typeName":"hr","defaultExpressionLanguage":"JmesPath","typeMatchExpression":"Body","deviceIdExpression":"matchedToken.deviceId","timestampExpression":"matchedToken.endDate","values":[{"valueName":"hr","valueExpression":"multiply(to_number(matchedToken.heartRate), ` + "`1`" + `)","required":true}]}}`,
+			`{"heartRate":"78","endDate":"2023-03-13T22:46:01.8750000","deviceId":"device01"}`},
+	}
 	for _, c := range []struct{ name, tmpl, msg string }{
 		{"CalculatedContent", "calculated-heartrate.devicemapping.json", "calculated-heartrate.message.json"},
 		{"IotJsonPathContent", "iothub-heartrate.devicemapping.json", "iothub-heartrate.message.json"},
+		{"JsonPathContent", "", ""},
+		{"IotCentralJsonPathContent", "", ""},
+		{"CalculatedContent-JMESPath", "", ""},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			dt, err := ParseDeviceTemplate(read(b, c.tmpl))
+			tb, msg := []byte(inline[c.name][0]), []byte(inline[c.name][1])
+			if c.tmpl != "" {
+				tb, msg = read(b, c.tmpl), read(b, c.msg)
+			}
+			dt, err := ParseDeviceTemplate(tb)
 			if err != nil {
 				b.Fatal(err)
 			}
-			msg := read(b, c.msg)
+			if ms, err := dt.Normalize(msg); err != nil || len(ms) != 1 {
+				b.Fatalf("%v %v", ms, err)
+			}
 			for b.Loop() {
 				if _, err := dt.Normalize(msg); err != nil {
 					b.Fatal(err)
@@ -142,4 +159,40 @@ func FuzzTemplates(f *testing.F) {
 		}
 		dt.Normalize(msg)
 	})
+}
+
+// CalculatedContent with JMESPath and MedTech's custom functions.
+func TestJMESPathAndFunctions(t *testing.T) {
+	tmpl := `{"templateType":"CalculatedContent","template":{"typeName":"bp","defaultExpressionLanguage":"JmesPath",
+	  "typeMatchExpression":"Body.readings[?kind=='bp']",
+	  "deviceIdExpression":"insertString(Body.device, '-', ` + "`3`" + `)",
+	  "timestampExpression":"fromUnixTimestampMs(matchedToken.ts)",
+	  "values":[
+	    {"valueName":"sys","valueExpression":"matchedToken.sys","required":true},
+	    {"valueName":"dia","valueExpression":"matchedToken.dia","required":true},
+	    {"valueName":"tempC","valueExpression":{"value":"divide(multiply(subtract(matchedToken.tempF, ` + "`32`" + `), ` + "`5`" + `), ` + "`9`" + `)","language":"JmesPath"}},
+	    {"valueName":"sq","valueExpression":"pow(matchedToken.sys, ` + "`2`" + `)"},
+	    {"valueName":"plus","valueExpression":"add(matchedToken.sys, matchedToken.dia)"},
+	    {"valueName":"t","valueExpression":"fromUnixTimestamp(matchedToken.s)"},
+	    {"valueName":"jp","valueExpression":{"value":"$.matchedToken.sys","language":"JsonPath"}}]}}`
+	dt, err := ParseDeviceTemplate([]byte(tmpl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := dt.Normalize([]byte(`{"device":"abcdef","readings":[{"kind":"bp","ts":1732442400123,"s":1732442400,"sys":120,"dia":80,"tempF":98.6},{"kind":"hr","ts":1}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 {
+		t.Fatalf("%+v", ms)
+	}
+	m := ms[0]
+	got := map[string]string{}
+	for _, p := range m.Properties {
+		got[p.Name] = p.Value
+	}
+	if m.DeviceID != "abc-def" || m.OccurrenceTimeUTC.UnixMilli() != 1732442400123 || got["sys"] != "120" || got["tempC"] != "37" || got["sq"] != "14400" ||
+		got["plus"] != "200" || got["t"] != "2024-11-24T10:00:00.000Z" || got["jp"] != "120" {
+		t.Fatalf("%+v %v", m, got)
+	}
 }

@@ -5,11 +5,12 @@
 // FHIR mapping turns them into coded values.
 //
 // Supported: CollectionContent, JsonPathContent, IotJsonPathContent,
-// IotCentralJsonPathContent and CalculatedContent with JSONPath
-// expressions; CollectionFhir with CodeValueFhir Quantity values and
-// components. Not yet: JMESPath expressions and MedTech's custom
-// functions, SampledData/String/CodeableConcept values — templates using
-// them are refused at validation with that reason.
+// IotCentralJsonPathContent and CalculatedContent with JSONPath or
+// JMESPath expressions (with MedTech's custom functions add, subtract,
+// multiply, divide, pow, insertString, fromUnixTimestamp,
+// fromUnixTimestampMs); CollectionFhir with CodeValueFhir Quantity values
+// and components. Not yet: SampledData/String/CodeableConcept values —
+// templates using them are refused at validation with that reason.
 package medtech
 
 import (
@@ -19,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	jmespath "github.com/jmespath-community/go-jmespath"
 )
 
 // Error is a template problem with where it is: a line and column for
@@ -73,6 +76,29 @@ type expr struct {
 	Value    string
 	Language string
 	steps    []step
+	jp       jmespath.JMESPath
+}
+
+// eval evaluates the expression; a JMESPath array result is its elements
+// (so a typeMatchExpression can match several tokens), null is nothing.
+func (e *expr) eval(v any) []any {
+	if e == nil {
+		return nil
+	}
+	if e.jp != nil {
+		r, err := e.jp.Search(v)
+		if err != nil || r == nil {
+			return nil
+		}
+		if a, ok := r.([]any); ok {
+			return a
+		}
+		return []any{r}
+	}
+	if e.steps == nil {
+		return nil
+	}
+	return evalPath(e.steps, v)
 }
 
 func (e *expr) UnmarshalJSON(b []byte) error {
@@ -92,17 +118,26 @@ func (e *expr) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func (e *expr) compile(path string, required bool) error {
+func (e *expr) compile(path string, required bool, defaultLanguage string) error {
 	if e == nil || e.Value == "" {
 		if required {
 			return &Error{Path: path, Msg: "required"}
 		}
 		return nil
 	}
-	switch strings.ToLower(e.Language) {
+	lang := e.Language
+	if lang == "" {
+		lang = defaultLanguage
+	}
+	switch strings.ToLower(lang) {
 	case "", "jsonpath":
 	case "jmespath":
-		return &Error{Path: path, Msg: "JMESPath expressions are not supported yet; use JSONPath"}
+		jp, err := compileJMESPath(e.Value)
+		if err != nil {
+			return &Error{Path: path, Msg: err.Error()}
+		}
+		e.jp = jp
+		return nil
 	default:
 		return &Error{Path: path, Msg: fmt.Sprintf("unknown expression language %q: use JsonPath", e.Language)}
 	}
@@ -144,14 +179,15 @@ type valueTemplate struct {
 }
 
 type contentTemplate struct {
-	TypeName                string          `json:"typeName"`
-	TypeMatchExpression     *expr           `json:"typeMatchExpression"`
-	DeviceIDExpression      *expr           `json:"deviceIdExpression"`
-	PatientIDExpression     *expr           `json:"patientIdExpression"`
-	EncounterIDExpression   *expr           `json:"encounterIdExpression"`
-	TimestampExpression     *expr           `json:"timestampExpression"`
-	CorrelationIDExpression *expr           `json:"correlationIdExpression"`
-	Values                  []valueTemplate `json:"values"`
+	DefaultExpressionLanguage string          `json:"defaultExpressionLanguage"`
+	TypeName                  string          `json:"typeName"`
+	TypeMatchExpression       *expr           `json:"typeMatchExpression"`
+	DeviceIDExpression        *expr           `json:"deviceIdExpression"`
+	PatientIDExpression       *expr           `json:"patientIdExpression"`
+	EncounterIDExpression     *expr           `json:"encounterIdExpression"`
+	TimestampExpression       *expr           `json:"timestampExpression"`
+	CorrelationIDExpression   *expr           `json:"correlationIdExpression"`
+	Values                    []valueTemplate `json:"values"`
 }
 
 type typed struct {
@@ -238,7 +274,7 @@ func compilePart(path string, t typed) (part, error) {
 		{"encounterIdExpression", c.EncounterIDExpression, false},
 		{"correlationIdExpression", c.CorrelationIDExpression, false},
 	} {
-		if err := e.x.compile(tp+"."+e.name, e.req); err != nil {
+		if err := e.x.compile(tp+"."+e.name, e.req, c.DefaultExpressionLanguage); err != nil {
 			return p, err
 		}
 	}
@@ -251,7 +287,7 @@ func compilePart(path string, t typed) (part, error) {
 		if v.ValueName == "" {
 			return p, &Error{Path: vp + ".valueName", Msg: "required"}
 		}
-		if err := v.ValueExpression.compile(vp+".valueExpression", true); err != nil {
+		if err := v.ValueExpression.compile(vp+".valueExpression", true, c.DefaultExpressionLanguage); err != nil {
 			return p, err
 		}
 	}
@@ -307,7 +343,12 @@ func (dt *DeviceTemplate) Normalize(message []byte) ([]Measurement, error) {
 func (p part) normalize(doc any) ([]Measurement, error) {
 	c := p.t
 	var out []Measurement
-	for _, tok := range evalPath(c.TypeMatchExpression.steps, doc) {
+	root := doc
+	if p.kind == "CalculatedContent" {
+		// CalculatedContent expressions see the message as Body.
+		root = map[string]any{"Body": doc}
+	}
+	for _, tok := range c.TypeMatchExpression.eval(root) {
 		// Where expressions are evaluated: the matched token, or for
 		// CalculatedContent {Body: message, matchedToken: token}.
 		ctx := tok
@@ -316,10 +357,7 @@ func (p part) normalize(doc any) ([]Measurement, error) {
 		}
 		m := Measurement{Type: c.TypeName}
 		str := func(x *expr, from any) (string, bool) {
-			if x == nil || x.steps == nil {
-				return "", false
-			}
-			vs := evalPath(x.steps, from)
+			vs := x.eval(from)
 			if len(vs) == 0 || vs[0] == nil {
 				return "", false
 			}
@@ -337,7 +375,7 @@ func (p part) normalize(doc any) ([]Measurement, error) {
 			m.DeviceID, _ = str(c.DeviceIDExpression, ctx)
 			ts, _ = str(c.TimestampExpression, ctx)
 		}
-		if c.DeviceIDExpression != nil && c.DeviceIDExpression.steps != nil && p.kind != "JsonPathContent" && p.kind != "CalculatedContent" {
+		if c.DeviceIDExpression != nil && c.DeviceIDExpression.Value != "" && p.kind != "JsonPathContent" && p.kind != "CalculatedContent" {
 			m.DeviceID, _ = str(c.DeviceIDExpression, ctx)
 		}
 		m.PatientID, _ = str(c.PatientIDExpression, ctx)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,6 +17,7 @@ import (
 func newServeCmd(g *globals) *cobra.Command {
 	var opts node.Options
 	var allow []string
+	var limitsFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the Vigil server on a data directory",
@@ -39,6 +42,15 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 				return fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
 			}
 			opts.DataDir = g.data
+			if limitsFile != "" {
+				b, err := os.ReadFile(limitsFile)
+				if err != nil {
+					return fmt.Errorf("--limits: %w", err)
+				}
+				if err := json.Unmarshal(b, &opts.Limits); err != nil {
+					return fmt.Errorf("--limits %s: %v (expected {\"8867-4\": {\"min\": 20, \"max\": 300}, ...})", limitsFile, err)
+				}
+			}
 			for _, a := range allow {
 				_, n, err := net.ParseCIDR(a)
 				if err != nil {
@@ -59,6 +71,7 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f.StringVar(&opts.MQTTAddr, "mqtt", envOr("VIGIL_MQTT", ":1883"), "MQTT listen address (env VIGIL_MQTT)")
 	f.StringVar(&opts.MLLPAddr, "mllp", envOr("VIGIL_MLLP", ""), "HL7 v2 MLLP listen address, e.g. :2575 (env VIGIL_MLLP; empty: off)")
 	f.StringSliceVar(&allow, "mllp-allow", nil, "networks allowed to send HL7 over MLLP, CIDR (default: loopback only)")
+	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd

@@ -114,6 +114,46 @@ const (
 	mdcGlucoseRefID = "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD"
 )
 
+// Limit is a plausible range for a code, in its canonical unit.
+type Limit struct {
+	Min float64 `json:"min"`
+	Max float64 `json:"max"`
+}
+
+// WithLimits returns a copy of the table with the plausible ranges of the
+// given LOINC codes replaced. Unknown codes and empty ranges are errors.
+func (t *Table) WithLimits(limits map[string]Limit) (*Table, error) {
+	n := &Table{codes: make(map[string]*Code, len(t.codes)), mdc: t.mdc, mdcUnits: t.mdcUnits}
+	for k, c := range t.codes {
+		cp := *c
+		n.codes[k] = &cp
+	}
+	for code, l := range limits {
+		c, ok := n.codes[code]
+		if !ok {
+			return nil, fmt.Errorf("plausibility limit for %s: not a code Vigil stores", code)
+		}
+		if !(l.Min < l.Max) {
+			return nil, fmt.Errorf("plausibility limit for %s: min %g must be below max %g", code, l.Min, l.Max)
+		}
+		c.Min, c.Max = l.Min, l.Max
+	}
+	// the oxygensat synonym shares SpO2's entry
+	n.codes[vigil.LOINCSpO2Profile] = n.codes[vigil.LOINCSpO2]
+	return n, nil
+}
+
+// Limits returns the plausible range of every code.
+func (t *Table) Limits() map[string]Limit {
+	out := make(map[string]Limit, len(t.codes))
+	for k, c := range t.codes {
+		if k != vigil.LOINCSpO2Profile {
+			out[k] = Limit{c.Min, c.Max}
+		}
+	}
+	return out
+}
+
 // FromMDC returns the LOINC code an MDC code (numeric or reference id)
 // maps to.
 func (t *Table) FromMDC(code string) (string, bool) {

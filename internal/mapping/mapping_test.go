@@ -94,3 +94,25 @@ func TestEveryVitalsRowMaps(t *testing.T) {
 		t.Fatalf("only %d rows checked", n)
 	}
 }
+
+func TestConfigurableLimits(t *testing.T) {
+	base := DefaultTable()
+	neo, err := base.WithLimits(map[string]Limit{vigil.LOINCHeartRate: {Min: 80, Max: 250}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := neo.Normalize("v", "", vigil.LOINCHeartRate, 60, "/min"); vigil.ErrorReason(err) != "implausible" {
+		t.Fatalf("HR 60 with a neonatal range: %v", err)
+	}
+	if _, err := base.Normalize("v", "", vigil.LOINCHeartRate, 60, "/min"); err != nil {
+		t.Fatalf("the default table changed: %v", err)
+	}
+	if neo.Limits()[vigil.LOINCHeartRate] != (Limit{80, 250}) {
+		t.Fatal("Limits does not report the override")
+	}
+	for _, bad := range []map[string]Limit{{"0000-0": {1, 2}}, {vigil.LOINCHeartRate: {5, 5}}} {
+		if _, err := base.WithLimits(bad); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}

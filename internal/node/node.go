@@ -62,17 +62,18 @@ type Control struct {
 
 // Options configure a node. Zero values take the defaults noted.
 type Options struct {
-	DataDir       string            // required
-	HTTPAddr      string            // default ":8080"
-	MQTTAddr      string            // default ":1883"
-	MLLPAddr      string            // HL7 v2 over MLLP; "" disables it
-	MLLPAllow     []*net.IPNet      // networks allowed to send over MLLP; nil: loopback
-	MaxPayload    int               // bytes per message; default 256 KiB
-	MaxReadingAge time.Duration     // oldest accepted reading time; 0: ingest's default (30 days); negative: unlimited
-	PublicMetrics bool              // serve /metrics without authentication
-	Thresholds    []vigil.Threshold // nil: alerting.DefaultThresholds()
-	Now           func() time.Time  // nil: time.Now
-	Logger        *slog.Logger      // nil: discard
+	DataDir       string                   // required
+	HTTPAddr      string                   // default ":8080"
+	MQTTAddr      string                   // default ":1883"
+	MLLPAddr      string                   // HL7 v2 over MLLP; "" disables it
+	MLLPAllow     []*net.IPNet             // networks allowed to send over MLLP; nil: loopback
+	MaxPayload    int                      // bytes per message; default 256 KiB
+	MaxReadingAge time.Duration            // oldest accepted reading time; 0: ingest's default (30 days); negative: unlimited
+	PublicMetrics bool                     // serve /metrics without authentication
+	Thresholds    []vigil.Threshold        // nil: alerting.DefaultThresholds()
+	Limits        map[string]mapping.Limit // plausibility ranges replacing the defaults, by LOINC code
+	Now           func() time.Time         // nil: time.Now
+	Logger        *slog.Logger             // nil: discard
 	// CompactInterval overrides the store's background compaction period
 	// (0: the store's default).
 	CompactInterval time.Duration
@@ -168,14 +169,20 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
 	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.publishReadings}
+	table := mapping.DefaultTable()
+	if len(opts.Limits) > 0 {
+		if table, err = table.WithLimits(opts.Limits); err != nil {
+			return nil, err
+		}
+	}
 	iopts.Decoders = map[string]ingest.Decoder{
 		pcd.Format:     ingest.PayloadDecoder(pcd.Decode),
 		gatt.Format:    ingest.PayloadDecoder(gatt.DecodePayload),
 		omh.Format:     ingest.PayloadDecoder(omh.DecodePayload),
 		fhir.Format:    ingest.PayloadDecoder(fhir.DecodePayload),
-		medtech.Format: medtech.NewDecoder(n.Store, mapping.DefaultTable()).Decode,
+		medtech.Format: medtech.NewDecoder(n.Store, table).Decode,
 	}
-	n.Pipeline = ingest.New(n.Store, mapping.DefaultTable(), iopts)
+	n.Pipeline = ingest.New(n.Store, table, iopts)
 
 	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged}
 

@@ -144,6 +144,21 @@ func (s *Server) getPatient(w http.ResponseWriter, r *http.Request, _ *vigil.Pri
 	return nil
 }
 
+func (s *Server) patientNEWS2(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	if s.o.NEWS2 == nil {
+		return vigil.Errorf(vigil.ENOTFOUND, "NEWS2 is not enabled")
+	}
+	if _, err := s.o.Store.FindPatientByID(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	res, err := s.o.NEWS2(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
 // DeviceCreated is the answer to adding a device: the secret is shown once.
 type DeviceCreated struct {
 	Device *vigil.Device `json:"device"`

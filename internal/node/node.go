@@ -35,6 +35,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/mapping"
 	"github.com/vigil-iomt/vigil/internal/medtech"
 	"github.com/vigil-iomt/vigil/internal/mllp"
+	"github.com/vigil-iomt/vigil/internal/news2"
 	"github.com/vigil-iomt/vigil/internal/omh"
 	"github.com/vigil-iomt/vigil/internal/pcd"
 	"github.com/vigil-iomt/vigil/internal/pebble"
@@ -86,6 +87,7 @@ type Node struct {
 	Broker   *broker.Broker
 	MLLP     *mllp.Server // nil unless Options.MLLPAddr is set
 	Alerts   *alerting.Engine
+	News2    *news2.Evaluator
 	Hub      *live.Hub
 	Auth     *auth.Authenticator
 	Admin    *admin.Service
@@ -168,7 +170,8 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Now = opts.Now
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
-	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.publishReadings}
+	n.News2 = &news2.Evaluator{Store: n.Store, Alerts: n.Alerts, Now: opts.Now, Logger: log}
+	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.News2.Observe, n.publishReadings}
 	table := mapping.DefaultTable()
 	if len(opts.Limits) > 0 {
 		if table, err = table.WithLimits(opts.Limits); err != nil {
@@ -244,6 +247,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Admin:         n.Admin,
 		Ingester:      n.Pipeline,
 		Alerts:        n.Alerts,
+		NEWS2:         func(ctx context.Context, id string) (any, error) { return n.News2.Compute(ctx, id) },
 		FHIR:          fh,
 		Web:           wh,
 		Gatherer:      n.Registry,

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
 func TestPlausibleOverADay(t *testing.T) {
@@ -66,5 +68,47 @@ func TestDeterioration(t *testing.T) {
 		if p.severity(p.onset) != 0 || p.severity(p.onset+p.course) != 1 {
 			t.Errorf("severity bounds")
 		}
+	}
+}
+
+// Scenario: NEWS2 over the simulated physiology (air, alert, scale 1).
+// A sepsis-like course reaches the medium band before the high band; a
+// stable noisy patient stays in the low band for 24 hours.
+func TestNEWS2Scenarios(t *testing.T) {
+	score := func(v Vitals, at time.Time) news2.Result {
+		val := func(x float64) *news2.Value { return &news2.Value{Value: x, Time: at} }
+		air := false
+		return news2.Score(news2.Input{RespRate: val(v.RR), SpO2: val(v.SpO2), Systolic: val(v.SBP), Pulse: val(v.HR), Temperature: val(v.Temp),
+			ACVPU: &news2.Value{Text: "A", Time: at}, OnOxygen: &air, OxygenTime: at}, at, time.Hour)
+	}
+	start := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
+	falseAlerts := 0
+	for seed := uint64(0); seed < 10; seed++ {
+		p := newPhysio(rand.New(rand.NewPCG(seed, 9)), true)
+		var medium, high time.Duration = -1, -1
+		for s := 0; s <= 3*3600; s += 30 {
+			el := time.Duration(s) * time.Second
+			r := score(p.step(start.Add(el), el), start.Add(el))
+			if r.Band == news2.BandMedium && medium < 0 {
+				medium = el
+			}
+			if r.Band == news2.BandHigh && high < 0 {
+				high = el
+			}
+		}
+		if medium < 0 || high < 0 || medium >= high {
+			t.Errorf("seed %d: medium at %v, high at %v; want medium first, then high", seed, medium, high)
+		}
+		stable := newPhysio(rand.New(rand.NewPCG(seed, 10)), false)
+		for s := 0; s <= 24*3600; s += 60 {
+			el := time.Duration(s) * time.Second
+			if r := score(stable.step(start.Add(el), el), start.Add(el)); r.Band != news2.BandLow {
+				falseAlerts++
+				break
+			}
+		}
+	}
+	if falseAlerts > 0 {
+		t.Errorf("%d of 10 stable patients left the low band within 24 h", falseAlerts)
 	}
 }

@@ -17,17 +17,23 @@ func ValidID(s string) bool { return idPattern.MatchString(s) }
 // Patient is a person whose readings Vigil keeps. Name, Identifier and
 // BirthDate are PHI and must never be logged.
 type Patient struct {
-	ID         string    `json:"id"`
-	Identifier string    `json:"identifier,omitempty"` // hospital MRN or programme id
-	Family     string    `json:"family,omitempty"`
-	Given      string    `json:"given,omitempty"`
-	BirthDate  string    `json:"birthDate,omitempty"` // YYYY-MM-DD
-	Sex        string    `json:"sex,omitempty"`       // FHIR administrative gender: male, female, other, unknown
-	Ward       string    `json:"ward,omitempty"`
-	Bed        string    `json:"bed,omitempty"`
-	Version    int       `json:"version"` // starts at 1, incremented on every update
-	Created    time.Time `json:"created"`
-	Updated    time.Time `json:"updated"`
+	ID         string `json:"id"`
+	Identifier string `json:"identifier,omitempty"` // hospital MRN or programme id
+	Family     string `json:"family,omitempty"`
+	Given      string `json:"given,omitempty"`
+	BirthDate  string `json:"birthDate,omitempty"` // YYYY-MM-DD
+	Sex        string `json:"sex,omitempty"`       // FHIR administrative gender: male, female, other, unknown
+	Ward       string `json:"ward,omitempty"`
+	Bed        string `json:"bed,omitempty"`
+	// NEWS2 inputs a nurse records (they have no device).
+	SpO2Scale     int       `json:"spo2Scale,omitempty"`     // 2 when prescribed (hypercapnic respiratory failure); else scale 1
+	Consciousness string    `json:"consciousness,omitempty"` // ACVPU: A, C, V, P or U
+	ConsciousAt   time.Time `json:"consciousAt,omitzero"`
+	OnOxygen      *bool     `json:"onOxygen,omitempty"`
+	OxygenAt      time.Time `json:"oxygenAt,omitzero"`
+	Version       int       `json:"version"` // starts at 1, incremented on every update
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
 }
 
 // Device kinds known to the simulator and the web app. Any non-empty kind

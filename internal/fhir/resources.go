@@ -164,9 +164,10 @@ var codes = map[string]codeInfo{
 	vigil.LOINCGlucoseMass: {"Glucose [Mass/volume] in Blood", "mg/dL", "", "laboratory"},
 	vigil.LOINCGlucoseMol:  {"Glucose [Moles/volume] in Blood", "mmol/L", "", "laboratory"},
 	"55423-8":              {"Number of steps in unspecified time Pedometer", "steps", "", "activity"},
+	vigil.LOINCNEWS2:       {"Royal College of Physicians NEWS2 (National Early Warning Score 2) total score", "score", "", "survey"},
 }
 
-var categoryDisplay = map[string]string{"vital-signs": "Vital Signs", "laboratory": "Laboratory", "activity": "Activity"}
+var categoryDisplay = map[string]string{"vital-signs": "Vital Signs", "laboratory": "Laboratory", "activity": "Activity", "survey": "Survey"}
 
 func instant(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
@@ -184,7 +185,11 @@ func concept(code string) CodeableConcept {
 	if !ok {
 		display = code
 	}
-	c := CodeableConcept{Coding: []Coding{{System: vigil.SystemLOINC, Code: code, Display: display}}, Text: display}
+	system := vigil.SystemLOINC
+	if code == vigil.LOINCNEWS2 {
+		system = "http://snomed.info/sct" // a SNOMED CT concept, not LOINC
+	}
+	c := CodeableConcept{Coding: []Coding{{System: system, Code: code, Display: display}}, Text: display}
 	if code == vigil.LOINCSpO2 {
 		// The oxygensat profile requires 2708-6.
 		c.Coding = append(c.Coding, Coding{System: vigil.SystemLOINC, Code: vigil.LOINCSpO2Profile, Display: "Oxygen saturation in Arterial blood"})

@@ -39,7 +39,9 @@ type Options struct {
 	Ingester vigil.Ingester
 	Alerts   AlertService
 	// NEWS2 returns a patient's current NEWS2 breakdown (nil: not served).
-	NEWS2         func(ctx context.Context, patientID string) (any, error)
+	NEWS2 func(ctx context.Context, patientID string) (any, error)
+	// NEWS2Update recomputes after a recorded input and updates alerts.
+	NEWS2Update   func(ctx context.Context, patientID string) (any, error)
 	FHIR          http.Handler // mounted at /fhir/R4/
 	Web           http.Handler // mounted at / (login, ward view, /web/...)
 	Gatherer      prometheus.Gatherer
@@ -99,6 +101,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients", s.with(care, s.listPatients))
 	m.HandleFunc("GET /api/v1/patients/{id}", s.with(care, s.getPatient))
 	m.HandleFunc("GET /api/v1/patients/{id}/news2", s.with(care, s.patientNEWS2))
+	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
 	m.HandleFunc("POST /api/v1/devices", s.with(adminOnly, s.addDevice))
 	m.HandleFunc("GET /api/v1/devices", s.with(care, s.listDevices))
 	m.HandleFunc("GET /api/v1/devices/{id}", s.with(care, s.getDevice))

@@ -15,7 +15,11 @@ import (
 // stored and keeps one alert per response band open while the band holds:
 // low-medium (a single parameter scoring 3), medium (5–6) and high (≥ 7).
 type Evaluator struct {
-	Store       vigil.ObservationStore
+	Store interface {
+		vigil.ObservationStore
+		vigil.ReadingStore
+		FindPatientByID(ctx context.Context, id string) (*vigil.Patient, error)
+	}
 	Alerts      *alerting.Engine
 	Now         func() time.Time
 	StaleAfter  time.Duration // parameters older than this do not count (default 1 h)
@@ -53,7 +57,44 @@ func (e *Evaluator) Compute(ctx context.Context, patientID string) (Result, erro
 	}
 	var in Input
 	FromObservations(latest, &in)
+	p, err := e.Store.FindPatientByID(ctx, patientID)
+	if err != nil {
+		return Result{}, err
+	}
+	in.Scale2 = p.SpO2Scale == 2
+	if p.Consciousness != "" {
+		in.ACVPU = &Value{Text: p.Consciousness, Time: p.ConsciousAt}
+	}
+	if p.OnOxygen != nil {
+		in.OnOxygen, in.OxygenTime = p.OnOxygen, p.OxygenAt
+	}
 	return Score(in, e.Now(), e.StaleAfter), nil
+}
+
+// Reevaluate computes a patient's NEWS2 now (after a nurse recorded an
+// input) and updates the band alerts.
+func (e *Evaluator) Reevaluate(ctx context.Context, patientID string) (Result, error) {
+	res, err := e.Compute(ctx, patientID)
+	if err != nil {
+		return res, err
+	}
+	e.apply(ctx, patientID, res, e.Now())
+	e.record(ctx, patientID, res)
+	return res, nil
+}
+
+// record stores a complete score as an observation, so NEWS2 is trended
+// (FHIR: Observation with SNOMED CT 1104051000000101).
+func (e *Evaluator) record(ctx context.Context, patientID string, r Result) {
+	if !r.Complete {
+		return
+	}
+	now := e.Now().UTC().Truncate(time.Millisecond)
+	rd := &vigil.Reading{DeviceID: DeviceID, ID: fmt.Sprintf("%s-%d", patientID, now.UnixMilli()), PatientID: patientID, Time: now, Received: now, Source: "news2",
+		Values: []vigil.Measurement{{Code: vigil.LOINCNEWS2, Value: float64(r.Total), Unit: "{score}"}}}
+	if _, err := e.Store.AppendReadings(ctx, []*vigil.Reading{rd}); err != nil {
+		e.Logger.Error("NEWS2 score could not be stored", "err", err)
+	}
 }
 
 // Observe is an ingest OnStored hook.
@@ -83,6 +124,7 @@ func (e *Evaluator) Observe(ctx context.Context, rs []*vigil.Reading) {
 			continue
 		}
 		e.apply(ctx, p, res, received)
+		e.record(ctx, p, res)
 	}
 }
 

@@ -63,4 +63,41 @@ func TestNEWS2Alerts(t *testing.T) {
 	if r.Total != 13 || r.Band != "high" || r.Complete || missing != 2 {
 		t.Fatalf("breakdown: %+v", r)
 	}
+
+	// A nurse records consciousness (V: scores 3) and oxygen: the score is
+	// complete; a nurse may not prescribe SpO2 scale 2.
+	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "nurse-a", Role: vigil.RoleNurse}, "a long nurse password"))
+	ntok, _, err := e.n.Admin.CreateToken(ctx, "nurse-a", "t", time.Hour)
+	must(t, err)
+	post := func(tok, body string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/patients/p1/news2-inputs", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	st, out := post(ntok, `{"consciousness":"V","onOxygen":true}`)
+	if st != 200 || out["total"] != 18.0 || out["complete"] != true {
+		t.Fatalf("after nurse inputs: %d %v", st, out)
+	}
+	// The complete score is stored and served as a FHIR Observation.
+	var b struct {
+		Entry []struct{ Resource map[string]any }
+	}
+	if code := e.fhirGet(t, "Observation?patient=p1&code=1104051000000101", &b); code != 200 || len(b.Entry) != 1 {
+		t.Fatalf("NEWS2 observation: %d %+v", code, b)
+	}
+	coding := b.Entry[0].Resource["code"].(map[string]any)["coding"].([]any)[0].(map[string]any)
+	if coding["system"] != "http://snomed.info/sct" || b.Entry[0].Resource["valueQuantity"].(map[string]any)["value"] != 18.0 {
+		t.Fatalf("NEWS2 observation: %+v", b.Entry[0].Resource)
+	}
+	if st, _ := post(ntok, `{"spo2Scale":2}`); st != 403 {
+		t.Fatalf("nurse prescribing scale 2: %d", st)
+	}
+	if st, _ := post(ntok, `{"consciousness":"X"}`); st != 400 {
+		t.Fatalf("bad ACVPU: %d", st)
+	}
 }

@@ -248,6 +248,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Ingester:      n.Pipeline,
 		Alerts:        n.Alerts,
 		NEWS2:         func(ctx context.Context, id string) (any, error) { return n.News2.Compute(ctx, id) },
+		NEWS2Update:   func(ctx context.Context, id string) (any, error) { return n.News2.Reevaluate(ctx, id) },
 		FHIR:          fh,
 		Web:           wh,
 		Gatherer:      n.Registry,

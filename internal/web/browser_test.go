@@ -242,12 +242,27 @@ func TestBrowserWard(t *testing.T) {
 	)
 
 	// 5. Acknowledge with the keyboard: focus the button, press Enter.
-	run("acknowledge",
-		chromedp.Focus(css(tileSel("p3", ".alert button.ack"))),
-		chromedp.KeyEvent("\r"),
-		chromedp.WaitVisible(css(tileSel("p3", ".alert.acknowledged"))),
-		shot("06-acknowledged.png"),
-	)
+	// The reconnect re-renders the tiles from a fresh snapshot; a button
+	// found just before that render is gone after it, so a press that
+	// lands on a replaced node is tried again (as a nurse would press
+	// again).
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := chromedp.Do(actx,
+			chromedp.Focus(css(tileSel("p3", ".alert button.ack"))),
+			chromedp.KeyEvent("\r"),
+			chromedp.WaitVisible(css(tileSel("p3", ".alert.acknowledged"))),
+		)
+		cancel()
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			run("acknowledge", shot("FAILED-acknowledge.png"))
+			t.Fatalf("acknowledge: %v", err)
+		}
+	}
+	run("acknowledged", shot("06-acknowledged.png"))
 	if got := text(tileSel("p3", ".alert.acknowledged .acked")); got != "ACKNOWLEDGED by nurse1" {
 		t.Errorf("acknowledged alert shows %q", got)
 	}

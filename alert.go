@@ -35,6 +35,13 @@ type Threshold struct {
 }
 
 // AlertEvent is one transition in an alert's life, with who made it.
+// Events in an alert's history that are not states.
+const (
+	EventEscalated = "escalated"
+	EventSnoozed   = "snoozed"
+	EventWoke      = "snooze-ended"
+)
+
 type AlertEvent struct {
 	Time  time.Time `json:"time"`
 	State string    `json:"state"`
@@ -45,20 +52,25 @@ type AlertEvent struct {
 // Alert is raised for a patient by a rule. There is at most one open
 // (firing or acknowledged) alert per patient and rule.
 type Alert struct {
-	ID        string       `json:"id"`
-	PatientID string       `json:"patient"`
-	RuleID    string       `json:"rule"`
-	Code      string       `json:"code,omitempty"`
-	Title     string       `json:"title"`
-	Priority  string       `json:"priority"`
-	State     string       `json:"state"`
-	Value     float64      `json:"value"` // the value that triggered it
-	Unit      string       `json:"unit,omitempty"`
-	Since     time.Time    `json:"since"`   // device time the condition began
-	Raised    time.Time    `json:"raised"`  // Vigil time the alert fired
-	Updated   time.Time    `json:"updated"` // last transition
-	ReadingID string       `json:"reading"` // the reading that made it fire
-	History   []AlertEvent `json:"history"`
+	ID        string    `json:"id"`
+	PatientID string    `json:"patient"`
+	RuleID    string    `json:"rule"`
+	Code      string    `json:"code,omitempty"`
+	Title     string    `json:"title"`
+	Priority  string    `json:"priority"`
+	State     string    `json:"state"`
+	Value     float64   `json:"value"` // the value that triggered it
+	Unit      string    `json:"unit,omitempty"`
+	Since     time.Time `json:"since"`   // device time the condition began
+	Raised    time.Time `json:"raised"`  // Vigil time the alert fired
+	Updated   time.Time `json:"updated"` // last transition
+	ReadingID string    `json:"reading"` // the reading that made it fire
+	// Tier is the escalation tier: 0 for the primary team; raised while
+	// the alert stays unacknowledged (see the engine's escalation policy).
+	Tier int `json:"tier,omitempty"`
+	// SnoozedUntil silences escalation and re-notification until then.
+	SnoozedUntil time.Time    `json:"snoozedUntil,omitzero"`
+	History      []AlertEvent `json:"history"`
 }
 
 // Open reports whether the alert still needs attention (firing or acknowledged).

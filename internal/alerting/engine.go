@@ -90,6 +90,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the engine's metrics; nil means don't register.
 	Registerer prometheus.Registerer
+	// Escalation is the policy for unacknowledged firing alerts: after
+	// Escalation[0] the alert goes to tier 1, after a further
+	// Escalation[1] to tier 2, and so on. Tick applies it. nil: none.
+	Escalation []time.Duration
 }
 
 // DefaultOptions returns the defaults: time.Now, DefaultThresholds, a
@@ -131,6 +135,7 @@ type Engine struct {
 	rules      []vigil.Threshold
 	byCode     map[string][]int // LOINC code → indexes into rules
 	staleAfter time.Duration
+	escalation []time.Duration
 	log        *slog.Logger
 
 	raised   *prometheus.CounterVec
@@ -185,6 +190,7 @@ func New(ctx context.Context, store vigil.AlertStore, hub *live.Hub, opts Option
 		rules:      slices.Clone(opts.Thresholds),
 		byCode:     make(map[string][]int),
 		staleAfter: opts.StaleAfter,
+		escalation: slices.Clone(opts.Escalation),
 		log:        opts.Logger,
 		states:     make(map[stateKey]*ruleState),
 		open:       make(map[string]stateKey),

@@ -439,6 +439,25 @@ func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request, p *vigil.Princ
 	return nil
 }
 
+// SnoozeRequest silences an alert for Minutes (1 to 1440).
+type SnoozeRequest struct {
+	Minutes int    `json:"minutes"`
+	Note    string `json:"note"`
+}
+
+func (s *Server) snoozeAlert(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	var req SnoozeRequest
+	if err := s.decode(r, &req); err != nil {
+		return err
+	}
+	a, err := s.o.Alerts.Snooze(r.Context(), r.PathValue("id"), p.UserID, time.Duration(req.Minutes)*time.Minute, req.Note)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
 func intParam(v string, def int) (int, error) {
 	if v == "" {
 		return def, nil

@@ -29,6 +29,7 @@ import (
 type AlertService interface {
 	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
 	Acknowledge(ctx context.Context, id, by, note string) (*vigil.Alert, error)
+	Snooze(ctx context.Context, id, by string, d time.Duration, note string) (*vigil.Alert, error)
 }
 
 // Options configure a Server.
@@ -122,6 +123,7 @@ func New(o Options) *Server {
 	m.HandleFunc("POST /api/v1/mappings/test", s.with(adminOnly, s.testMapping))
 	m.HandleFunc("GET /api/v1/alerts", s.with(care, s.listAlerts))
 	m.HandleFunc("POST /api/v1/alerts/{id}/ack", s.with(care, s.ackAlert))
+	m.HandleFunc("POST /api/v1/alerts/{id}/snooze", s.with(care, s.snoozeAlert))
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problemFor(vigil.Errorf(vigil.ENOTFOUND, "no API route %s %s; see docs/api.md", r.Method, r.URL.Path)))
 	})

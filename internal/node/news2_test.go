@@ -42,6 +42,17 @@ func TestNEWS2Alerts(t *testing.T) {
 	if found == nil || found.Priority != vigil.PriorityHigh || found.Value != 13 || !strings.Contains(found.Title, "NEWS2 13") {
 		t.Fatalf("NEWS2 alert: %+v", found)
 	}
+	// Snooze it for 15 minutes through the API.
+	req, _ = http.NewRequest("POST", e.n.URL()+"/api/v1/alerts/"+found.ID+"/snooze", strings.NewReader(`{"minutes":15,"note":"doctor on the way"}`))
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err = http.DefaultClient.Do(req)
+	must(t, err)
+	var snoozed vigil.Alert
+	json.NewDecoder(resp.Body).Decode(&snoozed)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || snoozed.SnoozedUntil.Sub(time.Now()) < 14*time.Minute {
+		t.Fatalf("snooze: %d %+v", resp.StatusCode, snoozed)
+	}
 	req, _ = http.NewRequest("GET", e.n.URL()+"/api/v1/patients/p1/news2", nil)
 	req.Header.Set("Authorization", "Bearer "+e.token)
 	resp, err = http.DefaultClient.Do(req)

@@ -73,8 +73,11 @@ type Options struct {
 	PublicMetrics bool                     // serve /metrics without authentication
 	Thresholds    []vigil.Threshold        // nil: alerting.DefaultThresholds()
 	Limits        map[string]mapping.Limit // plausibility ranges replacing the defaults, by LOINC code
-	Now           func() time.Time         // nil: time.Now
-	Logger        *slog.Logger             // nil: discard
+	// Escalation: unacknowledged firing alerts go up one tier after each
+	// step. nil: 5 minutes, then 10 more; empty (non-nil): never.
+	Escalation []time.Duration
+	Now        func() time.Time // nil: time.Now
+	Logger     *slog.Logger     // nil: discard
 	// CompactInterval overrides the store's background compaction period
 	// (0: the store's default).
 	CompactInterval time.Duration
@@ -97,6 +100,8 @@ type Node struct {
 	httpLn    net.Listener
 	httpSrv   *http.Server
 	httpDone  chan error
+	stopTick  chan struct{}
+	tickDone  chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 	ready     bool
@@ -157,6 +162,10 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	aopts.Registerer = n.Registry
 	if opts.Thresholds != nil {
 		aopts.Thresholds = opts.Thresholds
+	}
+	aopts.Escalation = opts.Escalation
+	if aopts.Escalation == nil {
+		aopts.Escalation = []time.Duration{5 * time.Minute, 10 * time.Minute}
 	}
 	if n.Alerts, err = alerting.New(ctx, n.Store, n.Hub, aopts); err != nil {
 		return nil, fmt.Errorf("start alerting: %w", err)
@@ -271,6 +280,8 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err = n.writeControl(ctx); err != nil {
 		return nil, err
 	}
+	n.stopTick, n.tickDone = make(chan struct{}), make(chan struct{})
+	go n.tick()
 	n.mu.Lock()
 	n.ready = true
 	n.mu.Unlock()
@@ -414,10 +425,29 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
+// tick runs the alert timers (escalation, snooze) every second.
+func (n *Node) tick() {
+	defer close(n.tickDone)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopTick:
+			return
+		case <-t.C:
+			n.Alerts.Tick(context.Background())
+		}
+	}
+}
+
 func (n *Node) close() error {
 	n.mu.Lock()
 	n.ready = false
 	n.mu.Unlock()
+	if n.stopTick != nil {
+		close(n.stopTick)
+		<-n.tickDone
+	}
 	var errs []error
 	if n.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

@@ -1,0 +1,95 @@
+package alerting
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/live"
+)
+
+func escalating(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: &clock{t: t0}, store: newMemStore(), hub: &live.Hub{}, reg: prometheus.NewRegistry()}
+	opts := DefaultOptions()
+	opts.Now = h.clock.Now
+	opts.Escalation = []time.Duration{5 * time.Minute, 10 * time.Minute}
+	e, err := New(context.Background(), h.store, h.hub, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.e = e
+	return h
+}
+
+func TestEscalation(t *testing.T) {
+	ctx := context.Background()
+	h := escalating(t)
+	h.feed(reading("p1", "fever", 0, vigil.LOINCBodyTemp, 39.5))
+	a := h.alerts("p1")[0]
+	raised := a.Raised
+	tier := func() int { return h.alerts("p1")[0].Tier }
+	for _, c := range []struct {
+		at   time.Duration
+		want int
+	}{{4 * time.Minute, 0}, {5 * time.Minute, 1}, {14 * time.Minute, 1}, {15 * time.Minute, 2}, {2 * time.Hour, 2}} {
+		h.clock.Set(raised.Add(c.at))
+		h.e.Tick(ctx)
+		if got := tier(); got != c.want {
+			t.Fatalf("at +%v: tier %d, want %d", c.at, got, c.want)
+		}
+	}
+	hist := h.alerts("p1")[0].History
+	if len(hist) != 3 || hist[1].State != vigil.EventEscalated || hist[2].Note != "unacknowledged: escalated to tier 2" {
+		t.Fatalf("history: %+v", hist)
+	}
+
+	// An acknowledged alert does not escalate.
+	h2 := escalating(t)
+	h2.feed(reading("p1", "fever", 0, vigil.LOINCBodyTemp, 39.5))
+	b := h2.alerts("p1")[0]
+	if _, err := h2.e.Acknowledge(ctx, b.ID, "nurse1", ""); err != nil {
+		t.Fatal(err)
+	}
+	h2.clock.Set(b.Raised.Add(time.Hour))
+	h2.e.Tick(ctx)
+	if got := h2.alerts("p1")[0]; got.Tier != 0 || got.State != vigil.AlertAcknowledged {
+		t.Fatalf("acknowledged alert escalated: %+v", got)
+	}
+}
+
+func TestSnooze(t *testing.T) {
+	ctx := context.Background()
+	h := escalating(t)
+	h.feed(reading("p1", "fever", 0, vigil.LOINCBodyTemp, 39.5))
+	a := h.alerts("p1")[0]
+	if _, err := h.e.Snooze(ctx, a.ID, "nurse1", 30*time.Second, ""); vigil.ErrorCode(err) != vigil.EINVALID {
+		t.Fatalf("30 s snooze: %v", err)
+	}
+	if _, err := h.e.Acknowledge(ctx, a.ID, "nurse1", "seen"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.e.Snooze(ctx, a.ID, "nurse1", 10*time.Minute, "")
+	if err != nil || s.SnoozedUntil.IsZero() {
+		t.Fatalf("snooze: %+v %v", s, err)
+	}
+	h.clock.Set(s.SnoozedUntil.Add(-time.Second))
+	h.e.Tick(ctx)
+	if got := h.alerts("p1")[0]; got.State != vigil.AlertAcknowledged || got.Tier != 0 {
+		t.Fatalf("during snooze: %+v", got)
+	}
+	h.clock.Set(s.SnoozedUntil)
+	h.e.Tick(ctx)
+	got := h.alerts("p1")[0]
+	if got.State != vigil.AlertFiring || !got.SnoozedUntil.IsZero() || got.History[len(got.History)-1].State != vigil.EventWoke {
+		t.Fatalf("after snooze: %+v", got)
+	}
+	// Snoozing a resolved alert is refused.
+	h.feed(reading("p1", "normal", 20*time.Minute, vigil.LOINCBodyTemp, 37))
+	if _, err := h.e.Snooze(ctx, a.ID, "nurse1", 10*time.Minute, ""); vigil.ErrorCode(err) != vigil.EINVALID {
+		t.Fatalf("snooze resolved: %v", err)
+	}
+}

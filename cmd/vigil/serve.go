@@ -12,12 +12,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/notify"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
 	var opts node.Options
 	var allow []string
 	var limitsFile string
+	var webhooks []string
+	var webhookSecretFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the Vigil server on a data directory",
@@ -42,6 +45,25 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 				return fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
 			}
 			opts.DataDir = g.data
+			if len(webhooks) > 0 {
+				secret := os.Getenv("VIGIL_WEBHOOK_SECRET")
+				if webhookSecretFile != "" {
+					b, err := os.ReadFile(webhookSecretFile)
+					if err != nil {
+						return fmt.Errorf("--webhook-secret-file: %w", err)
+					}
+					secret = strings.TrimSpace(string(b))
+				}
+				if len(secret) < 16 {
+					return fmt.Errorf("webhooks need a signing secret of at least 16 characters: --webhook-secret-file FILE or VIGIL_WEBHOOK_SECRET")
+				}
+				for _, u := range webhooks {
+					if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://127.") && !strings.HasPrefix(u, "http://localhost") {
+						return fmt.Errorf("--webhook %s: use https:// (plain http only to loopback): alerts carry patient data", u)
+					}
+					opts.Webhooks = append(opts.Webhooks, notify.Target{URL: u, Secret: secret})
+				}
+			}
 			if limitsFile != "" {
 				b, err := os.ReadFile(limitsFile)
 				if err != nil {
@@ -71,6 +93,8 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f.StringVar(&opts.MQTTAddr, "mqtt", envOr("VIGIL_MQTT", ":1883"), "MQTT listen address (env VIGIL_MQTT)")
 	f.StringVar(&opts.MLLPAddr, "mllp", envOr("VIGIL_MLLP", ""), "HL7 v2 MLLP listen address, e.g. :2575 (env VIGIL_MLLP; empty: off)")
 	f.StringSliceVar(&allow, "mllp-allow", nil, "networks allowed to send HL7 over MLLP, CIDR (default: loopback only)")
+	f.StringSliceVar(&webhooks, "webhook", nil, "URL that receives every alert transition as a signed JSON POST (repeatable; https, or http to loopback)")
+	f.StringVar(&webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (or env VIGIL_WEBHOOK_SECRET)")
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")

@@ -91,6 +91,9 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request, _ *vi
 // (source marked "-replay" so a refusal does not make a second dead
 // letter), and deletes the dead letter when everything is stored.
 func (s *Server) replay(ctx context.Context, d *vigil.DeadLetter) (ReplayResult, error) {
+	if d.Source == "webhook" {
+		return ReplayResult{ID: d.ID, Status: "refused", Detail: "failed webhook deliveries are kept for inspection and are not replayed"}, nil
+	}
 	res := s.o.Ingester.Ingest(ctx, vigil.Message{
 		DeviceID: d.DeviceID, Source: d.Source + "-replay", Format: d.Format, Topic: d.Topic, Payload: d.Payload, Received: d.Time,
 	})

@@ -36,6 +36,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/medtech"
 	"github.com/vigil-iomt/vigil/internal/mllp"
 	"github.com/vigil-iomt/vigil/internal/news2"
+	"github.com/vigil-iomt/vigil/internal/notify"
 	"github.com/vigil-iomt/vigil/internal/omh"
 	"github.com/vigil-iomt/vigil/internal/pcd"
 	"github.com/vigil-iomt/vigil/internal/pebble"
@@ -76,8 +77,10 @@ type Options struct {
 	// Escalation: unacknowledged firing alerts go up one tier after each
 	// step. nil: 5 minutes, then 10 more; empty (non-nil): never.
 	Escalation []time.Duration
-	Now        func() time.Time // nil: time.Now
-	Logger     *slog.Logger     // nil: discard
+	// Webhooks receive every alert transition (signed, retried).
+	Webhooks []notify.Target
+	Now      func() time.Time // nil: time.Now
+	Logger   *slog.Logger     // nil: discard
 	// CompactInterval overrides the store's background compaction period
 	// (0: the store's default).
 	CompactInterval time.Duration
@@ -88,7 +91,8 @@ type Node struct {
 	Store    *pebble.Store
 	Pipeline *ingest.Pipeline
 	Broker   *broker.Broker
-	MLLP     *mllp.Server // nil unless Options.MLLPAddr is set
+	MLLP     *mllp.Server     // nil unless Options.MLLPAddr is set
+	Notifier *notify.Notifier // nil without webhooks
 	Alerts   *alerting.Engine
 	News2    *news2.Evaluator
 	Hub      *live.Hub
@@ -195,6 +199,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		medtech.Format: medtech.NewDecoder(n.Store, table).Decode,
 	}
 	n.Pipeline = ingest.New(n.Store, table, iopts)
+	if len(opts.Webhooks) > 0 {
+		n.Notifier = notify.Start(notify.Options{Targets: opts.Webhooks, Hub: n.Hub, DeadLetters: n.Store, Now: opts.Now, Logger: log, Registerer: n.Registry})
+	}
 
 	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged}
 
@@ -473,6 +480,9 @@ func (n *Node) close() error {
 		if err := n.Pipeline.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("drain pipeline: %w", err))
 		}
+	}
+	if n.Notifier != nil {
+		n.Notifier.Close() // after the pipeline drained (its alerts still go out), before the store closes
 	}
 	if n.Store != nil {
 		if n.tokenID != "" {

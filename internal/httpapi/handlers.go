@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/alerting"
 )
 
 // IngestResponse is the body of a 200 answer to a readings POST: every
@@ -436,6 +437,42 @@ func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request, p *vigil.Princ
 		return err
 	}
 	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func (s *Server) alertStats(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	q := r.URL.Query()
+	to, from := s.o.Now().UTC(), time.Time{}
+	var err error
+	if v := q.Get("to"); v != "" {
+		if to, err = time.Parse(time.RFC3339, v); err != nil {
+			return vigil.FieldErrorf("to", "invalid", "to must be RFC 3339")
+		}
+	}
+	from = to.Add(-7 * 24 * time.Hour)
+	if v := q.Get("from"); v != "" {
+		if from, err = time.Parse(time.RFC3339, v); err != nil {
+			return vigil.FieldErrorf("from", "invalid", "from must be RFC 3339")
+		}
+	}
+	if !from.Before(to) {
+		return vigil.FieldErrorf("from", "invalid", "from must be before to")
+	}
+	target := 5 * time.Minute
+	if v := q.Get("target"); v != "" {
+		if target, err = time.ParseDuration(v); err != nil || target <= 0 {
+			return vigil.FieldErrorf("target", "invalid", "target is a duration such as 5m")
+		}
+	}
+	as, err := s.o.Alerts.Alerts(r.Context(), vigil.AlertFilter{Limit: 1_000_000})
+	if err != nil {
+		return err
+	}
+	_, patients, err := s.o.Store.FindPatients(r.Context(), vigil.PatientFilter{Limit: 1})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, alerting.ComputeStats(as, from, to, patients, target))
 	return nil
 }
 

@@ -111,4 +111,20 @@ func TestNEWS2Alerts(t *testing.T) {
 	if st, _ := post(ntok, `{"consciousness":"X"}`); st != 400 {
 		t.Fatalf("bad ACVPU: %d", st)
 	}
+
+	// Alarm-fatigue figures over the last week.
+	req, _ = http.NewRequest("GET", e.n.URL()+"/api/v1/alerts/stats?target=5m", nil)
+	req.Header.Set("Authorization", "Bearer "+ntok)
+	resp, err = http.DefaultClient.Do(req)
+	must(t, err)
+	var stats struct {
+		PatientDays float64
+		Total       struct{ Alerts int }
+		Rules       []struct{ Rule string }
+	}
+	must(t, json.NewDecoder(resp.Body).Decode(&stats))
+	resp.Body.Close()
+	if resp.StatusCode != 200 || stats.PatientDays != 7 || stats.Total.Alerts < 2 || len(stats.Rules) < 2 {
+		t.Fatalf("stats: %d %+v", resp.StatusCode, stats)
+	}
 }

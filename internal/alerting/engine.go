@@ -85,6 +85,10 @@ type Options struct {
 	// StaleAfter: readings whose device time is older than
 	// Now-StaleAfter never raise a new alert. 0 means 10 minutes.
 	StaleAfter time.Duration
+	// ResolveAfter is the hysteresis: an open alert resolves only after
+	// the value has been back in range for this long (device time). 0:
+	// at the first in-range value.
+	ResolveAfter time.Duration
 	// Logger receives alert transitions (alert id, rule, priority; never
 	// patient data). nil discards.
 	Logger *slog.Logger
@@ -129,14 +133,15 @@ const maxOpenLoad = 100_000
 // Engine evaluates thresholds on stored readings and keeps the alert
 // lifecycle. Create it with New.
 type Engine struct {
-	store      vigil.AlertStore
-	hub        *live.Hub
-	now        func() time.Time
-	rules      []vigil.Threshold
-	byCode     map[string][]int // LOINC code → indexes into rules
-	staleAfter time.Duration
-	escalation []time.Duration
-	log        *slog.Logger
+	store        vigil.AlertStore
+	hub          *live.Hub
+	now          func() time.Time
+	rules        []vigil.Threshold
+	byCode       map[string][]int // LOINC code → indexes into rules
+	staleAfter   time.Duration
+	resolveAfter time.Duration
+	escalation   []time.Duration
+	log          *slog.Logger
 
 	raised   *prometheus.CounterVec
 	latency  prometheus.Histogram
@@ -159,6 +164,7 @@ type ruleState struct {
 	restored bool
 	pending  bool
 	since    time.Time    // device time the condition began, when pending
+	inRange  time.Time    // device time values came back in range while an alert is open (hysteresis)
 	open     *vigil.Alert // the open alert; never modified once stored (transitions replace it)
 }
 
@@ -184,16 +190,17 @@ func New(ctx context.Context, store vigil.AlertStore, hub *live.Hub, opts Option
 		return nil, fmt.Errorf("alerting thresholds: %w", err)
 	}
 	e := &Engine{
-		store:      store,
-		hub:        hub,
-		now:        opts.Now,
-		rules:      slices.Clone(opts.Thresholds),
-		byCode:     make(map[string][]int),
-		staleAfter: opts.StaleAfter,
-		escalation: slices.Clone(opts.Escalation),
-		log:        opts.Logger,
-		states:     make(map[stateKey]*ruleState),
-		open:       make(map[string]stateKey),
+		store:        store,
+		hub:          hub,
+		now:          opts.Now,
+		rules:        slices.Clone(opts.Thresholds),
+		byCode:       make(map[string][]int),
+		staleAfter:   opts.StaleAfter,
+		escalation:   slices.Clone(opts.Escalation),
+		resolveAfter: opts.ResolveAfter,
+		log:          opts.Logger,
+		states:       make(map[stateKey]*ruleState),
+		open:         make(map[string]stateKey),
 		raised: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_alerts_raised_total",
 			Help: "Alerts that fired, by rule and priority.",
@@ -406,8 +413,16 @@ func (e *Engine) apply(ctx context.Context, t *vigil.Threshold, r *vigil.Reading
 		if st.open == nil {
 			return false
 		}
+		if st.inRange.IsZero() {
+			st.inRange = r.Time
+		}
+		if r.Time.Sub(st.inRange) < e.resolveAfter {
+			return false // hysteresis: back in range, not yet for long enough
+		}
+		st.inRange = time.Time{}
 		return e.resolve(ctx, k, st)
 	}
+	st.inRange = time.Time{}
 	if st.open != nil {
 		return false // one open alert per patient and rule
 	}

@@ -93,3 +93,31 @@ func TestSnooze(t *testing.T) {
 		t.Fatalf("snooze resolved: %v", err)
 	}
 }
+
+func TestHysteresis(t *testing.T) {
+	h := &harness{t: t, clock: &clock{t: t0}, store: newMemStore(), hub: &live.Hub{}, reg: prometheus.NewRegistry()}
+	opts := DefaultOptions()
+	opts.Now = h.clock.Now
+	opts.ResolveAfter = 2 * time.Minute
+	e, err := New(context.Background(), h.store, h.hub, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.e = e
+	h.feed(reading("p1", "f1", 0, vigil.LOINCBodyTemp, 39.5))
+	state := func() string { return h.alerts("p1")[0].State }
+	h.feed(reading("p1", "n1", time.Minute, vigil.LOINCBodyTemp, 37.0))
+	if state() != vigil.AlertFiring {
+		t.Fatal("resolved at the first in-range value despite hysteresis")
+	}
+	h.feed(reading("p1", "f2", 2*time.Minute, vigil.LOINCBodyTemp, 39.6)) // flaps back: the clock restarts
+	h.feed(reading("p1", "n2", 3*time.Minute, vigil.LOINCBodyTemp, 37.0))
+	h.feed(reading("p1", "n3", 4*time.Minute, vigil.LOINCBodyTemp, 37.0))
+	if state() != vigil.AlertFiring {
+		t.Fatal("resolved after 1 minute in range")
+	}
+	h.feed(reading("p1", "n4", 5*time.Minute, vigil.LOINCBodyTemp, 37.0))
+	if as := h.alerts("p1"); len(as) != 1 || as[0].State != vigil.AlertResolved {
+		t.Fatalf("after 2 minutes in range: %v", states(as))
+	}
+}

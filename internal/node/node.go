@@ -167,6 +167,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if opts.Thresholds != nil {
 		aopts.Thresholds = opts.Thresholds
 	}
+	aopts.ResolveAfter = time.Minute // hysteresis: in range for a minute before an alert resolves
 	aopts.Escalation = opts.Escalation
 	if aopts.Escalation == nil {
 		aopts.Escalation = []time.Duration{5 * time.Minute, 10 * time.Minute}

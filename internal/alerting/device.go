@@ -41,9 +41,14 @@ func (e *Engine) DeviceAlarm(ctx context.Context, d DeviceAlarm) (*vigil.Alert, 
 	if d.PatientID == "" || d.DeviceID == "" || d.AlarmID == "" {
 		return nil, vigil.FieldErrorf("alarm", "required", "a device alarm needs a patient, a device and an alarm id")
 	}
-	k := stateKey{d.PatientID, DeviceRulePrefix + d.DeviceID + ":" + d.AlarmID}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.deviceAlarmLocked(ctx, d)
+}
+
+// deviceAlarmLocked is DeviceAlarm with e.mu held.
+func (e *Engine) deviceAlarmLocked(ctx context.Context, d DeviceAlarm) (*vigil.Alert, error) {
+	k := stateKey{d.PatientID, DeviceRulePrefix + d.DeviceID + ":" + d.AlarmID}
 	st := e.state(k)
 	if !d.Active {
 		if st.open == nil {

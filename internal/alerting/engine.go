@@ -94,6 +94,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the engine's metrics; nil means don't register.
 	Registerer prometheus.Registerer
+	// OfflineAfter returns how long a device may stay silent before a
+	// "device silent" alert (0: never, e.g. for home devices that report
+	// a few times a day). nil: no offline detection.
+	OfflineAfter func(deviceID string) time.Duration
 	// Escalation is the policy for unacknowledged firing alerts: after
 	// Escalation[0] the alert goes to tier 1, after a further
 	// Escalation[1] to tier 2, and so on. Tick applies it. nil: none.
@@ -140,6 +144,8 @@ type Engine struct {
 	byCode       map[string][]int // LOINC code → indexes into rules
 	staleAfter   time.Duration
 	resolveAfter time.Duration
+	offlineAfter func(string) time.Duration
+	seen         map[string]deviceSeen
 	escalation   []time.Duration
 	log          *slog.Logger
 
@@ -198,6 +204,8 @@ func New(ctx context.Context, store vigil.AlertStore, hub *live.Hub, opts Option
 		staleAfter:   opts.StaleAfter,
 		escalation:   slices.Clone(opts.Escalation),
 		resolveAfter: opts.ResolveAfter,
+		offlineAfter: opts.OfflineAfter,
+		seen:         make(map[string]deviceSeen),
 		log:          opts.Logger,
 		states:       make(map[stateKey]*ruleState),
 		open:         make(map[string]stateKey),
@@ -375,6 +383,7 @@ func (e *Engine) Observe(ctx context.Context, rs []*vigil.Reading) {
 		if r == nil || r.PatientID == "" {
 			continue
 		}
+		e.noteSeen(ctx, r)
 		for _, m := range r.Values {
 			for _, i := range e.byCode[m.Code] {
 				if e.apply(ctx, &e.rules[i], r, m) {

@@ -56,6 +56,7 @@ func (e *Engine) Tick(ctx context.Context) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now().UTC()
+	e.checkOffline(ctx, now)
 	for _, k := range e.open {
 		st := e.states[k]
 		if st == nil || st.open == nil {

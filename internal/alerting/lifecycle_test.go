@@ -121,3 +121,42 @@ func TestHysteresis(t *testing.T) {
 		t.Fatalf("after 2 minutes in range: %v", states(as))
 	}
 }
+
+func TestDeviceOffline(t *testing.T) {
+	ctx := context.Background()
+	h := &harness{t: t, clock: &clock{t: t0}, store: newMemStore(), hub: &live.Hub{}, reg: prometheus.NewRegistry()}
+	opts := DefaultOptions()
+	opts.Now = h.clock.Now
+	opts.OfflineAfter = func(dev string) time.Duration {
+		if dev == "dev-p1" {
+			return 10 * time.Minute
+		}
+		return 0 // e.g. a home cuff: no offline alerts
+	}
+	e, err := New(ctx, h.store, h.hub, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.e = e
+	h.feed(reading("p1", "r1", 0, vigil.LOINCHeartRate, 70), reading("p2", "r2", 0, vigil.LOINCHeartRate, 70))
+	h.clock.Set(t0.Add(9 * time.Minute))
+	h.e.Tick(ctx)
+	if as := h.alerts("p1"); len(as) != 0 {
+		t.Fatalf("offline after 9 minutes: %v", states(as))
+	}
+	h.clock.Set(t0.Add(11 * time.Minute))
+	h.e.Tick(ctx)
+	h.e.Tick(ctx) // once per silence
+	as := h.alerts("p1")
+	if len(as) != 1 || as[0].RuleID != "device:dev-p1:offline" || as[0].State != vigil.AlertFiring || as[0].Priority != vigil.PriorityMedium {
+		t.Fatalf("offline alert: %+v", as)
+	}
+	if as := h.alerts("p2"); len(as) != 0 {
+		t.Fatalf("device without offline detection alerted: %v", states(as))
+	}
+	// The device reports again: the alert resolves.
+	h.feed(reading("p1", "r3", 12*time.Minute, vigil.LOINCHeartRate, 70))
+	if as := h.alerts("p1"); as[0].State != vigil.AlertResolved {
+		t.Fatalf("after the device came back: %v", states(as))
+	}
+}

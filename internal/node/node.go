@@ -104,6 +104,7 @@ type Node struct {
 	httpLn    net.Listener
 	httpSrv   *http.Server
 	httpDone  chan error
+	kinds     sync.Map // device id → kind, for offline detection
 	stopTick  chan struct{}
 	tickDone  chan struct{}
 	closeOnce sync.Once
@@ -168,6 +169,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		aopts.Thresholds = opts.Thresholds
 	}
 	aopts.ResolveAfter = time.Minute // hysteresis: in range for a minute before an alert resolves
+	aopts.OfflineAfter = n.offlineAfter
 	aopts.Escalation = opts.Escalation
 	if aopts.Escalation == nil {
 		aopts.Escalation = []time.Duration{5 * time.Minute, 10 * time.Minute}
@@ -370,6 +372,7 @@ func (n *Node) deviceAlarms(ctx context.Context, sender string, received time.Ti
 }
 
 func (n *Node) deviceChanged(id string) {
+	n.kinds.Delete(id)
 	n.Pipeline.InvalidateDevice(id)
 	n.Auth.ForgetDevice(id)
 }
@@ -431,6 +434,29 @@ func ReadControl(dataDir string) (*Control, error) {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() { n.closeErr = n.close() })
 	return n.closeErr
+}
+
+// offlineAfter is how long a device may be silent before an alert: devices
+// that stream (bedside monitors, wearables, gateways) are expected to
+// report continuously; home devices that report a few times a day never
+// raise one. Device kinds are cached.
+func (n *Node) offlineAfter(deviceID string) time.Duration {
+	kind, ok := n.kinds.Load(deviceID)
+	if !ok {
+		d, err := n.Store.FindDeviceByID(context.Background(), deviceID)
+		if err != nil {
+			return 0
+		}
+		kind = d.Kind
+		n.kinds.Store(deviceID, kind)
+	}
+	switch kind {
+	case vigil.DeviceBedsideMonitor:
+		return 2 * time.Minute
+	case vigil.DeviceWearable, vigil.DeviceGateway:
+		return 10 * time.Minute
+	}
+	return 0
 }
 
 // tick runs the alert timers (escalation, snooze) every second.

@@ -123,6 +123,7 @@ func New(o Options) *Server {
 	m.HandleFunc("POST /api/v1/mappings/test", s.with(adminOnly, s.testMapping))
 	m.HandleFunc("GET /api/v1/alerts", s.with(care, s.listAlerts))
 	m.HandleFunc("GET /api/v1/alerts/stats", s.with(care, s.alertStats))
+	m.HandleFunc("GET /api/v1/reports/rpm", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.rpmReport))
 	m.HandleFunc("POST /api/v1/alerts/{id}/ack", s.with(care, s.ackAlert))
 	m.HandleFunc("POST /api/v1/alerts/{id}/snooze", s.with(care, s.snoozeAlert))
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

@@ -309,3 +309,32 @@ func TestClientRoundTrip(t *testing.T) {
 		t.Fatalf("unreachable: %v", err)
 	}
 }
+
+func TestRPMReport(t *testing.T) {
+	e := setup(t)
+	sec, err := e.admin.AddDevice(ctx, &vigil.Device{ID: "cuff", Kind: vigil.DeviceBPCuff})
+	must(t, err)
+	must(t, e.admin.Assign(ctx, "cuff", "p1", time.Now().AddDate(0, 0, -5)))
+	for i := 0; i < 3; i++ {
+		body := fmt.Sprintf(`{"id":"d%d","time":%q,"values":[{"code":"59408-5","value":97,"unit":"%%"}]}`, i, time.Now().UTC().AddDate(0, 0, -i).Format(time.RFC3339))
+		if resp, b := e.post(t, "cuff", sec, "/api/v1/devices/cuff/readings", body); resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, b)
+		}
+	}
+	from := time.Now().UTC().AddDate(0, 0, -10).Format(time.DateOnly)
+	req, _ := http.NewRequest("GET", e.srv.URL+"/api/v1/reports/rpm?from="+from+"&format=csv", nil)
+	req.Header.Set("Authorization", "Bearer "+e.tokens[vigil.RoleClinician])
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if resp.StatusCode != 200 || len(lines) != 2 || !strings.HasPrefix(lines[1], "p1,,"+from) || !strings.HasSuffix(lines[1], ",3,false") {
+		t.Fatalf("csv: %d %q", resp.StatusCode, b)
+	}
+	req, _ = http.NewRequest("GET", e.srv.URL+"/api/v1/reports/rpm", nil)
+	req.Header.Set("Authorization", "Bearer "+e.tokens[vigil.RoleNurse])
+	if resp, _ := do(t, req); resp.StatusCode != 403 {
+		t.Fatalf("nurse: %d", resp.StatusCode)
+	}
+}

@@ -581,3 +581,61 @@ func (s *Store) LatestObservations(ctx context.Context, patientID string, codes 
 	}
 	return out, nil
 }
+
+// ReadingDays returns the UTC days in [from, to) on which the patient has
+// stored values (from any device, excluding Vigil's own computed scores),
+// in order. It reads only chunk keys (a chunk covers 2 hours inside one
+// day) and skips ahead a day at a time through head samples.
+func (s *Store) ReadingDays(ctx context.Context, patientID string, from, to time.Time) ([]time.Time, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	series, err := patientSeries(snap, patientID)
+	if err != nil {
+		return nil, err
+	}
+	day := func(ms int64) int64 { return time.UnixMilli(ms).UTC().Truncate(24 * time.Hour).UnixMilli() }
+	days := map[int64]bool{}
+	lo, hi := from.UnixMilli(), to.UnixMilli()
+	const dayMS = int64(24 * time.Hour / time.Millisecond)
+	for _, si := range series {
+		if si.Device == "vigil-news2" {
+			continue
+		}
+		for _, kind := range []byte{pChunk, pHead} {
+			mk := func(t int64) []byte {
+				if kind == pChunk {
+					return chunkKey(si.sid, t)
+				}
+				return headKey(si.sid, t)
+			}
+			start := lo
+			if kind == pChunk {
+				start = bucketOf(lo)
+			}
+			it, err := snap.NewIter(&pebble.IterOptions{LowerBound: mk(start), UpperBound: mk(hi)})
+			if err != nil {
+				return nil, storeErr(err)
+			}
+			for ok := it.First(); ok; {
+				t := unbe64(it.Key()[10:])
+				if t >= lo {
+					days[day(t)] = true
+				}
+				ok = it.SeekGE(mk(day(t) + dayMS))
+			}
+			err = it.Close()
+			if err != nil {
+				return nil, storeErr(err)
+			}
+		}
+	}
+	out := make([]time.Time, 0, len(days))
+	for d := range days {
+		out = append(out, time.UnixMilli(d).UTC())
+	}
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return out, nil
+}

@@ -225,3 +225,38 @@ func TestDeadLetterRetention(t *testing.T) {
 		t.Fatalf("%d left (count %d), want 1", len(ds), s.deadLetters.Load())
 	}
 }
+
+func TestReadingDays(t *testing.T) {
+	now := storetest.T0.Add(40 * 24 * time.Hour)
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	o.Now = func() time.Time { return now }
+	s, err := Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var rs []*vigil.Reading
+	for _, d := range []int{0, 0, 1, 5, 5, 30, 31} {
+		for h := 0; h < 3; h++ {
+			ts := storetest.T0.Truncate(24 * time.Hour).Add(time.Duration(d)*24*time.Hour + time.Duration(h*7)*time.Hour + time.Minute)
+			rs = append(rs, hrReading("d", ts.String(), ts, 70))
+		}
+	}
+	if _, err := s.AppendReadings(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		from := storetest.T0.Truncate(24 * time.Hour)
+		days, err := s.ReadingDays(ctx, "p1", from, from.Add(30*24*time.Hour))
+		if err != nil || len(days) != 3 || !days[2].Equal(from.Add(5*24*time.Hour)) {
+			t.Fatalf("%s: %v %v", when, days, err)
+		}
+	}
+	check("head")
+	now = now.Add(time.Hour)
+	if _, err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("compacted")
+}

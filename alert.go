@@ -92,3 +92,15 @@ type AlertStore interface {
 	// FindAlerts returns matching alerts, newest Raised first.
 	FindAlerts(ctx context.Context, f AlertFilter) ([]*Alert, error)
 }
+
+// ThresholdOverride replaces a rule's limits for one patient until it
+// expires: a clinician's patient-specific decision, with the reason.
+type ThresholdOverride struct {
+	Rule    string    `json:"rule"`
+	Below   *float64  `json:"below,omitempty"`
+	Above   *float64  `json:"above,omitempty"`
+	Reason  string    `json:"reason"`
+	Expires time.Time `json:"expires"`
+	By      string    `json:"by"`
+	Set     time.Time `json:"set"`
+}

@@ -31,9 +31,12 @@ type Patient struct {
 	ConsciousAt   time.Time `json:"consciousAt,omitzero"`
 	OnOxygen      *bool     `json:"onOxygen,omitempty"`
 	OxygenAt      time.Time `json:"oxygenAt,omitzero"`
-	Version       int       `json:"version"` // starts at 1, incremented on every update
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
+	// Overrides are patient-specific alert limits (expired ones are kept
+	// for the record until replaced).
+	Overrides []ThresholdOverride `json:"overrides,omitempty"`
+	Version   int                 `json:"version"` // starts at 1, incremented on every update
+	Created   time.Time           `json:"created"`
+	Updated   time.Time           `json:"updated"`
 }
 
 // Device kinds known to the simulator and the web app. Any non-empty kind

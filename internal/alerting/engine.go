@@ -145,6 +145,7 @@ type Engine struct {
 	staleAfter   time.Duration
 	resolveAfter time.Duration
 	offlineAfter func(string) time.Duration
+	overrides    map[stateKey]vigil.ThresholdOverride
 	seen         map[string]deviceSeen
 	escalation   []time.Duration
 	log          *slog.Logger
@@ -205,6 +206,7 @@ func New(ctx context.Context, store vigil.AlertStore, hub *live.Hub, opts Option
 		escalation:   slices.Clone(opts.Escalation),
 		resolveAfter: opts.ResolveAfter,
 		offlineAfter: opts.OfflineAfter,
+		overrides:    make(map[stateKey]vigil.ThresholdOverride),
 		seen:         make(map[string]deviceSeen),
 		log:          opts.Logger,
 		states:       make(map[stateKey]*ruleState),
@@ -417,6 +419,9 @@ func (e *Engine) apply(ctx context.Context, t *vigil.Threshold, r *vigil.Reading
 	}
 	st.last, st.lastDev, st.lastID, st.restored = r.Time, r.DeviceID, r.ID, false
 
+	if o, ok := e.overrides[k]; ok && e.now().Before(o.Expires) {
+		t = &vigil.Threshold{ID: t.ID, Code: t.Code, Below: o.Below, Above: o.Above, For: t.For, Priority: t.Priority, Title: t.Title + " (patient-specific limit)"}
+	}
 	if !violates(t, m.Value) {
 		st.pending = false
 		if st.open == nil {

@@ -2,6 +2,7 @@ package alerting
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -158,5 +159,37 @@ func TestDeviceOffline(t *testing.T) {
 	h.feed(reading("p1", "r3", 12*time.Minute, vigil.LOINCHeartRate, 70))
 	if as := h.alerts("p1"); as[0].State != vigil.AlertResolved {
 		t.Fatalf("after the device came back: %v", states(as))
+	}
+}
+
+func TestPatientOverride(t *testing.T) {
+	h := newHarness(t, newMemStore(), nil)
+	below := 86.0
+	if err := h.e.SetOverrides("p1", []vigil.ThresholdOverride{{Rule: "nope", Below: &below, Reason: "x", Expires: t0.Add(time.Hour)}}); vigil.ErrorCode(err) != vigil.EINVALID {
+		t.Fatalf("unknown rule: %v", err)
+	}
+	if err := h.e.SetOverrides("p1", []vigil.ThresholdOverride{{Rule: "spo2-low", Below: &below, Expires: t0.Add(time.Hour)}}); vigil.ErrorReason(err) != "required" {
+		t.Fatalf("no reason: %v", err)
+	}
+	if err := h.e.SetOverrides("p1", []vigil.ThresholdOverride{{Rule: "spo2-low", Below: &below, Reason: "COPD, target 88–92 %", Expires: t0.Add(2 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	// 89 % is normal for p1 (override) but not for p2 (default limit).
+	for i := 0; i < 5; i++ {
+		at := time.Duration(i) * time.Minute
+		h.feed(reading("p1", fmt.Sprint("a", i), at, vigil.LOINCSpO2, 89), reading("p2", fmt.Sprint("b", i), at, vigil.LOINCSpO2, 89))
+	}
+	if as := h.alerts("p1"); len(as) != 0 {
+		t.Fatalf("p1 alerted despite the override: %v", states(as))
+	}
+	if as := h.alerts("p2"); len(as) != 1 {
+		t.Fatalf("p2 without override: %v", states(as))
+	}
+	// After expiry the default limit applies again.
+	for i := 0; i < 5; i++ {
+		h.feed(reading("p1", fmt.Sprint("c", i), 3*time.Hour+time.Duration(i)*time.Minute, vigil.LOINCSpO2, 89))
+	}
+	if as := h.alerts("p1"); len(as) != 1 {
+		t.Fatalf("after expiry: %v", states(as))
 	}
 }

@@ -476,6 +476,36 @@ func (s *Server) alertStats(w http.ResponseWriter, r *http.Request, _ *vigil.Pri
 	return nil
 }
 
+// OverridesRequest sets a patient's alert limits (replacing earlier ones).
+type OverridesRequest struct {
+	Overrides []vigil.ThresholdOverride `json:"overrides"`
+}
+
+func (s *Server) putOverrides(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	var req OverridesRequest
+	if err := s.decode(r, &req); err != nil {
+		return err
+	}
+	now := s.o.Now().UTC()
+	for i := range req.Overrides {
+		req.Overrides[i].By, req.Overrides[i].Set = p.UserID, now
+	}
+	pt, err := s.o.Store.FindPatientByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := s.o.Alerts.SetOverrides(pt.ID, req.Overrides); err != nil {
+		return err
+	}
+	pt.Overrides = req.Overrides
+	if err := s.o.Store.UpdatePatient(r.Context(), pt, pt.Version); err != nil {
+		return err
+	}
+	s.log.Info("alert limits overridden", "patient_version", pt.Version, "by", p.UserID, "overrides", len(req.Overrides))
+	writeJSON(w, http.StatusOK, pt)
+	return nil
+}
+
 // SnoozeRequest silences an alert for Minutes (1 to 1440).
 type SnoozeRequest struct {
 	Minutes int    `json:"minutes"`

@@ -30,6 +30,7 @@ type AlertService interface {
 	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
 	Acknowledge(ctx context.Context, id, by, note string) (*vigil.Alert, error)
 	Snooze(ctx context.Context, id, by string, d time.Duration, note string) (*vigil.Alert, error)
+	SetOverrides(patientID string, os []vigil.ThresholdOverride) error
 }
 
 // Options configure a Server.
@@ -103,6 +104,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients/{id}", s.with(care, s.getPatient))
 	m.HandleFunc("GET /api/v1/patients/{id}/news2", s.with(care, s.patientNEWS2))
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
+	m.HandleFunc("PUT /api/v1/patients/{id}/overrides", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.putOverrides))
 	m.HandleFunc("POST /api/v1/devices", s.with(adminOnly, s.addDevice))
 	m.HandleFunc("GET /api/v1/devices", s.with(care, s.listDevices))
 	m.HandleFunc("GET /api/v1/devices/{id}", s.with(care, s.getDevice))

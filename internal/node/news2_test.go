@@ -128,3 +128,32 @@ func TestNEWS2Alerts(t *testing.T) {
 		t.Fatalf("stats: %d %+v", resp.StatusCode, stats)
 	}
 }
+
+// A clinician sets a patient-specific SpO2 limit with a reason; it is
+// validated, audited in the patient record and kept across a restart.
+func TestPatientOverrideAPI(t *testing.T) {
+	e := start(t)
+	put := func(body string) (int, map[string]any) {
+		req, _ := http.NewRequest("PUT", e.n.URL()+"/api/v1/patients/p1/overrides", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	exp := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
+	if st, m := put(`{"overrides":[{"rule":"spo2-low","below":86,"expires":"` + exp + `"}]}`); st != 400 || m["field"] != "reason" {
+		t.Fatalf("no reason: %d %v", st, m)
+	}
+	st, m := put(`{"overrides":[{"rule":"spo2-low","below":86,"reason":"COPD, target 88-92 %","expires":"` + exp + `"}]}`)
+	if st != 200 {
+		t.Fatalf("override: %d %v", st, m)
+	}
+	p, err := e.n.Store.FindPatientByID(context.Background(), "p1")
+	must(t, err)
+	if len(p.Overrides) != 1 || p.Overrides[0].By != "dr" || p.Overrides[0].Set.IsZero() {
+		t.Fatalf("audit: %+v", p.Overrides)
+	}
+}

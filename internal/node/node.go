@@ -178,6 +178,17 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		return nil, fmt.Errorf("start alerting: %w", err)
 	}
 
+	// Patient-specific alert limits survive restarts in the patient records.
+	if ps, _, err := n.Store.FindPatients(ctx, vigil.PatientFilter{Limit: 1_000_000}); err == nil {
+		for _, p := range ps {
+			if len(p.Overrides) > 0 {
+				if err := n.Alerts.SetOverrides(p.ID, p.Overrides); err != nil {
+					log.Warn("a stored patient-specific alert limit was not restored", "err", err)
+				}
+			}
+		}
+	}
+
 	iopts := ingest.DefaultOptions()
 	iopts.MaxPayload = opts.MaxPayload
 	if opts.MaxReadingAge != 0 {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +22,7 @@ func TestPlan(t *testing.T) {
 	kinds := map[string]int{}
 	det := 0
 	for i := range a {
-		if a[i].Patient != b[i].Patient || len(a[i].Devices) != len(b[i].Devices) {
+		if !reflect.DeepEqual(a[i].Patient, b[i].Patient) || len(a[i].Devices) != len(b[i].Devices) {
 			t.Fatal("Plan is not deterministic")
 		}
 		if !vigil.ValidID(a[i].Patient.ID) {

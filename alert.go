@@ -65,6 +65,9 @@ type Alert struct {
 	Raised    time.Time `json:"raised"`  // Vigil time the alert fired
 	Updated   time.Time `json:"updated"` // last transition
 	ReadingID string    `json:"reading"` // the reading that made it fire
+	// Detail explains it in words: the values a rule read when it fired,
+	// or how far a value is from the patient's baseline.
+	Detail string `json:"detail,omitempty"`
 	// Tier is the escalation tier: 0 for the primary team; raised while
 	// the alert stays unacknowledged (see the engine's escalation policy).
 	Tier int `json:"tier,omitempty"`

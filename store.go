@@ -12,6 +12,7 @@ type Store interface {
 	AlertStore
 	DeadLetterStore
 	MappingStore
+	RuleStore
 	// Close flushes and releases the store; it waits for in-flight appends.
 	Close() error
 }

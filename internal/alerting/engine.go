@@ -73,6 +73,8 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/live"
+	"github.com/vigil-iomt/vigil/internal/mapping"
+	"github.com/vigil-iomt/vigil/internal/rules"
 )
 
 // Options configure an Engine. The zero value of each field takes the
@@ -98,6 +100,15 @@ type Options struct {
 	// "device silent" alert (0: never, e.g. for home devices that report
 	// a few times a day). nil: no offline detection.
 	OfflineAfter func(deviceID string) time.Duration
+	// Rules are CEL rules in force (compiled with internal/rules), added
+	// to those of RuleStore.
+	Rules []*rules.Compiled
+	// RuleStore keeps the CEL rules: New puts its enabled rules in force
+	// and SaveRule saves there. nil: only Rules, and SaveRule refuses.
+	RuleStore vigil.RuleStore
+	// Table names codes and units in rules and their alerts; nil: the
+	// built-in table.
+	Table *mapping.Table
 	// Escalation is the policy for unacknowledged firing alerts: after
 	// Escalation[0] the alert goes to tier 1, after a further
 	// Escalation[1] to tier 2, and so on. Tick applies it. nil: none.
@@ -149,6 +160,15 @@ type Engine struct {
 	seen         map[string]deviceSeen
 	escalation   []time.Duration
 	log          *slog.Logger
+
+	table     *mapping.Table
+	ruleEnv   *rules.Env
+	ruleStore vigil.RuleStore
+	ruleMu    sync.Mutex // serializes SaveRule
+	celRules  []*rules.Compiled
+	celByCode map[string][]int // code → indexes into celRules
+	windows   *rules.Windows
+	unknown   *prometheus.CounterVec
 
 	raised   *prometheus.CounterVec
 	latency  prometheus.Histogram
@@ -228,12 +248,25 @@ func New(ctx context.Context, store vigil.AlertStore, hub *live.Hub, opts Option
 			Name: "vigil_alert_save_errors_total",
 			Help: "Alert transitions that could not be stored (retried on the next reading).",
 		}),
+		unknown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_rule_unknown_total",
+			Help: "CEL rule evaluations whose result was unknown (data they read was absent), by rule.",
+		}, []string{"rule"}),
+		table:     opts.Table,
+		ruleStore: opts.RuleStore,
+	}
+	if e.table == nil {
+		e.table = mapping.DefaultTable()
+	}
+	var err error
+	if e.ruleEnv, err = rules.NewEnv(e.table); err != nil {
+		return nil, err
 	}
 	for i, t := range e.rules {
 		e.byCode[t.Code] = append(e.byCode[t.Code], i)
 	}
 	if r := opts.Registerer; r != nil {
-		for _, c := range []prometheus.Collector{e.raised, e.latency, e.openG, e.saveErrs} {
+		for _, c := range []prometheus.Collector{e.raised, e.latency, e.openG, e.saveErrs, e.unknown} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("register alerting metrics: %w", err)
 			}
@@ -249,6 +282,17 @@ func New(ctx context.Context, store vigil.AlertStore, hub *live.Hub, opts Option
 			e.log.Warn("alerting: pending conditions not restored", "err", err)
 		}
 	}
+	celRules := slices.Clone(opts.Rules)
+	if e.ruleStore != nil {
+		stored, err := e.loadRules(ctx)
+		if err != nil {
+			return nil, err
+		}
+		celRules = append(celRules, stored...)
+	}
+	e.mu.Lock()
+	e.installRules(ctx, celRules)
+	e.mu.Unlock()
 	e.openG.Set(float64(len(e.open)))
 	return e, nil
 }
@@ -393,6 +437,9 @@ func (e *Engine) Observe(ctx context.Context, rs []*vigil.Reading) {
 				}
 			}
 		}
+		if e.observeRules(ctx, r) {
+			changed = true
+		}
 	}
 	if changed {
 		e.openG.Set(float64(len(e.open)))
@@ -406,31 +453,60 @@ func byTime(a, b *vigil.Reading) int {
 	return a.Time.Compare(b.Time)
 }
 
-// apply runs one measurement through one rule and reports whether an
-// alert changed state. e.mu is held.
+// apply runs one measurement through one threshold (or the patient's
+// override of it) and reports whether an alert changed state. e.mu is held.
 func (e *Engine) apply(ctx context.Context, t *vigil.Threshold, r *vigil.Reading, m vigil.Measurement) bool {
 	k := stateKey{r.PatientID, t.ID}
-	st := e.state(k)
-	switch {
-	case r.Time.Before(st.last):
-		return false // older than what this rule has seen: out of order
-	case r.Time.Equal(st.last) && (st.restored || st.lastDev == r.DeviceID && st.lastID == r.ID):
-		return false // the same reading again, or one a restore already replayed
-	}
-	st.last, st.lastDev, st.lastID, st.restored = r.Time, r.DeviceID, r.ID, false
-
 	if o, ok := e.overrides[k]; ok && e.now().Before(o.Expires) {
 		t = &vigil.Threshold{ID: t.ID, Code: t.Code, Below: o.Below, Above: o.Above, For: t.For, Priority: t.Priority, Title: t.Title + " (patient-specific limit)"}
 	}
-	if !violates(t, m.Value) {
+	c := cond{id: t.ID, code: t.Code, title: t.Title, priority: t.Priority, wait: t.For}
+	s := sample{t: r.Time, dev: r.DeviceID, id: r.ID, received: r.Received, value: m.Value, unit: m.Unit}
+	return e.step(ctx, k, c, s, violates(t, m.Value))
+}
+
+// cond is the rule a step advances.
+type cond struct {
+	id, code, title, priority string
+	wait                      time.Duration // the rule's For
+}
+
+// sample is what one evaluation saw.
+type sample struct {
+	t        time.Time // device time (Vigil's clock for a clock evaluation)
+	dev, id  string    // the reading's device and id; "" for a clock evaluation
+	clock    bool      // evaluated on the clock, not on a reading
+	received time.Time
+	value    float64
+	unit     string
+	detail   func() string // explains a firing alert; nil: none
+}
+
+// step advances the condition of one (patient, rule) with one evaluation
+// (violating: the condition holds) and reports whether an alert changed
+// state. It is the one lifecycle of thresholds and CEL rules: pending,
+// firing after the rule's For, one open alert, hysteresis, no new alert
+// from late data, out-of-order and repeated readings ignored. e.mu is held.
+func (e *Engine) step(ctx context.Context, k stateKey, c cond, s sample, violating bool) bool {
+	st := e.state(k)
+	if !s.clock {
+		switch {
+		case s.t.Before(st.last):
+			return false // older than what this rule has seen: out of order
+		case s.t.Equal(st.last) && (st.restored || st.lastDev == s.dev && st.lastID == s.id):
+			return false // the same reading again, or one a restore already replayed
+		}
+		st.last, st.lastDev, st.lastID, st.restored = s.t, s.dev, s.id, false
+	}
+	if !violating {
 		st.pending = false
 		if st.open == nil {
 			return false
 		}
 		if st.inRange.IsZero() {
-			st.inRange = r.Time
+			st.inRange = s.t
 		}
-		if r.Time.Sub(st.inRange) < e.resolveAfter {
+		if s.t.Sub(st.inRange) < e.resolveAfter {
 			return false // hysteresis: back in range, not yet for long enough
 		}
 		st.inRange = time.Time{}
@@ -441,53 +517,61 @@ func (e *Engine) apply(ctx context.Context, t *vigil.Threshold, r *vigil.Reading
 		return false // one open alert per patient and rule
 	}
 	if !st.pending {
-		st.pending, st.since = true, r.Time
+		st.pending, st.since = true, s.t
 	}
-	if r.Time.Sub(st.since) < t.For {
+	if s.t.Sub(st.since) < c.wait {
 		return false
 	}
 	now := e.now().UTC()
-	if r.Time.Before(now.Add(-e.staleAfter)) {
+	if s.t.Before(now.Add(-e.staleAfter)) {
 		return false // late data never raises a new alert; stays pending
 	}
 	a := &vigil.Alert{
 		ID:        e.newID(now),
-		PatientID: r.PatientID,
-		RuleID:    t.ID,
-		Code:      t.Code,
-		Title:     t.Title,
-		Priority:  t.Priority,
+		PatientID: k.patient,
+		RuleID:    c.id,
+		Code:      c.code,
+		Title:     c.title,
+		Priority:  c.priority,
 		State:     vigil.AlertFiring,
-		Value:     m.Value,
-		Unit:      m.Unit,
+		Value:     s.value,
+		Unit:      s.unit,
 		Since:     st.since,
 		Raised:    now,
 		Updated:   now,
-		ReadingID: r.ID,
+		ReadingID: s.id,
 		History:   []vigil.AlertEvent{{Time: now, State: vigil.AlertFiring}},
+	}
+	if s.detail != nil {
+		a.Detail = s.detail()
 	}
 	if err := e.store.SaveAlert(ctx, a); err != nil {
 		e.saveErrs.Inc()
-		e.log.Error("store fired alert", "alert", a.ID, "rule", t.ID, "err", err)
-		return false // still pending: the next violating reading retries
+		e.log.Error("store fired alert", "alert", a.ID, "rule", c.id, "err", err)
+		return false // still pending: the next violating evaluation retries
 	}
 	st.pending, st.open = false, a
 	e.open[a.ID] = k
-	e.raised.WithLabelValues(t.ID, t.Priority).Inc()
-	if !r.Received.IsZero() {
-		e.latency.Observe(e.now().Sub(r.Received).Seconds())
+	e.raised.WithLabelValues(c.id, c.priority).Inc()
+	if !s.received.IsZero() {
+		e.latency.Observe(e.now().Sub(s.received).Seconds())
 	}
 	e.publish(a)
-	e.log.Info("alert firing", "alert", a.ID, "rule", t.ID, "priority", t.Priority)
+	e.log.Info("alert firing", "alert", a.ID, "rule", c.id, "priority", c.priority)
 	return true
 }
 
 // resolve stores and publishes the resolution of st.open. e.mu is held.
 func (e *Engine) resolve(ctx context.Context, k stateKey, st *ruleState) bool {
+	return e.resolveNote(ctx, k, st, "")
+}
+
+// resolveNote is resolve with a note in the history saying why.
+func (e *Engine) resolveNote(ctx context.Context, k stateKey, st *ruleState, note string) bool {
 	now := e.now().UTC()
 	a := cloneAlert(st.open)
 	a.State, a.Updated = vigil.AlertResolved, now
-	a.History = append(a.History, vigil.AlertEvent{Time: now, State: vigil.AlertResolved})
+	a.History = append(a.History, vigil.AlertEvent{Time: now, State: vigil.AlertResolved, Note: note})
 	if err := e.store.SaveAlert(ctx, a); err != nil {
 		e.saveErrs.Inc()
 		e.log.Error("store resolved alert", "alert", a.ID, "rule", k.rule, "err", err)

@@ -57,6 +57,7 @@ func (e *Engine) Tick(ctx context.Context) {
 	defer e.mu.Unlock()
 	now := e.now().UTC()
 	e.checkOffline(ctx, now)
+	e.tickRules(ctx, now)
 	for _, k := range e.open {
 		st := e.states[k]
 		if st == nil || st.open == nil {

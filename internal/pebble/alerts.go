@@ -263,3 +263,111 @@ func (s *Store) FindMappings(ctx context.Context) ([]*vigil.Mapping, error) {
 	}
 	return out, err
 }
+
+// Rule keys: r/{id}/{be64 version} → rule JSON.
+const pRule = 'r'
+
+func ruleKey(id string, version int) []byte {
+	return append(prefixKey(pRule, id), be64(int64(version))...)
+}
+
+// SaveRule stores the next version of a rule.
+func (s *Store) SaveRule(ctx context.Context, r *vigil.Rule) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if !vigil.ValidID(r.ID) {
+		return vigil.FieldErrorf("id", "invalid", "rule id %q: use letters, digits and '-', up to 48 characters", r.ID)
+	}
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	latest := 0
+	if err := scan(s.db, prefixKey(pRule, r.ID), true, func(k, _ []byte) (bool, error) {
+		latest = int(unbe64(k[len(k)-8:]))
+		return false, nil
+	}); err != nil {
+		return err
+	}
+	r.Version = latest + 1
+	r.Saved = s.opts.Now().UTC()
+	b := s.db.NewBatch()
+	if err := setJSON(b, ruleKey(r.ID, r.Version), r); err != nil {
+		b.Close()
+		return err
+	}
+	return s.commitSync(b)
+}
+
+// FindRule returns version (0: the latest) of a rule.
+func (s *Store) FindRule(ctx context.Context, id string, version int) (*vigil.Rule, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	if version > 0 {
+		var x vigil.Rule
+		if err := s.find(ctx, ruleKey(id, version), "rule "+id, &x); err != nil {
+			return nil, err
+		}
+		return &x, nil
+	}
+	var r *vigil.Rule
+	err := scan(s.db, prefixKey(pRule, id), true, func(_, v []byte) (bool, error) {
+		r = &vigil.Rule{}
+		return false, unmarshal(v, r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, vigil.Errorf(vigil.ENOTFOUND, "rule %s not found", id)
+	}
+	return r, nil
+}
+
+// FindRules returns the latest version of each rule, by id.
+func (s *Store) FindRules(ctx context.Context) ([]*vigil.Rule, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	byID := map[string]*vigil.Rule{}
+	var order []string
+	err := scan(s.db, prefixKey(pRule), false, func(_, v []byte) (bool, error) {
+		var r vigil.Rule
+		if err := unmarshal(v, &r); err != nil {
+			return false, err
+		}
+		if _, ok := byID[r.ID]; !ok {
+			order = append(order, r.ID)
+		}
+		byID[r.ID] = &r // later keys are later versions
+		return true, nil
+	})
+	out := make([]*vigil.Rule, 0, len(order))
+	for _, id := range order {
+		out = append(out, byID[id])
+	}
+	return out, err
+}
+
+// RuleHistory returns every version of a rule, oldest first.
+func (s *Store) RuleHistory(ctx context.Context, id string) ([]*vigil.Rule, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	var out []*vigil.Rule
+	err := scan(s.db, prefixKey(pRule, id), false, func(_, v []byte) (bool, error) {
+		var r vigil.Rule
+		if err := unmarshal(v, &r); err != nil {
+			return false, err
+		}
+		out = append(out, &r)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, vigil.Errorf(vigil.ENOTFOUND, "rule %s not found", id)
+	}
+	return out, nil
+}

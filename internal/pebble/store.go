@@ -210,6 +210,7 @@ const (
 	pAlertRaised = 'L' // L/raised/alert id → ""
 	pDeadLetter  = 'x' // x/id → dead letter JSON
 	pMeta        = 'm' // m/name → metadata
+	// g/{id}/{version} → mapping JSON and r/{id}/{version} → rule JSON: see alerts.go
 )
 
 func key(prefix byte, parts ...string) []byte {

@@ -37,6 +37,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Alerts", func(t *testing.T) { testAlerts(t, h.Open(t)) })
 	t.Run("DeadLetters", func(t *testing.T) { testDeadLetters(t, h.Open(t)) })
 	t.Run("Mappings", func(t *testing.T) { testMappings(t, h.Open(t)) })
+	t.Run("Rules", func(t *testing.T) { testRules(t, h.Open(t)) })
 	settles := map[string]func(*testing.T, vigil.Store){"head": nil}
 	if h.Settle != nil {
 		settles["settled"] = h.Settle
@@ -569,4 +570,43 @@ func testMappings(t *testing.T, s vigil.Store) {
 		t.Fatalf("all: %+v", all)
 	}
 	wantCode(t, s.SaveMapping(ctx, &vigil.Mapping{ID: "bad id"}), vigil.EINVALID)
+}
+
+func testRules(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	r := &vigil.Rule{ID: "hr-rising", Title: "HR rising", Expr: `change("8867-4", duration("10m")) > 20`, Priority: vigil.PriorityMedium, Enabled: true, SavedBy: "u1"}
+	must(t, s.SaveRule(ctx, r))
+	r2 := &vigil.Rule{ID: "hr-rising", Title: "HR rising", Expr: `change("8867-4", duration("10m")) > 25`, Priority: vigil.PriorityMedium, Enabled: false, Note: "too noisy", SavedBy: "u2"}
+	must(t, s.SaveRule(ctx, r2))
+	must(t, s.SaveRule(ctx, &vigil.Rule{ID: "a-other", Expr: "true", Priority: vigil.PriorityLow}))
+	if r.Version != 1 || r2.Version != 2 || r2.Saved.IsZero() {
+		t.Fatalf("versions %d %d", r.Version, r2.Version)
+	}
+	latest, err := s.FindRule(ctx, "hr-rising", 0)
+	must(t, err)
+	if latest.Version != 2 || latest.Enabled || latest.Note != "too noisy" || latest.SavedBy != "u2" {
+		t.Fatalf("latest: %+v", latest)
+	}
+	v1, err := s.FindRule(ctx, "hr-rising", 1)
+	must(t, err)
+	if !v1.Enabled || v1.Expr != r.Expr {
+		t.Fatalf("v1: %+v", v1)
+	}
+	_, err = s.FindRule(ctx, "nope", 0)
+	wantCode(t, err, vigil.ENOTFOUND)
+	_, err = s.FindRule(ctx, "hr-rising", 3)
+	wantCode(t, err, vigil.ENOTFOUND)
+	all, err := s.FindRules(ctx)
+	must(t, err)
+	if len(all) != 2 || all[0].ID != "a-other" || all[1].Version != 2 {
+		t.Fatalf("all: %+v", all)
+	}
+	h, err := s.RuleHistory(ctx, "hr-rising")
+	must(t, err)
+	if len(h) != 2 || h[0].Version != 1 || h[1].Version != 2 {
+		t.Fatalf("history: %+v", h)
+	}
+	_, err = s.RuleHistory(ctx, "nope")
+	wantCode(t, err, vigil.ENOTFOUND)
+	wantCode(t, s.SaveRule(ctx, &vigil.Rule{ID: "bad id"}), vigil.EINVALID)
 }

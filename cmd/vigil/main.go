@@ -99,6 +99,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newTokenCmd(g),
 		newDeadLettersCmd(g),
 		newMappingCmd(g),
+		newRuleCmd(g),
 		newAlertsCmd(g),
 	)
 	return root

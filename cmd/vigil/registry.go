@@ -15,11 +15,13 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/admin"
+	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/medtech"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/pebble"
+	"github.com/vigil-iomt/vigil/internal/rules"
 )
 
 // registry is what the registry commands need. It is served directly by
@@ -43,6 +45,10 @@ type registry interface {
 	PutMapping(ctx context.Context, id string, req httpapi.MappingRequest) (*vigil.Mapping, error)
 	Mappings(ctx context.Context) ([]*vigil.Mapping, error)
 	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
+	PutRule(ctx context.Context, id string, req httpapi.RuleRequest) (*vigil.Rule, error)
+	Rules(ctx context.Context) ([]*vigil.Rule, error)
+	RuleHistory(ctx context.Context, id string) ([]*vigil.Rule, error)
+	Backtest(ctx context.Context, req httpapi.BacktestRequest) (*alerting.BacktestReport, error)
 	Close() error
 }
 
@@ -133,6 +139,30 @@ func (o *offlineRegistry) Mappings(ctx context.Context) ([]*vigil.Mapping, error
 
 func (o *offlineRegistry) Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error) {
 	return o.store.FindAlerts(ctx, f)
+}
+
+func (o *offlineRegistry) PutRule(ctx context.Context, id string, req httpapi.RuleRequest) (*vigil.Rule, error) {
+	env, err := rules.NewEnv(nil)
+	if err != nil {
+		return nil, err
+	}
+	r := vigil.Rule{ID: id, Title: req.Title, Expr: req.Expr, ForSeconds: req.ForSeconds, Priority: req.Priority,
+		Enabled: req.Enabled == nil || *req.Enabled, Note: req.Note, SavedBy: "cli"}
+	saved, _, err := alerting.StoreRule(ctx, o.store, env, r)
+	return saved, err
+}
+
+func (o *offlineRegistry) Rules(ctx context.Context) ([]*vigil.Rule, error) {
+	return o.store.FindRules(ctx)
+}
+
+func (o *offlineRegistry) RuleHistory(ctx context.Context, id string) ([]*vigil.Rule, error) {
+	return o.store.RuleHistory(ctx, id)
+}
+
+// Backtest replays history with the hysteresis vigil serve uses.
+func (o *offlineRegistry) Backtest(ctx context.Context, req httpapi.BacktestRequest) (*alerting.BacktestReport, error) {
+	return alerting.Backtest(ctx, o.store, nil, node.ResolveAfter, req)
 }
 
 func (o *offlineRegistry) Close() error { return o.store.Close() }

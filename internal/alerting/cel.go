@@ -225,38 +225,49 @@ func (e *Engine) Rules() []vigil.Rule {
 
 // SaveRule validates r, stores it as the rule's next version (who saved
 // it and why: the audit trail) and puts it in force — or out of force
-// when it is disabled, resolving its open alerts. It returns EINVALID
-// with the field and, for the expression, where and what is wrong; and
-// EINVALID when a change to an existing rule has no note.
+// when it is disabled, resolving its open alerts. Errors are StoreRule's.
 func (e *Engine) SaveRule(ctx context.Context, r vigil.Rule) (*vigil.Rule, error) {
 	if e.ruleStore == nil {
 		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "this engine keeps no rules")
 	}
-	c, err := e.ruleEnv.Compile(r)
+	e.ruleMu.Lock()
+	defer e.ruleMu.Unlock()
+	saved, c, err := StoreRule(ctx, e.ruleStore, e.ruleEnv, r)
 	if err != nil {
 		return nil, err
 	}
-	e.ruleMu.Lock()
-	defer e.ruleMu.Unlock()
-	if _, err := e.ruleStore.FindRule(ctx, r.ID, 0); err == nil && strings.TrimSpace(r.Note) == "" {
-		return nil, vigil.FieldErrorf("note", "required", "changing rule %s needs a note saying why (it is kept in the rule's history)", r.ID)
-	} else if err != nil && vigil.ErrorCode(err) != vigil.ENOTFOUND {
-		return nil, err
-	}
-	if err := e.ruleStore.SaveRule(ctx, &r); err != nil {
-		return nil, fmt.Errorf("save rule %s: %w", r.ID, err)
-	}
-	c.Rule = r
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	next := slices.DeleteFunc(slices.Clone(e.celRules), func(x *rules.Compiled) bool { return x.Rule.ID == r.ID })
-	if r.Enabled {
+	if saved.Enabled {
 		next = append(next, c)
 		slices.SortFunc(next, func(a, b *rules.Compiled) int { return strings.Compare(a.Rule.ID, b.Rule.ID) })
 	}
 	e.installRules(ctx, next)
-	e.log.Info("rule saved", "rule", r.ID, "version", r.Version, "enabled", r.Enabled, "by", r.SavedBy)
-	return &r, nil
+	e.log.Info("rule saved", "rule", saved.ID, "version", saved.Version, "enabled", saved.Enabled, "by", saved.SavedBy)
+	return saved, nil
+}
+
+// StoreRule validates r with env and stores it in rs as the rule's next
+// version, without putting it in force (a running engine's SaveRule
+// does both; a stopped node loads it at start). It returns EINVALID with
+// the field and, for the expression, where and what is wrong; and
+// EINVALID when a change to an existing rule has no note.
+func StoreRule(ctx context.Context, rs vigil.RuleStore, env *rules.Env, r vigil.Rule) (*vigil.Rule, *rules.Compiled, error) {
+	c, err := env.Compile(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := rs.FindRule(ctx, r.ID, 0); err == nil && strings.TrimSpace(r.Note) == "" {
+		return nil, nil, vigil.FieldErrorf("note", "required", "changing rule %s needs a note saying why (it is kept in the rule's history)", r.ID)
+	} else if err != nil && vigil.ErrorCode(err) != vigil.ENOTFOUND {
+		return nil, nil, err
+	}
+	if err := rs.SaveRule(ctx, &r); err != nil {
+		return nil, nil, fmt.Errorf("save rule %s: %w", r.ID, err)
+	}
+	c.Rule = r
+	return &r, c, nil
 }
 
 // loadRules compiles the enabled rules of the rule store. A stored rule

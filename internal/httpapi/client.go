@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/alerting"
 )
 
 // Client calls a running server's admin API. Errors come back as
@@ -233,4 +234,36 @@ func (c *Client) Mappings(ctx context.Context) ([]*vigil.Mapping, error) {
 	var out []*vigil.Mapping
 	err := c.do(ctx, "GET", "/api/v1/mappings", nil, &out)
 	return out, err
+}
+
+// PutRule saves a new version of a CEL rule.
+func (c *Client) PutRule(ctx context.Context, id string, req RuleRequest) (*vigil.Rule, error) {
+	var out vigil.Rule
+	if err := c.do(ctx, "PUT", "/api/v1/rules/"+url.PathEscape(id), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Rules lists the latest version of every rule.
+func (c *Client) Rules(ctx context.Context) ([]*vigil.Rule, error) {
+	var out []*vigil.Rule
+	err := c.do(ctx, "GET", "/api/v1/rules", nil, &out)
+	return out, err
+}
+
+// RuleHistory returns every version of a rule, oldest first.
+func (c *Client) RuleHistory(ctx context.Context, id string) ([]*vigil.Rule, error) {
+	var out []*vigil.Rule
+	err := c.do(ctx, "GET", "/api/v1/rules/"+url.PathEscape(id)+"/history", nil, &out)
+	return out, err
+}
+
+// Backtest runs a rule over stored history.
+func (c *Client) Backtest(ctx context.Context, req BacktestRequest) (*alerting.BacktestReport, error) {
+	var out alerting.BacktestReport
+	if err := c.do(ctx, "POST", "/api/v1/rules/backtest", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

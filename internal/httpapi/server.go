@@ -22,6 +22,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/admin"
+	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/auth"
 )
 
@@ -31,6 +32,8 @@ type AlertService interface {
 	Acknowledge(ctx context.Context, id, by, note string) (*vigil.Alert, error)
 	Snooze(ctx context.Context, id, by string, d time.Duration, note string) (*vigil.Alert, error)
 	SetOverrides(patientID string, os []vigil.ThresholdOverride) error
+	SaveRule(ctx context.Context, r vigil.Rule) (*vigil.Rule, error)
+	Backtest(ctx context.Context, req alerting.BacktestRequest) (*alerting.BacktestReport, error)
 }
 
 // Options configure a Server.
@@ -104,6 +107,11 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients/{id}", s.with(care, s.getPatient))
 	m.HandleFunc("GET /api/v1/patients/{id}/news2", s.with(care, s.patientNEWS2))
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
+	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))
+	m.HandleFunc("GET /api/v1/rules/{id}", s.with(care, s.getRule))
+	m.HandleFunc("GET /api/v1/rules/{id}/history", s.with(care, s.ruleHistory))
+	m.HandleFunc("PUT /api/v1/rules/{id}", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.putRule))
+	m.HandleFunc("POST /api/v1/rules/backtest", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.backtest))
 	m.HandleFunc("PUT /api/v1/patients/{id}/overrides", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.putOverrides))
 	m.HandleFunc("POST /api/v1/devices", s.with(adminOnly, s.addDevice))
 	m.HandleFunc("GET /api/v1/devices", s.with(care, s.listDevices))

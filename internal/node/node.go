@@ -62,6 +62,10 @@ type Control struct {
 	Token    string `json:"token"`
 }
 
+// ResolveAfter is the node's alert hysteresis: a value must be back in
+// range this long before its alert resolves.
+const ResolveAfter = time.Minute
+
 // Options configure a node. Zero values take the defaults noted.
 type Options struct {
 	DataDir       string                   // required
@@ -168,8 +172,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if opts.Thresholds != nil {
 		aopts.Thresholds = opts.Thresholds
 	}
-	aopts.ResolveAfter = time.Minute // hysteresis: in range for a minute before an alert resolves
+	aopts.ResolveAfter = ResolveAfter
 	aopts.OfflineAfter = n.offlineAfter
+	aopts.RuleStore = n.Store
 	aopts.Escalation = opts.Escalation
 	if aopts.Escalation == nil {
 		aopts.Escalation = []time.Duration{5 * time.Minute, 10 * time.Minute}

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,29 @@ func TestWindowsTrim(t *testing.T) {
 	w.Resize([]*Compiled{val})
 	if len(w.Series("p1", "8867-4")) != 0 || len(w.Series("p1", "59408-5")) != 1 {
 		t.Fatal("resize kept a dropped code or dropped a kept one")
+	}
+}
+
+// Every example in docs/rules.md compiles.
+func TestDocExamplesCompile(t *testing.T) {
+	b, err := os.ReadFile("../../docs/rules.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, _ := NewEnv(nil)
+	n := 0
+	for _, block := range strings.Split(string(b), "```cel\n")[1:] {
+		for _, line := range strings.Split(strings.Split(block, "```")[0], "\n") {
+			if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "//") {
+				continue
+			}
+			if _, err := env.Compile(vigil.Rule{ID: "doc", Title: "doc", Priority: "low", Expr: line}); err != nil {
+				t.Errorf("%s: %v", line, err)
+			}
+			n++
+		}
+	}
+	if n < 5 {
+		t.Fatalf("found %d examples", n)
 	}
 }

@@ -1,0 +1,116 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// A clinician writes a CEL rule over the API: a broken one is refused
+// with where it is broken, a good one is backtested over stored history,
+// fires on live readings, and every change is kept with who and why.
+func TestRulesAPI(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	api := func(method, path, body string, out any) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, e.n.URL()+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		if out != nil {
+			must(t, json.NewDecoder(resp.Body).Decode(out))
+		}
+		return resp.StatusCode
+	}
+	ingest := func(id string, at time.Time, hr int) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/"+e.device+"/readings",
+			strings.NewReader(string(reading(id, at, fmt.Sprintf(`{"code":"8867-4","value":%d,"unit":"/min"}`, hr)))))
+		req.SetBasicAuth(e.device, e.secret)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("ingest: %d", resp.StatusCode)
+		}
+	}
+
+	var problem struct {
+		Field, Detail string
+	}
+	if st := api("PUT", "/api/v1/rules/tachy", `{"title":"Tachycardia","priority":"high","expr":"mean(\"8867-4\", duration(\"5m\")) >"}`, &problem); st != 400 ||
+		problem.Field != "expr" || !strings.Contains(problem.Detail, "1:") {
+		t.Fatalf("broken rule: %d %+v", st, problem)
+	}
+
+	// History first (the device is assigned since an hour ago): ten minutes at 150, 45 minutes ago.
+	now := time.Now().UTC()
+	for i := range 30 {
+		hr := 80
+		if i >= 10 && i < 20 {
+			hr = 150
+		}
+		ingest(fmt.Sprintf("h%d", i), now.Add(-55*time.Minute+time.Duration(i)*time.Minute), hr)
+	}
+	rule := `{"title":"Sustained tachycardia","priority":"high","forSeconds":60,"expr":"mean(\"8867-4\", duration(\"5m\")) > 130"}`
+	var rep struct {
+		Alerts     int
+		PerPatient map[string]int
+		List       []struct{ Patient string }
+	}
+	bt := fmt.Sprintf(`{"rule":{"id":"tachy",%s},"from":%q,"to":%q}`, strings.TrimPrefix(strings.TrimSuffix(rule, "}"), "{"), now.Add(-2*time.Hour).Format(time.RFC3339), now.Format(time.RFC3339))
+	if st := api("POST", "/api/v1/rules/backtest", bt, &rep); st != 200 || rep.Alerts != 1 || rep.PerPatient["p1"] != 1 {
+		t.Fatalf("backtest: %d %+v (%s)", st, rep, bt)
+	}
+
+	var saved vigil.Rule
+	if st := api("PUT", "/api/v1/rules/tachy", rule, &saved); st != 201 || saved.Version != 1 || !saved.Enabled || saved.SavedBy != "dr" {
+		t.Fatalf("save: %d %+v", st, saved)
+	}
+	// Live: four minutes at 160 now.
+	for i := range 4 {
+		ingest(fmt.Sprintf("l%d", i), now.Add(-3*time.Minute+time.Duration(i)*time.Minute), 160)
+	}
+	var fired *vigil.Alert
+	for deadline := time.Now().Add(5 * time.Second); fired == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		as, err := e.n.Alerts.Alerts(ctx, vigil.AlertFilter{PatientID: "p1"})
+		must(t, err)
+		for _, a := range as {
+			if a.RuleID == "tachy" {
+				fired = a
+			}
+		}
+	}
+	if fired == nil || fired.State != vigil.AlertFiring || fired.Priority != vigil.PriorityHigh || !strings.Contains(fired.Detail, "160 /min") {
+		t.Fatalf("live alert: %+v", fired)
+	}
+
+	if st := api("PUT", "/api/v1/rules/tachy", strings.Replace(rule, `"priority"`, `"enabled":false,"priority"`, 1), &problem); st != 400 || problem.Field != "note" {
+		t.Fatalf("change without a note: %d %+v", st, problem)
+	}
+	if st := api("PUT", "/api/v1/rules/tachy", strings.Replace(rule, `"priority"`, `"enabled":false,"note":"trial ended","priority"`, 1), &saved); st != 200 || saved.Version != 2 {
+		t.Fatalf("disable: %d %+v", st, saved)
+	}
+	a, err := e.n.Store.FindAlertByID(ctx, fired.ID)
+	must(t, err)
+	if a.State != vigil.AlertResolved {
+		t.Fatalf("alert of a disabled rule: %+v", a)
+	}
+	var hist []vigil.Rule
+	if st := api("GET", "/api/v1/rules/tachy/history", "", &hist); st != 200 || len(hist) != 2 || hist[1].Note != "trial ended" || hist[1].Enabled {
+		t.Fatalf("history: %d %+v", st, hist)
+	}
+	var list []vigil.Rule
+	if st := api("GET", "/api/v1/rules", "", &list); st != 200 || len(list) != 1 || list[0].Version != 2 {
+		t.Fatalf("list: %d %+v", st, list)
+	}
+}

@@ -198,11 +198,13 @@ type patientView struct {
 
 func (v patientView) Series(code string) []rules.Point { return v.e.windows.Series(v.patient, code) }
 
-// Alarm reports whether a device alarm (not a "device silent" alert) is
-// open for the patient, about code when code is not "".
+// Alarm reports whether a device alarm (not a "device silent" alert, nor
+// one Vigil raises itself such as NEWS2 or a baseline anomaly) is open
+// for the patient, about code when code is not "".
 func (v patientView) Alarm(code string) bool {
 	for _, k := range v.e.open {
-		if k.patient != v.patient || !strings.HasPrefix(k.rule, DeviceRulePrefix) || strings.HasSuffix(k.rule, ":"+OfflineAlarmID) {
+		if k.patient != v.patient || !strings.HasPrefix(k.rule, DeviceRulePrefix) || strings.HasSuffix(k.rule, ":"+OfflineAlarmID) ||
+			strings.HasPrefix(k.rule, DeviceRulePrefix+"vigil-") {
 			continue
 		}
 		if st := v.e.states[k]; st != nil && st.open != nil && (code == "" || st.open.Code == code) {

@@ -16,6 +16,7 @@ type DeviceAlarm struct {
 	AlarmID   string // the device's identifier of this alarm, stable from start to end
 	Code      string // what it is about: a LOINC code when known, else the device's event code
 	Title     string
+	Detail    string // why, in words (optional)
 	Priority  string // vigil.PriorityHigh, Medium or Low
 	Value     float64
 	Unit      string
@@ -78,6 +79,7 @@ func (e *Engine) deviceAlarmLocked(ctx context.Context, d DeviceAlarm) (*vigil.A
 		Raised:    now,
 		Updated:   now,
 		ReadingID: d.AlarmID,
+		Detail:    d.Detail,
 		History:   []vigil.AlertEvent{{Time: now, State: vigil.AlertFiring, Note: "raised by device " + d.DeviceID}},
 	}
 	if err := e.store.SaveAlert(ctx, a); err != nil {

@@ -145,6 +145,20 @@ func (s *Server) getPatient(w http.ResponseWriter, r *http.Request, _ *vigil.Pri
 	return nil
 }
 
+// patientBaselines serves the patient's current 5-minute means scored
+// against their personal baselines (internal/baseline).
+func (s *Server) patientBaselines(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	if s.o.Baselines == nil {
+		return vigil.Errorf(vigil.ENOTFOUND, "personal baselines are not enabled")
+	}
+	p, err := s.o.Store.FindPatientByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.o.Baselines(p.ID))
+	return nil
+}
+
 func (s *Server) patientNEWS2(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
 	if s.o.NEWS2 == nil {
 		return vigil.Errorf(vigil.ENOTFOUND, "NEWS2 is not enabled")

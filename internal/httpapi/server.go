@@ -46,7 +46,10 @@ type Options struct {
 	// NEWS2 returns a patient's current NEWS2 breakdown (nil: not served).
 	NEWS2 func(ctx context.Context, patientID string) (any, error)
 	// NEWS2Update recomputes after a recorded input and updates alerts.
-	NEWS2Update   func(ctx context.Context, patientID string) (any, error)
+	NEWS2Update func(ctx context.Context, patientID string) (any, error)
+	// Baselines returns a patient's current values scored against their
+	// personal baselines (nil: not served).
+	Baselines     func(patientID string) any
 	FHIR          http.Handler // mounted at /fhir/R4/
 	Web           http.Handler // mounted at / (login, ward view, /web/...)
 	Gatherer      prometheus.Gatherer
@@ -106,6 +109,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients", s.with(care, s.listPatients))
 	m.HandleFunc("GET /api/v1/patients/{id}", s.with(care, s.getPatient))
 	m.HandleFunc("GET /api/v1/patients/{id}/news2", s.with(care, s.patientNEWS2))
+	m.HandleFunc("GET /api/v1/patients/{id}/baselines", s.with(care, s.patientBaselines))
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
 	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))
 	m.HandleFunc("GET /api/v1/rules/{id}", s.with(care, s.getRule))

@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/auth"
+	"github.com/vigil-iomt/vigil/internal/baseline"
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/fhir"
 	"github.com/vigil-iomt/vigil/internal/gatt"
@@ -99,6 +100,7 @@ type Node struct {
 	Notifier *notify.Notifier // nil without webhooks
 	Alerts   *alerting.Engine
 	News2    *news2.Evaluator
+	Baseline *baseline.Detector
 	Hub      *live.Hub
 	Auth     *auth.Authenticator
 	Admin    *admin.Service
@@ -111,6 +113,8 @@ type Node struct {
 	kinds     sync.Map // device id → kind, for offline detection
 	stopTick  chan struct{}
 	tickDone  chan struct{}
+	stopWarm  context.CancelFunc
+	warmDone  chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 	ready     bool
@@ -203,7 +207,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
 	n.News2 = &news2.Evaluator{Store: n.Store, Alerts: n.Alerts, Now: opts.Now, Logger: log}
-	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.News2.Observe, n.publishReadings}
+	n.Baseline = baseline.New(baseline.Options{Alerts: n.Alerts, Logger: log, Now: opts.Now})
+	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.News2.Observe, n.Baseline.Observe, n.publishReadings}
+	n.warm(opts.Now())
 	table := mapping.DefaultTable()
 	if len(opts.Limits) > 0 {
 		if table, err = table.WithLimits(opts.Limits); err != nil {
@@ -284,6 +290,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Alerts:        n.Alerts,
 		NEWS2:         func(ctx context.Context, id string) (any, error) { return n.News2.Compute(ctx, id) },
 		NEWS2Update:   func(ctx context.Context, id string) (any, error) { return n.News2.Reevaluate(ctx, id) },
+		Baselines:     func(id string) any { return n.Baseline.Current(id) },
 		FHIR:          fh,
 		Web:           wh,
 		Gatherer:      n.Registry,
@@ -490,10 +497,30 @@ func (n *Node) tick() {
 	}
 }
 
+// warm rebuilds the personal baselines from history in the background:
+// with a long history it can take a while, and nothing waits for it.
+func (n *Node) warm(now time.Time) {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopWarm, n.warmDone = cancel, make(chan struct{})
+	go func() {
+		defer close(n.warmDone)
+		start := time.Now()
+		if err := n.Baseline.Warm(ctx, n.Store, now); err != nil && ctx.Err() == nil {
+			n.opts.Logger.Error("personal baselines not rebuilt from history; they learn from new readings", "err", err)
+			return
+		}
+		n.opts.Logger.Info("personal baselines rebuilt from history", "took", time.Since(start))
+	}()
+}
+
 func (n *Node) close() error {
 	n.mu.Lock()
 	n.ready = false
 	n.mu.Unlock()
+	if n.stopWarm != nil {
+		n.stopWarm()
+		<-n.warmDone
+	}
 	if n.stopTick != nil {
 		close(n.stopTick)
 		<-n.tickDone

@@ -114,3 +114,56 @@ func TestRulesAPI(t *testing.T) {
 		t.Fatalf("list: %d %+v", st, list)
 	}
 }
+
+// Personal baselines learn from ingested readings and are served per
+// patient with their explanation figures.
+func TestBaselinesAPI(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	secret, err := e.n.Admin.AddDevice(ctx, &vigil.Device{ID: "watch-1", Kind: vigil.DeviceWearable})
+	must(t, err)
+	now := time.Now().UTC()
+	must(t, e.n.Admin.Assign(ctx, "watch-1", "p1", now.Add(-5*24*time.Hour)))
+	get := func(path string, out any) int {
+		req, _ := http.NewRequest("GET", e.n.URL()+path, nil)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		json.NewDecoder(resp.Body).Decode(out)
+		return resp.StatusCode
+	}
+	var scores []struct {
+		Code          string
+		Median, Z     float64
+		Samples, Days int
+	}
+	if st := get("/api/v1/patients/p1/baselines", &scores); st != 200 || len(scores) != 0 {
+		t.Fatalf("before: %d %+v", st, scores)
+	}
+	// Four days of a heart rate every 5 minutes, 70 or 72, in daily batches.
+	start := now.Add(-4 * 24 * time.Hour).Truncate(5 * time.Minute)
+	for day := range 4 {
+		var batch []string
+		for i := range 288 {
+			at := start.Add(time.Duration(day*288+i) * 5 * time.Minute)
+			batch = append(batch, string(reading(fmt.Sprintf("b%d-%d", day, i), at, fmt.Sprintf(`{"code":"8867-4","value":%d,"unit":"/min"}`, 70+2*(i%2)))))
+		}
+		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/watch-1/readings", strings.NewReader("["+strings.Join(batch, ",")+"]"))
+		req.SetBasicAuth("watch-1", secret)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("day %d: %d", day, resp.StatusCode)
+		}
+	}
+	if st := get("/api/v1/patients/p1/baselines", &scores); st != 200 || len(scores) != 1 || scores[0].Code != "8867-4" ||
+		scores[0].Median < 70 || scores[0].Median > 72 || scores[0].Days < 3 || scores[0].Samples < 24 {
+		t.Fatalf("after 4 days: %d %+v", st, scores)
+	}
+	var problem map[string]any
+	if st := get("/api/v1/patients/nobody/baselines", &problem); st != 404 {
+		t.Fatalf("unknown patient: %d", st)
+	}
+}

@@ -49,6 +49,9 @@ const (
 	DeviceThermometer    = "thermometer"
 	DeviceScale          = "scale"
 	DeviceGateway        = "gateway" // relays other devices' data (HL7 gateways, BLE hubs)
+	// DeviceNurseCall is a nurse-call system: it sends no readings but may
+	// subscribe to the alert topics (vigil/v1/alerts/#) over MQTT.
+	DeviceNurseCall = "nurse-call"
 )
 
 // Device is a medical device or gateway with its own credential.

@@ -25,6 +25,18 @@ func allowed(deviceID, topic string) bool {
 	return len(topic) > len(prefix) && strings.HasPrefix(topic, prefix)
 }
 
+// AlertsRoot is the prefix of the alert topics Vigil publishes for
+// nurse-call systems: AlertsRoot + "{ward}/{patient}/{alert id}". Only
+// devices of kind nurse-call may subscribe to them; nobody may publish.
+const AlertsRoot = "vigil/v1/alerts/"
+
+// mayRead reports whether a device may subscribe to filter or receive a
+// message on topic: its own topics, and for a nurse-call system the
+// alert topics.
+func mayRead(deviceID string, nurseCall bool, topic string) bool {
+	return allowed(deviceID, topic) || nurseCall && len(topic) > len(AlertsRoot) && strings.HasPrefix(topic, AlertsRoot)
+}
+
 // Ingest topics under a device's prefix and the payload format each
 // carries (vigil.Message.Format): readings (Vigil's canonical JSON), gatt
 // (Bluetooth GATT characteristics relayed by a gateway), omh (Open

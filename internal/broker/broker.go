@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -116,9 +117,10 @@ type Broker struct {
 	ctx     context.Context // passed to Auth and Ingester; cancelled when Close returns
 	cancel  context.CancelFunc
 
-	inflight int           // per-connection in-flight limit: ReceiveMaximum (tests lower it)
-	sessions sync.Map      // *mqtt.Client -> *session
-	closing  chan struct{} // closed when Close starts
+	inflight  int           // per-connection in-flight limit: ReceiveMaximum (tests lower it)
+	sessions  sync.Map      // *mqtt.Client -> *session
+	nurseCall sync.Map      // device id -> bool: a nurse-call system (may read the alert topics)
+	closing   chan struct{} // closed when Close starts
 
 	mu        sync.RWMutex // guards isClosing and ln; held only briefly
 	isClosing bool
@@ -164,7 +166,8 @@ func New(opts Options) (*Broker, error) {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		Logger:                 slog.New(&redactHandler{h: log.Handler(), min: slog.LevelWarn}),
-		SysTopicResendInterval: 60, // seconds; devices cannot read $SYS anyway
+		SysTopicResendInterval: 60,   // seconds; devices cannot read $SYS anyway
+		InlineClient:           true, // PublishAlert
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -345,4 +348,15 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			}
 		}()
 	}
+}
+
+// PublishAlert publishes payload on topic (under AlertsRoot) to the
+// nurse-call systems subscribed, at QoS 1; retain keeps it for systems
+// that subscribe later, and an empty retained payload removes what was
+// kept.
+func (b *Broker) PublishAlert(topic string, payload []byte, retain bool) error {
+	if !strings.HasPrefix(topic, AlertsRoot) {
+		return fmt.Errorf("mqtt broker: alert topic %q is not under %s", topic, AlertsRoot)
+	}
+	return b.server.Publish(topic, payload, retain, 1)
 }

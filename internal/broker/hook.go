@@ -67,7 +67,14 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return connack(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized)
 	}
 	cl.ID = dev.ID + "/" + cl.ID
+	h.b.nurseCall.Store(dev.ID, dev.Kind == vigil.DeviceNurseCall)
 	return nil
+}
+
+// isNurseCall reports whether the connected device is a nurse-call system.
+func (h *hook) isNurseCall(device string) bool {
+	v, ok := h.b.nurseCall.Load(device)
+	return ok && v.(bool)
 }
 
 // refuse counts a refused CONNECT and writes its CONNACK.
@@ -132,7 +139,8 @@ func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 // for 3.1.1), so it first waits for the connection's earlier
 // acknowledgements to be written.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if allowed(deviceOf(cl), topic) {
+	dev := deviceOf(cl)
+	if write && allowed(dev, topic) || !write && mayRead(dev, h.isNurseCall(dev), topic) {
 		return true
 	}
 	if write {
@@ -149,7 +157,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	dev := deviceOf(cl)
 	for _, sub := range pk.Filters {
-		if mqtt.IsValidFilter(sub.Filter, false) && !allowed(dev, sub.Filter) {
+		if mqtt.IsValidFilter(sub.Filter, false) && !mayRead(dev, h.isNurseCall(dev), sub.Filter) {
 			h.b.metrics.aclDenied.WithLabelValues("subscribe").Inc()
 		}
 	}
@@ -158,6 +166,9 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 
 // OnPublish ingests readings and lets other (ACL-checked) messages through.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // Vigil's own alert messages (PublishAlert)
+	}
 	s := h.b.session(cl)
 	if s == nil { // not established; cannot happen for a client mochi reads from
 		return pk, packets.ErrRejectPacket

@@ -37,6 +37,29 @@ func TestAllowed(t *testing.T) {
 	}
 }
 
+func TestMayRead(t *testing.T) {
+	for _, tt := range []struct {
+		device    string
+		nurseCall bool
+		topic     string
+		want      bool
+	}{
+		{"nc", true, "vigil/v1/alerts/#", true},
+		{"nc", true, "vigil/v1/alerts/W3/p1/a1", true},
+		{"nc", true, "vigil/v1/alerts/", false},
+		{"nc", true, "vigil/v1/devices/mon/readings", false},
+		{"nc", true, "#", false},
+		{"nc", true, "$share/g/vigil/v1/alerts/#", false},
+		{"nc", true, "vigil/v1/devices/nc/config", true},
+		{"mon", false, "vigil/v1/alerts/#", false},
+		{"mon", false, "vigil/v1/devices/mon/config", true},
+	} {
+		if got := mayRead(tt.device, tt.nurseCall, tt.topic); got != tt.want {
+			t.Errorf("mayRead(%q, %v, %q) = %v, want %v", tt.device, tt.nurseCall, tt.topic, got, tt.want)
+		}
+	}
+}
+
 func TestRedactHandler(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(&redactHandler{h: slog.NewTextHandler(&buf, nil), min: slog.LevelWarn})

@@ -38,6 +38,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/mllp"
 	"github.com/vigil-iomt/vigil/internal/news2"
 	"github.com/vigil-iomt/vigil/internal/notify"
+	"github.com/vigil-iomt/vigil/internal/nursecall"
 	"github.com/vigil-iomt/vigil/internal/omh"
 	"github.com/vigil-iomt/vigil/internal/pcd"
 	"github.com/vigil-iomt/vigil/internal/pebble"
@@ -98,13 +99,16 @@ type Node struct {
 	Broker   *broker.Broker
 	MLLP     *mllp.Server     // nil unless Options.MLLPAddr is set
 	Notifier *notify.Notifier // nil without webhooks
-	Alerts   *alerting.Engine
-	News2    *news2.Evaluator
-	Baseline *baseline.Detector
-	Hub      *live.Hub
-	Auth     *auth.Authenticator
-	Admin    *admin.Service
-	Registry *prometheus.Registry
+	// NurseCall publishes alert transitions on vigil/v1/alerts/... for
+	// nurse-call systems (devices of kind nurse-call).
+	NurseCall *nursecall.Publisher
+	Alerts    *alerting.Engine
+	News2     *news2.Evaluator
+	Baseline  *baseline.Detector
+	Hub       *live.Hub
+	Auth      *auth.Authenticator
+	Admin     *admin.Service
+	Registry  *prometheus.Registry
 
 	opts      Options
 	httpLn    net.Listener
@@ -241,6 +245,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		return nil, fmt.Errorf("start MQTT broker: %w", err)
 	}
 	if err = n.Broker.Start(); err != nil {
+		return nil, err
+	}
+	if n.NurseCall, err = nursecall.Start(nursecall.Options{Hub: n.Hub, Broker: n.Broker, Patients: n.Store.FindPatientByID, Logger: log, Registerer: n.Registry}); err != nil {
 		return nil, err
 	}
 
@@ -540,6 +547,9 @@ func (n *Node) close() error {
 		if err := n.MLLP.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("stop MLLP: %w", err))
 		}
+	}
+	if n.NurseCall != nil {
+		n.NurseCall.Close() // the broker stops next: alerts from here on reach webhooks and the web app only
 	}
 	if n.Broker != nil {
 		if err := n.Broker.Close(); err != nil {

@@ -67,14 +67,19 @@ func reading(id string, ts time.Time, values ...string) []byte {
 
 func mqtt5(t *testing.T, addr, user, pass string) *paho.Client {
 	t.Helper()
+	return mqtt5ID(t, addr, user, pass, user+"-v5")
+}
+
+func mqtt5ID(t *testing.T, addr, user, pass, clientID string) *paho.Client {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: user + "-v5"})
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: clientID})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: user + "-v5", Username: user, UsernameFlag: true, Password: []byte(pass), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true, Password: []byte(pass), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
 	if err != nil {
 		t.Fatalf("MQTT 5 connect as %s: %v (connack %+v)", user, err, ca)
 	}

@@ -54,6 +54,10 @@ type Reading struct {
 	Received  time.Time     `json:"received"` // Vigil's receive time, UTC
 	Values    []Measurement `json:"values"`
 	Source    string        `json:"source,omitempty"` // "mqtt", "http", ...
+	// Battery is the device's own battery charge in percent when it
+	// reported one with the reading (device status, not a clinical value:
+	// it drives low-battery alerts and is not stored as an observation).
+	Battery *float64 `json:"battery,omitempty"`
 }
 
 // AppendResult says what happened to one reading passed to AppendReadings.

@@ -3,6 +3,8 @@ package alerting
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +193,35 @@ func TestPatientOverride(t *testing.T) {
 	}
 	if as := h.alerts("p1"); len(as) != 1 {
 		t.Fatalf("after expiry: %v", states(as))
+	}
+}
+
+func TestLowBattery(t *testing.T) {
+	h := newHarness(t, newMemStore(), []vigil.Threshold{})
+	batt := func(id string, at time.Duration, pct float64) *vigil.Reading {
+		r := reading("p1", id, at, vigil.LOINCHeartRate, 70)
+		r.Battery = &pct
+		return r
+	}
+	h.feed(batt("a", 0, 45))
+	if st, ok := h.e.DeviceStatus("dev-p1"); !ok || *st.Battery != 45 || st.Patient != "p1" {
+		t.Fatalf("status: %+v %v", st, ok)
+	}
+	h.feed(batt("b", time.Minute, 18))
+	as := h.alerts("p1")
+	if len(as) != 1 || as[0].RuleID != "device:dev-p1:battery-low" || as[0].Priority != vigil.PriorityLow || !strings.Contains(as[0].Title, "battery at 18 %") {
+		t.Fatalf("at 18 %%: %+v", as)
+	}
+	h.feed(batt("c", 2*time.Minute, 25)) // not charged enough: stays open
+	h.feed(batt("d", 3*time.Minute, 10)) // still one alert
+	if st := states(h.alerts("p1")); !slices.Equal(st, []string{"device:dev-p1:battery-low:firing"}) {
+		t.Fatalf("between: %v", st)
+	}
+	h.feed(batt("e", 4*time.Minute, 95))
+	if st := states(h.alerts("p1")); !slices.Equal(st, []string{"device:dev-p1:battery-low:resolved"}) {
+		t.Fatalf("charged: %v", st)
+	}
+	if _, ok := h.e.DeviceStatus("nobody"); ok {
+		t.Fatal("status of a device never seen")
 	}
 }

@@ -26,6 +26,9 @@ type message struct {
 	Characteristic string `json:"characteristic"`
 	Hex            string `json:"hex"`
 	Base64         string `json:"base64"`
+	// Battery is the peripheral's Battery Level (0x2A19) in percent, when
+	// the gateway read it.
+	Battery *float64 `json:"battery"`
 }
 
 // DecodePayload implements ingest.Decoder: one message or an array.
@@ -58,7 +61,7 @@ func DecodePayload(payload []byte, maxReadings int) ([]ingest.Raw, error) {
 }
 
 func decodeOne(m message, prefix string) ingest.Raw {
-	r := ingest.Raw{ID: m.ID, Field: prefix}
+	r := ingest.Raw{ID: m.ID, Field: prefix, Battery: m.Battery}
 	var data []byte
 	var err error
 	switch {

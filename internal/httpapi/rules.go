@@ -84,3 +84,19 @@ func (s *Server) backtest(w http.ResponseWriter, r *http.Request, _ *vigil.Princ
 	writeJSON(w, http.StatusOK, rep)
 	return nil
 }
+
+// deviceStatus serves what Vigil last heard from a device: when, and its
+// battery. A registered device that has not reported since Vigil started
+// answers with only its id.
+func (s *Server) deviceStatus(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	d, err := s.o.Store.FindDeviceByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	st, ok := s.o.Alerts.DeviceStatus(d.ID)
+	if !ok {
+		st = alerting.DeviceStatus{Device: d.ID}
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}

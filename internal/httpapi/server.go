@@ -34,6 +34,7 @@ type AlertService interface {
 	SetOverrides(patientID string, os []vigil.ThresholdOverride) error
 	SaveRule(ctx context.Context, r vigil.Rule) (*vigil.Rule, error)
 	Backtest(ctx context.Context, req alerting.BacktestRequest) (*alerting.BacktestReport, error)
+	DeviceStatus(id string) (alerting.DeviceStatus, bool)
 }
 
 // Options configure a Server.
@@ -111,6 +112,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients/{id}/news2", s.with(care, s.patientNEWS2))
 	m.HandleFunc("GET /api/v1/patients/{id}/baselines", s.with(care, s.patientBaselines))
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
+	m.HandleFunc("GET /api/v1/devices/{id}/status", s.with(care, s.deviceStatus))
 	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))
 	m.HandleFunc("GET /api/v1/rules/{id}", s.with(care, s.getRule))
 	m.HandleFunc("GET /api/v1/rules/{id}/history", s.with(care, s.ruleHistory))

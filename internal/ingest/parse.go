@@ -18,6 +18,8 @@ type wireReading struct {
 	ID     *string     `json:"id"`
 	Time   *string     `json:"time"`
 	Values []wireValue `json:"values"`
+	// Battery is the device's battery charge in percent (optional).
+	Battery *float64 `json:"battery"`
 }
 
 type wireValue struct {
@@ -89,6 +91,8 @@ type Raw struct {
 	// PatientID, when set, is the patient the message claims (a FHIR
 	// subject); it must agree with the device's assignment.
 	PatientID string
+	// Battery is the device's battery charge in percent, when it said.
+	Battery *float64
 	// Err is set when the decoder already refused this reading.
 	Err error
 }
@@ -157,6 +161,7 @@ func decodeOne(raw json.RawMessage, prefix string) Raw {
 		return r
 	}
 	r.Time = t
+	r.Battery = w.Battery
 	if len(w.Values) == 0 {
 		r.Err = vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
 		return r
@@ -201,6 +206,13 @@ func (p *Pipeline) normalize(raw Raw, received time.Time) (*vigil.Reading, error
 	}
 	if len(raw.Values) == 0 {
 		return nil, vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
+	}
+	if b := raw.Battery; b != nil {
+		if *b < 0 || *b > 100 || *b != *b {
+			return nil, vigil.FieldErrorf(prefix+"battery", "out-of-range", "battery %v: send the charge in percent, 0 to 100", *b)
+		}
+		v := *b
+		r.Battery = &v
 	}
 	if len(raw.Values) > maxValues {
 		return nil, vigil.FieldErrorf(prefix+"values", "too-many", "%d values in one reading; at most %d", len(raw.Values), maxValues)

@@ -100,3 +100,45 @@ func TestNurseCallTopic(t *testing.T) {
 		t.Fatalf("ack message: %+v", m)
 	}
 }
+
+// A device reports its battery with its readings: a low one raises a
+// low-priority alert, and the device status shows it.
+func TestBatteryStatus(t *testing.T) {
+	e := start(t)
+	post := func(id string, battery int) {
+		t.Helper()
+		body := fmt.Sprintf(`{"id":%q,"time":%q,"battery":%d,"values":[{"code":"8867-4","value":72,"unit":"/min"}]}`, id, time.Now().UTC().Format(time.RFC3339Nano), battery)
+		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/"+e.device+"/readings", strings.NewReader(body))
+		req.SetBasicAuth(e.device, e.secret)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 && battery <= 100 {
+			t.Fatalf("post: %d", resp.StatusCode)
+		}
+		if battery > 100 && resp.StatusCode != 422 {
+			t.Fatalf("battery %d: %d, want 422", battery, resp.StatusCode)
+		}
+	}
+	post("b1", 15)
+	post("b2", 180) // refused
+	req, _ := http.NewRequest("GET", e.n.URL()+"/api/v1/devices/"+e.device+"/status", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	var st struct {
+		Device   string
+		LastSeen time.Time
+		Battery  *float64
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || st.Battery == nil || *st.Battery != 15 || st.LastSeen.IsZero() {
+		t.Fatalf("status: %d %+v", resp.StatusCode, st)
+	}
+	as, err := e.n.Alerts.Alerts(context.Background(), vigil.AlertFilter{PatientID: "p1"})
+	must(t, err)
+	if len(as) != 1 || as[0].RuleID != "device:"+e.device+":battery-low" {
+		t.Fatalf("alerts: %+v", as)
+	}
+}

@@ -34,6 +34,9 @@ type Patient struct {
 	// Overrides are patient-specific alert limits (expired ones are kept
 	// for the record until replaced).
 	Overrides []ThresholdOverride `json:"overrides,omitempty"`
+	// Medications are the home programme's prescriptions whose doses a
+	// pill bottle reports (see MedicationSchedule).
+	Medications []MedicationSchedule `json:"medications,omitempty"`
 	Version   int                 `json:"version"` // starts at 1, incremented on every update
 	Created   time.Time           `json:"created"`
 	Updated   time.Time           `json:"updated"`

@@ -13,6 +13,7 @@ type Store interface {
 	DeadLetterStore
 	MappingStore
 	RuleStore
+	EventStore
 	// Close flushes and releases the store; it waits for in-flight appends.
 	Close() error
 }

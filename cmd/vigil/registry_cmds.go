@@ -91,7 +91,7 @@ Basic user) and the secret as password.`,
 	}
 	f := add.Flags()
 	f.StringVar(&d.ID, "id", "", "device id: letters, digits and '-', up to 48 (required)")
-	f.StringVar(&d.Kind, "kind", vigil.DeviceBedsideMonitor, "bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, or nurse-call (may subscribe to vigil/v1/alerts/#)")
+	f.StringVar(&d.Kind, "kind", vigil.DeviceBedsideMonitor, "bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, pill-bottle (reports openings to /api/v1/devices/{id}/events) or nurse-call (may subscribe to vigil/v1/alerts/#)")
 	f.StringVar(&d.Manufacturer, "manufacturer", "", "manufacturer")
 	f.StringVar(&d.Model, "model", "", "model")
 	f.StringVar(&d.Serial, "serial", "", "serial number")

@@ -73,7 +73,7 @@ func (s *Service) AddPatient(ctx context.Context, p *vigil.Patient) error {
 
 func validKind(k string) bool {
 	switch k {
-	case vigil.DeviceBedsideMonitor, vigil.DeviceWearable, vigil.DeviceBPCuff, vigil.DeviceGlucometer, vigil.DeviceThermometer, vigil.DeviceScale, vigil.DeviceGateway, vigil.DeviceNurseCall:
+	case vigil.DeviceBedsideMonitor, vigil.DeviceWearable, vigil.DeviceBPCuff, vigil.DeviceGlucometer, vigil.DeviceThermometer, vigil.DeviceScale, vigil.DeviceGateway, vigil.DeviceNurseCall, vigil.DevicePillBottle:
 		return true
 	}
 	return false
@@ -87,7 +87,7 @@ func (s *Service) AddDevice(ctx context.Context, d *vigil.Device) (string, error
 		return "", vigil.FieldErrorf("id", "invalid", "device id %q: use letters, digits and '-', up to 48 characters, starting with a letter or digit", d.ID)
 	}
 	if !validKind(d.Kind) {
-		return "", vigil.FieldErrorf("kind", "invalid", "device kind %q: use bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway or nurse-call", d.Kind)
+		return "", vigil.FieldErrorf("kind", "invalid", "device kind %q: use bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, nurse-call or pill-bottle", d.Kind)
 	}
 	secret := auth.NewSecret()
 	h, err := auth.HashSecret(secret)

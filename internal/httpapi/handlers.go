@@ -31,35 +31,47 @@ func (s *Server) ingestFormat(format string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) { s.ingest(w, r, format) }
 }
 
-func (s *Server) ingest(w http.ResponseWriter, r *http.Request, format string) {
+// deviceBody authenticates the device of the path with HTTP Basic and
+// reads the body (at most MaxBody bytes). On failure it has answered and
+// returns false.
+func (s *Server) deviceBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	id := r.PathValue("id")
 	user, pass, ok := r.BasicAuth()
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Basic realm="vigil devices", charset="UTF-8"`)
 		writeProblem(w, problemFor(vigil.Errorf(vigil.EUNAUTHORIZED, "send the device id and secret with HTTP Basic authentication")))
-		return
+		return nil, false
 	}
 	if _, err := s.o.Auth.Device(r.Context(), user, pass); err != nil {
 		if vigil.ErrorCode(err) == vigil.EUNAUTHORIZED {
 			w.Header().Set("WWW-Authenticate", `Basic realm="vigil devices", charset="UTF-8"`)
 			writeProblem(w, problemFor(err))
-			return
+			return nil, false
 		}
 		s.fail(w, r, err)
-		return
+		return nil, false
 	}
 	if user != id {
-		writeProblem(w, problemFor(vigil.Errorf(vigil.EFORBIDDEN, "device %s may only post its own readings (to /api/v1/devices/%s/readings)", user, user)))
-		return
+		writeProblem(w, problemFor(vigil.Errorf(vigil.EFORBIDDEN, "device %s may only post its own data (to /api/v1/devices/%s/...)", user, user)))
+		return nil, false
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.o.MaxBody)+1))
 	if err != nil {
 		writeProblem(w, problemFor(vigil.Errorf(vigil.EINVALID, "cannot read the request body: %v", err)))
-		return
+		return nil, false
 	}
 	if len(body) > s.o.MaxBody {
 		writeProblem(w, problemFor(&vigil.Error{Code: vigil.ETOOLARGE, Reason: "too-large",
-			Message: fmt.Sprintf("body exceeds the limit of %d bytes: send fewer readings per request", s.o.MaxBody)}))
+			Message: fmt.Sprintf("body exceeds the limit of %d bytes: send fewer per request", s.o.MaxBody)}))
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Server) ingest(w http.ResponseWriter, r *http.Request, format string) {
+	id := r.PathValue("id")
+	body, ok := s.deviceBody(w, r)
+	if !ok {
 		return
 	}
 	res := s.o.Ingester.Ingest(r.Context(), vigil.Message{

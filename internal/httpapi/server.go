@@ -51,6 +51,8 @@ type Options struct {
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines     func(patientID string) any
+	// Opened is told of each newly stored device event (nil: nobody).
+	Opened func(ctx context.Context, p *vigil.Patient, ev *vigil.DeviceEvent)
 	FHIR          http.Handler // mounted at /fhir/R4/
 	Web           http.Handler // mounted at / (login, ward view, /web/...)
 	Gatherer      prometheus.Gatherer
@@ -98,6 +100,7 @@ func New(o Options) *Server {
 	m := s.mux
 	m.HandleFunc("POST /api/v1/devices/{id}/readings", s.ingestFormat(""))
 	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))
+	m.HandleFunc("POST /api/v1/devices/{id}/events", s.postEvents)
 	m.HandleFunc("POST /api/v1/devices/{id}/omh", s.ingestFormat("omh"))
 	m.HandleFunc("POST /api/v1/devices/{id}/medtech", s.ingestFormat("medtech"))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
@@ -111,6 +114,8 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients/{id}", s.with(care, s.getPatient))
 	m.HandleFunc("GET /api/v1/patients/{id}/news2", s.with(care, s.patientNEWS2))
 	m.HandleFunc("GET /api/v1/patients/{id}/baselines", s.with(care, s.patientBaselines))
+	m.HandleFunc("PUT /api/v1/patients/{id}/medications", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.putMedications))
+	m.HandleFunc("GET /api/v1/patients/{id}/adherence", s.with(care, s.adherence))
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
 	m.HandleFunc("GET /api/v1/devices/{id}/status", s.with(care, s.deviceStatus))
 	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/adherence"
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/auth"
@@ -105,6 +106,8 @@ type Node struct {
 	Alerts    *alerting.Engine
 	News2     *news2.Evaluator
 	Baseline  *baseline.Detector
+	// Adherence raises missed-dose alerts (checked every minute).
+	Adherence *adherence.Monitor
 	Hub       *live.Hub
 	Auth      *auth.Authenticator
 	Admin     *admin.Service
@@ -211,6 +214,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
 	n.News2 = &news2.Evaluator{Store: n.Store, Alerts: n.Alerts, Now: opts.Now, Logger: log}
+	n.Adherence = &adherence.Monitor{Store: n.Store, Alerts: n.Alerts, Logger: log}
 	n.Baseline = baseline.New(baseline.Options{Alerts: n.Alerts, Logger: log, Now: opts.Now})
 	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.News2.Observe, n.Baseline.Observe, n.publishReadings}
 	n.warm(opts.Now())
@@ -298,6 +302,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		NEWS2:         func(ctx context.Context, id string) (any, error) { return n.News2.Compute(ctx, id) },
 		NEWS2Update:   func(ctx context.Context, id string) (any, error) { return n.News2.Reevaluate(ctx, id) },
 		Baselines:     func(id string) any { return n.Baseline.Current(id) },
+		Opened:        n.Adherence.Opened,
 		FHIR:          fh,
 		Web:           wh,
 		Gatherer:      n.Registry,
@@ -489,17 +494,23 @@ func (n *Node) offlineAfter(deviceID string) time.Duration {
 	return 0
 }
 
-// tick runs the alert timers (escalation, snooze) every second.
+// tick runs the alert timers (escalation, snooze, timed rules) every
+// second and the missed-dose check every minute.
 func (n *Node) tick() {
 	defer close(n.tickDone)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for i := 0; ; i++ {
 		select {
 		case <-n.stopTick:
 			return
 		case <-t.C:
 			n.Alerts.Tick(context.Background())
+			if i%60 == 0 {
+				if err := n.Adherence.Check(context.Background(), n.opts.Now()); err != nil {
+					n.opts.Logger.Error("missed-dose check failed", "err", err)
+				}
+			}
 		}
 	}
 }

@@ -371,3 +371,83 @@ func (s *Store) RuleHistory(ctx context.Context, id string) ([]*vigil.Rule, erro
 	}
 	return out, nil
 }
+
+// Device event keys: e/{patient}/{be64 time ns}{device}\0{id} → event JSON;
+// E/{device}/{id} → the e key (idempotency).
+const (
+	pEvent    = 'e'
+	pEventKey = 'E'
+)
+
+func eventKey(ev *vigil.DeviceEvent) []byte {
+	k := append(prefixKey(pEvent, ev.PatientID), be64(ev.Time.UnixNano())...)
+	return append(append(append(k, ev.DeviceID...), 0), ev.ID...)
+}
+
+// AppendEvents stores device events durably, once per (device, id).
+func (s *Store) AppendEvents(ctx context.Context, es []*vigil.DeviceEvent) ([]vigil.AppendResult, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	for i, ev := range es {
+		if ev.DeviceID == "" || ev.ID == "" || ev.PatientID == "" || ev.Time.IsZero() {
+			return nil, vigil.Errorf(vigil.EINVALID, "event %d lacks a device, id, patient or time", i)
+		}
+	}
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	res := make([]vigil.AppendResult, len(es))
+	b := s.db.NewBatch()
+	seen := map[string]bool{}
+	for i, ev := range es {
+		dk := key(pEventKey, ev.DeviceID, ev.ID)
+		_, closer, err := s.db.Get(dk)
+		if err == nil {
+			closer.Close()
+		}
+		if err == nil || seen[string(dk)] {
+			res[i].Duplicate = true
+			continue
+		}
+		seen[string(dk)] = true
+		ek := eventKey(ev)
+		if err := setJSON(b, ek, ev); err != nil {
+			b.Close()
+			return nil, err
+		}
+		if err := b.Set(dk, ek, nil); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	if b.Empty() {
+		b.Close()
+		return res, nil
+	}
+	if err := s.commitSync(b); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// FindEvents returns a patient's events in [from, to), oldest first.
+func (s *Store) FindEvents(ctx context.Context, patientID string, from, to time.Time) ([]*vigil.DeviceEvent, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	var out []*vigil.DeviceEvent
+	err := scan(s.db, prefixKey(pEvent, patientID), false, func(k, v []byte) (bool, error) {
+		var ev vigil.DeviceEvent
+		if err := unmarshal(v, &ev); err != nil {
+			return false, err
+		}
+		if !ev.Time.Before(to) {
+			return false, nil
+		}
+		if !ev.Time.Before(from) {
+			out = append(out, &ev)
+		}
+		return true, nil
+	})
+	return out, err
+}

@@ -38,6 +38,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("DeadLetters", func(t *testing.T) { testDeadLetters(t, h.Open(t)) })
 	t.Run("Mappings", func(t *testing.T) { testMappings(t, h.Open(t)) })
 	t.Run("Rules", func(t *testing.T) { testRules(t, h.Open(t)) })
+	t.Run("Events", func(t *testing.T) { testEvents(t, h.Open(t)) })
 	settles := map[string]func(*testing.T, vigil.Store){"head": nil}
 	if h.Settle != nil {
 		settles["settled"] = h.Settle
@@ -609,4 +610,32 @@ func testRules(t *testing.T, s vigil.Store) {
 	_, err = s.RuleHistory(ctx, "nope")
 	wantCode(t, err, vigil.ENOTFOUND)
 	wantCode(t, s.SaveRule(ctx, &vigil.Rule{ID: "bad id"}), vigil.EINVALID)
+}
+
+func testEvents(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	t0 := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	ev := func(dev, id string, at time.Duration) *vigil.DeviceEvent {
+		return &vigil.DeviceEvent{DeviceID: dev, ID: id, PatientID: "p1", Type: vigil.EventBottleOpened, Time: t0.Add(at), Received: t0.Add(at)}
+	}
+	res, err := s.AppendEvents(ctx, []*vigil.DeviceEvent{ev("b1", "e2", time.Hour), ev("b1", "e1", 0), ev("b1", "e1", 0)})
+	must(t, err)
+	if res[0].Duplicate || res[1].Duplicate || !res[2].Duplicate {
+		t.Fatalf("results: %+v", res)
+	}
+	res, err = s.AppendEvents(ctx, []*vigil.DeviceEvent{ev("b1", "e1", 0), ev("b2", "e1", 2*time.Hour)})
+	must(t, err)
+	if !res[0].Duplicate || res[1].Duplicate {
+		t.Fatalf("again: %+v", res)
+	}
+	got, err := s.FindEvents(ctx, "p1", t0, t0.Add(2*time.Hour))
+	must(t, err)
+	if len(got) != 2 || got[0].ID != "e1" || got[1].ID != "e2" || got[0].Type != vigil.EventBottleOpened {
+		t.Fatalf("events: %+v", got)
+	}
+	if got, _ := s.FindEvents(ctx, "p2", t0, t0.Add(24*time.Hour)); len(got) != 0 {
+		t.Fatalf("another patient: %+v", got)
+	}
+	_, err = s.AppendEvents(ctx, []*vigil.DeviceEvent{{DeviceID: "b1", ID: "x"}})
+	wantCode(t, err, vigil.EINVALID)
 }

@@ -37,9 +37,9 @@ type Patient struct {
 	// Medications are the home programme's prescriptions whose doses a
 	// pill bottle reports (see MedicationSchedule).
 	Medications []MedicationSchedule `json:"medications,omitempty"`
-	Version   int                 `json:"version"` // starts at 1, incremented on every update
-	Created   time.Time           `json:"created"`
-	Updated   time.Time           `json:"updated"`
+	Version     int                  `json:"version"` // starts at 1, incremented on every update
+	Created     time.Time            `json:"created"`
+	Updated     time.Time            `json:"updated"`
 }
 
 // Device kinds known to the simulator and the web app. Any non-empty kind

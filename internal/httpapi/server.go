@@ -50,9 +50,9 @@ type Options struct {
 	NEWS2Update func(ctx context.Context, patientID string) (any, error)
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
-	Baselines     func(patientID string) any
+	Baselines func(patientID string) any
 	// Opened is told of each newly stored device event (nil: nobody).
-	Opened func(ctx context.Context, p *vigil.Patient, ev *vigil.DeviceEvent)
+	Opened        func(ctx context.Context, p *vigil.Patient, ev *vigil.DeviceEvent)
 	FHIR          http.Handler // mounted at /fhir/R4/
 	Web           http.Handler // mounted at / (login, ward view, /web/...)
 	Gatherer      prometheus.Gatherer

@@ -50,3 +50,25 @@ type EventStore interface {
 	// oldest first.
 	FindEvents(ctx context.Context, patientID string, from, to time.Time) ([]*DeviceEvent, error)
 }
+
+// Review is time a clinician spent reviewing a remote-monitoring
+// patient's data (or talking with them about it), logged for the
+// monthly remote-monitoring report.
+type Review struct {
+	ID        string    `json:"id"`
+	PatientID string    `json:"patient"`
+	By        string    `json:"by"`      // user id
+	At        time.Time `json:"at"`      // when the review took place
+	Minutes   int       `json:"minutes"` // 1 to 240
+	Note      string    `json:"note,omitempty"`
+	Logged    time.Time `json:"logged"`
+}
+
+// ReviewStore keeps reviews.
+type ReviewStore interface {
+	// AddReview stores r durably (its ID set by the caller).
+	AddReview(ctx context.Context, r *Review) error
+	// FindReviews returns a patient's reviews with At in [from, to),
+	// oldest first.
+	FindReviews(ctx context.Context, patientID string, from, to time.Time) ([]*Review, error)
+}

@@ -14,6 +14,7 @@ type Store interface {
 	MappingStore
 	RuleStore
 	EventStore
+	ReviewStore
 	// Close flushes and releases the store; it waits for in-flight appends.
 	Close() error
 }

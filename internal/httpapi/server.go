@@ -116,6 +116,8 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients/{id}/baselines", s.with(care, s.patientBaselines))
 	m.HandleFunc("PUT /api/v1/patients/{id}/medications", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.putMedications))
 	m.HandleFunc("GET /api/v1/patients/{id}/adherence", s.with(care, s.adherence))
+	m.HandleFunc("POST /api/v1/patients/{id}/reviews", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse}, s.addReview))
+	m.HandleFunc("GET /api/v1/patients/{id}/reviews", s.with(care, s.listReviews))
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
 	m.HandleFunc("GET /api/v1/devices/{id}/status", s.with(care, s.deviceStatus))
 	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))

@@ -321,6 +321,21 @@ func TestRPMReport(t *testing.T) {
 			t.Fatalf("%d %v", resp.StatusCode, b)
 		}
 	}
+	review := func(token, body string) int {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/api/v1/patients/p1/reviews", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, _ := do(t, req)
+		return resp.StatusCode
+	}
+	if st := review(e.tokens[vigil.RoleClinician], `{"minutes":12,"note":"BP trend reviewed"}`); st != 201 {
+		t.Fatalf("review: %d", st)
+	}
+	if st := review(e.tokens[vigil.RoleNurse], `{"minutes":9,"at":"`+time.Now().UTC().AddDate(0, 0, -2).Format(time.RFC3339)+`"}`); st != 201 {
+		t.Fatalf("nurse review: %d", st)
+	}
+	if st := review(e.tokens[vigil.RoleNurse], `{"minutes":0}`); st != 400 {
+		t.Fatalf("0 minutes: %d", st)
+	}
 	from := time.Now().UTC().AddDate(0, 0, -10).Format(time.DateOnly)
 	req, _ := http.NewRequest("GET", e.srv.URL+"/api/v1/reports/rpm?from="+from+"&format=csv", nil)
 	req.Header.Set("Authorization", "Bearer "+e.tokens[vigil.RoleClinician])
@@ -329,7 +344,7 @@ func TestRPMReport(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if resp.StatusCode != 200 || len(lines) != 2 || !strings.HasPrefix(lines[1], "p1,,"+from) || !strings.HasSuffix(lines[1], ",3,false") {
+	if resp.StatusCode != 200 || len(lines) != 2 || !strings.HasPrefix(lines[1], "p1,,"+from) || !strings.HasSuffix(lines[1], ",3,false,21,true") {
 		t.Fatalf("csv: %d %q", resp.StatusCode, b)
 	}
 	req, _ = http.NewRequest("GET", e.srv.URL+"/api/v1/reports/rpm", nil)

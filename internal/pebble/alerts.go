@@ -451,3 +451,45 @@ func (s *Store) FindEvents(ctx context.Context, patientID string, from, to time.
 	})
 	return out, err
 }
+
+// Review keys: v/{patient}/{be64 at ns}{review id} → review JSON.
+const pReview = 'v'
+
+// AddReview stores a clinician's review time.
+func (s *Store) AddReview(ctx context.Context, r *vigil.Review) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if r.ID == "" || r.PatientID == "" || r.At.IsZero() {
+		return vigil.Errorf(vigil.EINVALID, "a review needs an id, a patient and a time")
+	}
+	b := s.db.NewBatch()
+	k := append(append(prefixKey(pReview, r.PatientID), be64(r.At.UnixNano())...), r.ID...)
+	if err := setJSON(b, k, r); err != nil {
+		b.Close()
+		return err
+	}
+	return s.commitSync(b)
+}
+
+// FindReviews returns a patient's reviews in [from, to), oldest first.
+func (s *Store) FindReviews(ctx context.Context, patientID string, from, to time.Time) ([]*vigil.Review, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	var out []*vigil.Review
+	err := scan(s.db, prefixKey(pReview, patientID), false, func(_, v []byte) (bool, error) {
+		var r vigil.Review
+		if err := unmarshal(v, &r); err != nil {
+			return false, err
+		}
+		if !r.At.Before(to) {
+			return false, nil
+		}
+		if !r.At.Before(from) {
+			out = append(out, &r)
+		}
+		return true, nil
+	})
+	return out, err
+}

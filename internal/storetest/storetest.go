@@ -39,6 +39,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Mappings", func(t *testing.T) { testMappings(t, h.Open(t)) })
 	t.Run("Rules", func(t *testing.T) { testRules(t, h.Open(t)) })
 	t.Run("Events", func(t *testing.T) { testEvents(t, h.Open(t)) })
+	t.Run("Reviews", func(t *testing.T) { testReviews(t, h.Open(t)) })
 	settles := map[string]func(*testing.T, vigil.Store){"head": nil}
 	if h.Settle != nil {
 		settles["settled"] = h.Settle
@@ -638,4 +639,18 @@ func testEvents(t *testing.T, s vigil.Store) {
 	}
 	_, err = s.AppendEvents(ctx, []*vigil.DeviceEvent{{DeviceID: "b1", ID: "x"}})
 	wantCode(t, err, vigil.EINVALID)
+}
+
+func testReviews(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	t0 := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	for i, m := range []int{10, 15, 5} {
+		must(t, s.AddReview(ctx, &vigil.Review{ID: fmt.Sprintf("r%d", i), PatientID: "p1", By: "dr", At: t0.Add(time.Duration(2-i) * 24 * time.Hour), Minutes: m}))
+	}
+	got, err := s.FindReviews(ctx, "p1", t0, t0.Add(48*time.Hour))
+	must(t, err)
+	if len(got) != 2 || got[0].ID != "r2" || got[1].ID != "r1" || got[1].Minutes != 15 {
+		t.Fatalf("reviews: %+v", got)
+	}
+	wantCode(t, s.AddReview(ctx, &vigil.Review{ID: "x"}), vigil.EINVALID)
 }

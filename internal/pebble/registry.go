@@ -43,7 +43,7 @@ func (s *Store) CreatePatient(ctx context.Context, p *vigil.Patient) error {
 func (s *Store) UpdatePatient(ctx context.Context, p *vigil.Patient, version int) error {
 	var old vigil.Patient
 	return s.update(ctx, key(pPatient, p.ID), "patient "+p.ID, &old, func() (any, error) {
-		if old.Version != version {
+		if version != 0 && old.Version != version {
 			return nil, vigil.Errorf(vigil.ECONFLICT, "patient %s was changed by someone else (version %d, not %d): reload and retry", p.ID, old.Version, version)
 		}
 		p.Version, p.Created, p.Updated = old.Version+1, old.Created, s.opts.Now().UTC()
@@ -135,7 +135,7 @@ func (s *Store) CreateDevice(ctx context.Context, d *vigil.Device) error {
 func (s *Store) UpdateDevice(ctx context.Context, d *vigil.Device, version int) error {
 	var old deviceRecord
 	return s.update(ctx, key(pDevice, d.ID), "device "+d.ID, &old, func() (any, error) {
-		if old.Version != version {
+		if version != 0 && old.Version != version {
 			return nil, vigil.Errorf(vigil.ECONFLICT, "device %s was changed by someone else (version %d, not %d): reload and retry", d.ID, old.Version, version)
 		}
 		d.Version, d.Created, d.Updated = old.Version+1, old.Created, s.opts.Now().UTC()
@@ -321,7 +321,7 @@ func (s *Store) CreateUser(ctx context.Context, u *vigil.User) error {
 func (s *Store) UpdateUser(ctx context.Context, u *vigil.User, version int) error {
 	var old userRecord
 	return s.update(ctx, key(pUser, u.ID), "user "+u.ID, &old, func() (any, error) {
-		if old.Version != version {
+		if version != 0 && old.Version != version {
 			return nil, vigil.Errorf(vigil.ECONFLICT, "user %s was changed by someone else (version %d, not %d): reload and retry", u.ID, old.Version, version)
 		}
 		u.Version, u.Created, u.Updated = old.Version+1, old.Created, s.opts.Now().UTC()

@@ -98,9 +98,13 @@ func testPatients(t *testing.T, s vigil.Store) {
 	got.Bed = "4"
 	must(t, s.UpdatePatient(ctx, got, 1))
 	wantCode(t, s.UpdatePatient(ctx, got, 1), vigil.ECONFLICT)
+	must(t, s.UpdatePatient(ctx, got, 0)) // version 0: unconditional
+	if got.Version != 3 {
+		t.Fatalf("unconditional update: version %d, want 3", got.Version)
+	}
 	wantCode(t, s.UpdatePatient(ctx, &vigil.Patient{ID: "nope"}, 1), vigil.ENOTFOUND)
 	got, _ = s.FindPatientByID(ctx, "p1")
-	if got.Bed != "4" || got.Version != 2 {
+	if got.Bed != "4" || got.Version != 3 {
 		t.Fatalf("after update: %+v", got)
 	}
 

@@ -70,7 +70,7 @@ func mqtt5(t *testing.T, addr, user, pass string) *paho.Client {
 	return mqtt5ID(t, addr, user, pass, user+"-v5")
 }
 
-func mqtt5ID(t *testing.T, addr, user, pass, clientID string) *paho.Client {
+func mqtt5ID(t testing.TB, addr, user, pass, clientID string) *paho.Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -79,7 +79,11 @@ func mqtt5ID(t *testing.T, addr, user, pass, clientID string) *paho.Client {
 	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: clientID})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true, Password: []byte(pass), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
+	if user != "" {
+		cp.Username, cp.UsernameFlag, cp.Password, cp.PasswordFlag = user, true, []byte(pass), true
+	}
+	ca, err := c.Connect(ctx, cp)
 	if err != nil {
 		t.Fatalf("MQTT 5 connect as %s: %v (connack %+v)", user, err, ca)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
 // IngestResponse is the body of a 200 answer to a readings POST: every
@@ -186,66 +187,21 @@ func (s *Server) patientNEWS2(w http.ResponseWriter, r *http.Request, _ *vigil.P
 	return nil
 }
 
-// NEWS2Inputs are what a nurse records for NEWS2; omitted fields keep
-// their value. Time defaults to now.
-type NEWS2Inputs struct {
-	Consciousness string    `json:"consciousness,omitempty"` // ACVPU: A, C, V, P or U
-	OnOxygen      *bool     `json:"onOxygen,omitempty"`
-	SpO2Scale     int       `json:"spo2Scale,omitempty"` // 1 or 2 (clinician's prescription)
-	Time          time.Time `json:"time,omitzero"`
-}
+// NEWS2Inputs are what a nurse records for NEWS2 (news2.Inputs).
+type NEWS2Inputs = news2.Inputs
 
 func (s *Server) news2Inputs(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
 	var in NEWS2Inputs
 	if err := s.decode(r, &in); err != nil {
 		return err
 	}
-	switch in.Consciousness {
-	case "", "A", "C", "V", "P", "U":
-	default:
-		return vigil.FieldErrorf("consciousness", "invalid", "consciousness is ACVPU: A (alert), C (new confusion), V (voice), P (pain) or U (unresponsive)")
+	if s.o.NEWS2Record == nil {
+		return vigil.Errorf(vigil.ENOTFOUND, "NEWS2 is not enabled")
 	}
-	if in.SpO2Scale != 0 && in.SpO2Scale != 1 && in.SpO2Scale != 2 {
-		return vigil.FieldErrorf("spo2Scale", "invalid", "spo2Scale is 1 or 2")
+	if _, err := s.o.Store.FindPatientByID(r.Context(), r.PathValue("id")); err != nil {
+		return err
 	}
-	if in.SpO2Scale == 2 && p.Role == vigil.RoleNurse {
-		return vigil.Errorf(vigil.EFORBIDDEN, "SpO2 scale 2 is a clinician's prescription")
-	}
-	t := in.Time
-	if t.IsZero() {
-		t = s.o.Now().UTC()
-	}
-	if t.After(s.o.Now().Add(5 * time.Minute)) {
-		return vigil.FieldErrorf("time", "future", "time is in the future")
-	}
-	for attempt := 0; ; attempt++ {
-		pt, err := s.o.Store.FindPatientByID(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		if in.Consciousness != "" {
-			pt.Consciousness, pt.ConsciousAt = in.Consciousness, t
-		}
-		if in.OnOxygen != nil {
-			pt.OnOxygen, pt.OxygenAt = in.OnOxygen, t
-		}
-		if in.SpO2Scale != 0 {
-			pt.SpO2Scale = in.SpO2Scale
-		}
-		err = s.o.Store.UpdatePatient(r.Context(), pt, pt.Version)
-		if vigil.ErrorCode(err) == vigil.ECONFLICT && attempt < 3 {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		break
-	}
-	if s.o.NEWS2Update == nil {
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
-	res, err := s.o.NEWS2Update(r.Context(), r.PathValue("id"))
+	res, err := s.o.NEWS2Record(r.Context(), r.PathValue("id"), in, p.Role != vigil.RoleNurse)
 	if err != nil {
 		return err
 	}

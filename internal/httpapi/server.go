@@ -24,6 +24,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/auth"
+	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
 // AlertService lists and acknowledges alerts; *alerting.Engine implements it.
@@ -46,8 +47,9 @@ type Options struct {
 	Alerts   AlertService
 	// NEWS2 returns a patient's current NEWS2 breakdown (nil: not served).
 	NEWS2 func(ctx context.Context, patientID string) (any, error)
-	// NEWS2Update recomputes after a recorded input and updates alerts.
-	NEWS2Update func(ctx context.Context, patientID string) (any, error)
+	// NEWS2Record stores a nurse's NEWS2 inputs and recomputes
+	// (prescriber: may set SpO2 scale 2).
+	NEWS2Record func(ctx context.Context, patientID string, in news2.Inputs, prescriber bool) (news2.Result, error)
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines func(patientID string) any

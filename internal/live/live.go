@@ -15,6 +15,7 @@ import (
 const (
 	TypeReading = "reading" // Data is *vigil.Reading
 	TypeAlert   = "alert"   // Data is *vigil.Alert
+	TypeNEWS2   = "news2"   // Data is *news2.Update
 )
 
 // Event is one thing that happened. PatientID lets subscribers filter

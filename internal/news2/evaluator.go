@@ -19,12 +19,15 @@ type Evaluator struct {
 		vigil.ObservationStore
 		vigil.ReadingStore
 		FindPatientByID(ctx context.Context, id string) (*vigil.Patient, error)
+		UpdatePatient(ctx context.Context, p *vigil.Patient, version int) error
 	}
 	Alerts      *alerting.Engine
 	Now         func() time.Time
 	StaleAfter  time.Duration // parameters older than this do not count (default 1 h)
 	MinInterval time.Duration // recompute a patient at most this often (default 5 s)
 	Logger      *slog.Logger
+	// Publish, when set, receives every recomputed score (for live views).
+	Publish func(u Update)
 
 	mu   sync.Mutex
 	last map[string]time.Time
@@ -80,6 +83,9 @@ func (e *Evaluator) Reevaluate(ctx context.Context, patientID string) (Result, e
 	}
 	e.apply(ctx, patientID, res, e.Now())
 	e.record(ctx, patientID, res)
+	if e.Publish != nil {
+		e.Publish(Update{PatientID: patientID, Result: res})
+	}
 	return res, nil
 }
 
@@ -125,6 +131,9 @@ func (e *Evaluator) Observe(ctx context.Context, rs []*vigil.Reading) {
 		}
 		e.apply(ctx, p, res, received)
 		e.record(ctx, p, res)
+		if e.Publish != nil {
+			e.Publish(Update{PatientID: p, Result: res})
+		}
 	}
 }
 
@@ -150,4 +159,70 @@ func (e *Evaluator) apply(ctx context.Context, patient string, r Result, receive
 			e.Logger.Error("NEWS2 alert could not be stored", "err", err)
 		}
 	}
+}
+
+// Inputs are what a nurse records for NEWS2; omitted fields keep their
+// value. Time defaults to now.
+type Inputs struct {
+	Consciousness string    `json:"consciousness,omitempty"` // ACVPU: A, C, V, P or U
+	OnOxygen      *bool     `json:"onOxygen,omitempty"`
+	SpO2Scale     int       `json:"spo2Scale,omitempty"` // 1 or 2 (a clinician's prescription)
+	Time          time.Time `json:"time,omitzero"`
+}
+
+// Record validates and stores a patient's NEWS2 inputs (in the patient
+// record, retrying a concurrent update), then recomputes the score and
+// updates the band alerts. prescriber is false for nurses: only a
+// clinician may prescribe SpO2 scale 2.
+func (e *Evaluator) Record(ctx context.Context, patientID string, in Inputs, prescriber bool) (Result, error) {
+	e.defaults()
+	switch in.Consciousness {
+	case "", "A", "C", "V", "P", "U":
+	default:
+		return Result{}, vigil.FieldErrorf("consciousness", "invalid", "consciousness is ACVPU: A (alert), C (new confusion), V (voice), P (pain) or U (unresponsive)")
+	}
+	if in.SpO2Scale != 0 && in.SpO2Scale != 1 && in.SpO2Scale != 2 {
+		return Result{}, vigil.FieldErrorf("spo2Scale", "invalid", "spo2Scale is 1 or 2")
+	}
+	if in.SpO2Scale == 2 && !prescriber {
+		return Result{}, vigil.Errorf(vigil.EFORBIDDEN, "SpO2 scale 2 is a clinician's prescription")
+	}
+	t := in.Time
+	if t.IsZero() {
+		t = e.Now().UTC()
+	}
+	if t.After(e.Now().Add(5 * time.Minute)) {
+		return Result{}, vigil.FieldErrorf("time", "future", "time is in the future")
+	}
+	for attempt := 0; ; attempt++ {
+		pt, err := e.Store.FindPatientByID(ctx, patientID)
+		if err != nil {
+			return Result{}, err
+		}
+		if in.Consciousness != "" {
+			pt.Consciousness, pt.ConsciousAt = in.Consciousness, t
+		}
+		if in.OnOxygen != nil {
+			pt.OnOxygen, pt.OxygenAt = in.OnOxygen, t
+		}
+		if in.SpO2Scale != 0 {
+			pt.SpO2Scale = in.SpO2Scale
+		}
+		err = e.Store.UpdatePatient(ctx, pt, pt.Version)
+		if vigil.ErrorCode(err) == vigil.ECONFLICT && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		break
+	}
+	return e.Reevaluate(ctx, patientID)
+}
+
+// Update is a patient's freshly computed NEWS2, as published to live
+// views (Evaluator.Publish).
+type Update struct {
+	PatientID string `json:"patient"`
+	Result
 }

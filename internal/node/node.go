@@ -213,7 +213,10 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	iopts.Now = opts.Now
 	iopts.Logger = log
 	iopts.Registerer = n.Registry
-	n.News2 = &news2.Evaluator{Store: n.Store, Alerts: n.Alerts, Now: opts.Now, Logger: log}
+	n.News2 = &news2.Evaluator{Store: n.Store, Alerts: n.Alerts, Now: opts.Now, Logger: log,
+		Publish: func(u news2.Update) {
+			n.Hub.Publish(live.Event{Type: live.TypeNEWS2, PatientID: u.PatientID, Data: &u})
+		}}
 	n.Adherence = &adherence.Monitor{Store: n.Store, Alerts: n.Alerts, Logger: log}
 	n.Baseline = baseline.New(baseline.Options{Alerts: n.Alerts, Logger: log, Now: opts.Now})
 	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.News2.Observe, n.Baseline.Observe, n.publishReadings}
@@ -286,12 +289,14 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		MaxBody: opts.MaxPayload,
 	})
 	wh := web.NewHandler(web.Options{
-		Store:  n.Store,
-		Auth:   n.Auth,
-		Hub:    n.Hub,
-		Alerts: n.Alerts,
-		Now:    opts.Now,
-		Logger: log,
+		Store:       n.Store,
+		Auth:        n.Auth,
+		Hub:         n.Hub,
+		Alerts:      n.Alerts,
+		NEWS2:       n.News2.Compute,
+		NEWS2Record: n.News2.Record,
+		Now:         opts.Now,
+		Logger:      log,
 	})
 	api := httpapi.New(httpapi.Options{
 		Store:         n.Store,
@@ -300,7 +305,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Ingester:      n.Pipeline,
 		Alerts:        n.Alerts,
 		NEWS2:         func(ctx context.Context, id string) (any, error) { return n.News2.Compute(ctx, id) },
-		NEWS2Update:   func(ctx context.Context, id string) (any, error) { return n.News2.Reevaluate(ctx, id) },
+		NEWS2Record:   n.News2.Record,
 		Baselines:     func(id string) any { return n.Baseline.Current(id) },
 		Opened:        n.Adherence.Opened,
 		FHIR:          fh,

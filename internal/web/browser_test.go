@@ -15,6 +15,9 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/live"
+	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
 // chromiumPath returns Debian's chromium, or skips the test (fails it when
@@ -74,7 +77,16 @@ func TestBrowserWard(t *testing.T) {
 	// Let the test cut the live stream: while down, /web/api/events
 	// answers 503 and the browser's EventSource fails.
 	var down atomic.Bool
-	e := newEnv(t, nil, func(app http.Handler) http.Handler {
+	var ev *news2.Evaluator
+	var envp **env
+	withNEWS2 := func(o *Options) {
+		ev = &news2.Evaluator{Store: o.Store, Alerts: o.Alerts.(*alerting.Engine),
+			Publish: func(u news2.Update) {
+				(*envp).hub.Publish(live.Event{Type: live.TypeNEWS2, PatientID: u.PatientID, Data: &u})
+			}}
+		o.NEWS2, o.NEWS2Record = ev.Compute, ev.Record
+	}
+	e := newEnv(t, withNEWS2, func(app http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if down.Load() && r.URL.Path == "/web/api/events" {
 				http.Error(w, "unavailable", http.StatusServiceUnavailable)
@@ -84,6 +96,7 @@ func TestBrowserWard(t *testing.T) {
 		})
 	})
 
+	envp = &e
 	e.addUser("nurse1", vigil.RoleNurse, "", "night-shift-42")
 	beds := []struct{ id, given, family, bed string }{
 		{"p1", "Ada", "Lovelace", "1"}, {"p2", "Alan", "Turing", "2"}, {"p3", "Grace", "Hopper", "3"}, {"p4", "Edsger", "Dijkstra", "4"},
@@ -223,6 +236,14 @@ func TestBrowserWard(t *testing.T) {
 	if got := text(tileSel("p3", ".alert .prio")); got != "HIGH" {
 		t.Errorf("alert priority shows %q, want HIGH", got)
 	}
+	run("snooze",
+		chromedp.Click(css(tileSel("p3", ".alert button.snooze"))),
+		chromedp.WaitVisible(css(tileSel("p3", ".alert .snoozed"))),
+		shot("04b-snoozed.png"),
+	)
+	if as, _ := e.alerts.Alerts(context.Background(), vigil.AlertFilter{PatientID: "p3"}); len(as) != 1 || as[0].SnoozedUntil.IsZero() {
+		t.Fatalf("snoozed alert: %+v", as)
+	}
 
 	// 4. The live connection drops: the banner says so; it clears on
 	// reconnect.
@@ -278,4 +299,28 @@ func TestBrowserWard(t *testing.T) {
 		waitJS(`document.querySelectorAll('.tile[data-patient="p3"] .alert').length === 0`),
 		shot("07-resolved.png"),
 	)
+
+	// 7. NEWS2 on the tile, and a nurse's observation: p1 (HR 97 scores 1)
+	// has no consciousness or oxygen recorded yet, so its score is
+	// incomplete; recording "responds to voice" (3) on room air makes it
+	// 4, complete, in the low-medium band (a single parameter scoring 3).
+	run("NEWS2 shown", chromedp.WaitVisible(css(tileSel("p1", ".news2.incomplete"))))
+	run("record observation",
+		chromedp.Click(css(tileSel("p1", "button.record"))),
+		chromedp.WaitVisible(css(tileSel("p1", ".obs-form select[name=consciousness]"))),
+		chromedp.SetValue(css(tileSel("p1", ".obs-form select[name=consciousness]")), "V"),
+		chromedp.SetValue(css(tileSel("p1", ".obs-form select[name=oxygen]")), "air"),
+		chromedp.Click(css(tileSel("p1", ".obs-form button.save"))),
+		waitJS(`document.querySelector('.tile[data-patient="p1"] .news2').classList.contains('band-low-medium')`),
+		shot("08-news2-recorded.png"),
+	)
+	if got := text(tileSel("p1", ".news2-score")); got != "4" {
+		t.Errorf("p1 NEWS2 shows %q, want 4", got)
+	}
+	if got := text(tileSel("p1", ".news2-band")); got != "LOW-MEDIUM" {
+		t.Errorf("p1 NEWS2 band shows %q", got)
+	}
+	if p, _ := e.store.FindPatientByID(context.Background(), "p1"); p.Consciousness != "V" || p.OnOxygen == nil || *p.OnOxygen {
+		t.Fatalf("stored inputs: %+v", p)
+	}
 }

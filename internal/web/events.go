@@ -8,6 +8,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/live"
+	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
 // sseBuffer is how many events a stream may fall behind before the hub
@@ -97,6 +98,13 @@ func eventData(ev live.Event) (any, string) {
 	case *vigil.Alert:
 		if ev.Type == live.TypeAlert {
 			return d, live.TypeAlert
+		}
+	case *news2.Update:
+		if ev.Type == live.TypeNEWS2 {
+			return struct {
+				PatientID string `json:"patient"`
+				*NEWS2
+			}{d.PatientID, &NEWS2{Total: d.Total, Band: d.Band, Complete: d.Complete, Note: d.Note}}, live.TypeNEWS2
 		}
 	}
 	return nil, ""

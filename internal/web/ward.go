@@ -42,7 +42,8 @@ type Tile struct {
 	RR        *Vital         `json:"rr,omitempty"`   // LOINC 9279-1, /min
 	Temp      *Vital         `json:"temp,omitempty"` // LOINC 8310-5, Cel
 	BP        *BloodPressure `json:"bp,omitempty"`   // LOINC 85354-9, mm[Hg]
-	Alerts    []*vigil.Alert `json:"alerts"`         // open alerts, newest first
+	NEWS2     *NEWS2         `json:"news2,omitempty"`
+	Alerts    []*vigil.Alert `json:"alerts"` // open alerts, newest first
 }
 
 // Ward is the JSON snapshot served at /web/api/ward.
@@ -162,6 +163,7 @@ func (h *handler) tile(ctx context.Context, p *vigil.Patient, alerts []*vigil.Al
 	if t.Alerts == nil {
 		t.Alerts = []*vigil.Alert{}
 	}
+	t.NEWS2 = h.tileNEWS2(ctx, p)
 	vital := func(code string) *Vital {
 		if obs := latest[code]; len(obs) > 0 {
 			return &Vital{Value: obs[0].Value, Unit: obs[0].Unit, Time: obs[0].Time}

@@ -50,6 +50,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/live"
+	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
 // SessionCookie is the name of the cookie that carries a web session
@@ -70,6 +71,8 @@ type AlertService interface {
 	// Acknowledge returns ENOTFOUND for an unknown alert, EINVALID for a
 	// resolved one.
 	Acknowledge(ctx context.Context, id, by, note string) (*vigil.Alert, error)
+	// Snooze silences an open alert for d (1 minute to 24 hours).
+	Snooze(ctx context.Context, id, by string, d time.Duration, note string) (*vigil.Alert, error)
 }
 
 // Authenticator checks passwords and session tokens; *auth.Authenticator
@@ -94,6 +97,10 @@ type Options struct {
 	Auth   Authenticator
 	Hub    *live.Hub
 	Alerts AlertService
+	// NEWS2 computes a patient's score for the tiles; NEWS2Record stores
+	// a nurse's ACVPU and oxygen inputs and recomputes. nil: not shown.
+	NEWS2       func(ctx context.Context, patientID string) (news2.Result, error)
+	NEWS2Record func(ctx context.Context, patientID string, in news2.Inputs, prescriber bool) (news2.Result, error)
 	// SessionTTL is how long a login lasts; 0 means 12 hours.
 	SessionTTL time.Duration
 	// SecureCookies marks the session cookie Secure (serve over HTTPS).
@@ -160,6 +167,8 @@ func NewHandler(opts Options) http.Handler {
 	m.HandleFunc("GET /web/api/patients/{id}", h.session(h.patient))
 	m.HandleFunc("GET /web/api/events", h.session(h.events))
 	m.HandleFunc("POST /web/api/alerts/{id}/ack", h.session(h.ack))
+	m.HandleFunc("POST /web/api/alerts/{id}/snooze", h.session(h.snooze))
+	m.HandleFunc("POST /web/api/patients/{id}/news2-inputs", h.session(h.news2Inputs))
 	return h
 }
 

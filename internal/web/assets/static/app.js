@@ -60,6 +60,7 @@
   }
 
   function displayUnit(u) {
+    if (u && u.startsWith('{')) return ''; // a UCUM annotation such as {score}: no unit to show
     return ({ 'Cel': '°C', 'mm[Hg]': 'mmHg', '/min': '/min', '%': '%' })[u] || (u || '');
   }
 
@@ -102,6 +103,24 @@
     const name = el('h2', 'name');
     const where = el('span', 'where');
     head.append(name, where);
+    const news = el('div', 'news2');
+    news.setAttribute('role', 'group');
+    const newsLabel = el('span', 'news2-label', 'NEWS2');
+    const newsScore = el('span', 'news2-score', '—');
+    const newsBand = el('span', 'news2-band', '');
+    const newsNote = el('span', 'news2-note', '');
+    news.append(newsLabel, newsScore, newsBand, newsNote);
+    const record = el('button', 'record', 'Record obs');
+    record.type = 'button';
+    record.hidden = true;
+    const form = buildObsForm(data.id);
+    record.addEventListener('click', () => {
+      form.el.hidden = !form.el.hidden;
+      record.setAttribute('aria-expanded', String(!form.el.hidden));
+      if (!form.el.hidden) form.fill(patients.get(data.id).data.news2), form.acvpu.focus();
+    });
+    const newsRow = el('div', 'news2-row');
+    newsRow.append(news, record);
     const alertsEl = el('ul', 'alerts');
     alertsEl.setAttribute('aria-label', 'Alerts');
     const vitals = el('div', 'vitals');
@@ -120,9 +139,88 @@
       vitals.append(cell);
       cells[v.key] = { cell, num, ageText, spec: v };
     }
-    tile.append(head, alertsEl, vitals);
-    const p = { data, el: tile, cells, alertsEl, name, where };
+    tile.append(head, newsRow, form.el, alertsEl, vitals);
+    const p = { data, el: tile, cells, alertsEl, name, where, news, newsScore, newsBand, newsNote, record, form };
     return p;
+  }
+
+  // The nurse's observation form: consciousness (ACVPU) and oxygen.
+  function buildObsForm(id) {
+    const f = el('form', 'obs-form');
+    f.hidden = true;
+    const l1 = el('label', '', 'Consciousness ');
+    const acvpu = el('select');
+    acvpu.name = 'consciousness';
+    for (const [v, t] of [['A', 'A — alert'], ['C', 'C — new confusion'], ['V', 'V — responds to voice'], ['P', 'P — responds to pain'], ['U', 'U — unresponsive']]) {
+      const o = el('option', '', t);
+      o.value = v;
+      acvpu.append(o);
+    }
+    l1.append(acvpu);
+    const l2 = el('label', '', 'Breathing ');
+    const oxy = el('select');
+    oxy.name = 'oxygen';
+    for (const [v, t] of [['air', 'room air'], ['oxygen', 'supplemental oxygen']]) {
+      const o = el('option', '', t);
+      o.value = v;
+      oxy.append(o);
+    }
+    l2.append(oxy);
+    const save = el('button', 'save', 'Save observation');
+    save.type = 'submit';
+    const msg = el('span', 'obs-error');
+    msg.setAttribute('role', 'alert');
+    f.append(l1, l2, save, msg);
+    f.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      save.disabled = true;
+      msg.textContent = '';
+      try {
+        const res = await fetch('/web/api/patients/' + encodeURIComponent(id) + '/news2-inputs', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+          body: JSON.stringify({ consciousness: acvpu.value, onOxygen: oxy.value === 'oxygen' }),
+        });
+        if (res.status === 401) { location.assign('/login'); return; }
+        const body = await res.json();
+        if (!res.ok) throw new Error(body.error || ('HTTP ' + res.status));
+        const p = patients.get(id);
+        p.data.news2 = body;
+        renderNEWS2(p);
+        f.hidden = true;
+        p.record.setAttribute('aria-expanded', 'false');
+        p.record.focus();
+      } catch (err) {
+        msg.textContent = 'Not saved: ' + err.message;
+      } finally {
+        save.disabled = false;
+      }
+    });
+    return {
+      el: f, acvpu,
+      fill(n) {
+        if (n && n.consciousness) acvpu.value = n.consciousness;
+        if (n && typeof n.onOxygen === 'boolean') oxy.value = n.onOxygen ? 'oxygen' : 'air';
+      },
+    };
+  }
+
+  const BANDS = { low: 'LOW', 'low-medium': 'LOW-MEDIUM', medium: 'MEDIUM', high: 'HIGH' };
+
+  function renderNEWS2(p) {
+    const n = p.data.news2;
+    p.record.hidden = !canAck;
+    if (!n) {
+      p.news.hidden = true;
+      return;
+    }
+    p.news.hidden = false;
+    p.news.className = 'news2 band-' + n.band + (n.complete ? '' : ' incomplete');
+    p.newsScore.textContent = String(n.total) + (n.complete ? '' : '+');
+    p.newsBand.textContent = BANDS[n.band] || n.band;
+    p.newsNote.textContent = n.complete ? '' : 'incomplete';
+    p.newsNote.title = n.note || '';
+    p.news.setAttribute('aria-label', 'NEWS2 ' + n.total + (n.complete ? '' : ' or more, incomplete') + ', ' + (BANDS[n.band] || n.band) + ' risk');
   }
 
   function renderHead(p) {
@@ -187,10 +285,14 @@
       const shape = el('span', 'shape', pr.shape);
       shape.setAttribute('aria-hidden', 'true');
       li.append(shape, el('span', 'prio', pr.text), el('span', 'title', a.title));
-      if (typeof a.value === 'number') li.append(el('span', 'value', 'at ' + a.value + ' ' + displayUnit(a.unit)));
+      if (typeof a.value === 'number') li.append(el('span', 'value', ('at ' + a.value + ' ' + displayUnit(a.unit)).trim()));
       const since = el('span', 'since');
       since.dataset.since = a.since;
       li.append(since);
+      const snoozed = a.snoozedUntil && Date.parse(a.snoozedUntil) > now();
+      if (snoozed) {
+        li.append(el('span', 'snoozed', 'SNOOZED until ' + new Date(Date.parse(a.snoozedUntil) - skewMs).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })));
+      }
       if (a.state === 'acknowledged') {
         const ack = (a.history || []).filter(h => h.state === 'acknowledged').pop();
         li.append(el('span', 'acked', 'ACKNOWLEDGED' + (ack && ack.by ? ' by ' + ack.by : '')));
@@ -202,6 +304,13 @@
         b.addEventListener('click', () => acknowledge(a.id, b, li));
         li.append(b);
         if (focusedId === a.id) refocus = b;
+        if (!snoozed) {
+          const z = el('button', 'snooze', 'Snooze 15 min');
+          z.type = 'button';
+          z.setAttribute('aria-label', 'Snooze for 15 minutes: ' + a.title + ' for ' + p.data.name);
+          z.addEventListener('click', () => snooze(a.id, z, li));
+          li.append(z);
+        }
       }
       ul.append(li);
     }
@@ -266,6 +375,7 @@
       renderHead(p);
       renderVitals(p);
       renderAlerts(p);
+      renderNEWS2(p);
     }
     for (const [id, p] of patients) {
       if (!seen.has(id)) {
@@ -369,6 +479,40 @@
     err.textContent = 'Not acknowledged: ' + msg;
   }
 
+  async function snooze(id, button, li) {
+    button.disabled = true;
+    let msg = '';
+    try {
+      const res = await fetch('/web/api/alerts/' + encodeURIComponent(id) + '/snooze', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+        body: JSON.stringify({ minutes: 15 }),
+      });
+      if (res.status === 401) { location.assign('/login'); return; }
+      const body = await res.json();
+      if (res.ok) { applyAlert(body); return; }
+      msg = body.error || ('HTTP ' + res.status);
+    } catch (e) {
+      msg = e.message;
+    }
+    button.disabled = false;
+    let err = li.querySelector('.ack-error');
+    if (!err) {
+      err = el('span', 'ack-error');
+      err.setAttribute('role', 'alert');
+      li.append(err);
+    }
+    err.textContent = 'Not snoozed: ' + msg;
+  }
+
+  function applyNEWS2(u) {
+    const p = patients.get(u.patient);
+    if (!p) return;
+    const old = p.data.news2 || {};
+    p.data.news2 = Object.assign({}, u, { consciousness: old.consciousness, onOxygen: old.onOxygen });
+    renderNEWS2(p);
+  }
+
   // ---- live connection ----
 
   function setConnection(state) {
@@ -399,6 +543,7 @@
     });
     es.addEventListener('reading', e => applyReading(JSON.parse(e.data)));
     es.addEventListener('alert', e => applyAlert(JSON.parse(e.data)));
+    es.addEventListener('news2', e => applyNEWS2(JSON.parse(e.data)));
   }
 
   function tick() {

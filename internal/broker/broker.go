@@ -212,7 +212,7 @@ func (b *Broker) Start() error {
 		ln = tls.NewListener(ln, b.opts.TLSConfig)
 		proto = "tls"
 	}
-	l := &listener{id: "vigil-" + proto, proto: proto, ln: ln, log: b.log}
+	l := &listener{id: "vigil-" + proto, proto: proto, ln: ln, log: b.log, server: b.server}
 	if err := b.server.AddListener(l); err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("mqtt: add listener %s: %w", b.opts.Addr, err)
@@ -307,6 +307,7 @@ func (b *Broker) session(cl *mqtt.Client) *session {
 type listener struct {
 	id, proto string
 	ln        net.Listener
+	server    *mqtt.Server
 	log       *slog.Logger
 	once      sync.Once
 	stopped   atomic.Bool
@@ -318,7 +319,19 @@ func (l *listener) ID() string                           { return l.id }
 func (l *listener) Address() string                      { return l.ln.Addr().String() }
 func (l *listener) Protocol() string                     { return l.proto }
 func (l *listener) Init(*slog.Logger) error              { return nil }
-func (l *listener) Close(closeClients listeners.CloseFn) { l.stop(); closeClients(l.id) }
+// Close stops accepting and disconnects the listener's clients. It does
+// not use mochi's CloseFn: that walks the clients through
+// Clients.GetByListener, which takes the clients' read lock twice and
+// deadlocks when a connection being established waits for the write lock
+// in between (mochi v2.7.9).
+func (l *listener) Close(listeners.CloseFn) {
+	l.stop()
+	for _, cl := range l.server.Clients.GetAll() {
+		if cl.Net.Listener == l.id && !cl.Closed() {
+			_ = l.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+}
 
 // stop closes the network listener; established connections stay open.
 func (l *listener) stop() {

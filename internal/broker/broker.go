@@ -315,10 +315,11 @@ type listener struct {
 
 var _ listeners.Listener = (*listener)(nil)
 
-func (l *listener) ID() string                           { return l.id }
-func (l *listener) Address() string                      { return l.ln.Addr().String() }
-func (l *listener) Protocol() string                     { return l.proto }
-func (l *listener) Init(*slog.Logger) error              { return nil }
+func (l *listener) ID() string              { return l.id }
+func (l *listener) Address() string         { return l.ln.Addr().String() }
+func (l *listener) Protocol() string        { return l.proto }
+func (l *listener) Init(*slog.Logger) error { return nil }
+
 // Close stops accepting and disconnects the listener's clients. It does
 // not use mochi's CloseFn: that walks the clients through
 // Clients.GetByListener, which takes the clients' read lock twice and

@@ -131,6 +131,10 @@ type Message struct {
 	Topic    string    // MQTT topic or HTTP path, for dead letters
 	Payload  []byte    // the raw body; may contain PHI, never logged
 	Received time.Time // when Vigil received it, UTC
+	// Atomic: store every reading of the message or none (a FHIR
+	// transaction Bundle). When one is refused, the message is refused
+	// with EINVALID and the outcomes say which.
+	Atomic bool
 }
 
 // ReadingOutcome is what happened to one reading of a message.

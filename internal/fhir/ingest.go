@@ -61,7 +61,8 @@ type inBundle struct {
 }
 
 // DecodePayload implements ingest.Decoder for FHIR R4 JSON: an Observation
-// or a Bundle of type batch whose entries POST Observations. Each
+// or a Bundle of type batch or transaction whose entries POST Observations
+// (the caller marks a transaction's message Atomic). Each
 // Observation is one reading; its id for idempotency is its first
 // identifier (system|value), else its id, else a hash of its content.
 // The patient is the device's assignment; a subject naming another
@@ -81,8 +82,8 @@ func DecodePayload(payload []byte, maxReadings int) ([]ingest.Raw, error) {
 		if err := json.Unmarshal(payload, &b); err != nil {
 			return nil, vigil.FieldErrorf("Bundle", "malformed", "malformed Bundle: %v", err)
 		}
-		if b.Type != "batch" {
-			return nil, vigil.FieldErrorf("Bundle.type", "unsupported", "Bundle type %q: Vigil takes batch Bundles of Observations (transaction is not supported: each Observation is stored or refused on its own)", b.Type)
+		if b.Type != "batch" && b.Type != "transaction" {
+			return nil, vigil.FieldErrorf("Bundle.type", "unsupported", "Bundle type %q: Vigil takes batch (each entry on its own) and transaction (all or nothing) Bundles of Observations", b.Type)
 		}
 		if len(b.Entry) == 0 || len(b.Entry) > maxReadings {
 			return nil, vigil.FieldErrorf("Bundle.entry", "too-many", "send 1 to %d entries", maxReadings)

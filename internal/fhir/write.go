@@ -34,7 +34,25 @@ func (h *handler) deviceWrite(bundle bool) http.HandlerFunc {
 			writeOutcome(w, http.StatusRequestEntityTooLarge, "too-costly", fmt.Sprintf("body exceeds %d bytes", h.o.MaxBody), "")
 			return
 		}
-		res := h.o.Ingester.Ingest(r.Context(), vigil.Message{DeviceID: dev, Source: "fhir", Format: Format, Topic: r.URL.Path, Payload: body, Received: h.o.Now().UTC()})
+		tx := bundle && bundleType(body) == "transaction"
+		res := h.o.Ingester.Ingest(r.Context(), vigil.Message{DeviceID: dev, Source: "fhir", Format: Format, Topic: r.URL.Path, Payload: body, Received: h.o.Now().UTC(), Atomic: tx})
+		if res.Err != nil && tx && vigil.ErrorReason(res.Err) == "atomic-refused" {
+			// A transaction is all or nothing: say which entries failed.
+			oo := OperationOutcome{ResourceType: "OperationOutcome"}
+			for _, o := range res.Readings {
+				if o.Err != nil {
+					ve := errOrInternal(o.Err)
+					is := Issue{Severity: "error", Code: "processing", Diagnostics: ve.Message}
+					if ve.Field != "" {
+						is.Expression = []string{ve.Field}
+					}
+					oo.Issue = append(oo.Issue, is)
+				}
+			}
+			oo.Issue = append(oo.Issue, Issue{Severity: "information", Code: "informational", Diagnostics: vigil.ErrorMessage(res.Err)})
+			writeResource(w, http.StatusBadRequest, oo)
+			return
+		}
 		if res.Err != nil {
 			h.fail(w, r, res.Err)
 			return
@@ -71,6 +89,9 @@ func (h *handler) deviceWrite(bundle bool) http.HandlerFunc {
 			Type         string           `json:"type"`
 			Entry        []bundleResponse `json:"entry"`
 		}{ResourceType: "Bundle", Type: "batch-response"}
+		if tx {
+			out.Type = "transaction-response"
+		}
 		for _, o := range res.Readings {
 			resp := map[string]any{}
 			switch {
@@ -100,6 +121,14 @@ func (h *handler) deviceWrite(bundle bool) http.HandlerFunc {
 // bundleResponse is a batch-response entry.
 type bundleResponse struct {
 	Response map[string]any `json:"response"`
+}
+
+func bundleType(b []byte) string {
+	var head struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(b, &head)
+	return head.Type
 }
 
 func bundleOf(b []byte) bool {

@@ -258,6 +258,11 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 		j.readings = append(j.readings, r)
 		j.index = append(j.index, i)
 	}
+	if m.Atomic && len(j.readings) < len(raws) {
+		bad := len(raws) - len(j.readings)
+		j.readings, j.index = nil, nil
+		j.res.Err = vigil.FieldErrorf("", "atomic-refused", "%d of %d readings are invalid, so none was stored (all or nothing)", bad, len(raws))
+	}
 }
 
 // patientByIdentifier resolves a registry identifier (MRN) to a patient id,

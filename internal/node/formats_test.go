@@ -143,10 +143,30 @@ func TestFHIRIngest(t *testing.T) {
 	if latest[vigil.LOINCSpO2] != nil || latest[vigil.LOINCBodyTemp] == nil || latest[vigil.LOINCHeartRate][0].Value != 77 {
 		t.Fatalf("latest: %v", latest)
 	}
-	// Transactions are refused with the reason.
-	tx := strings.Replace(bundle, `"type":"batch"`, `"type":"transaction"`, 1)
-	if st, body, _ = post("", tx, e.device, e.secret); st != 400 || !strings.Contains(fmt.Sprint(body), "transaction") {
+	// A transaction is all or nothing: with the foreign-subject entry it
+	// is refused as a whole (400, the entry named) and nothing is stored;
+	// without it, every entry is stored.
+	later := now.Add(time.Minute).Format(time.RFC3339)
+	tx := strings.Replace(strings.ReplaceAll(bundle, now.Format(time.RFC3339), later), `"type":"batch"`, `"type":"transaction"`, 1)
+	tx = strings.NewReplacer(`"bp-1"`, `"bp-2"`, `"sp-1"`, `"sp-2"`, `"t-1"`, `"t-2"`).Replace(tx)
+	st, body, _ = post("", tx, e.device, e.secret)
+	if st != 400 || body["resourceType"] != "OperationOutcome" || !strings.Contains(fmt.Sprint(body), "Bundle.entry[1].resource.subject") || !strings.Contains(fmt.Sprint(body), "all or nothing") {
+		t.Fatalf("transaction with a bad entry: %d %v", st, body)
+	}
+	latest, err = e.n.Store.LatestObservations(context.Background(), "p1", nil, 1)
+	must(t, err)
+	if !latest[vigil.LOINCBodyTemp][0].Time.Equal(now.Truncate(time.Second)) {
+		t.Fatalf("a refused transaction stored something: %v", latest[vigil.LOINCBodyTemp][0])
+	}
+	good := strings.Replace(tx, `"subject":{"reference":"Patient/someone-else"},`, ``, 1)
+	st, body, _ = post("", good, e.device, e.secret)
+	if st != 200 || body["type"] != "transaction-response" || len(body["entry"].([]any)) != 3 {
 		t.Fatalf("transaction: %d %v", st, body)
+	}
+	latest, err = e.n.Store.LatestObservations(context.Background(), "p1", nil, 1)
+	must(t, err)
+	if latest[vigil.LOINCSpO2] == nil || !latest[vigil.LOINCBodyTemp][0].Time.Equal(now.Add(time.Minute).Truncate(time.Second)) {
+		t.Fatalf("after the transaction: %v", latest)
 	}
 }
 

@@ -256,10 +256,20 @@ func TestHL7WithNpmClient(t *testing.T) {
 // (each ACK written after its readings are durable) over one connection
 // and over 16, each connection sending its next message after the ACK, as
 // integration engines do. Each message is the shared BP cuff report with a
-// fresh control id (3 readings).
+// fresh control id (3 readings). The peer, in the same run with the same
+// client, is simple-hl7's MLLP server (npm, tools/hl7send/peer.js), which
+// acknowledges each message at once and stores nothing.
 func BenchmarkMLLP(b *testing.B) {
+	tmpl, err := os.ReadFile("testdata/pcd01-bp.hl7")
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Recent times, so nothing is refused as too old.
+	now := time.Now().UTC().Format("20060102150405") + "+0000"
+	tmpl = []byte(strings.ReplaceAll(string(tmpl), "20090813095715+0500", now))
 	for _, conns := range []int{1, 16} {
-		b.Run(map[int]string{1: "1conn", 16: "16conns"}[conns], func(b *testing.B) {
+		name := map[int]string{1: "1conn", 16: "16conns"}[conns]
+		b.Run("vigil/"+name, func(b *testing.B) {
 			ctx := context.Background()
 			n, err := node.Start(ctx, node.Options{DataDir: b.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", MLLPAddr: "127.0.0.1:0", MaxReadingAge: -1})
 			if err != nil {
@@ -272,58 +282,77 @@ func BenchmarkMLLP(b *testing.B) {
 			if _, err := n.Admin.AddDevice(ctx, &vigil.Device{ID: "ACDE48234567ABCD", Kind: vigil.DeviceGateway}); err != nil {
 				b.Fatal(err)
 			}
-			tmpl, err := os.ReadFile("testdata/pcd01-bp.hl7")
+			driveMLLP(b, n.MLLP.Addr().String(), conns, tmpl)
+		})
+		b.Run("simple-hl7/"+name, func(b *testing.B) {
+			nodeBin, err := exec.LookPath("node")
+			if err != nil {
+				b.Skip("node is not installed")
+			}
+			cmd := exec.Command(nodeBin, "../../tools/hl7send/peer.js", "0")
+			out, err := cmd.StdoutPipe()
 			if err != nil {
 				b.Fatal(err)
 			}
-			// Recent times, so nothing is refused as too old.
-			now := time.Now().UTC().Format("20060102150405") + "+0000"
-			tmpl = []byte(strings.ReplaceAll(string(tmpl), "20090813095715+0500", now))
-			var next atomic.Int64
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			errs := make(chan error, conns)
-			for c := 0; c < conns; c++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					conn, err := net.Dial("tcp", n.MLLP.Addr().String())
-					if err != nil {
-						errs <- err
-						return
-					}
-					defer conn.Close()
-					fr := hl7.NewFrameReader(conn, 1<<20)
-					for {
-						i := next.Add(1)
-						if i > int64(b.N) {
-							return
-						}
-						msg := strings.Replace(string(tmpl), "MSGID1234", "B"+strconv.FormatInt(i, 10), 1)
-						if _, err := conn.Write(hl7.AppendFrame(nil, []byte(msg))); err != nil {
-							errs <- err
-							return
-						}
-						a, err := fr.Read()
-						if err != nil {
-							errs <- err
-							return
-						}
-						if !strings.Contains(string(a), "MSA|AA|") {
-							errs <- fmt.Errorf("not AA: %q", a)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
+			if err := cmd.Start(); err != nil {
 				b.Fatal(err)
 			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+			var ready struct{ Port int }
+			if err := json.NewDecoder(out).Decode(&ready); err != nil {
+				b.Skipf("simple-hl7 peer did not start (run make tools): %v", err)
+			}
+			driveMLLP(b, fmt.Sprintf("127.0.0.1:%d", ready.Port), conns, tmpl)
 		})
 	}
+}
+
+// driveMLLP sends b.N messages over conns connections, each waiting for
+// its AA before the next, and reports msgs/s.
+func driveMLLP(b *testing.B, addr string, conns int, tmpl []byte) {
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for c := 0; c < conns; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close()
+			fr := hl7.NewFrameReader(conn, 1<<20)
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				msg := strings.Replace(string(tmpl), "MSGID1234", "B"+strconv.FormatInt(i, 10), 1)
+				if _, err := conn.Write(hl7.AppendFrame(nil, []byte(msg))); err != nil {
+					errs <- err
+					return
+				}
+				a, err := fr.Read()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !strings.Contains(string(a), "MSA|AA|") {
+					errs <- fmt.Errorf("not AA: %q", a)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
 // r40 is an IHE PCD ACM alarm report (ORU^R40) for SpO2 low with the

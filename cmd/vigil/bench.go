@@ -122,7 +122,7 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool) (be
 		return bench.Report{}, err
 	}
 	defer logf.Close()
-	child := exec.Command(exe, "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn")
+	child := exec.Command(exe, "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn", "--plaintext")
 	child.Stdout, child.Stderr = logf, logf
 	if err := child.Start(); err != nil {
 		return bench.Report{}, fmt.Errorf("start vigil serve: %w", err)
@@ -135,7 +135,7 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool) (be
 	if err != nil {
 		return bench.Report{}, fmt.Errorf("%w (server log: %s)", err, logf.Name())
 	}
-	reg := onlineRegistry{httpapi.NewClient(c.HTTPURL, c.Token)}
+	reg := onlineRegistry{httpapi.NewClient(c.HTTPURL, c.Token)} // the child serves --plaintext on loopback
 	secrets := make([]string, o.Publishers)
 	for i := range o.Publishers {
 		pid := "bench-p" + strconv.Itoa(i)

@@ -138,7 +138,7 @@ type child struct {
 func startChild(t *testing.T, dir string) child {
 	t.Helper()
 	os.Remove(filepath.Join(dir, node.ControlFile)) // left behind by the previous SIGKILL
-	cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error")
+	cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error", "--plaintext")
 	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -100,6 +100,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newDeadLettersCmd(g),
 		newMappingCmd(g),
 		newRuleCmd(g),
+		newCertsCmd(g),
 		newAlertsCmd(g),
 	)
 	return root

@@ -60,7 +60,7 @@ func (g *globals) openRegistry(ctx context.Context) (registry, error) {
 	}
 	if c, err := node.ReadControl(g.data); err == nil {
 		if processAlive(c.PID) {
-			return onlineRegistry{httpapi.NewClient(c.HTTPURL, c.Token)}, nil
+			return onlineRegistry{httpapi.NewClient(c.HTTPURL, c.Token).WithTLS(g.clientTLS())}, nil
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/vigil-iomt/vigil/internal/certs"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/notify"
 )
@@ -21,10 +23,17 @@ func newServeCmd(g *globals) *cobra.Command {
 	var limitsFile string
 	var webhooks []string
 	var webhookSecretFile string
+	var plaintext bool
+	var tlsCert, tlsKey string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the Vigil server on a data directory",
 		Long: `Run the Vigil server: MQTT and HTTP device ingest, FHIR R4 API, alerts, web app.
+
+Every listener speaks TLS: HTTPS, MQTT over TLS (:8883) and MLLP over TLS, with the
+certificate in DATA/tls (make it once with vigil certs init) or --tls-cert/--tls-key.
+Without a certificate Vigil refuses to start; --plaintext serves in the clear for a
+test setup, with a warning (never for patient data on a network).
 
 Every reading is acknowledged only after it is on disk. SIGINT or SIGTERM shuts
 down gracefully: listeners close, in-flight readings are committed, and nothing
@@ -36,8 +45,9 @@ MLLP has no credentials: connections are accepted only from --mllp-allow network
 (loopback by default).
 
 Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror the flags.`,
-		Example: `  vigil serve --data /var/lib/vigil
-  vigil serve --data ./vigil-data --http 127.0.0.1:8080 --mqtt 127.0.0.1:1883
+		Example: `  vigil certs init --data /var/lib/vigil --host vigil.ward4.example.org && vigil serve --data /var/lib/vigil
+  vigil serve --data ./vigil-data --tls-cert /etc/pki/vigil.pem --tls-key /etc/pki/vigil-key.pem
+  vigil serve --data ./vigil-data --http 127.0.0.1:8080 --mqtt 127.0.0.1:1883 --plaintext
   vigil serve --data ./vigil-data --mllp :2575 --mllp-allow 10.20.0.0/16`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -85,12 +95,41 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 				return err
 			}
 			opts.Logger = log
+			dir := certs.Dir(g.data)
+			switch {
+			case tlsCert != "" || tlsKey != "":
+				if tlsCert == "" || tlsKey == "" {
+					return fmt.Errorf("give both --tls-cert and --tls-key")
+				}
+				if opts.TLS, err = certs.ServerConfig(tlsCert, tlsKey); err != nil {
+					return err
+				}
+			case !plaintext && certs.Exists(dir):
+				if opts.TLS, err = certs.ServerConfig(filepath.Join(dir, certs.CertFile), filepath.Join(dir, certs.KeyFile)); err != nil {
+					return err
+				}
+			case !plaintext:
+				return fmt.Errorf("no TLS certificate in %s: run `vigil certs init --data %s` (or give --tls-cert and --tls-key); --plaintext serves in the clear for a test setup only", dir, g.data)
+			}
+			if opts.MQTTAddr == "" {
+				opts.MQTTAddr = ":8883"
+				if opts.TLS == nil {
+					opts.MQTTAddr = ":1883"
+				}
+			}
+			if opts.TLS == nil {
+				fmt.Fprintln(g.stderr, "vigil: WARNING: --plaintext: HTTP, MQTT and MLLP are NOT encrypted; credentials and patient data cross the network in the clear. Use it on loopback for tests only; run `vigil certs init` for anything else.")
+				log.Warn("serving without TLS (--plaintext)", "http", opts.HTTPAddr, "mqtt", opts.MQTTAddr, "loopback_only", loopbackOnly(opts.HTTPAddr, opts.MQTTAddr, opts.MLLPAddr))
+			}
 			return serve(cmd.Context(), g, opts)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.HTTPAddr, "http", envOr("VIGIL_HTTP", ":8080"), "HTTP listen address (env VIGIL_HTTP)")
-	f.StringVar(&opts.MQTTAddr, "mqtt", envOr("VIGIL_MQTT", ":1883"), "MQTT listen address (env VIGIL_MQTT)")
+	f.StringVar(&opts.MQTTAddr, "mqtt", envOr("VIGIL_MQTT", ""), "MQTT listen address (env VIGIL_MQTT; default :8883 with TLS, :1883 with --plaintext)")
+	f.BoolVar(&plaintext, "plaintext", false, "serve without TLS (tests on loopback only: nothing is encrypted)")
+	f.StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM) instead of DATA/tls/server.pem")
+	f.StringVar(&tlsKey, "tls-key", "", "its private key (PEM)")
 	f.StringVar(&opts.MLLPAddr, "mllp", envOr("VIGIL_MLLP", ""), "HL7 v2 MLLP listen address, e.g. :2575 (env VIGIL_MLLP; empty: off)")
 	f.StringSliceVar(&allow, "mllp-allow", nil, "networks allowed to send HL7 over MLLP, CIDR (default: loopback only)")
 	f.StringSliceVar(&webhooks, "webhook", nil, "URL that receives every alert transition as a signed JSON POST (repeatable; https, or http to loopback)")
@@ -107,13 +146,36 @@ func serve(ctx context.Context, g *globals, opts node.Options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stderr, "vigil: serving HTTP on %s and MQTT on %s (data %s)\n", n.URL(), n.MQTTAddr(), opts.DataDir)
+	sec := "TLS"
+	if opts.TLS == nil {
+		sec = "PLAINTEXT"
+	}
+	fmt.Fprintf(g.stderr, "vigil: serving %s on %s and MQTT (%s) on %s (data %s)\n", map[bool]string{true: "HTTPS", false: "HTTP"}[opts.TLS != nil], n.URL(), sec, n.MQTTAddr(), opts.DataDir)
 	if n.MLLP != nil {
 		fmt.Fprintf(g.stderr, "vigil: HL7 v2 over MLLP on %s\n", n.MLLP.Addr())
 	}
 	<-ctx.Done()
 	fmt.Fprintln(g.stderr, "vigil: shutting down; committing in-flight readings")
 	return n.Close()
+}
+
+// loopbackOnly reports whether every non-empty listen address is on a
+// loopback interface.
+func loopbackOnly(addrs ...string) bool {
+	for _, a := range addrs {
+		if a == "" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return false
+		}
+		ip := net.ParseIP(host)
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return false
+		}
+	}
+	return true
 }
 
 func (g *globals) logger() (*slog.Logger, error) {

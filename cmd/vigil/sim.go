@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -52,14 +53,18 @@ The server is found through --data (its control file) or given with --url,
 			if err != nil {
 				return err
 			}
-			reg := onlineRegistry{httpapi.NewClient(url, token)}
+			tlsc := g.clientTLS()
+			if !strings.HasPrefix(url, "https://") {
+				tlsc = nil
+			}
+			reg := onlineRegistry{httpapi.NewClient(url, token).WithTLS(tlsc)}
 			plans := sim.Plan(patients, seed)
 			secrets, err := provisionCohort(ctx, reg, plans, time.Now().Add(-7*24*time.Hour))
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stderr, "vigil sim: %d patients registered; sending readings to %s and %s (Ctrl-C stops)\n", len(plans), mqtt, url)
-			err = sim.Run(ctx, plans, sim.Options{MQTTAddr: mqtt, HTTPURL: url, Secrets: secrets, Speed: speed, Seed: seed, Logger: log, DropEvery: dropEvery})
+			err = sim.Run(ctx, plans, sim.Options{MQTTAddr: mqtt, HTTPURL: url, Secrets: secrets, TLS: tlsc, Speed: speed, Seed: seed, Logger: log, DropEvery: dropEvery})
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}

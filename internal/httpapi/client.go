@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +29,13 @@ type Client struct {
 // NewClient returns a client for the server at baseURL using an API token.
 func NewClient(baseURL, token string) *Client {
 	return &Client{base: strings.TrimSuffix(baseURL, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// WithTLS makes the client verify the server with cfg (for example a
+// pool holding Vigil's local CA) and returns it.
+func (c *Client) WithTLS(cfg *tls.Config) *Client {
+	c.http.Transport = &http.Transport{TLSClientConfig: cfg}
+	return c
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

@@ -6,12 +6,14 @@
 // Senders are gateways registered as Vigil devices: MSH-3's universal id
 // (EUI-64, component 2) or, without one, its namespace id (component 1) is
 // the device id. MLLP carries no credentials, so connections are accepted
-// only from the networks in Options.Allow (loopback by default); put the
-// listener behind TLS or a VPN when it leaves the host.
+// only from the networks in Options.Allow (loopback by default); with
+// Options.TLS the listener speaks MLLP inside TLS (as vigil serve does by
+// default), so messages never cross the network in the clear.
 package mllp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +45,7 @@ type Options struct {
 	// they are stored. nil: ORU^R40 is refused.
 	Alarms      func(ctx context.Context, sender string, received time.Time, m *hl7.Message) error
 	Allow       []*net.IPNet  // nil: loopback only
+	TLS         *tls.Config   // nil: plain TCP
 	MaxFrame    int           // bytes (default 1 MiB)
 	IdleTimeout time.Duration // close connections idle this long (default 5 min)
 	Now         func() time.Time
@@ -82,6 +85,9 @@ func Start(o Options) (*Server, error) {
 		o.Allow = []*net.IPNet{v4, v6}
 	}
 	ln, err := net.Listen("tcp", o.Addr)
+	if err == nil && o.TLS != nil {
+		ln = tls.NewListener(ln, o.TLS)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen for MLLP on %s: %w (choose another address with --mllp)", o.Addr, err)
 	}

@@ -7,6 +7,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,11 +72,15 @@ const ResolveAfter = time.Minute
 
 // Options configure a node. Zero values take the defaults noted.
 type Options struct {
-	DataDir       string                   // required
-	HTTPAddr      string                   // default ":8080"
-	MQTTAddr      string                   // default ":1883"
-	MLLPAddr      string                   // HL7 v2 over MLLP; "" disables it
-	MLLPAllow     []*net.IPNet             // networks allowed to send over MLLP; nil: loopback
+	DataDir   string       // required
+	HTTPAddr  string       // default ":8080"
+	MQTTAddr  string       // default ":1883"
+	MLLPAddr  string       // HL7 v2 over MLLP; "" disables it
+	MLLPAllow []*net.IPNet // networks allowed to send over MLLP; nil: loopback
+	// TLS, when set, puts every listener (HTTPS, MQTT over TLS, MLLP over
+	// TLS) behind it; nil: plaintext (vigil serve allows that only with
+	// --plaintext).
+	TLS           *tls.Config
 	MaxPayload    int                      // bytes per message; default 256 KiB
 	MaxReadingAge time.Duration            // oldest accepted reading time; 0: ingest's default (30 days); negative: unlimited
 	PublicMetrics bool                     // serve /metrics without authentication
@@ -248,6 +253,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	bopts.MaxPayload = opts.MaxPayload
 	bopts.Logger = log
 	bopts.Registerer = n.Registry
+	bopts.TLSConfig = opts.TLS
 	if n.Broker, err = broker.New(bopts); err != nil {
 		return nil, fmt.Errorf("start MQTT broker: %w", err)
 	}
@@ -259,7 +265,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 
 	if opts.MLLPAddr != "" {
-		if n.MLLP, err = mllp.Start(mllp.Options{Addr: opts.MLLPAddr, Ingester: n.Pipeline, Devices: n.Store, Allow: opts.MLLPAllow,
+		if n.MLLP, err = mllp.Start(mllp.Options{Addr: opts.MLLPAddr, Ingester: n.Pipeline, Devices: n.Store, Allow: opts.MLLPAllow, TLS: opts.TLS,
 			Alarms: n.deviceAlarms, Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
 			return nil, err
 		}
@@ -267,6 +273,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 
 	if n.httpLn, err = net.Listen("tcp", opts.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("listen for HTTP on %s: %w (is another server using it? choose another address with --http)", opts.HTTPAddr, err)
+	}
+	if opts.TLS != nil {
+		n.httpLn = tls.NewListener(n.httpLn, opts.TLS)
 	}
 	fh := fhir.NewHandler(fhir.Options{
 		Patients:     n.Store,
@@ -295,8 +304,11 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Alerts:      n.Alerts,
 		NEWS2:       n.News2.Compute,
 		NEWS2Record: n.News2.Record,
-		Now:         opts.Now,
-		Logger:      log,
+		// Over TLS the session cookie is Secure and browsers are told to
+		// keep to HTTPS (HSTS).
+		SecureCookies: opts.TLS != nil,
+		Now:           opts.Now,
+		Logger:        log,
 	})
 	api := httpapi.New(httpapi.Options{
 		Store:         n.Store,
@@ -341,6 +353,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 
 // URL is the base URL of the HTTP server, e.g. "http://127.0.0.1:8080".
 func (n *Node) URL() string {
+	if n.opts.TLS != nil {
+		return "https://" + dialable(n.httpLn.Addr())
+	}
 	return "http://" + dialable(n.httpLn.Addr())
 }
 

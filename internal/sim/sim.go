@@ -10,6 +10,7 @@ package sim
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,6 +103,9 @@ type Options struct {
 	MQTTAddr string            // host:port
 	HTTPURL  string            // base URL
 	Secrets  map[string]string // device id → secret
+	// TLS, when set, is used for MQTT (mqtts) and HTTPS: a server started
+	// with TLS (the default of vigil serve).
+	TLS *tls.Config
 	// Speed compresses scripted deteriorations and the intervals of
 	// devices that measure rarely (cuffs, glucometers, NIBP, temperature):
 	// 30 runs a 60-minute course in 2 minutes. Device times are always
@@ -224,7 +228,7 @@ func (d *device) run(ctx context.Context) {
 	if d.plan.Transport == "mqtt" {
 		sender = &mqttSender{d: d}
 	} else {
-		sender = &httpSender{d: d, client: &http.Client{Timeout: 30 * time.Second}}
+		sender = &httpSender{d: d, client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: d.o.TLS}}}
 	}
 	defer sender.close()
 	ss := d.streams()
@@ -315,7 +319,11 @@ type mqttSender struct {
 }
 
 func (m *mqttSender) connect() error {
-	o := mqtt.NewClientOptions().AddBroker("tcp://" + m.d.o.MQTTAddr).
+	scheme := "tcp://"
+	if m.d.o.TLS != nil {
+		scheme = "ssl://"
+	}
+	o := mqtt.NewClientOptions().AddBroker(scheme + m.d.o.MQTTAddr).SetTLSConfig(m.d.o.TLS).
 		SetClientID(m.d.plan.ID).SetUsername(m.d.plan.ID).SetPassword(m.d.secret).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 		SetConnectTimeout(10 * time.Second).SetKeepAlive(30 * time.Second)

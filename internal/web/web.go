@@ -180,6 +180,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "same-origin") // not no-referrer: that makes browsers send "Origin: null" on same-origin form posts
 	hd.Set("Cache-Control", "no-store")
+	if h.opts.SecureCookies {
+		hd.Set("Strict-Transport-Security", "max-age=31536000")
+	}
 	h.mux.ServeHTTP(w, r)
 }
 

@@ -58,6 +58,17 @@ type Reading struct {
 	// reported one with the reading (device status, not a clinical value:
 	// it drives low-battery alerts and is not stored as an observation).
 	Battery *float64 `json:"battery,omitempty"`
+	// Origin is where in the hospital and in the device the values come
+	// from, when the message says (HL7 v2 PV1-3, OBX-18, OBX-4). It is
+	// stored with the values and served with the Observations.
+	Origin *Origin `json:"origin,omitempty"`
+}
+
+// Origin says where a reading was taken, as an HL7 v2 gateway reports it.
+type Origin struct {
+	Location    string `json:"location,omitempty"`    // PV1-3 assigned patient location, e.g. "3 WEST ICU^3001^1"
+	Equipment   string `json:"equipment,omitempty"`   // OBX-18 equipment instance identifier
+	Containment string `json:"containment,omitempty"` // OBX-4 IEEE 11073 containment (MDS.VMD.channel.metric), e.g. "1.6.1.1"
 }
 
 // AppendResult says what happened to one reading passed to AppendReadings.
@@ -93,6 +104,8 @@ type Observation struct {
 	// Components hold the systolic and diastolic values of a blood
 	// pressure panel (Code LOINCBPPanel); empty for other codes.
 	Components []Measurement `json:"components,omitempty"`
+	// Origin is filled by stores that keep it, on request (FillOrigins).
+	Origin *Origin `json:"origin,omitempty"`
 }
 
 // ObservationFilter selects observations of one patient.

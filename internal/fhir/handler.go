@@ -19,6 +19,7 @@
 package fhir
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -376,6 +377,19 @@ func (h *handler) searchDevices(w http.ResponseWriter, r *http.Request, p *vigil
 	return nil
 }
 
+// originStore is the optional part of a store that keeps where readings
+// were taken (the embedded store does).
+type originStore interface {
+	FillOrigins(ctx context.Context, obs []*vigil.Observation) error
+}
+
+func (h *handler) fillOrigins(ctx context.Context, obs []*vigil.Observation) error {
+	if os, ok := h.o.Observations.(originStore); ok {
+		return os.FillOrigins(ctx, obs)
+	}
+	return nil
+}
+
 func (h *handler) readObservation(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
 	o, err := h.o.Observations.FindObservationByID(r.Context(), r.PathValue("id"))
 	if err != nil {
@@ -383,6 +397,9 @@ func (h *handler) readObservation(w http.ResponseWriter, r *http.Request, p *vig
 	}
 	if p.Role == vigil.RolePatient && o.PatientID != p.PatientID {
 		return forbiddenPatient()
+	}
+	if err := h.fillOrigins(r.Context(), []*vigil.Observation{o}); err != nil {
+		return err
 	}
 	writeResource(w, http.StatusOK, ObservationResource(o))
 	return nil
@@ -468,6 +485,9 @@ func (h *handler) searchObservations(w http.ResponseWriter, r *http.Request, p *
 	}
 	obs, cursor, err := h.o.Observations.FindObservations(r.Context(), f)
 	if err != nil {
+		return err
+	}
+	if err := h.fillOrigins(r.Context(), obs); err != nil {
 		return err
 	}
 	next := ""

@@ -325,7 +325,13 @@ func TestResourcesAndLastN(t *testing.T) {
 	for _, obs := range byCode {
 		all = append(all, obs[0])
 	}
-	all = append(all, b, pt, dev, ps, ds, oo)
+	// An Observation from an HL7 gateway carries where it was taken.
+	withOrigin := ObservationResource(&vigil.Observation{ID: "x.1", PatientID: "p1", DeviceID: "gw", Code: vigil.LOINCHeartRate, Value: 60, Unit: "/min",
+		Time: time.Now().UTC(), Origin: &vigil.Origin{Location: "3 WEST ICU^3001^1", Equipment: "0123456789ABCDEF^EUI-64", Containment: "1.6.1.1"}})
+	if len(withOrigin.Extension) != 3 {
+		t.Fatalf("extensions: %+v", withOrigin.Extension)
+	}
+	all = append(all, b, pt, dev, ps, ds, oo, withOrigin)
 	validate(t, all)
 }
 

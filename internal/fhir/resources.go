@@ -66,7 +66,23 @@ type Observation struct {
 	ValueQuantity     *Quantity         `json:"valueQuantity,omitempty"`
 	Device            *Reference        `json:"device,omitempty"`
 	Component         []Component       `json:"component,omitempty"`
+	Extension         []Extension       `json:"extension,omitempty"`
 }
+
+// Extension is a FHIR extension with a string value.
+type Extension struct {
+	URL         string `json:"url"`
+	ValueString string `json:"valueString"`
+}
+
+// Extensions Vigil adds to Observations from HL7 v2 gateways: where the
+// reading was taken (PV1-3), the equipment (OBX-18) and the IEEE 11073
+// containment path (OBX-4).
+const (
+	ExtLocation    = "https://vigil-iomt.github.io/fhir/StructureDefinition/hl7v2-assigned-location"
+	ExtEquipment   = "https://vigil-iomt.github.io/fhir/StructureDefinition/hl7v2-equipment"
+	ExtContainment = "https://vigil-iomt.github.io/fhir/StructureDefinition/mdc-containment"
+)
 
 type Patient struct {
 	ResourceType string       `json:"resourceType"`
@@ -222,6 +238,13 @@ func ObservationResource(o *vigil.Observation) *Observation {
 	}
 	if o.DeviceID != "" {
 		r.Device = &Reference{Reference: "Device/" + o.DeviceID}
+	}
+	if or := o.Origin; or != nil {
+		for _, e := range []Extension{{ExtLocation, or.Location}, {ExtEquipment, or.Equipment}, {ExtContainment, or.Containment}} {
+			if e.ValueString != "" {
+				r.Extension = append(r.Extension, e)
+			}
+		}
 	}
 	if o.Code == vigil.LOINCBPPanel {
 		for _, c := range o.Components {

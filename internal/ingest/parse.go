@@ -93,6 +93,8 @@ type Raw struct {
 	PatientID string
 	// Battery is the device's battery charge in percent, when it said.
 	Battery *float64
+	// Origin is where the reading was taken, when the message says.
+	Origin *vigil.Origin
 	// Err is set when the decoder already refused this reading.
 	Err error
 }
@@ -207,6 +209,7 @@ func (p *Pipeline) normalize(raw Raw, received time.Time) (*vigil.Reading, error
 	if len(raw.Values) == 0 {
 		return nil, vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
 	}
+	r.Origin = raw.Origin
 	if b := raw.Battery; b != nil {
 		if *b < 0 || *b > 100 || *b != *b {
 			return nil, vigil.FieldErrorf(prefix+"battery", "out-of-range", "battery %v: send the charge in percent, 0 to 100", *b)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/fhir"
 	"github.com/vigil-iomt/vigil/internal/hl7"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
@@ -145,6 +146,19 @@ func TestHL7OverMLLP(t *testing.T) {
 	must(t, err)
 	if latest[vigil.LOINCHeartRate] == nil || latest["76214-6"] == nil || latest["76215-3"] == nil {
 		t.Fatalf("ICU latest: %v", latest)
+	}
+	// Where it was measured is kept: PV1-3 and the OBX-4 containment, and
+	// served as extensions of the FHIR Observation.
+	hr := latest[vigil.LOINCHeartRate][0]
+	must(t, e.n.Store.FillOrigins(ctx, []*vigil.Observation{hr}))
+	// (ECG heart rate, OBX-4 1.6.1.1, and invasive pulse rate, 1.2.1.1, both
+	// map to LOINC 8867-4 at the same time: the later OBX is kept.)
+	if hr.Origin == nil || hr.Origin.Location != "3 WEST ICU^3001^1" || hr.Origin.Containment != "1.2.1.1" {
+		t.Fatalf("origin of the ICU heart rate: %+v", hr.Origin)
+	}
+	res := fhir.ObservationResource(hr)
+	if len(res.Extension) != 2 || res.Extension[0].URL != fhir.ExtLocation || res.Extension[1].ValueString != "1.2.1.1" {
+		t.Fatalf("FHIR extensions: %+v", res.Extension)
 	}
 
 	// Unknown patient → AE 204; unknown sender → AR 204; garbage → AR.

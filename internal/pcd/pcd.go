@@ -56,6 +56,10 @@ func FromMessage(m *hl7.Message, maxReadings int) ([]ingest.Raw, error) {
 		return nil, vigil.FieldErrorf("PID[1].3", "required", "PID-3 (patient identifier) is required")
 	}
 	msgTime, _ := ParseTime(msh.Value(7))
+	location := ""
+	if pv1 := m.Segment("PV1"); pv1 != nil {
+		location = components(pv1, 3)
+	}
 	var out []ingest.Raw
 	obrTime, obrID := msgTime, "0"
 	segNo := map[string]int{}
@@ -119,6 +123,9 @@ func FromMessage(m *hl7.Message, maxReadings int) ([]ingest.Raw, error) {
 				continue
 			}
 			r.Values = []ingest.RawValue{{System: system, Code: code, Unit: unit, Value: v, Field: loc}}
+			if o := (vigil.Origin{Location: location, Equipment: components(s, 18), Containment: s.Value(4)}); o != (vigil.Origin{}) {
+				r.Origin = &o
+			}
 			out = append(out, r)
 			if len(out) > maxReadings {
 				return nil, vigil.FieldErrorf("", "too-many", "more than %d observations in one message", maxReadings)
@@ -129,6 +136,17 @@ func FromMessage(m *hl7.Message, maxReadings int) ([]ingest.Raw, error) {
 		return nil, vigil.FieldErrorf("OBX", "empty", "the message holds no numeric OBX observations")
 	}
 	return out, nil
+}
+
+// components returns the first repetition of field f with its first six
+// components joined by "^", trailing empty ones dropped ("3 WEST
+// ICU^3001^1").
+func components(s *hl7.Segment, f int) string {
+	parts := make([]string, 6)
+	for c := range parts {
+		parts[c] = s.Component(f, c+1)
+	}
+	return strings.TrimRight(strings.Join(parts, "^"), "^")
 }
 
 // ParseTime parses an HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ].

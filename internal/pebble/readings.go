@@ -200,6 +200,12 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			if err := b.Set(headKey(sid, t), encodeHead(m.Value, lag), nil); err != nil {
 				return fail(err)
 			}
+			if r.Origin != nil {
+				o, _ := json.Marshal(r.Origin)
+				if err := b.Set(originKey(sid, t), o, nil); err != nil {
+					return fail(err)
+				}
+			}
 		}
 	}
 	if len(claimed) == 0 {
@@ -368,4 +374,38 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 	s.deadLetters.Add(-int64(expiredDL))
 	s.metrics.compacted.Add(float64(st.Samples))
 	return st, nil
+}
+
+// Origin keys: o/{series id}{be64 time ms} → vigil.Origin JSON, written
+// with the sample when the reading says where it was taken.
+const pOrigin = 'o'
+
+func originKey(sid uint64, t int64) []byte {
+	return append(append([]byte{pOrigin, 0}, u64(sid)...), be64(t)...)
+}
+
+// FillOrigins sets the Origin of each observation that has one stored
+// (a blood pressure panel takes its systolic value's).
+func (s *Store) FillOrigins(ctx context.Context, obs []*vigil.Observation) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	for _, o := range obs {
+		_, sid, t, err := parseObservationID(o.ID)
+		if err != nil {
+			continue
+		}
+		b, ok, err := get(s.db, originKey(sid, t))
+		if err != nil {
+			return storeErr(err)
+		}
+		if !ok {
+			continue
+		}
+		var or vigil.Origin
+		if err := json.Unmarshal(b, &or); err == nil {
+			o.Origin = &or
+		}
+	}
+	return nil
 }

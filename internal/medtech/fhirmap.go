@@ -19,6 +19,8 @@ type valueSpec struct {
 	System    string `json:"system"`
 	Code      string `json:"code"`
 	Unit      string `json:"unit"`
+	// DefaultPeriod (ms) of a SampledData value.
+	DefaultPeriod *float64 `json:"defaultPeriod"`
 }
 
 type codeValueFhir struct {
@@ -87,10 +89,19 @@ func ParseFhirTemplate(b []byte) (*FhirTemplate, error) {
 			}
 			switch v.ValueType {
 			case "Quantity":
-			case "SampledData", "String", "CodeableConcept":
-				return &Error{Path: path + ".valueType", Msg: v.ValueType + " values are not supported yet; Vigil stores Quantity values"}
+			case "SampledData":
+				// Each sample is a numeric value at its own time: Vigil
+				// stores it as such (and serves Quantity Observations).
+				if v.Unit == "" {
+					return &Error{Path: path + ".unit", Msg: "a SampledData value needs its unit (UCUM)"}
+				}
+				if v.DefaultPeriod == nil || *v.DefaultPeriod <= 0 {
+					return &Error{Path: path + ".defaultPeriod", Msg: "a SampledData value needs a defaultPeriod in milliseconds"}
+				}
+			case "String", "CodeableConcept":
+				return &Error{Path: path + ".valueType", Msg: v.ValueType + " values are text, and Vigil stores numeric values: map the measurement to a Quantity or SampledData value"}
 			default:
-				return &Error{Path: path + ".valueType", Msg: fmt.Sprintf("valueType %q: use Quantity", v.ValueType)}
+				return &Error{Path: path + ".valueType", Msg: fmt.Sprintf("valueType %q: use Quantity or SampledData", v.ValueType)}
 			}
 			return nil
 		}
@@ -146,7 +157,11 @@ func (ft *FhirTemplate) Map(m Measurement) ([]Value, error) {
 			return err
 		}
 		sys, code := pick(codes)
-		out = append(out, Value{System: sys, Code: code, Unit: v.Code, Value: val, Field: v.ValueName})
+		unit := v.Code // a Quantity's UCUM code
+		if v.ValueType == "SampledData" {
+			unit = v.Unit
+		}
+		out = append(out, Value{System: sys, Code: code, Unit: unit, Value: val, Field: v.ValueName})
 		return nil
 	}
 	if cv.Value != nil {

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/vigil-iomt/vigil/internal/mapping"
 )
 
 func read(t testing.TB, name string) []byte {
@@ -106,8 +108,32 @@ func TestValidation(t *testing.T) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
 	}
-	if _, err := ParseFhirTemplate([]byte(`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"SampledData"}}}`)); err == nil || !strings.Contains(err.Error(), "SampledData values are not supported yet") {
-		t.Errorf("SampledData: %v", err)
+	for tmpl, want := range map[string]string{
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"SampledData","unit":"/min"}}}`:  "template.value.defaultPeriod: a SampledData value needs a defaultPeriod",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"String"}}}`:                      "String values are text",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"CodeableConcept"}}}`:             "CodeableConcept values are text",
+	} {
+		if _, err := ParseFhirTemplate([]byte(tmpl)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", tmpl, err, want)
+		}
+	}
+}
+
+// A MedTech SampledData FHIR mapping (heart rate sampled every 5 s, in
+// count/min as MedTech's samples write it): each sample is stored as a
+// heart rate in /min at its own time.
+func TestSampledData(t *testing.T) {
+	fhirT := []byte(`{"templateType":"CollectionFhir","template":[{"templateType":"CodeValueFhir","template":{"codes":[{"code":"8867-4","system":"http://loinc.org","display":"Heart rate"}],"periodInterval":60,"typeName":"heartrate","value":{"defaultPeriod":5000,"unit":"count/min","valueName":"hr","valueType":"SampledData"}}}]}`)
+	devT := []byte(`{"templateType":"CollectionContent","template":[{"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]","deviceIdExpression":"$.deviceId","timestampExpression":"$.endDate","values":[{"valueName":"hr","valueExpression":"$.heartRate","required":true}]}}]}`)
+	res, err := Test(devT, fhirT, []byte(`{"heartRate":"81","endDate":"2023-03-13T22:46:05Z","deviceId":"watch1"}`), mapping.DefaultTable(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) != 0 || len(res.Values) != 1 || res.Values[0].Code != "8867-4" || res.Values[0].Unit != "/min" || res.Values[0].Value != 81 || res.Values[0].OrigUnit != "count/min" {
+		t.Fatalf("dry run: %+v", res)
+	}
+	if len(res.Observations) != 1 || res.Observations[0].ValueQuantity == nil {
+		t.Fatalf("observations: %+v", res.Observations)
 	}
 }
 

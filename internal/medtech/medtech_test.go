@@ -109,9 +109,9 @@ func TestValidation(t *testing.T) {
 		}
 	}
 	for tmpl, want := range map[string]string{
-		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"SampledData","unit":"/min"}}}`:  "template.value.defaultPeriod: a SampledData value needs a defaultPeriod",
-		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"String"}}}`:                      "String values are text",
-		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"CodeableConcept"}}}`:             "CodeableConcept values are text",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"SampledData","unit":"/min"}}}`: "template.value.defaultPeriod: a SampledData value needs a defaultPeriod",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"String"}}}`:                    "String values are text",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"CodeableConcept"}}}`:           "CodeableConcept values are text",
 	} {
 		if _, err := ParseFhirTemplate([]byte(tmpl)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", tmpl, err, want)

@@ -101,6 +101,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newMappingCmd(g),
 		newRuleCmd(g),
 		newCertsCmd(g),
+		newAuditCmd(g),
 		newAlertsCmd(g),
 	)
 	return root

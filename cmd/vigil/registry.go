@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/medtech"
@@ -49,6 +51,9 @@ type registry interface {
 	Rules(ctx context.Context) ([]*vigil.Rule, error)
 	RuleHistory(ctx context.Context, id string) ([]*vigil.Rule, error)
 	Backtest(ctx context.Context, req httpapi.BacktestRequest) (*alerting.BacktestReport, error)
+	// AuditVerify checks the audit log: offline with pub (nil: the data
+	// directory's audit-key.pub), online by the server with its own key.
+	AuditVerify(ctx context.Context, pub ed25519.PublicKey) (*audit.Report, error)
 	Close() error
 }
 
@@ -75,12 +80,13 @@ func (g *globals) openRegistry(ctx context.Context) (registry, error) {
 		return nil, fmt.Errorf("%w (if a server is running on this data directory, its %s is missing)", err, node.ControlFile)
 	}
 	a := auth.NewAuthenticator(st, auth.Options{})
-	return &offlineRegistry{Service: &admin.Service{Store: st, Auth: a, Now: time.Now}, store: st}, nil
+	return &offlineRegistry{Service: &admin.Service{Store: st, Auth: a, Now: time.Now}, store: st, data: g.data}, nil
 }
 
 type offlineRegistry struct {
 	*admin.Service
 	store *pebble.Store
+	data  string
 }
 
 func (o *offlineRegistry) ListPatients(ctx context.Context) ([]*vigil.Patient, error) {
@@ -165,9 +171,23 @@ func (o *offlineRegistry) Backtest(ctx context.Context, req httpapi.BacktestRequ
 	return alerting.Backtest(ctx, o.store, nil, node.ResolveAfter, req)
 }
 
+func (o *offlineRegistry) AuditVerify(ctx context.Context, pub ed25519.PublicKey) (*audit.Report, error) {
+	if pub == nil {
+		var err error
+		if pub, err = audit.LoadPublicKey(filepath.Join(o.data, audit.PubKeyFile)); err != nil {
+			return nil, fmt.Errorf("audit public key: %w (pass --pubkey FILE)", err)
+		}
+	}
+	return audit.Verify(ctx, o.store, pub)
+}
+
 func (o *offlineRegistry) Close() error { return o.store.Close() }
 
 type onlineRegistry struct{ *httpapi.Client }
+
+func (r onlineRegistry) AuditVerify(ctx context.Context, _ ed25519.PublicKey) (*audit.Report, error) {
+	return r.Client.AuditVerify(ctx)
+}
 
 func (onlineRegistry) Close() error { return nil }
 

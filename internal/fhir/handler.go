@@ -31,10 +31,13 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/audit"
 )
 
 // Options configure the handler.
 type Options struct {
+	// Audit records every authenticated read (nil: none).
+	Audit        audit.Recorder
 	Patients     vigil.PatientStore
 	Devices      vigil.DeviceStore
 	Observations vigil.ObservationStore
@@ -127,6 +130,13 @@ func (h *handler) auth(c call) http.HandlerFunc {
 		}
 		if err != nil {
 			h.fail(w, r, err)
+		}
+		if h.o.Audit != nil {
+			actor, role := "", ""
+			if p != nil {
+				actor, role = p.UserID, p.Role
+			}
+			h.o.Audit(r.Context(), audit.FromRequest(r, actor, role, err))
 		}
 	}
 }

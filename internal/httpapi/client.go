@@ -15,6 +15,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/audit"
 )
 
 // Client calls a running server's admin API. Errors come back as
@@ -271,6 +272,15 @@ func (c *Client) RuleHistory(ctx context.Context, id string) ([]*vigil.Rule, err
 func (c *Client) Backtest(ctx context.Context, req BacktestRequest) (*alerting.BacktestReport, error) {
 	var out alerting.BacktestReport
 	if err := c.do(ctx, "POST", "/api/v1/rules/backtest", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// AuditVerify asks the server to check its audit log.
+func (c *Client) AuditVerify(ctx context.Context) (*audit.Report, error) {
+	var out audit.Report
+	if err := c.do(ctx, "GET", "/api/v1/audit/verify", nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

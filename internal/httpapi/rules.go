@@ -100,3 +100,17 @@ func (s *Server) deviceStatus(w http.ResponseWriter, r *http.Request, _ *vigil.P
 	writeJSON(w, http.StatusOK, st)
 	return nil
 }
+
+// auditVerify checks the audit log: 200 with the report whether or not
+// it is intact (ok says which).
+func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	if s.o.AuditVerify == nil {
+		return vigil.Errorf(vigil.ENOTFOUND, "this server keeps no audit log")
+	}
+	rep, err := s.o.AuditVerify(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rep)
+	return nil
+}

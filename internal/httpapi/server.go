@@ -23,6 +23,7 @@ import (
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/news2"
 )
@@ -53,6 +54,10 @@ type Options struct {
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines func(patientID string) any
+	// Audit records every authenticated request (nil: none).
+	Audit audit.Recorder
+	// AuditVerify checks the audit log (nil: not served).
+	AuditVerify func(ctx context.Context) (*audit.Report, error)
 	// Opened is told of each newly stored device event (nil: nobody).
 	Opened        func(ctx context.Context, p *vigil.Patient, ev *vigil.DeviceEvent)
 	FHIR          http.Handler // mounted at /fhir/R4/
@@ -122,6 +127,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients/{id}/reviews", s.with(care, s.listReviews))
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
 	m.HandleFunc("GET /api/v1/devices/{id}/status", s.with(care, s.deviceStatus))
+	m.HandleFunc("GET /api/v1/audit/verify", s.with(adminOnly, s.auditVerify))
 	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))
 	m.HandleFunc("GET /api/v1/rules/{id}", s.with(care, s.getRule))
 	m.HandleFunc("GET /api/v1/rules/{id}/history", s.with(care, s.ruleHistory))
@@ -255,6 +261,13 @@ func (s *Server) with(roles []string, h handler) http.HandlerFunc {
 		}
 		if err != nil {
 			s.fail(w, r, err)
+		}
+		if s.o.Audit != nil {
+			actor, role := "", ""
+			if p != nil {
+				actor, role = p.UserID, p.Role
+			}
+			s.o.Audit(r.Context(), audit.FromRequest(r, actor, role, err))
 		}
 	}
 }

@@ -7,6 +7,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/adherence"
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/baseline"
 	"github.com/vigil-iomt/vigil/internal/broker"
@@ -111,6 +113,10 @@ type Node struct {
 	Alerts    *alerting.Engine
 	News2     *news2.Evaluator
 	Baseline  *baseline.Detector
+	// AuditLog is the tamper-evident audit log (DATA/audit-key signs it).
+	AuditLog    *audit.Log
+	audit       audit.Recorder
+	auditVerify func(ctx context.Context) (*audit.Report, error)
 	// Adherence raises missed-dose alerts (checked every minute).
 	Adherence *adherence.Monitor
 	Hub       *live.Hub
@@ -180,6 +186,25 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 
 	n.Auth = auth.NewAuthenticator(n.Store, auth.Options{Now: opts.Now, Registerer: n.Registry})
+
+	// The tamper-evident audit log, signed with the node's key.
+	akey, err := audit.LoadOrCreateKey(filepath.Join(opts.DataDir, audit.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if n.AuditLog, err = audit.Open(ctx, n.Store, akey, opts.Now); err != nil {
+		return nil, err
+	}
+	auditErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_audit_errors_total", Help: "Audit entries that could not be stored (the request itself went on)."})
+	n.Registry.MustRegister(auditErrs)
+	n.audit = func(ctx context.Context, e audit.Entry) {
+		if err := n.AuditLog.Record(context.WithoutCancel(ctx), e); err != nil {
+			auditErrs.Inc()
+			log.Error("audit entry not stored", "action", e.Action, "err", err)
+		}
+	}
+	apub := akey.Public().(ed25519.PublicKey)
+	n.auditVerify = func(ctx context.Context) (*audit.Report, error) { return audit.Verify(ctx, n.Store, apub) }
 
 	aopts := alerting.DefaultOptions()
 	aopts.Now = opts.Now
@@ -278,6 +303,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		n.httpLn = tls.NewListener(n.httpLn, opts.TLS)
 	}
 	fh := fhir.NewHandler(fhir.Options{
+		Audit:        n.audit,
 		Patients:     n.Store,
 		Devices:      n.Store,
 		Observations: n.Store,
@@ -302,6 +328,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Auth:        n.Auth,
 		Hub:         n.Hub,
 		Alerts:      n.Alerts,
+		Audit:       n.audit,
 		NEWS2:       n.News2.Compute,
 		NEWS2Record: n.News2.Record,
 		// Over TLS the session cookie is Secure and browsers are told to
@@ -320,6 +347,8 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		NEWS2Record:   n.News2.Record,
 		Baselines:     func(id string) any { return n.Baseline.Current(id) },
 		Opened:        n.Adherence.Opened,
+		Audit:         n.audit,
+		AuditVerify:   n.auditVerify,
 		FHIR:          fh,
 		Web:           wh,
 		Gatherer:      n.Registry,

@@ -493,3 +493,64 @@ func (s *Store) FindReviews(ctx context.Context, patientID string, from, to time
 	})
 	return out, err
 }
+
+// Audit keys: z/{be64 index} → audit record; Z/head → the signed tree head.
+const (
+	pAudit     = 'z'
+	pAuditHead = 'Z'
+)
+
+func auditKey(i uint64) []byte { return append([]byte{pAudit, 0}, u64(i)...) }
+
+// AppendAudit stores audit record index and the new tree head in one
+// synced batch. It refuses an index that is already stored (the log is
+// append-only).
+func (s *Store) AppendAudit(ctx context.Context, index uint64, rec, head []byte) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	if _, ok, err := get(s.db, auditKey(index)); err != nil {
+		return storeErr(err)
+	} else if ok {
+		return vigil.Errorf(vigil.ECONFLICT, "audit record %d exists: the log is append-only", index)
+	}
+	b := s.db.NewBatch()
+	if err := b.Set(auditKey(index), rec, nil); err != nil {
+		b.Close()
+		return err
+	}
+	if err := b.Set(key(pAuditHead, "head"), head, nil); err != nil {
+		b.Close()
+		return err
+	}
+	return s.commitSync(b)
+}
+
+// AuditHead returns the stored tree head (false when the log is empty).
+func (s *Store) AuditHead(ctx context.Context) ([]byte, bool, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, false, err
+	}
+	b, ok, err := get(s.db, key(pAuditHead, "head"))
+	return b, ok, storeErr(err)
+}
+
+// ScanAudit calls fn with every audit record from index from on, in key
+// order, with the index its key holds.
+func (s *Store) ScanAudit(ctx context.Context, from uint64, fn func(index uint64, rec []byte) error) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	return scan(s.db, []byte{pAudit, 0}, false, func(k, v []byte) (bool, error) {
+		if len(k) != 10 {
+			return false, vigil.Errorf(vigil.EINTERNAL, "corrupt audit key")
+		}
+		i := binary.BigEndian.Uint64(k[2:])
+		if i < from {
+			return true, nil
+		}
+		return true, fn(i, append([]byte(nil), v...))
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/audit"
 )
 
 // session is the authenticated caller of a request.
@@ -55,12 +56,15 @@ func (h *handler) session(fn func(http.ResponseWriter, *http.Request, *session))
 	return func(w http.ResponseWriter, r *http.Request) {
 		s, err := h.authenticate(r)
 		if err != nil {
+			h.audit(r, "", "", "", err)
 			h.error(w, r, err)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if !sameOrigin(r) {
-				h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "cross-origin request refused"))
+				err := vigil.Errorf(vigil.EFORBIDDEN, "cross-origin request refused")
+				h.audit(r, "", s.p.UserID, s.p.Role, err)
+				h.error(w, r, err)
 				return
 			}
 			got := r.Header.Get(csrfHeader)
@@ -68,10 +72,13 @@ func (h *handler) session(fn func(http.ResponseWriter, *http.Request, *session))
 				got = r.PostFormValue("csrf")
 			}
 			if !validCSRF(s.token, got) {
-				h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "missing or wrong CSRF token; reload the page"))
+				err := vigil.Errorf(vigil.EFORBIDDEN, "missing or wrong CSRF token; reload the page")
+				h.audit(r, "", s.p.UserID, s.p.Role, err)
+				h.error(w, r, err)
 				return
 			}
 		}
+		h.audit(r, "", s.p.UserID, s.p.Role, nil)
 		fn(w, r, s)
 	}
 }
@@ -114,6 +121,7 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 		h.render(w, status, "login.html", loginData{Error: msg, User: userID})
 	}
 	u, err := h.opts.Auth.Login(r.Context(), userID, password)
+	h.audit(r, "login", userID, "", err)
 	if err != nil {
 		if code := vigil.ErrorCode(err); code != vigil.EUNAUTHORIZED && code != vigil.ENOTFOUND && code != vigil.EINVALID {
 			h.log.Error("web login", "err", err)
@@ -240,4 +248,16 @@ func (h *handler) json(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// audit records a request (action "": the route) when an audit log is set.
+func (h *handler) audit(r *http.Request, action, actor, role string, err error) {
+	if h.opts.Audit == nil {
+		return
+	}
+	e := audit.FromRequest(r, actor, role, err)
+	if action != "" {
+		e.Action = action
+	}
+	h.opts.Audit(r.Context(), e)
 }

@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/live"
 	"github.com/vigil-iomt/vigil/internal/news2"
 )
@@ -97,6 +98,8 @@ type Options struct {
 	Auth   Authenticator
 	Hub    *live.Hub
 	Alerts AlertService
+	// Audit records logins and every session request (nil: none).
+	Audit audit.Recorder
 	// NEWS2 computes a patient's score for the tiles; NEWS2Record stores
 	// a nurse's ACVPU and oxygen inputs and recomputes. nil: not shown.
 	NEWS2       func(ctx context.Context, patientID string) (news2.Result, error)

@@ -1,0 +1,96 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/audit"
+)
+
+// Logins, failed logins, PHI reads and configuration changes go into the
+// audit log, which verifies.
+func TestAuditTrail(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	call := func(method, path, token, body string) int {
+		req, _ := http.NewRequest(method, e.n.URL()+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := call("GET", "/api/v1/patients/p1", "vgl_bad_token", ""); st != 401 {
+		t.Fatalf("bad token: %d", st)
+	}
+	if st := call("GET", "/api/v1/patients/p1", e.token, ""); st != 200 {
+		t.Fatalf("read patient: %d", st)
+	}
+	if st := call("GET", "/fhir/R4/Observation?patient=p1", e.token, ""); st != 200 {
+		t.Fatalf("FHIR search: %d", st)
+	}
+	if st := call("PUT", "/api/v1/rules/fever", e.token, `{"title":"Fever","priority":"low","expr":"value(\"8310-5\") > 38.5"}`); st != 201 {
+		t.Fatalf("rule: %d", st)
+	}
+	form := url.Values{"user": {"dr"}, "password": {"wrong password"}}
+	req, _ := http.NewRequest("POST", e.n.URL()+"/login", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	resp.Body.Close()
+
+	var got []audit.Entry
+	must(t, e.n.Store.ScanAudit(ctx, 0, func(_ uint64, b []byte) error {
+		var r struct{ Entry audit.Entry }
+		must(t, json.Unmarshal(b, &r))
+		got = append(got, r.Entry)
+		return nil
+	}))
+	find := func(action, outcome, actor, patient string) bool {
+		for _, x := range got {
+			if x.Action == action && x.Outcome == outcome && x.Actor == actor && x.Patient == patient {
+				return true
+			}
+		}
+		return false
+	}
+	for _, w := range []struct{ action, outcome, actor, patient string }{
+		{"GET /api/v1/patients/{id}", audit.Denied, "", "p1"},
+		{"GET /api/v1/patients/{id}", audit.Success, "dr", "p1"},
+		{"GET /fhir/R4/Observation", audit.Success, "dr", "p1"},
+		{"PUT /api/v1/rules/{id}", audit.Success, "dr", ""},
+		{"login", audit.Denied, "dr", ""},
+	} {
+		if !find(w.action, w.outcome, w.actor, w.patient) {
+			t.Errorf("no audit entry %+v in %+v", w, got)
+		}
+	}
+	admin := e.adminToken(t)
+	var rep audit.Report
+	req, _ = http.NewRequest("GET", e.n.URL()+"/api/v1/audit/verify", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err = http.DefaultClient.Do(req)
+	must(t, err)
+	json.NewDecoder(resp.Body).Decode(&rep)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !rep.OK || rep.Records < uint64(len(got)) {
+		t.Fatalf("verify: %d %+v", resp.StatusCode, rep)
+	}
+}
+
+// adminToken adds an admin user and returns a token for it.
+func (e *env) adminToken(t *testing.T) string {
+	t.Helper()
+	must(t, e.n.Admin.AddUser(context.Background(), &vigil.User{ID: "root", Role: vigil.RoleAdmin}, "correct horse battery"))
+	tok, _, err := e.n.Admin.CreateToken(context.Background(), "root", "test", time.Hour)
+	must(t, err)
+	return tok
+}

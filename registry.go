@@ -61,16 +61,19 @@ const (
 // SecretHash is an argon2id hash in PHC string form; the secret itself is
 // never stored.
 type Device struct {
-	ID           string    `json:"id"`
-	Kind         string    `json:"kind"`
-	Manufacturer string    `json:"manufacturer,omitempty"`
-	Model        string    `json:"model,omitempty"`
-	Serial       string    `json:"serial,omitempty"`
-	SecretHash   string    `json:"-"`
-	Version      int       `json:"version"`
-	Created      time.Time `json:"created"`
-	Updated      time.Time `json:"updated"`
-	LastSeen     time.Time `json:"lastSeen,omitzero"`
+	ID           string `json:"id"`
+	Kind         string `json:"kind"`
+	Manufacturer string `json:"manufacturer,omitempty"`
+	Model        string `json:"model,omitempty"`
+	Serial       string `json:"serial,omitempty"`
+	SecretHash   string `json:"-"`
+	// Revoked devices may not connect or send anything (their secret is
+	// gone); a new secret (rotation) lets them back in.
+	Revoked  bool      `json:"revoked,omitempty"`
+	Version  int       `json:"version"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+	LastSeen time.Time `json:"lastSeen,omitzero"`
 }
 
 // Assignment records that a device measured a patient from From

@@ -33,6 +33,7 @@ type registry interface {
 	AddPatient(ctx context.Context, p *vigil.Patient) error
 	AddDevice(ctx context.Context, d *vigil.Device) (string, error)
 	RotateDeviceSecret(ctx context.Context, id string) (string, error)
+	RevokeDevice(ctx context.Context, id string) error
 	Assign(ctx context.Context, deviceID, patientID string, from time.Time) error
 	AddUser(ctx context.Context, u *vigil.User, password string) error
 	CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error)

@@ -145,7 +145,7 @@ the reading's own time. Pass "" as PATIENT to unassign.`,
 	assign.Flags().StringVar(&from, "from", "", "start of the assignment, RFC 3339 (default now)")
 
 	rotate := &cobra.Command{
-		Use: "rotate-secret DEVICE", Short: "Issue a new secret for a device (the old one stops working)", Args: cobra.ExactArgs(1),
+		Use: "rotate-secret DEVICE", Short: "Issue a new secret for a device (the old one stops working; connected sessions are closed)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
 				secret, err := r.RotateDeviceSecret(ctx, args[0])
@@ -158,7 +158,26 @@ the reading's own time. Pass "" as PATIENT to unassign.`,
 			})
 		},
 	}
-	cmd.AddCommand(add, list, assign, rotate)
+	revoke := &cobra.Command{
+		Use:   "revoke DEVICE",
+		Short: "Take a device's credential away now: lost, stolen or compromised",
+		Long: `Delete the device's secret and mark it revoked. It cannot connect or send from this
+moment; its open MQTT sessions are closed at once (MQTT 5 clients are told "not
+authorized"). Its stored readings stay. vigil device rotate-secret re-admits it with a new
+secret.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				if err := r.RevokeDevice(ctx, args[0]); err != nil {
+					return err
+				}
+				return g.print(map[string]any{"device": args[0], "revoked": true}, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "device %s revoked\n", args[0])
+				})
+			})
+		},
+	}
+	cmd.AddCommand(add, list, assign, rotate, revoke)
 	return cmd
 }
 

@@ -29,6 +29,9 @@ type Service struct {
 	// OnDeviceChanged, if set, is called after a device's secret or
 	// assignment changed (the node drops its caches).
 	OnDeviceChanged func(id string)
+	// OnCredentialChanged, if set, is called after a device's secret was
+	// rotated or the device revoked (the node disconnects its sessions).
+	OnCredentialChanged func(id string)
 }
 
 // MinPasswordLen is the shortest password AddUser accepts.
@@ -112,6 +115,7 @@ func (s *Service) RotateDeviceSecret(ctx context.Context, id string) (string, er
 	if d.SecretHash, err = auth.HashSecret(secret); err != nil {
 		return "", err
 	}
+	d.Revoked = false
 	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
 		return "", err
 	}
@@ -119,7 +123,32 @@ func (s *Service) RotateDeviceSecret(ctx context.Context, id string) (string, er
 		s.Auth.ForgetDevice(id)
 	}
 	s.changed(id)
+	if s.OnCredentialChanged != nil {
+		s.OnCredentialChanged(id)
+	}
 	return secret, nil
+}
+
+// RevokeDevice takes a device's credential away at once: its secret is
+// deleted, it is marked revoked, and connected sessions are closed. A
+// later RotateDeviceSecret re-admits it with a new secret.
+func (s *Service) RevokeDevice(ctx context.Context, id string) error {
+	d, err := s.Store.FindDeviceByID(ctx, id)
+	if err != nil {
+		return err
+	}
+	d.SecretHash, d.Revoked = "", true
+	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
+		return err
+	}
+	if s.Auth != nil {
+		s.Auth.ForgetDevice(id)
+	}
+	s.changed(id)
+	if s.OnCredentialChanged != nil {
+		s.OnCredentialChanged(id)
+	}
+	return nil
 }
 
 // Assign assigns a device to a patient from the given time on (zero: now).

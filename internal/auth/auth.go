@@ -156,6 +156,10 @@ func (a *Authenticator) Device(ctx context.Context, deviceID, secret string) (*v
 	if err != nil {
 		return nil, err
 	}
+	if d.Revoked {
+		a.failed.WithLabelValues("device").Inc()
+		return nil, vigil.Errorf(vigil.EFORBIDDEN, "device %s is revoked", deviceID)
+	}
 	sum := sha256.Sum256([]byte(d.SecretHash + "\x00" + secret))
 	a.mu.Lock()
 	cached, ok := a.devices[deviceID]

@@ -104,6 +104,11 @@ func (c *Client) RotateDeviceSecret(ctx context.Context, id string) (string, err
 	return out.Secret, err
 }
 
+// RevokeDevice takes a device's credential away at once.
+func (c *Client) RevokeDevice(ctx context.Context, id string) error {
+	return c.do(ctx, "POST", "/api/v1/devices/"+url.PathEscape(id)+"/revoke", nil, nil)
+}
+
 // Assign assigns a device to a patient from a time (zero: now).
 func (c *Client) Assign(ctx context.Context, deviceID, patientID string, from time.Time) error {
 	return c.do(ctx, "POST", "/api/v1/devices/"+url.PathEscape(deviceID)+"/assignments", AssignRequest{Patient: patientID, From: from}, nil)

@@ -273,6 +273,14 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, _ *vigil.P
 	return nil
 }
 
+func (s *Server) revokeDevice(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	if err := s.o.Admin.RevokeDevice(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 // AssignRequest assigns a device to a patient from a time (default now).
 type AssignRequest struct {
 	Patient string    `json:"patient"`

@@ -269,7 +269,12 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		n.Notifier = notify.Start(notify.Options{Targets: opts.Webhooks, Hub: n.Hub, DeadLetters: n.Store, Now: opts.Now, Logger: log, Registerer: n.Registry})
 	}
 
-	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged}
+	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged,
+		OnCredentialChanged: func(id string) {
+			if n.Broker != nil {
+				n.Broker.DisconnectDevice(id)
+			}
+		}}
 
 	bopts := broker.DefaultOptions()
 	bopts.Addr = opts.MQTTAddr

@@ -97,8 +97,11 @@ type Options struct {
 	Now        func() time.Time
 	Registerer prometheus.Registerer
 	// LoginFailures is how many failed logins per user are allowed within
-	// a minute before further attempts are refused (default 10).
+	// LockoutWindow before the account is locked (default 5) — and stays
+	// locked until the oldest of them is LockoutWindow old.
 	LoginFailures int
+	// LockoutWindow: default 15 minutes.
+	LockoutWindow time.Duration
 }
 
 // Authenticator checks credentials. It is safe for concurrent use.
@@ -106,6 +109,7 @@ type Authenticator struct {
 	store Store
 	now   func() time.Time
 	max   int
+	win   time.Duration
 
 	mu       sync.Mutex
 	devices  map[string][32]byte // device id → SHA-256 of a verified secret
@@ -120,10 +124,13 @@ func NewAuthenticator(st Store, o Options) *Authenticator {
 		o.Now = time.Now
 	}
 	if o.LoginFailures <= 0 {
-		o.LoginFailures = 10
+		o.LoginFailures = 5
+	}
+	if o.LockoutWindow <= 0 {
+		o.LockoutWindow = 15 * time.Minute
 	}
 	a := &Authenticator{
-		store: st, now: o.Now, max: o.LoginFailures,
+		store: st, now: o.Now, max: o.LoginFailures, win: o.LockoutWindow,
 		devices:  make(map[string][32]byte),
 		failures: make(map[string][]time.Time),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -200,16 +207,20 @@ func (a *Authenticator) Login(ctx context.Context, userID, password string) (*vi
 	a.mu.Lock()
 	recent := a.failures[userID][:0]
 	for _, t := range a.failures[userID] {
-		if now.Sub(t) < time.Minute {
+		if now.Sub(t) < a.win {
 			recent = append(recent, t)
 		}
 	}
 	a.failures[userID] = recent
 	locked := len(recent) >= a.max
+	var until time.Time
+	if locked {
+		until = recent[0].Add(a.win)
+	}
 	a.mu.Unlock()
 	if locked {
 		a.failed.WithLabelValues("login").Inc()
-		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "too many failed attempts for this user: wait a minute and try again")
+		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "account locked after %d failed attempts: try again in %s, or ask an administrator", a.max, until.Sub(now).Round(time.Minute)+time.Minute)
 	}
 	fail := func() (*vigil.User, error) {
 		a.failed.WithLabelValues("login").Inc()

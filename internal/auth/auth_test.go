@@ -102,12 +102,19 @@ func TestLoginAndTokens(t *testing.T) {
 			t.Errorf("Login(%q) = %v", c[0], err)
 		}
 	}
-	// Lockout after repeated failures, lifted after a minute.
-	for i := 0; i < 10; i++ {
+	// Locked after 5 failures within 15 minutes, even with the right
+	// password, until the oldest failure is 15 minutes old.
+	for i := 0; i < 4; i++ {
 		a.Login(ctx, "dr", "wrong")
 	}
-	if _, err := a.Login(ctx, "dr", "correct horse battery"); !strings.Contains(vigil.ErrorMessage(err), "too many") {
+	*now = now.Add(5 * time.Minute)
+	a.Login(ctx, "dr", "wrong")
+	if _, err := a.Login(ctx, "dr", "correct horse battery"); !strings.Contains(vigil.ErrorMessage(err), "account locked after 5 failed attempts") {
 		t.Fatalf("no lockout: %v", err)
+	}
+	*now = now.Add(9 * time.Minute)
+	if _, err := a.Login(ctx, "dr", "correct horse battery"); err == nil {
+		t.Fatal("unlocked before 15 minutes")
 	}
 	*now = now.Add(61 * time.Second)
 	if _, err := a.Login(ctx, "dr", "correct horse battery"); err != nil {

@@ -82,7 +82,10 @@ type Options struct {
 	// TLS, when set, puts every listener (HTTPS, MQTT over TLS, MLLP over
 	// TLS) behind it; nil: plaintext (vigil serve allows that only with
 	// --plaintext).
-	TLS           *tls.Config
+	TLS *tls.Config
+	// SessionIdle signs web sessions out after this long without activity
+	// (0: 15 minutes; negative: never, for a wall display).
+	SessionIdle   time.Duration
 	MaxPayload    int                      // bytes per message; default 256 KiB
 	MaxReadingAge time.Duration            // oldest accepted reading time; 0: ingest's default (30 days); negative: unlimited
 	PublicMetrics bool                     // serve /metrics without authentication
@@ -334,6 +337,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Hub:         n.Hub,
 		Alerts:      n.Alerts,
 		Audit:       n.audit,
+		IdleTimeout: opts.SessionIdle,
 		NEWS2:       n.News2.Compute,
 		NEWS2Record: n.News2.Record,
 		// Over TLS the session cookie is Secure and browsers are told to

@@ -64,6 +64,9 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request, s *session) {
 			if _, err := h.opts.Auth.Principal(r.Context(), s.token); err != nil {
 				return // signed out or expired: the reconnect gets a 401
 			}
+			if err := h.touch(r.Context(), s.token, false); err != nil {
+				return // idle too long: signed out; the reconnect gets a 401
+			}
 			if !write(": heartbeat\n\n") {
 				return
 			}

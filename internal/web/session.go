@@ -2,13 +2,16 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/audit"
+	"github.com/vigil-iomt/vigil/internal/auth"
 )
 
 // session is the authenticated caller of a request.
@@ -46,7 +49,28 @@ func (h *handler) authenticate(r *http.Request) (*session, error) {
 	default:
 		return nil, vigil.Errorf(vigil.EFORBIDDEN, "this account cannot use the web app")
 	}
+	if err := h.touch(r.Context(), c.Value, r.URL.Path != "/web/api/events"); err != nil {
+		return nil, err
+	}
 	return &session{token: c.Value, p: p}, nil
+}
+
+// touch enforces the idle timeout: a session unused for longer is revoked
+// (automatic logoff). activity records this request as the user's.
+func (h *handler) touch(ctx context.Context, token string, activity bool) error {
+	if h.opts.IdleTimeout < 0 {
+		return nil
+	}
+	id := auth.TokenID(token)
+	now := h.opts.Now()
+	if v, ok := h.active.Load(id); ok && now.Sub(v.(time.Time)) > h.opts.IdleTimeout {
+		h.active.Delete(id)
+		_ = h.opts.Auth.RevokeToken(ctx, id)
+		return vigil.Errorf(vigil.EUNAUTHORIZED, "signed out after %s without activity: sign in again", h.opts.IdleTimeout)
+	} else if !ok || activity {
+		h.active.Store(id, now)
+	}
+	return nil
 }
 
 // session wraps an API handler: it requires a session (401 otherwise)

@@ -46,6 +46,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -106,6 +107,10 @@ type Options struct {
 	NEWS2Record func(ctx context.Context, patientID string, in news2.Inputs, prescriber bool) (news2.Result, error)
 	// SessionTTL is how long a login lasts; 0 means 12 hours.
 	SessionTTL time.Duration
+	// IdleTimeout signs a session out after this long without a request
+	// from the user (automatic logoff); the live stream does not count as
+	// activity. 0 means 15 minutes; negative: never (a wall display).
+	IdleTimeout time.Duration
 	// SecureCookies marks the session cookie Secure (serve over HTTPS).
 	SecureCookies bool
 	// Heartbeat is the period of SSE heartbeat comments, at which the
@@ -131,12 +136,16 @@ type handler struct {
 	pages  *template.Template
 	static http.Handler
 	mux    *http.ServeMux
+	active sync.Map // session token id → time.Time of the last request
 }
 
 // NewHandler returns the web app's handler, to be mounted at "/". It is
 // safe for concurrent use.
 func NewHandler(opts Options) http.Handler {
 	d := DefaultOptions()
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 15 * time.Minute
+	}
 	if opts.SessionTTL == 0 {
 		opts.SessionTTL = d.SessionTTL
 	}

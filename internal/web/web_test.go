@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -596,4 +597,28 @@ func TestTokenID(t *testing.T) {
 			t.Errorf("tokenID(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
 	}
+}
+
+// Automatic logoff: after the idle timeout without a request from the
+// user, the session is signed out — the live stream does not keep it
+// alive — and the next request is refused.
+func TestIdleTimeout(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e := newEnv(t, func(o *Options) { o.Now, o.IdleTimeout, o.Heartbeat = clock, 15*time.Minute, 20*time.Millisecond })
+	e.addUser("nurse1", vigil.RoleNurse, "", "pw-nurse")
+	c, _ := e.login("nurse1", "pw-nurse")
+	advance(10 * time.Minute)
+	e.get(c, "/web/api/ward", http.StatusOK) // activity: the clock restarts
+	advance(10 * time.Minute)
+	s := e.stream(c)
+	if got := s.next(); got != ": heartbeat" {
+		t.Fatalf("got %q", got)
+	}
+	advance(6 * time.Minute) // 16 minutes since the last request
+	for got := s.next(); got != "EOF"; got = s.next() {
+	}
+	e.get(c, "/web/api/ward", http.StatusUnauthorized)
 }

@@ -2,7 +2,7 @@
 GO ?= go
 BIN ?= bin/vigil
 
-.PHONY: build demo test test-short bench fuzz vet fmt tools clean
+.PHONY: build demo test test-short bench fuzz vet fmt tools clean sbom
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vigil
@@ -46,3 +46,8 @@ fmt:
 
 clean:
 	rm -rf bin
+
+## sbom: a CycloneDX SBOM of the Go module (sbom.cdx.json), made by cyclonedx-gomod at a pinned version.
+sbom:
+	$(GO) run github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0 mod -json -licenses -output sbom.cdx.json .
+	@echo "wrote sbom.cdx.json"

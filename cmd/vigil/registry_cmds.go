@@ -162,8 +162,8 @@ the reading's own time. Pass "" as PATIENT to unassign.`,
 		Use:   "revoke DEVICE",
 		Short: "Take a device's credential away now: lost, stolen or compromised",
 		Long: `Delete the device's secret and mark it revoked. It cannot connect or send from this
-moment; its open MQTT sessions are closed at once (MQTT 5 clients are told "not
-authorized"). Its stored readings stay. vigil device rotate-secret re-admits it with a new
+moment; its open MQTT sessions are closed at once (MQTT 5 clients get DISCONNECT 0x98,
+administrative action). Its stored readings stay. vigil device rotate-secret re-admits it with a new
 secret.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -374,20 +374,3 @@ func (b *Broker) PublishAlert(topic string, payload []byte, retain bool) error {
 	}
 	return b.server.Publish(topic, payload, retain, 1)
 }
-
-// DisconnectDevice closes every MQTT session of a device (its credential
-// was rotated or revoked), telling MQTT 5 clients "not authorized", and
-// returns how many it closed.
-func (b *Broker) DisconnectDevice(id string) int {
-	n := 0
-	for _, cl := range b.server.Clients.GetAll() {
-		if deviceOf(cl) == id && !cl.Closed() {
-			_ = b.server.DisconnectClient(cl, packets.ErrNotAuthorized)
-			n++
-		}
-	}
-	if n > 0 {
-		b.log.Info("device sessions closed: credential changed", "device", id, "sessions", n)
-	}
-	return n
-}

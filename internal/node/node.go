@@ -275,7 +275,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged,
 		OnCredentialChanged: func(id string) {
 			if n.Broker != nil {
-				n.Broker.DisconnectDevice(id)
+				n.Broker.Disconnect(id)
 			}
 		}}
 

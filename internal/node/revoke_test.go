@@ -48,8 +48,8 @@ func TestRevocationDisconnects(t *testing.T) {
 	}
 	select {
 	case code := <-gone:
-		if code != 0x87 {
-			t.Fatalf("disconnect reason %#x, want 0x87 not authorized", code)
+		if code != 0x98 {
+			t.Fatalf("disconnect reason %#x, want 0x98 administrative action", code)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the session stayed open after the secret was rotated")

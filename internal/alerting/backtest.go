@@ -14,8 +14,8 @@ import (
 	"github.com/vigil-iomt/vigil/internal/rules"
 )
 
-// BacktestSource is the history a backtest reads; the embedded store
-// implements it.
+// BacktestSource is the history a backtest reads, and rule windows are
+// filled from at start; the embedded store implements it.
 type BacktestSource interface {
 	FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vigil.Patient, int, error)
 	FindObservations(ctx context.Context, f vigil.ObservationFilter) ([]*vigil.Observation, string, error)

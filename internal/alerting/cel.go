@@ -20,13 +20,6 @@ import (
 // An evaluation whose result is unknown (data absent) changes nothing and
 // is counted in vigil_rule_unknown_total.
 
-// windowSource is the optional part of a store used to fill the rules'
-// windows from stored history at start and when rules change.
-type windowSource interface {
-	FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vigil.Patient, int, error)
-	FindObservations(ctx context.Context, f vigil.ObservationFilter) ([]*vigil.Observation, string, error)
-}
-
 // installRules makes rs the rule set (e.mu held): removed or disabled
 // rules resolve their open alerts, windows are resized and, from a store
 // that can, filled with the history the rules read.
@@ -75,7 +68,7 @@ func (e *Engine) installRules(ctx context.Context, rs []*rules.Compiled) {
 			}
 		}
 	}
-	if ws, ok := e.store.(windowSource); ok && len(grown) > 0 {
+	if ws, ok := e.store.(BacktestSource); ok && len(grown) > 0 {
 		if err := e.fillWindows(ctx, ws, grown); err != nil {
 			e.log.Warn("alerting: rule windows not filled from history; they fill from new readings", "err", err)
 		}
@@ -84,7 +77,7 @@ func (e *Engine) installRules(ctx context.Context, rs []*rules.Compiled) {
 
 // fillWindows loads, per patient, the stored values of codes over their
 // window (the newest value for a window of 0). e.mu is held.
-func (e *Engine) fillWindows(ctx context.Context, ws windowSource, codes map[string]time.Duration) error {
+func (e *Engine) fillWindows(ctx context.Context, ws BacktestSource, codes map[string]time.Duration) error {
 	now := e.now()
 	const page = 500
 	for off := 0; ; off += page {
@@ -105,7 +98,7 @@ func (e *Engine) fillWindows(ctx context.Context, ws windowSource, codes map[str
 	}
 }
 
-func (e *Engine) fillSeries(ctx context.Context, ws windowSource, patient, code string, d time.Duration, now time.Time) error {
+func (e *Engine) fillSeries(ctx context.Context, ws BacktestSource, patient, code string, d time.Duration, now time.Time) error {
 	f := vigil.ObservationFilter{PatientID: patient, Codes: []string{code}, From: now.Add(-d), Limit: 1000}
 	if code == vigil.LOINCSystolic || code == vigil.LOINCDiastolic {
 		f.Codes = []string{vigil.LOINCBPPanel}

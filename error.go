@@ -18,6 +18,7 @@ const (
 	EFORBIDDEN    = "forbidden"    // authenticated, but not allowed
 	ETOOLARGE     = "too_large"    // the payload exceeds a configured limit
 	EUNAVAILABLE  = "unavailable"  // shutting down or overloaded; retry later
+	ETOOMANY      = "too_many"     // the caller exceeded its rate limit; retry later
 )
 
 // Error is Vigil's application error. Code is one of the E* constants;

@@ -56,6 +56,10 @@ func (s *Server) deviceBody(w http.ResponseWriter, r *http.Request) ([]byte, boo
 		writeProblem(w, problemFor(vigil.Errorf(vigil.EFORBIDDEN, "device %s may only post its own data (to /api/v1/devices/%s/...)", user, user)))
 		return nil, false
 	}
+	if err := s.limit(s.byDevice, "device", id); err != nil {
+		writeProblem(w, problemFor(err))
+		return nil, false
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.o.MaxBody)+1))
 	if err != nil {
 		writeProblem(w, problemFor(vigil.Errorf(vigil.EINVALID, "cannot read the request body: %v", err)))

@@ -50,6 +50,8 @@ func StatusOf(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case vigil.EUNAVAILABLE:
 		return http.StatusServiceUnavailable
+	case vigil.ETOOMANY:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -77,6 +79,9 @@ func writeProblem(w http.ResponseWriter, p *Problem) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if p.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
+	}
+	if p.Status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
 	}
 	w.WriteHeader(p.Status)
 	json.NewEncoder(w).Encode(p)

@@ -10,8 +10,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,6 +28,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/news2"
+	"github.com/vigil-iomt/vigil/internal/ratelimit"
 )
 
 // AlertService lists and acknowledges alerts; *alerting.Engine implements it.
@@ -54,6 +57,9 @@ type Options struct {
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines func(patientID string) any
+	// Limits are the rate limits (zero fields: the defaults of
+	// DefaultLimits; negative: none).
+	Limits Limits
 	// Audit records every authenticated request (nil: none).
 	Audit audit.Recorder
 	// AuditVerify checks the audit log (nil: not served).
@@ -80,6 +86,23 @@ type Server struct {
 	log      *slog.Logger
 	mux      *http.ServeMux
 	duration *prometheus.HistogramVec
+
+	byAddress, byUser, byDevice, logins *ratelimit.Keyed
+	limited                             *prometheus.CounterVec
+}
+
+// Limits are requests per second (and bursts) allowed per client address
+// (every request, including FHIR and the web app), per user (API calls),
+// per device (HTTP ingest) and per address for sign-ins.
+type Limits struct {
+	Address, User, Device, Login                     float64
+	AddressBurst, UserBurst, DeviceBurst, LoginBurst int
+}
+
+// DefaultLimits: 200/s per address, 50/s per user, 50/s per device, 10
+// sign-ins per address per minute.
+func DefaultLimits() Limits {
+	return Limits{Address: 200, AddressBurst: 400, User: 50, UserBurst: 200, Device: 50, DeviceBurst: 200, Login: 10.0 / 60, LoginBurst: 10}
 }
 
 // New returns a server.
@@ -97,6 +120,26 @@ func New(o Options) *Server {
 		o.Ready = func() error { return nil }
 	}
 	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux()}
+	def := DefaultLimits()
+	pick := func(v, d float64, b, db int) (float64, int) {
+		if v == 0 {
+			return d, db
+		}
+		return v, max(b, 1)
+	}
+	l := o.Limits
+	ar, ab := pick(l.Address, def.Address, l.AddressBurst, def.AddressBurst)
+	ur, ub := pick(l.User, def.User, l.UserBurst, def.UserBurst)
+	dr, db := pick(l.Device, def.Device, l.DeviceBurst, def.DeviceBurst)
+	lr, lb := pick(l.Login, def.Login, l.LoginBurst, def.LoginBurst)
+	s.byAddress, s.byUser = ratelimit.New(ar, ab, o.Now), ratelimit.New(ur, ub, o.Now)
+	s.byDevice, s.logins = ratelimit.New(dr, db, o.Now), ratelimit.New(lr, lb, o.Now)
+	s.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_rate_limited_total", Help: "Requests refused with 429 because the caller exceeded its rate limit, by kind (address, user, device, login).",
+	}, []string{"kind"})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(s.limited)
+	}
 	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "vigil_http_request_seconds", Help: "HTTP request duration by route and status class.",
 		Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
@@ -176,7 +219,17 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.o.Now()
 		rw := &statusWriter{ResponseWriter: w, status: 200}
-		s.mux.ServeHTTP(rw, r)
+		addr := r.RemoteAddr
+		if h, _, err := net.SplitHostPort(addr); err == nil {
+			addr = h
+		}
+		if err := s.limit(s.byAddress, "address", addr); err != nil {
+			writeProblem(rw, problemFor(err))
+		} else if err := s.limitLogin(r, addr); err != nil {
+			writeProblem(rw, problemFor(err))
+		} else {
+			s.mux.ServeHTTP(rw, r)
+		}
 		_, pattern := s.mux.Handler(r)
 		if pattern == "" {
 			pattern = "unmatched"
@@ -233,6 +286,24 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	promhttp.HandlerFor(s.o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 }
 
+// limit takes a token of key's bucket, or returns ETOOMANY (counted).
+func (s *Server) limit(k *ratelimit.Keyed, kind, key string) error {
+	if ok, wait := k.Allow(key); !ok {
+		s.limited.WithLabelValues(kind).Inc()
+		return &vigil.Error{Code: vigil.ETOOMANY, Reason: "rate-limited",
+			Message: fmt.Sprintf("too many requests from this %s: slow down and retry in %s", kind, wait.Round(time.Millisecond)+time.Millisecond)}
+	}
+	return nil
+}
+
+// limitLogin slows down password guessing: sign-ins per client address.
+func (s *Server) limitLogin(r *http.Request, addr string) error {
+	if r.Method != http.MethodPost || r.URL.Path != "/login" {
+		return nil
+	}
+	return s.limit(s.logins, "login", addr)
+}
+
 // principal authenticates a bearer token or session cookie and checks the
 // role.
 func (s *Server) principal(r *http.Request, roles []string) (*vigil.Principal, error) {
@@ -257,6 +328,9 @@ type handler func(w http.ResponseWriter, r *http.Request, p *vigil.Principal) er
 func (s *Server) with(roles []string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.principal(r, roles)
+		if err == nil {
+			err = s.limit(s.byUser, "user", p.UserID)
+		}
 		if err == nil {
 			err = h(w, r, p)
 		}

@@ -37,7 +37,7 @@ type env struct {
 	metrics *prometheus.Registry
 }
 
-func setup(t *testing.T) *env {
+func setup(t *testing.T, limits ...Limits) *env {
 	t.Helper()
 	so := pebble.DefaultOptions()
 	so.CompactInterval = -1
@@ -57,6 +57,10 @@ func setup(t *testing.T) *env {
 	e.admin = &admin.Service{Store: st, Auth: a, Now: time.Now, OnDeviceChanged: e.pipe.InvalidateDevice}
 	s := New(Options{Store: st, Auth: a, Admin: e.admin, Ingester: e.pipe, Alerts: e.alerts,
 		Gatherer: e.metrics, Registerer: e.metrics, MaxBody: 4096, Ready: func() error { return e.ready }})
+	if len(limits) > 0 {
+		s = New(Options{Store: st, Auth: a, Admin: e.admin, Ingester: e.pipe, Alerts: e.alerts,
+			Gatherer: e.metrics, MaxBody: 4096, Ready: func() error { return e.ready }, Limits: limits[0]})
+	}
 	e.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(func() {
 		e.srv.Close()
@@ -351,5 +355,38 @@ func TestRPMReport(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+e.tokens[vigil.RoleNurse])
 	if resp, _ := do(t, req); resp.StatusCode != 403 {
 		t.Fatalf("nurse: %d", resp.StatusCode)
+	}
+}
+
+// Rate limits: a user, a device and an address past their budget get 429
+// problem+json with Retry-After; others go on.
+func TestRateLimits(t *testing.T) {
+	e := setup(t, Limits{User: 0.001, UserBurst: 3, Device: 0.001, DeviceBurst: 2, Address: 1000, AddressBurst: 1000, Login: 0.001, LoginBurst: 2})
+	get := func(token string) *http.Response {
+		req, _ := http.NewRequest("GET", e.srv.URL+"/api/v1/patients", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	for i := range 3 {
+		if r := get(e.tokens[vigil.RoleNurse]); r.StatusCode != 200 {
+			t.Fatalf("call %d: %d", i, r.StatusCode)
+		}
+	}
+	r := get(e.tokens[vigil.RoleNurse])
+	if r.StatusCode != 429 || r.Header.Get("Retry-After") == "" || r.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("past the user's budget: %d %v", r.StatusCode, r.Header)
+	}
+	if r := get(e.tokens[vigil.RoleClinician]); r.StatusCode != 200 {
+		t.Fatalf("another user: %d", r.StatusCode)
+	}
+	body := `{"id":"%d","time":"` + time.Now().UTC().Format(time.RFC3339) + `","values":[{"code":"8867-4","value":70,"unit":"/min"}]}`
+	for i := range 3 {
+		resp, _ := e.post(t, "mon", e.secret, "/api/v1/devices/mon/readings", fmt.Sprintf(body, i))
+		if want := map[bool]int{true: 200, false: 429}[i < 2]; resp.StatusCode != want {
+			t.Fatalf("device post %d: %d, want %d", i, resp.StatusCode, want)
+		}
 	}
 }

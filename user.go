@@ -26,14 +26,17 @@ func ValidUserRole(r string) bool {
 // User is a person who logs in. PasswordHash is argon2id in PHC string
 // form. PatientID links a patient-role user to their own record.
 type User struct {
-	ID           string    `json:"id"` // the login name
-	Name         string    `json:"name,omitempty"`
-	Role         string    `json:"role"`
-	PatientID    string    `json:"patient,omitempty"`
-	PasswordHash string    `json:"-"`
-	Version      int       `json:"version"`
-	Created      time.Time `json:"created"`
-	Updated      time.Time `json:"updated"`
+	ID           string `json:"id"` // the login name
+	Name         string `json:"name,omitempty"`
+	Role         string `json:"role"`
+	PatientID    string `json:"patient,omitempty"`
+	PasswordHash string `json:"-"`
+	// TOTPSecret is the base32 secret of the user's authenticator app
+	// (RFC 6238), when a second factor is enrolled.
+	TOTPSecret string    `json:"-"`
+	Version    int       `json:"version"`
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
 }
 
 // Token is an API bearer token or a web session. Only the SHA-256 of the

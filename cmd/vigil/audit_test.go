@@ -49,3 +49,14 @@ func TestAuditVerifyCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestUserTOTPCommand(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := vigilCmd(t, "a long enough password\n", "user", "add", "--id", "dr", "--role", "clinician", "--password-stdin", "--data", dir); err != nil {
+		t.Fatalf("user add: %v %s", err, out)
+	}
+	out, err := vigilCmd(t, "", "user", "totp", "dr", "--data", dir, "--json")
+	if err != nil || !strings.Contains(out, `"otpauthUrl": "otpauth://totp/Vigil:dr?`) {
+		t.Fatalf("totp: %v %s", err, out)
+	}
+}

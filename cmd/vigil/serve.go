@@ -128,6 +128,7 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f := cmd.Flags()
 	f.StringVar(&opts.HTTPAddr, "http", envOr("VIGIL_HTTP", ":8080"), "HTTP listen address (env VIGIL_HTTP)")
 	f.StringVar(&opts.MQTTAddr, "mqtt", envOr("VIGIL_MQTT", ""), "MQTT listen address (env VIGIL_MQTT; default :8883 with TLS, :1883 with --plaintext)")
+	f.BoolVar(&opts.RequireTOTP, "require-totp", true, "clinicians and admins sign in with an authenticator code as well (enroll with vigil user totp)")
 	f.DurationVar(&opts.SessionIdle, "session-idle", 15*time.Minute, "sign web sessions out after this long without activity (-1s: never, for a wall display)")
 	f.BoolVar(&plaintext, "plaintext", false, "serve without TLS (tests on loopback only: nothing is encrypted)")
 	f.StringVar(&tlsCert, "tls-cert", "", "server certificate (PEM) instead of DATA/tls/server.pem")

@@ -198,3 +198,9 @@ func (s *Service) AddUser(ctx context.Context, u *vigil.User, password string) e
 func (s *Service) CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error) {
 	return s.Auth.IssueToken(ctx, userID, "api", name, ttl)
 }
+
+// EnrollTOTP gives a user a new authenticator secret: the otpauth:// URL
+// (for a QR code) and the secret, shown once.
+func (s *Service) EnrollTOTP(ctx context.Context, userID string) (url, secret string, err error) {
+	return s.Auth.EnrollTOTP(ctx, userID, "Vigil")
+}

@@ -14,10 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/argon2"
 
@@ -28,6 +31,7 @@ import (
 type Store interface {
 	FindDeviceByID(ctx context.Context, id string) (*vigil.Device, error)
 	FindUserByID(ctx context.Context, id string) (*vigil.User, error)
+	UpdateUser(ctx context.Context, u *vigil.User, version int) error
 	CreateToken(ctx context.Context, t *vigil.Token) error
 	FindTokenByID(ctx context.Context, id string) (*vigil.Token, error)
 	DeleteToken(ctx context.Context, id string) error
@@ -114,6 +118,9 @@ type Authenticator struct {
 	mu       sync.Mutex
 	devices  map[string][32]byte // device id → SHA-256 of a verified secret
 	failures map[string][]time.Time
+	// usedCodes: the last authenticator code each user gave, with its time
+	// step, so that a code cannot be replayed.
+	usedCodes map[string]string
 
 	failed *prometheus.CounterVec
 }
@@ -131,8 +138,9 @@ func NewAuthenticator(st Store, o Options) *Authenticator {
 	}
 	a := &Authenticator{
 		store: st, now: o.Now, max: o.LoginFailures, win: o.LockoutWindow,
-		devices:  make(map[string][32]byte),
-		failures: make(map[string][]time.Time),
+		devices:   make(map[string][32]byte),
+		failures:  make(map[string][]time.Time),
+		usedCodes: make(map[string]string),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_auth_failures_total", Help: "Refused credentials by kind (device, login, token).",
 		}, []string{"kind"}),
@@ -364,4 +372,55 @@ func BearerOrCookie(r *http.Request, cookie string) string {
 		}
 	}
 	return ""
+}
+
+// totpOpts are RFC 6238's defaults, as authenticator apps use them, with
+// one period of clock skew either way.
+var totpOpts = totp.ValidateOpts{Period: 30, Skew: 1, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+
+// EnrollTOTP gives the user a new authenticator secret (replacing any)
+// and returns the otpauth:// URL to show as a QR code, and the secret for
+// typing in. Both are shown once.
+func (a *Authenticator) EnrollTOTP(ctx context.Context, userID, issuer string) (url, secret string, err error) {
+	u, err := a.store.FindUserByID(ctx, userID)
+	if err != nil {
+		return "", "", err
+	}
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: issuer, AccountName: userID, Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		return "", "", err
+	}
+	u.TOTPSecret = key.Secret()
+	if err := a.store.UpdateUser(ctx, u, u.Version); err != nil {
+		return "", "", err
+	}
+	return key.URL(), key.Secret(), nil
+}
+
+// SecondFactor checks a signed-in user's authenticator code. A user with
+// a second factor enrolled must give a valid code, used at most once;
+// required (for clinicians and admins on a server that demands it) makes
+// a user without one refused with how to enroll. A wrong code counts as a
+// failed login (lockout).
+func (a *Authenticator) SecondFactor(u *vigil.User, code string, required bool) error {
+	if u.TOTPSecret == "" {
+		if required {
+			a.failed.WithLabelValues("login").Inc()
+			return vigil.Errorf(vigil.EFORBIDDEN, "your account needs a second factor: ask an administrator to enroll one (vigil user totp %s)", u.ID)
+		}
+		return nil
+	}
+	now := a.now()
+	code = strings.TrimSpace(code)
+	ok, err := totp.ValidateCustom(code, u.TOTPSecret, now, totpOpts)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	step := now.Unix() / 30
+	if err == nil && ok && a.usedCodes[u.ID] != code+"@"+strconv.FormatInt(step, 10) && a.usedCodes[u.ID] != code+"@"+strconv.FormatInt(step-1, 10) {
+		a.usedCodes[u.ID] = code + "@" + strconv.FormatInt(step, 10)
+		return nil
+	}
+	a.failed.WithLabelValues("login").Inc()
+	a.failures[u.ID] = append(a.failures[u.ID], now)
+	return vigil.Errorf(vigil.EUNAUTHORIZED, "wrong or reused authenticator code")
 }

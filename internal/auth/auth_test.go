@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pquerna/otp/totp"
+
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/pebble"
 )
@@ -207,4 +209,42 @@ func BenchmarkDeviceAuth(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestSecondFactor(t *testing.T) {
+	st, a, now := setup(t)
+	h, _ := HashSecret("correct horse battery")
+	if err := st.CreateUser(ctx, &vigil.User{ID: "dr", Role: vigil.RoleClinician, PasswordHash: h}); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := st.FindUserByID(ctx, "dr")
+	if err := a.SecondFactor(u, "", false); err != nil {
+		t.Fatalf("not enrolled, not required: %v", err)
+	}
+	if err := a.SecondFactor(u, "", true); vigil.ErrorCode(err) != vigil.EFORBIDDEN || !strings.Contains(err.Error(), "vigil user totp dr") {
+		t.Fatalf("not enrolled, required: %v", err)
+	}
+	url, secret, err := a.EnrollTOTP(ctx, "dr", "Vigil")
+	if err != nil || !strings.HasPrefix(url, "otpauth://totp/Vigil:dr?") || secret == "" {
+		t.Fatalf("enroll: %q %v", url, err)
+	}
+	u, _ = st.FindUserByID(ctx, "dr")
+	if u.TOTPSecret != secret {
+		t.Fatal("secret not stored")
+	}
+	if err := a.SecondFactor(u, "000000", false); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+		t.Fatalf("wrong code: %v", err)
+	}
+	code, _ := totp.GenerateCode(secret, *now)
+	if err := a.SecondFactor(u, code, true); err != nil {
+		t.Fatalf("right code: %v", err)
+	}
+	if err := a.SecondFactor(u, code, true); err == nil {
+		t.Fatal("a code was accepted twice")
+	}
+	*now = now.Add(30 * time.Second)
+	code, _ = totp.GenerateCode(secret, *now)
+	if err := a.SecondFactor(u, code, true); err != nil {
+		t.Fatalf("next code: %v", err)
+	}
 }

@@ -290,3 +290,10 @@ func (c *Client) AuditVerify(ctx context.Context) (*audit.Report, error) {
 	}
 	return &out, nil
 }
+
+// EnrollTOTP gives a user a new authenticator secret.
+func (c *Client) EnrollTOTP(ctx context.Context, userID string) (otpURL, secret string, err error) {
+	var out TOTPEnrolled
+	err = c.do(ctx, "POST", "/api/v1/users/"+url.PathEscape(userID)+"/totp", nil, &out)
+	return out.URL, out.Secret, err
+}

@@ -363,6 +363,23 @@ type TokenCreated struct {
 	Record *vigil.Token `json:"record"`
 }
 
+// TOTPEnrolled is a user's new authenticator secret, shown once.
+type TOTPEnrolled struct {
+	User   string `json:"user"`
+	URL    string `json:"otpauthUrl"`
+	Secret string `json:"secret"`
+}
+
+func (s *Server) enrollTOTP(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	url, secret, err := s.o.Admin.EnrollTOTP(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, TOTPEnrolled{User: r.PathValue("id"), URL: url, Secret: secret})
+	return nil
+}
+
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
 	var tr TokenRequest
 	if err := s.decode(r, &tr); err != nil {

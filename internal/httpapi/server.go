@@ -187,6 +187,7 @@ func New(o Options) *Server {
 	m.HandleFunc("POST /api/v1/users", s.with(adminOnly, s.addUser))
 	m.HandleFunc("GET /api/v1/users", s.with(adminOnly, s.listUsers))
 	m.HandleFunc("POST /api/v1/users/{id}/tokens", s.with(adminOnly, s.createToken))
+	m.HandleFunc("POST /api/v1/users/{id}/totp", s.with(adminOnly, s.enrollTOTP))
 	m.HandleFunc("GET /api/v1/deadletters", s.with(adminOnly, s.deadLetters))
 	m.HandleFunc("GET /api/v1/deadletters/{id}", s.with(adminOnly, s.deadLetter))
 	m.HandleFunc("DELETE /api/v1/deadletters/{id}", s.with(adminOnly, s.deleteDeadLetter))

@@ -85,7 +85,10 @@ type Options struct {
 	TLS *tls.Config
 	// SessionIdle signs web sessions out after this long without activity
 	// (0: 15 minutes; negative: never, for a wall display).
-	SessionIdle   time.Duration
+	SessionIdle time.Duration
+	// RequireTOTP demands an authenticator code from clinicians and admins
+	// at web sign-in (vigil serve sets it; the demo does not).
+	RequireTOTP   bool
 	MaxPayload    int                      // bytes per message; default 256 KiB
 	MaxReadingAge time.Duration            // oldest accepted reading time; 0: ingest's default (30 days); negative: unlimited
 	PublicMetrics bool                     // serve /metrics without authentication
@@ -338,6 +341,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Alerts:      n.Alerts,
 		Audit:       n.audit,
 		IdleTimeout: opts.SessionIdle,
+		RequireTOTP: opts.RequireTOTP,
 		NEWS2:       n.News2.Compute,
 		NEWS2Record: n.News2.Record,
 		// Over TLS the session cookie is Secure and browsers are told to

@@ -20,6 +20,7 @@ type deviceRecord struct {
 type userRecord struct {
 	vigil.User
 	PasswordHash string `json:"passwordHash,omitempty"`
+	TOTPSecret   string `json:"totpSecret,omitempty"`
 }
 
 type tokenRecord struct {
@@ -314,7 +315,7 @@ func (s *Store) CreateUser(ctx context.Context, u *vigil.User) error {
 	return s.create(ctx, key(pUser, u.ID), "user "+u.ID, func() any {
 		now := s.opts.Now().UTC()
 		u.Version, u.Created, u.Updated = 1, now, now
-		return userRecord{User: *u, PasswordHash: u.PasswordHash}
+		return userRecord{User: *u, PasswordHash: u.PasswordHash, TOTPSecret: u.TOTPSecret}
 	})
 }
 
@@ -325,7 +326,7 @@ func (s *Store) UpdateUser(ctx context.Context, u *vigil.User, version int) erro
 			return nil, vigil.Errorf(vigil.ECONFLICT, "user %s was changed by someone else (version %d, not %d): reload and retry", u.ID, old.Version, version)
 		}
 		u.Version, u.Created, u.Updated = old.Version+1, old.Created, s.opts.Now().UTC()
-		return userRecord{User: *u, PasswordHash: u.PasswordHash}, nil
+		return userRecord{User: *u, PasswordHash: u.PasswordHash, TOTPSecret: u.TOTPSecret}, nil
 	})
 }
 
@@ -334,7 +335,7 @@ func (s *Store) FindUserByID(ctx context.Context, id string) (*vigil.User, error
 	if err := s.find(ctx, key(pUser, id), "user "+id, &r); err != nil {
 		return nil, err
 	}
-	r.User.PasswordHash = r.PasswordHash
+	r.User.PasswordHash, r.User.TOTPSecret = r.PasswordHash, r.TOTPSecret
 	return &r.User, nil
 }
 
@@ -348,7 +349,7 @@ func (s *Store) FindUsers(ctx context.Context) ([]*vigil.User, error) {
 		if err := unmarshal(v, &r); err != nil {
 			return false, err
 		}
-		r.User.PasswordHash = r.PasswordHash
+		r.User.PasswordHash, r.User.TOTPSecret = r.PasswordHash, r.TOTPSecret
 		out = append(out, &r.User)
 		return true, nil
 	})

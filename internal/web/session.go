@@ -161,6 +161,16 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, "Wrong user name or password.")
 		return
 	}
+	required := h.opts.RequireTOTP && (u.Role == vigil.RoleAdmin || u.Role == vigil.RoleClinician)
+	if err := h.opts.Auth.SecondFactor(u, r.PostFormValue("code"), required); err != nil {
+		h.audit(r, "login second factor", userID, u.Role, err)
+		if vigil.ErrorCode(err) == vigil.EFORBIDDEN {
+			fail(http.StatusForbidden, vigil.ErrorMessage(err))
+			return
+		}
+		fail(http.StatusUnauthorized, "Wrong or reused authenticator code: enter the 6-digit code your authenticator app shows now.")
+		return
+	}
 	tok, _, err := h.opts.Auth.IssueToken(r.Context(), u.ID, "session", "web", h.opts.SessionTTL)
 	if err != nil {
 		h.log.Error("web login: issue session", "err", err)

@@ -90,6 +90,8 @@ type Authenticator interface {
 	Principal(ctx context.Context, token string) (*vigil.Principal, error)
 	// RevokeToken deletes the token with the given id.
 	RevokeToken(ctx context.Context, id string) error
+	// SecondFactor checks an authenticator code (see auth).
+	SecondFactor(u *vigil.User, code string, required bool) error
 }
 
 // Options configure the web app. Store, Auth, Hub and Alerts are
@@ -107,6 +109,9 @@ type Options struct {
 	NEWS2Record func(ctx context.Context, patientID string, in news2.Inputs, prescriber bool) (news2.Result, error)
 	// SessionTTL is how long a login lasts; 0 means 12 hours.
 	SessionTTL time.Duration
+	// RequireTOTP demands an authenticator code from clinicians and
+	// admins (others give one when they have enrolled).
+	RequireTOTP bool
 	// IdleTimeout signs a session out after this long without a request
 	// from the user (automatic logoff); the live stream does not count as
 	// activity. 0 means 15 minutes; negative: never (a wall display).

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pquerna/otp/totp"
+
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/auth"
@@ -621,4 +623,42 @@ func TestIdleTimeout(t *testing.T) {
 	for got := s.next(); got != "EOF"; got = s.next() {
 	}
 	e.get(c, "/web/api/ward", http.StatusUnauthorized)
+}
+
+// With RequireTOTP, clinicians sign in with password and authenticator
+// code; without an enrolled app they are told to get one; nurses without
+// one sign in with their password; a code cannot be used twice.
+func TestSecondFactorLogin(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.RequireTOTP = true })
+	e.addUser("dr", vigil.RoleClinician, "", "pw-clinician-1")
+	e.addUser("nurse1", vigil.RoleNurse, "", "pw-nurse")
+	try := func(user, pw, code string) (int, string) {
+		res, err := e.client().PostForm(e.srv.URL+"/login", url.Values{"user": {user}, "password": {pw}, "code": {code}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if st, body := try("dr", "pw-clinician-1", ""); st != 403 || !strings.Contains(body, "second factor") {
+		t.Fatalf("clinician without an authenticator: %d %s", st, body)
+	}
+	_, secret, err := e.auth.EnrollTOTP(context.Background(), "dr", "Vigil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, body := try("dr", "pw-clinician-1", ""); st != 401 || !strings.Contains(body, "authenticator code") {
+		t.Fatalf("no code: %d %s", st, body)
+	}
+	code, _ := totp.GenerateCode(secret, time.Now())
+	if st, _ := try("dr", "pw-clinician-1", code); st != http.StatusSeeOther {
+		t.Fatalf("password and code: %d", st)
+	}
+	if st, _ := try("dr", "pw-clinician-1", code); st != 401 {
+		t.Fatalf("the same code again: %d", st)
+	}
+	if st, _ := try("nurse1", "pw-nurse", ""); st != http.StatusSeeOther {
+		t.Fatalf("nurse: %d", st)
+	}
 }

@@ -69,11 +69,16 @@ type Device struct {
 	SecretHash   string `json:"-"`
 	// Revoked devices may not connect or send anything (their secret is
 	// gone); a new secret (rotation) lets them back in.
-	Revoked  bool      `json:"revoked,omitempty"`
-	Version  int       `json:"version"`
-	Created  time.Time `json:"created"`
-	Updated  time.Time `json:"updated"`
-	LastSeen time.Time `json:"lastSeen,omitzero"`
+	Revoked bool `json:"revoked,omitempty"`
+	// EnrollHash is the SHA-256 of a one-time enrollment code the device
+	// exchanges for its secret (POST /api/v1/devices/{id}/enroll) before
+	// EnrollExpires; both are cleared when it is used.
+	EnrollHash    []byte    `json:"-"`
+	EnrollExpires time.Time `json:"enrollExpires,omitzero"`
+	Version       int       `json:"version"`
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
+	LastSeen      time.Time `json:"lastSeen,omitzero"`
 }
 
 // Assignment records that a device measured a patient from From

@@ -34,6 +34,7 @@ type registry interface {
 	AddDevice(ctx context.Context, d *vigil.Device) (string, error)
 	RotateDeviceSecret(ctx context.Context, id string) (string, error)
 	RevokeDevice(ctx context.Context, id string) error
+	EnrollmentCode(ctx context.Context, id string, ttl time.Duration) (string, time.Time, error)
 	Assign(ctx context.Context, deviceID, patientID string, from time.Time) error
 	AddUser(ctx context.Context, u *vigil.User, password string) error
 	CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error)

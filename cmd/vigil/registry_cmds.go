@@ -177,7 +177,33 @@ secret.`,
 			})
 		},
 	}
-	cmd.AddCommand(add, list, assign, rotate, revoke)
+	var enrollTTL time.Duration
+	enroll := &cobra.Command{
+		Use:   "enroll DEVICE",
+		Short: "Issue a one-time enrollment code the device exchanges for its secret",
+		Long: `Issue a one-time code for setting a device up without handling its secret: whoever
+installs the device enters the code, and the device exchanges it once for its own secret:
+
+  POST /api/v1/devices/DEVICE/enroll   {"code": "vge_..."}   →   {"device", "secret"}
+
+The code expires after --ttl (default 24h) and is spent by its first use; a new code
+replaces an unused one. Use it to provision many devices at once.`,
+		Example: `  vigil device add --id watch-0042 --kind wearable --data DIR && vigil device enroll watch-0042 --ttl 72h --data DIR`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				code, exp, err := r.EnrollmentCode(ctx, args[0], enrollTTL)
+				if err != nil {
+					return err
+				}
+				return g.print(map[string]any{"device": args[0], "code": code, "expires": exp}, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "enrollment code for %s (one use, until %s):\n  %s\n", args[0], exp.Format(time.RFC3339), code)
+				})
+			})
+		},
+	}
+	enroll.Flags().DurationVar(&enrollTTL, "ttl", 24*time.Hour, "how long the code is valid (up to 720h)")
+	cmd.AddCommand(add, list, assign, rotate, revoke, enroll)
 	return cmd
 }
 

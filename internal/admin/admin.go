@@ -7,6 +7,8 @@ package admin
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"regexp"
 	"time"
 
@@ -117,6 +119,64 @@ func (s *Service) RotateDeviceSecret(ctx context.Context, id string) (string, er
 	}
 	d.Revoked = false
 	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
+		return "", err
+	}
+	if s.Auth != nil {
+		s.Auth.ForgetDevice(id)
+	}
+	s.changed(id)
+	if s.OnCredentialChanged != nil {
+		s.OnCredentialChanged(id)
+	}
+	return secret, nil
+}
+
+// EnrollmentCode issues a one-time code the device exchanges for its
+// secret (Enroll) within ttl (default 24 h, at most 30 days): give it to
+// whoever sets the device up instead of the secret. A new code replaces
+// an unused one.
+func (s *Service) EnrollmentCode(ctx context.Context, id string, ttl time.Duration) (string, time.Time, error) {
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	if ttl > 30*24*time.Hour {
+		return "", time.Time{}, vigil.FieldErrorf("ttl", "invalid", "an enrollment code lasts at most 30 days")
+	}
+	d, err := s.Store.FindDeviceByID(ctx, id)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	code := "vge_" + auth.NewSecret()
+	sum := sha256.Sum256([]byte(code))
+	d.EnrollHash, d.EnrollExpires = sum[:], s.now().Add(ttl).UTC()
+	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
+		return "", time.Time{}, err
+	}
+	return code, d.EnrollExpires, nil
+}
+
+// Enroll exchanges a device's one-time enrollment code for a new secret
+// (returned once); the code is spent. EUNAUTHORIZED for a wrong, used or
+// expired code.
+func (s *Service) Enroll(ctx context.Context, id, code string) (string, error) {
+	bad := vigil.Errorf(vigil.EUNAUTHORIZED, "unknown, used or expired enrollment code: ask for a new one (vigil device enroll)")
+	d, err := s.Store.FindDeviceByID(ctx, id)
+	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+		return "", bad
+	}
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(code))
+	if len(d.EnrollHash) == 0 || subtle.ConstantTimeCompare(sum[:], d.EnrollHash) != 1 || !s.now().Before(d.EnrollExpires) {
+		return "", bad
+	}
+	secret := auth.NewSecret()
+	if d.SecretHash, err = auth.HashSecret(secret); err != nil {
+		return "", err
+	}
+	d.EnrollHash, d.EnrollExpires, d.Revoked = nil, time.Time{}, false
+	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil { // the version check spends the code once
 		return "", err
 	}
 	if s.Auth != nil {

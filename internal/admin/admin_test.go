@@ -100,3 +100,32 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("principal: %v %v", p, err)
 	}
 }
+
+// An enrollment code works once, before it expires.
+func TestEnrollmentCodeExpires(t *testing.T) {
+	s, _, _ := setup(t)
+	now := time.Now()
+	s.Now = func() time.Time { return now }
+	if _, err := s.AddDevice(ctx, &vigil.Device{ID: "w1", Kind: vigil.DeviceWearable}); err != nil {
+		t.Fatal(err)
+	}
+	code, exp, err := s.EnrollmentCode(ctx, "w1", time.Hour)
+	if err != nil || !exp.Equal(now.Add(time.Hour).UTC()) {
+		t.Fatalf("code: %v %v", exp, err)
+	}
+	now = now.Add(61 * time.Minute)
+	if _, err := s.Enroll(ctx, "w1", code); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+		t.Fatalf("expired code: %v", err)
+	}
+	if _, _, err := s.EnrollmentCode(ctx, "w1", 31*24*time.Hour); vigil.ErrorCode(err) != vigil.EINVALID {
+		t.Fatalf("31 days: %v", err)
+	}
+	code, _, _ = s.EnrollmentCode(ctx, "w1", 0)
+	secret, err := s.Enroll(ctx, "w1", code)
+	if err != nil || secret == "" {
+		t.Fatalf("enroll: %v", err)
+	}
+	if d, err := s.Auth.Device(ctx, "w1", secret); err != nil || d.ID != "w1" {
+		t.Fatalf("the enrolled secret: %v", err)
+	}
+}

@@ -297,3 +297,14 @@ func (c *Client) EnrollTOTP(ctx context.Context, userID string) (otpURL, secret 
 	err = c.do(ctx, "POST", "/api/v1/users/"+url.PathEscape(userID)+"/totp", nil, &out)
 	return out.URL, out.Secret, err
 }
+
+// EnrollmentCode issues a device's one-time enrollment code.
+func (c *Client) EnrollmentCode(ctx context.Context, id string, ttl time.Duration) (string, time.Time, error) {
+	var out EnrollmentCode
+	req := EnrollmentCodeRequest{}
+	if ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	err := c.do(ctx, "POST", "/api/v1/devices/"+url.PathEscape(id)+"/enrollment-code", req, &out)
+	return out.Code, out.Expires, err
+}

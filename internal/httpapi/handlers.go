@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
@@ -275,6 +276,68 @@ func (s *Server) rotateSecret(w http.ResponseWriter, r *http.Request, _ *vigil.P
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, SecretRotated{Device: r.PathValue("id"), Secret: secret})
 	return nil
+}
+
+// EnrollmentCodeRequest asks for a device's one-time enrollment code.
+type EnrollmentCodeRequest struct {
+	TTL string `json:"ttl,omitempty"` // e.g. "72h"; default 24h
+}
+
+// EnrollmentCode is a device's one-time code, shown once.
+type EnrollmentCode struct {
+	Device  string    `json:"device"`
+	Code    string    `json:"code"`
+	Expires time.Time `json:"expires"`
+}
+
+func (s *Server) enrollmentCode(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	var req EnrollmentCodeRequest
+	if r.ContentLength != 0 {
+		if err := s.decode(r, &req); err != nil {
+			return err
+		}
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		var err error
+		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
+			return vigil.FieldErrorf("ttl", "invalid", "ttl %q is not a duration such as 72h", req.TTL)
+		}
+	}
+	code, exp, err := s.o.Admin.EnrollmentCode(r.Context(), r.PathValue("id"), ttl)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, EnrollmentCode{Device: r.PathValue("id"), Code: code, Expires: exp})
+	return nil
+}
+
+// EnrollRequest is what a new device sends: its one-time code.
+type EnrollRequest struct {
+	Code string `json:"code"`
+}
+
+// enroll lets a device exchange its one-time code for its secret. It
+// needs no other credential; the code is the credential, spent once.
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
+	var req EnrollRequest
+	err := s.decode(r, &req)
+	var secret string
+	if err == nil {
+		secret, err = s.o.Admin.Enroll(r.Context(), r.PathValue("id"), req.Code)
+	}
+	if s.o.Audit != nil {
+		e := audit.FromRequest(r, r.PathValue("id"), vigil.RoleDevice, err)
+		e.Action = "device enrollment"
+		s.o.Audit(r.Context(), e)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, SecretRotated{Device: r.PathValue("id"), Secret: secret})
 }
 
 func (s *Server) revokeDevice(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {

@@ -182,6 +182,8 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/devices/{id}", s.with(care, s.getDevice))
 	m.HandleFunc("POST /api/v1/devices/{id}/secret", s.with(adminOnly, s.rotateSecret))
 	m.HandleFunc("POST /api/v1/devices/{id}/revoke", s.with(adminOnly, s.revokeDevice))
+	m.HandleFunc("POST /api/v1/devices/{id}/enrollment-code", s.with(adminOnly, s.enrollmentCode))
+	m.HandleFunc("POST /api/v1/devices/{id}/enroll", s.enroll)
 	m.HandleFunc("POST /api/v1/devices/{id}/assignments", s.with(adminOnly, s.assign))
 	m.HandleFunc("GET /api/v1/devices/{id}/assignments", s.with(care, s.assignments))
 	m.HandleFunc("POST /api/v1/users", s.with(adminOnly, s.addUser))

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/vigil-iomt/vigil"
 )
 
 // Rotating a device's secret or revoking it closes its MQTT sessions at
@@ -82,5 +85,56 @@ func TestRevocationDisconnects(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 401 && resp.StatusCode != 403 {
 		t.Fatalf("revoked device posted: %d", resp.StatusCode)
+	}
+}
+
+// Enrollment at scale: an admin issues a one-time code; the device
+// exchanges it for its secret once, and then sends with that secret.
+func TestDeviceEnrollment(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	_, err := e.n.Admin.AddDevice(ctx, &vigil.Device{ID: "watch-42", Kind: vigil.DeviceWearable})
+	must(t, err)
+	must(t, e.n.Admin.Assign(ctx, "watch-42", "p1", time.Now().Add(-time.Hour)))
+	admin := e.adminToken(t)
+	req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/watch-42/enrollment-code", strings.NewReader(`{"ttl":"72h"}`))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	var ec struct {
+		Code    string
+		Expires time.Time
+	}
+	json.NewDecoder(resp.Body).Decode(&ec)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || !strings.HasPrefix(ec.Code, "vge_") || ec.Expires.Sub(time.Now()) < 71*time.Hour {
+		t.Fatalf("enrollment code: %d %+v", resp.StatusCode, ec)
+	}
+	enroll := func(code string) (int, string) {
+		resp, err := http.Post(e.n.URL()+"/api/v1/devices/watch-42/enroll", "application/json", strings.NewReader(`{"code":"`+code+`"}`))
+		must(t, err)
+		defer resp.Body.Close()
+		var out struct{ Secret string }
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.Secret
+	}
+	if st, _ := enroll("vge_wrong"); st != 401 {
+		t.Fatalf("wrong code: %d", st)
+	}
+	st, secret := enroll(ec.Code)
+	if st != 201 || secret == "" {
+		t.Fatalf("enroll: %d", st)
+	}
+	if st, _ := enroll(ec.Code); st != 401 {
+		t.Fatalf("the code again: %d", st)
+	}
+	req, _ = http.NewRequest("POST", e.n.URL()+"/api/v1/devices/watch-42/readings",
+		strings.NewReader(string(reading("w1", time.Now(), `{"code":"8867-4","value":64,"unit":"/min"}`))))
+	req.SetBasicAuth("watch-42", secret)
+	resp, err = http.DefaultClient.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("post with the enrolled secret: %d", resp.StatusCode)
 	}
 }

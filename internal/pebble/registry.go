@@ -15,6 +15,7 @@ import (
 type deviceRecord struct {
 	vigil.Device
 	SecretHash string `json:"secretHash,omitempty"`
+	EnrollHash []byte `json:"enrollHash,omitempty"`
 }
 
 type userRecord struct {
@@ -129,7 +130,7 @@ func (s *Store) CreateDevice(ctx context.Context, d *vigil.Device) error {
 	return s.create(ctx, key(pDevice, d.ID), "device "+d.ID, func() any {
 		now := s.opts.Now().UTC()
 		d.Version, d.Created, d.Updated = 1, now, now
-		return deviceRecord{Device: *d, SecretHash: d.SecretHash}
+		return deviceRecord{Device: *d, SecretHash: d.SecretHash, EnrollHash: d.EnrollHash}
 	})
 }
 
@@ -140,7 +141,7 @@ func (s *Store) UpdateDevice(ctx context.Context, d *vigil.Device, version int) 
 			return nil, vigil.Errorf(vigil.ECONFLICT, "device %s was changed by someone else (version %d, not %d): reload and retry", d.ID, old.Version, version)
 		}
 		d.Version, d.Created, d.Updated = old.Version+1, old.Created, s.opts.Now().UTC()
-		return deviceRecord{Device: *d, SecretHash: d.SecretHash}, nil
+		return deviceRecord{Device: *d, SecretHash: d.SecretHash, EnrollHash: d.EnrollHash}, nil
 	})
 }
 
@@ -149,7 +150,7 @@ func (s *Store) FindDeviceByID(ctx context.Context, id string) (*vigil.Device, e
 	if err := s.find(ctx, key(pDevice, id), "device "+id, &r); err != nil {
 		return nil, err
 	}
-	r.Device.SecretHash = r.SecretHash
+	r.Device.SecretHash, r.Device.EnrollHash = r.SecretHash, r.EnrollHash
 	return &r.Device, nil
 }
 
@@ -179,7 +180,7 @@ func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil
 		if f.ID != "" && r.ID != f.ID {
 			return nil
 		}
-		r.Device.SecretHash = r.SecretHash
+		r.Device.SecretHash, r.Device.EnrollHash = r.SecretHash, r.EnrollHash
 		out = append(out, &r.Device)
 		return nil
 	}

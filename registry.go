@@ -73,7 +73,10 @@ type Device struct {
 	// EnrollHash is the SHA-256 of a one-time enrollment code the device
 	// exchanges for its secret (POST /api/v1/devices/{id}/enroll) before
 	// EnrollExpires; both are cleared when it is used.
-	EnrollHash    []byte    `json:"-"`
+	EnrollHash []byte `json:"-"`
+	// CertSerial is the serial (hex) of the device's client certificate
+	// issued by Vigil's CA (vigil device cert); only that one is accepted.
+	CertSerial    string    `json:"certSerial,omitempty"`
 	EnrollExpires time.Time `json:"enrollExpires,omitzero"`
 	Version       int       `json:"version"`
 	Created       time.Time `json:"created"`

@@ -98,3 +98,26 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+func TestDeviceCertCommand(t *testing.T) {
+	dir, out := t.TempDir(), t.TempDir()
+	if _, err := vigilCmd(t, "", "device", "cert", "mon-1", "--out", out, "--data", dir); err == nil {
+		t.Fatal("a certificate for an unknown device")
+	}
+	if o, err := vigilCmd(t, "", "device", "add", "--id", "mon-1", "--kind", "bedside-monitor", "--data", dir); err != nil {
+		t.Fatalf("%v %s", err, o)
+	}
+	if _, err := vigilCmd(t, "", "device", "cert", "mon-1", "--out", out, "--data", dir); err == nil || !strings.Contains(err.Error(), "vigil certs init") {
+		t.Fatalf("without a CA: %v", err)
+	}
+	if _, err := vigilCmd(t, "", "certs", "init", "--data", dir); err != nil {
+		t.Fatal(err)
+	}
+	o, err := vigilCmd(t, "", "device", "cert", "mon-1", "--out", out, "--data", dir, "--json")
+	if err != nil || !strings.Contains(o, `"serial"`) {
+		t.Fatalf("cert: %v %s", err, o)
+	}
+	if st, err := os.Stat(filepath.Join(out, "mon-1-key.pem")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+}

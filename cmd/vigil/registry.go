@@ -19,6 +19,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
+	"github.com/vigil-iomt/vigil/internal/certs"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/medtech"
 	"github.com/vigil-iomt/vigil/internal/node"
@@ -35,6 +36,7 @@ type registry interface {
 	RotateDeviceSecret(ctx context.Context, id string) (string, error)
 	RevokeDevice(ctx context.Context, id string) error
 	EnrollmentCode(ctx context.Context, id string, ttl time.Duration) (string, time.Time, error)
+	IssueDeviceCert(ctx context.Context, id string) (certPEM, keyPEM []byte, serial string, err error)
 	Assign(ctx context.Context, deviceID, patientID string, from time.Time) error
 	AddUser(ctx context.Context, u *vigil.User, password string) error
 	CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error)
@@ -182,6 +184,19 @@ func (o *offlineRegistry) AuditVerify(ctx context.Context, pub ed25519.PublicKey
 		}
 	}
 	return audit.Verify(ctx, o.store, pub)
+}
+
+// IssueDeviceCert signs with the data directory's CA and records the
+// certificate as the device's current one.
+func (o *offlineRegistry) IssueDeviceCert(ctx context.Context, id string) ([]byte, []byte, string, error) {
+	if _, err := o.store.FindDeviceByID(ctx, id); err != nil {
+		return nil, nil, "", err
+	}
+	cert, key, serial, err := certs.IssueClient(certs.Dir(o.data), id, time.Now())
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return cert, key, serial, o.SetDeviceCert(ctx, id, serial)
 }
 
 func (o *offlineRegistry) Close() error { return o.store.Close() }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -203,7 +205,41 @@ replaces an unused one. Use it to provision many devices at once.`,
 		},
 	}
 	enroll.Flags().DurationVar(&enrollTTL, "ttl", 24*time.Hour, "how long the code is valid (up to 720h)")
-	cmd.AddCommand(add, list, assign, rotate, revoke, enroll)
+	var certOut string
+	certCmd := &cobra.Command{
+		Use:   "cert DEVICE",
+		Short: "Issue a client certificate (mutual TLS) for a device from Vigil's CA",
+		Long: `Issue a client certificate for the device (CN = its id, 2 years) signed by the CA that
+vigil certs init made, and write it and its key to --out. The device then connects over MQTT
+with TLS (port 8883) or HTTPS presenting it, without a password; it must also trust
+DATA/tls/ca.pem. Only the newest certificate of a device is accepted: issuing another
+replaces it (and closes sessions made with the old one); vigil device revoke stops both.`,
+		Example: `  vigil device cert mon-icu-4 --out ./mon-icu-4 --data /var/lib/vigil`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
+				cert, key, serial, err := r.IssueDeviceCert(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if err := os.MkdirAll(certOut, 0o700); err != nil {
+					return err
+				}
+				cp, kp := filepath.Join(certOut, args[0]+".pem"), filepath.Join(certOut, args[0]+"-key.pem")
+				if err := os.WriteFile(cp, cert, 0o644); err != nil {
+					return err
+				}
+				if err := os.WriteFile(kp, key, 0o600); err != nil {
+					return err
+				}
+				return g.print(map[string]string{"device": args[0], "certificate": cp, "key": kp, "serial": serial}, func(w *tabwriter.Writer) {
+					fmt.Fprintf(w, "certificate for %s:\t%s\nkey (keep it on the device only):\t%s\nserial:\t%s\n", args[0], cp, kp, serial)
+				})
+			})
+		},
+	}
+	certCmd.Flags().StringVar(&certOut, "out", ".", "folder to write DEVICE.pem and DEVICE-key.pem to")
+	cmd.AddCommand(add, list, assign, rotate, revoke, enroll, certCmd)
 	return cmd
 }
 

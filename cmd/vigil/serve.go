@@ -109,7 +109,16 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 				if opts.TLS, err = certs.ServerConfig(filepath.Join(dir, certs.CertFile), filepath.Join(dir, certs.KeyFile)); err != nil {
 					return err
 				}
-			case !plaintext:
+			}
+			if opts.TLS != nil {
+				if _, err := os.Stat(filepath.Join(dir, certs.CAFile)); err == nil {
+					// Devices may present a certificate from Vigil's CA (vigil device cert).
+					if err := certs.RequireClientCertsFrom(opts.TLS, filepath.Join(dir, certs.CAFile)); err != nil {
+						return err
+					}
+				}
+			}
+			if opts.TLS == nil && !plaintext {
 				return fmt.Errorf("no TLS certificate in %s: run `vigil certs init --data %s` (or give --tls-cert and --tls-key); --plaintext serves in the clear for a test setup only", dir, g.data)
 			}
 			if opts.MQTTAddr == "" {

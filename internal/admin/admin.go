@@ -189,6 +189,25 @@ func (s *Service) Enroll(ctx context.Context, id, code string) (string, error) {
 	return secret, nil
 }
 
+// SetDeviceCert makes the certificate with serial (hex, issued by Vigil's
+// CA) the device's current one: the device may connect with it, any
+// earlier certificate stops working and its sessions are closed.
+func (s *Service) SetDeviceCert(ctx context.Context, id, serial string) error {
+	d, err := s.Store.FindDeviceByID(ctx, id)
+	if err != nil {
+		return err
+	}
+	d.CertSerial = serial
+	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
+		return err
+	}
+	s.changed(id)
+	if s.OnCredentialChanged != nil {
+		s.OnCredentialChanged(id)
+	}
+	return nil
+}
+
 // RevokeDevice takes a device's credential away at once: its secret is
 // deleted, it is marked revoked, and connected sessions are closed. A
 // later RotateDeviceSecret re-admits it with a new secret.
@@ -197,7 +216,7 @@ func (s *Service) RevokeDevice(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	d.SecretHash, d.Revoked = "", true
+	d.SecretHash, d.CertSerial, d.Revoked = "", "", true
 	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/crypto/argon2"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/certs"
 )
 
 // Store is what the Authenticator reads.
@@ -423,4 +424,50 @@ func (a *Authenticator) SecondFactor(u *vigil.User, code string, required bool) 
 	a.failed.WithLabelValues("login").Inc()
 	a.failures[u.ID] = append(a.failures[u.ID], now)
 	return vigil.Errorf(vigil.EUNAUTHORIZED, "wrong or reused authenticator code")
+}
+
+// DeviceByCert authenticates a device by the verified client certificate
+// it connected with: the device must exist, not be revoked, and have that
+// certificate (its serial) as its current one.
+func (a *Authenticator) DeviceByCert(ctx context.Context, deviceID, serialHex string) (*vigil.Device, error) {
+	d, err := a.store.FindDeviceByID(ctx, deviceID)
+	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+		a.failed.WithLabelValues("device").Inc()
+		return nil, errBadCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	if d.Revoked {
+		a.failed.WithLabelValues("device").Inc()
+		return nil, vigil.Errorf(vigil.EFORBIDDEN, "device %s is revoked", deviceID)
+	}
+	if d.CertSerial == "" || subtle.ConstantTimeCompare([]byte(d.CertSerial), []byte(serialHex)) != 1 {
+		a.failed.WithLabelValues("device").Inc()
+		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "this certificate is not device %s's current one", deviceID)
+	}
+	return d, nil
+}
+
+// DeviceFromRequest authenticates the device making an HTTP request: by
+// the verified client certificate it connected with (issued by Vigil's
+// CA), else by HTTP Basic (device id and secret). It returns the device
+// id; EUNAUTHORIZED when there are no or bad credentials.
+func (a *Authenticator) DeviceFromRequest(r *http.Request) (string, error) {
+	if id, serial, ok := certs.ClientIdentity(r.TLS); ok {
+		if _, _, basic := r.BasicAuth(); !basic {
+			if _, err := a.DeviceByCert(r.Context(), id, serial); err != nil {
+				return "", err
+			}
+			return id, nil
+		}
+	}
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return "", vigil.Errorf(vigil.EUNAUTHORIZED, "send the device id and secret with HTTP Basic authentication, or connect with the device's certificate")
+	}
+	if _, err := a.Device(r.Context(), user, pass); err != nil {
+		return "", err
+	}
+	return user, nil
 }

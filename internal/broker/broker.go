@@ -78,6 +78,9 @@ type Authenticator interface {
 	// device may not connect; any other error is treated as a temporary
 	// failure (the client is told the server is unavailable).
 	Device(ctx context.Context, deviceID, secret string) (*vigil.Device, error)
+	// DeviceByCert returns the device a verified client certificate (CN,
+	// serial) belongs to, with the same errors.
+	DeviceByCert(ctx context.Context, deviceID, serialHex string) (*vigil.Device, error)
 }
 
 // Options configure a Broker.

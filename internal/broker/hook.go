@@ -2,12 +2,14 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/certs"
 )
 
 // hook plugs device authentication, the topic ACL and ingestion into
@@ -38,15 +40,23 @@ func (h *hook) Provides(b byte) bool {
 // device id can be read back from the client (deviceOf).
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	user := string(pk.Connect.Username)
-	if !pk.Connect.UsernameFlag || user == "" {
-		return h.refuse(cl, authAnonymous)
-	}
-	if !vigil.ValidID(user) {
-		return h.refuse(cl, authBadCreds)
-	}
 	ctx, cancel := context.WithTimeout(h.b.ctx, h.b.opts.AuthTimeout)
 	defer cancel()
-	dev, err := h.b.opts.Auth.Device(ctx, user, string(pk.Connect.Password))
+	// A client certificate issued by Vigil's CA identifies the device (its
+	// CN); the username, if any, must name the same device.
+	var dev *vigil.Device
+	var err error
+	certID, serial, byCert := clientCert(cl)
+	switch {
+	case byCert && len(pk.Connect.Password) == 0 && (user == "" || user == certID):
+		dev, err = h.b.opts.Auth.DeviceByCert(ctx, certID, serial)
+	case !pk.Connect.UsernameFlag || user == "":
+		return h.refuse(cl, authAnonymous)
+	case !vigil.ValidID(user):
+		return h.refuse(cl, authBadCreds)
+	default:
+		dev, err = h.b.opts.Auth.Device(ctx, user, string(pk.Connect.Password))
+	}
 	switch vigil.ErrorCode(err) {
 	case "":
 		if dev == nil || !vigil.ValidID(dev.ID) {
@@ -289,4 +299,15 @@ func (b *Broker) ingestQoS2(s *session, pk packets.Packet, m vigil.Message) (pac
 	}
 	_ = s.cl.WritePacket(rec) // an error PUBREC ends the QoS 2 flow
 	return pk, packets.ErrRejectPacket
+}
+
+// clientCert returns the device id and serial of the verified client
+// certificate the connection was made with, if any.
+func clientCert(cl *mqtt.Client) (id, serial string, ok bool) {
+	tc, isTLS := cl.Net.Conn.(*tls.Conn)
+	if !isTLS {
+		return "", "", false
+	}
+	cs := tc.ConnectionState()
+	return certs.ClientIdentity(&cs)
 }

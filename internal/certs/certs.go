@@ -230,3 +230,60 @@ func sha256Sum(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
 }
+
+// ClientLife is how long a device certificate lasts.
+const ClientLife = 2 * 365 * 24 * time.Hour
+
+// IssueClient makes a client certificate for a device (CN = its id),
+// signed by the CA in dir, and returns it and its key as PEM, and its
+// serial number (hex) for the device record.
+func IssueClient(dir, deviceID string, now time.Time) (certPEM, keyPEM []byte, serialHex string, err error) {
+	caCert, caKey, err := loadCA(dir)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("issue a device certificate: %w (run vigil certs init first)", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	sn := serial()
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{Organization: []string{"Vigil device"}, CommonName: deviceID},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(ClientLife),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), sn.Text(16), nil
+}
+
+// RequireClientCertsFrom makes cfg verify client certificates given by
+// devices against the CA in caFile (a client may still present none and
+// authenticate with its secret).
+func RequireClientCertsFrom(cfg *tls.Config, caFile string) error {
+	pool, err := Pool(caFile)
+	if err != nil {
+		return err
+	}
+	cfg.ClientCAs, cfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	return nil
+}
+
+// ClientIdentity returns the device id (CN) and serial (hex) of a
+// verified client certificate on the connection, or ok false.
+func ClientIdentity(cs *tls.ConnectionState) (id, serialHex string, ok bool) {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return "", "", false
+	}
+	leaf := cs.VerifiedChains[0][0]
+	return leaf.Subject.CommonName, leaf.SerialNumber.Text(16), true
+}

@@ -308,3 +308,10 @@ func (c *Client) EnrollmentCode(ctx context.Context, id string, ttl time.Duratio
 	err := c.do(ctx, "POST", "/api/v1/devices/"+url.PathEscape(id)+"/enrollment-code", req, &out)
 	return out.Code, out.Expires, err
 }
+
+// IssueDeviceCert has the server issue a client certificate for a device.
+func (c *Client) IssueDeviceCert(ctx context.Context, id string) (certPEM, keyPEM []byte, serial string, err error) {
+	var out DeviceCert
+	err = c.do(ctx, "POST", "/api/v1/devices/"+url.PathEscape(id)+"/cert", nil, &out)
+	return []byte(out.Certificate), []byte(out.Key), out.Serial, err
+}

@@ -33,18 +33,14 @@ func (s *Server) ingestFormat(format string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) { s.ingest(w, r, format) }
 }
 
-// deviceBody authenticates the device of the path with HTTP Basic and
+// deviceBody authenticates the device of the path (HTTP Basic, or its
+// client certificate) and
 // reads the body (at most MaxBody bytes). On failure it has answered and
 // returns false.
 func (s *Server) deviceBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	id := r.PathValue("id")
-	user, pass, ok := r.BasicAuth()
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Basic realm="vigil devices", charset="UTF-8"`)
-		writeProblem(w, problemFor(vigil.Errorf(vigil.EUNAUTHORIZED, "send the device id and secret with HTTP Basic authentication")))
-		return nil, false
-	}
-	if _, err := s.o.Auth.Device(r.Context(), user, pass); err != nil {
+	user, err := s.o.Auth.DeviceFromRequest(r)
+	if err != nil {
 		if vigil.ErrorCode(err) == vigil.EUNAUTHORIZED {
 			w.Header().Set("WWW-Authenticate", `Basic realm="vigil devices", charset="UTF-8"`)
 			writeProblem(w, problemFor(err))
@@ -338,6 +334,34 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, SecretRotated{Device: r.PathValue("id"), Secret: secret})
+}
+
+// DeviceCert is a device's client certificate and key (PEM), shown once.
+type DeviceCert struct {
+	Device      string `json:"device"`
+	Certificate string `json:"certificate"`
+	Key         string `json:"key"`
+	Serial      string `json:"serial"`
+}
+
+func (s *Server) deviceCert(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	if s.o.IssueDeviceCert == nil {
+		return vigil.Errorf(vigil.ENOTFOUND, "this server has no CA to issue device certificates: run vigil certs init")
+	}
+	id := r.PathValue("id")
+	if _, err := s.o.Store.FindDeviceByID(r.Context(), id); err != nil {
+		return err
+	}
+	cert, key, serial, err := s.o.IssueDeviceCert(id)
+	if err != nil {
+		return err
+	}
+	if err := s.o.Admin.SetDeviceCert(r.Context(), id, serial); err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, DeviceCert{Device: id, Certificate: string(cert), Key: string(key), Serial: serial})
+	return nil
 }
 
 func (s *Server) revokeDevice(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {

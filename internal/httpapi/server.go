@@ -57,6 +57,9 @@ type Options struct {
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines func(patientID string) any
+	// IssueDeviceCert makes a client certificate for a device with the
+	// node's CA (nil: not served).
+	IssueDeviceCert func(deviceID string) (certPEM, keyPEM []byte, serial string, err error)
 	// Limits are the rate limits (zero fields: the defaults of
 	// DefaultLimits; negative: none).
 	Limits Limits
@@ -184,6 +187,7 @@ func New(o Options) *Server {
 	m.HandleFunc("POST /api/v1/devices/{id}/revoke", s.with(adminOnly, s.revokeDevice))
 	m.HandleFunc("POST /api/v1/devices/{id}/enrollment-code", s.with(adminOnly, s.enrollmentCode))
 	m.HandleFunc("POST /api/v1/devices/{id}/enroll", s.enroll)
+	m.HandleFunc("POST /api/v1/devices/{id}/cert", s.with(adminOnly, s.deviceCert))
 	m.HandleFunc("POST /api/v1/devices/{id}/assignments", s.with(adminOnly, s.assign))
 	m.HandleFunc("GET /api/v1/devices/{id}/assignments", s.with(care, s.assignments))
 	m.HandleFunc("POST /api/v1/users", s.with(adminOnly, s.addUser))

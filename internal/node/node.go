@@ -31,6 +31,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/baseline"
 	"github.com/vigil-iomt/vigil/internal/broker"
+	"github.com/vigil-iomt/vigil/internal/certs"
 	"github.com/vigil-iomt/vigil/internal/fhir"
 	"github.com/vigil-iomt/vigil/internal/gatt"
 	"github.com/vigil-iomt/vigil/internal/hl7"
@@ -314,25 +315,16 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		n.httpLn = tls.NewListener(n.httpLn, opts.TLS)
 	}
 	fh := fhir.NewHandler(fhir.Options{
-		Audit:        n.audit,
-		Patients:     n.Store,
-		Devices:      n.Store,
-		Observations: n.Store,
-		Authenticate: n.authenticateRequest,
-		Now:          opts.Now,
-		Logger:       log,
-		Ingester:     n.Pipeline,
-		AuthenticateDevice: func(r *http.Request) (string, error) {
-			user, pass, ok := r.BasicAuth()
-			if !ok {
-				return "", vigil.Errorf(vigil.EUNAUTHORIZED, "devices post Observations with HTTP Basic (device id and secret)")
-			}
-			if _, err := n.Auth.Device(r.Context(), user, pass); err != nil {
-				return "", err
-			}
-			return user, nil
-		},
-		MaxBody: opts.MaxPayload,
+		Audit:              n.audit,
+		Patients:           n.Store,
+		Devices:            n.Store,
+		Observations:       n.Store,
+		Authenticate:       n.authenticateRequest,
+		Now:                opts.Now,
+		Logger:             log,
+		Ingester:           n.Pipeline,
+		AuthenticateDevice: n.Auth.DeviceFromRequest,
+		MaxBody:            opts.MaxPayload,
 	})
 	wh := web.NewHandler(web.Options{
 		Store:       n.Store,
@@ -351,17 +343,20 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Logger:        log,
 	})
 	api := httpapi.New(httpapi.Options{
-		Store:         n.Store,
-		Auth:          n.Auth,
-		Admin:         n.Admin,
-		Ingester:      n.Pipeline,
-		Alerts:        n.Alerts,
-		NEWS2:         func(ctx context.Context, id string) (any, error) { return n.News2.Compute(ctx, id) },
-		NEWS2Record:   n.News2.Record,
-		Baselines:     func(id string) any { return n.Baseline.Current(id) },
-		Opened:        n.Adherence.Opened,
-		Audit:         n.audit,
-		AuditVerify:   n.auditVerify,
+		Store:       n.Store,
+		Auth:        n.Auth,
+		Admin:       n.Admin,
+		Ingester:    n.Pipeline,
+		Alerts:      n.Alerts,
+		NEWS2:       func(ctx context.Context, id string) (any, error) { return n.News2.Compute(ctx, id) },
+		NEWS2Record: n.News2.Record,
+		Baselines:   func(id string) any { return n.Baseline.Current(id) },
+		Opened:      n.Adherence.Opened,
+		Audit:       n.audit,
+		AuditVerify: n.auditVerify,
+		IssueDeviceCert: func(id string) ([]byte, []byte, string, error) {
+			return certs.IssueClient(certs.Dir(opts.DataDir), id, opts.Now())
+		},
 		FHIR:          fh,
 		Web:           wh,
 		Gatherer:      n.Registry,

@@ -113,3 +113,74 @@ func TestTLSEverywhere(t *testing.T) {
 		t.Fatalf("MLLP over TLS ACK: %q", ack)
 	}
 }
+
+// Mutual TLS: a device connects with the client certificate Vigil's CA
+// issued it, without a password, over MQTT and HTTPS; only its newest
+// certificate works, and revocation stops it.
+func TestDeviceCertificates(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tdir := certs.Dir(dir)
+	if _, err := certs.Init(tdir, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := certs.ServerConfig(filepath.Join(tdir, certs.CertFile), filepath.Join(tdir, certs.KeyFile))
+	must(t, err)
+	must(t, certs.RequireClientCertsFrom(srv, filepath.Join(tdir, certs.CAFile)))
+	n, err := node.Start(ctx, node.Options{DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", TLS: srv})
+	must(t, err)
+	defer n.Close()
+	must(t, n.Admin.AddPatient(ctx, &vigil.Patient{ID: "p1"}))
+	_, err = n.Admin.AddDevice(ctx, &vigil.Device{ID: "pump-7", Kind: vigil.DeviceBedsideMonitor})
+	must(t, err)
+	must(t, n.Admin.Assign(ctx, "pump-7", "p1", time.Now().Add(-time.Hour)))
+	pool, err := certs.Pool(filepath.Join(tdir, certs.CAFile))
+	must(t, err)
+	issue := func() tls.Certificate {
+		cp, kp, serial, err := certs.IssueClient(tdir, "pump-7", time.Now())
+		must(t, err)
+		must(t, n.Admin.SetDeviceCert(ctx, "pump-7", serial))
+		c, err := tls.X509KeyPair(cp, kp)
+		must(t, err)
+		return c
+	}
+	mqttWith := func(c tls.Certificate) byte {
+		conn, err := tls.Dial("tcp", n.MQTTAddr(), &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{c}})
+		must(t, err)
+		cl := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "pump"})
+		ca, _ := cl.Connect(ctx, &paho.Connect{ClientID: "pump", KeepAlive: 30, CleanStart: true})
+		if ca == nil {
+			return 0xff
+		}
+		if ca.ReasonCode == 0 {
+			pr, err := cl.Publish(ctx, &paho.Publish{Topic: "vigil/v1/devices/pump-7/readings", QoS: 1, Payload: reading("c1", time.Now(), `{"code":"8867-4","value":66,"unit":"/min"}`)})
+			if err != nil || pr.ReasonCode != 0 {
+				t.Fatalf("publish with a certificate: %v %+v", err, pr)
+			}
+			cl.Disconnect(&paho.Disconnect{})
+		}
+		return ca.ReasonCode
+	}
+	first := issue()
+	if rc := mqttWith(first); rc != 0 {
+		t.Fatalf("MQTT with the device's certificate: %#x", rc)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{first}}}}
+	resp, err := hc.Post(n.URL()+"/api/v1/devices/pump-7/readings", "application/json", strings.NewReader(string(reading("c2", time.Now(), `{"code":"8867-4","value":67,"unit":"/min"}`))))
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("HTTPS with the device's certificate: %d", resp.StatusCode)
+	}
+	second := issue()
+	if rc := mqttWith(first); rc == 0 {
+		t.Fatal("a replaced certificate still connects")
+	}
+	if rc := mqttWith(second); rc != 0 {
+		t.Fatalf("the new certificate: %#x", rc)
+	}
+	must(t, n.Admin.RevokeDevice(ctx, "pump-7"))
+	if rc := mqttWith(second); rc == 0 {
+		t.Fatal("a revoked device's certificate connects")
+	}
+}

@@ -100,6 +100,10 @@ func (a allow) Device(_ context.Context, id, secret string) (*vigil.Device, erro
 	return &vigil.Device{ID: id}, nil
 }
 
+func (a allow) DeviceByCert(_ context.Context, id, _ string) (*vigil.Device, error) {
+	return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "no certificates here")
+}
+
 // Every reading a device generates arrives, over MQTT with dropped
 // connections and over HTTP, with the device's own credentials.
 func TestRunDeliversEverything(t *testing.T) {

@@ -31,6 +31,13 @@ type User struct {
 	Role         string `json:"role"`
 	PatientID    string `json:"patient,omitempty"`
 	PasswordHash string `json:"-"`
+	// Wards are the care teams of a clinician or nurse: they see only
+	// patients on these wards (and those they break the glass for).
+	// Empty: every patient (a hospital-wide role such as an outreach team).
+	Wards []string `json:"wards,omitempty"`
+	// BreakGlass are emergency accesses to patients outside their wards,
+	// each with its reason and end; kept for the record.
+	BreakGlass []BreakGlass `json:"breakGlass,omitempty"`
 	// TOTPSecret is the base32 secret of the user's authenticator app
 	// (RFC 6238), when a second factor is enrolled.
 	TOTPSecret string    `json:"-"`
@@ -52,11 +59,50 @@ type Token struct {
 	Expires time.Time `json:"expires,omitzero"` // zero: never
 }
 
+// BreakGlass is one emergency access: a user reads a patient outside
+// their wards, with a stated reason, until Until.
+type BreakGlass struct {
+	Patient string    `json:"patient"`
+	Reason  string    `json:"reason"`
+	From    time.Time `json:"from"`
+	Until   time.Time `json:"until"`
+}
+
 // Principal is who is making a request, after authentication.
 type Principal struct {
 	UserID    string // user id, or device id for RoleDevice
 	Role      string
-	PatientID string // for RolePatient
+	PatientID string   // for RolePatient
+	Wards     []string // care teams of a clinician or nurse (empty: all patients)
+	Glass     []string // patients open to them now through break-glass
+}
+
+// Sees reports whether the principal may see a patient on ward: admins
+// every patient, a patient themself, clinicians and nurses the patients
+// of their wards (all when they have none) and those they broke the
+// glass for.
+func (p *Principal) Sees(patientID, ward string) bool {
+	switch p.Role {
+	case RoleAdmin:
+		return true
+	case RolePatient:
+		return p.PatientID != "" && p.PatientID == patientID
+	case RoleClinician, RoleNurse:
+		if len(p.Wards) == 0 {
+			return true
+		}
+		for _, w := range p.Wards {
+			if w == ward {
+				return true
+			}
+		}
+		for _, id := range p.Glass {
+			if id == patientID {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // UserStore keeps users and tokens. Implementations are safe for

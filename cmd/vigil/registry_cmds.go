@@ -275,6 +275,7 @@ func newUserCmd(g *globals) *cobra.Command {
 	f.StringVar(&u.Name, "name", "", "display name")
 	f.StringVar(&u.Role, "role", "", "admin, clinician, nurse or patient (required)")
 	f.StringVar(&u.PatientID, "patient", "", "for the patient role: the patient's own id")
+	f.StringSliceVar(&u.Wards, "ward", nil, "for clinicians and nurses: a ward (care team) whose patients they see (repeatable; none: every patient)")
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password from stdin without prompting")
 	_ = add.MarkFlagRequired("id")
 	_ = add.MarkFlagRequired("role")

@@ -261,6 +261,10 @@ func (s *Service) AddUser(ctx context.Context, u *vigil.User, password string) e
 	} else if u.PatientID != "" {
 		return vigil.FieldErrorf("patient", "invalid", "only accounts with role patient name a patient")
 	}
+	if len(u.Wards) > 0 && u.Role != vigil.RoleClinician && u.Role != vigil.RoleNurse {
+		return vigil.FieldErrorf("wards", "invalid", "only clinicians and nurses have wards (care teams)")
+	}
+	u.BreakGlass = nil
 	if len([]rune(password)) < MinPasswordLen {
 		return vigil.FieldErrorf("password", "too-short", "the password must have at least %d characters", MinPasswordLen)
 	}

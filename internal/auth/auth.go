@@ -330,7 +330,14 @@ func (a *Authenticator) Principal(ctx context.Context, token string) (*vigil.Pri
 	if err != nil {
 		return nil, err
 	}
-	return &vigil.Principal{UserID: u.ID, Role: u.Role, PatientID: u.PatientID}, nil
+	p := &vigil.Principal{UserID: u.ID, Role: u.Role, PatientID: u.PatientID, Wards: u.Wards}
+	now := a.now()
+	for _, g := range u.BreakGlass {
+		if now.Before(g.Until) {
+			p.Glass = append(p.Glass, g.Patient)
+		}
+	}
+	return p, nil
 }
 
 // TokenID returns the id part of a token string, or "".

@@ -260,6 +260,27 @@ func (b *Bundle) add(r *http.Request, typ, id string, res any) {
 	b.Entry = append(b.Entry, BundleEntry{FullURL: baseURL(r) + "/" + typ + "/" + id, Resource: res, Search: &EntrySearch{Mode: "match"}})
 }
 
+// notYourWard refuses a patient outside a clinician's or nurse's wards.
+func notYourWard(id string) error {
+	return vigil.Errorf(vigil.EFORBIDDEN, "patient %s is not on your wards; in an emergency, break the glass (POST /api/v1/patients/%s/break-glass)", id, id)
+}
+
+// sees refuses a patient the principal may not see (care-team scoping);
+// an unknown patient passes (the read answers for it).
+func (h *handler) sees(ctx context.Context, p *vigil.Principal, patientID string) error {
+	if p.Role == vigil.RoleAdmin || (len(p.Wards) == 0 && p.Role != vigil.RolePatient) {
+		return nil
+	}
+	pt, err := h.o.Patients.FindPatientByID(ctx, patientID)
+	if err != nil {
+		return nil
+	}
+	if !p.Sees(pt.ID, pt.Ward) {
+		return notYourWard(pt.ID)
+	}
+	return nil
+}
+
 func forbiddenPatient() error {
 	return vigil.Errorf(vigil.EFORBIDDEN, "a patient account may read only its own patient's data")
 }
@@ -272,6 +293,9 @@ func (h *handler) readPatient(w http.ResponseWriter, r *http.Request, p *vigil.P
 	pt, err := h.o.Patients.FindPatientByID(r.Context(), id)
 	if err != nil {
 		return err
+	}
+	if !p.Sees(pt.ID, pt.Ward) {
+		return notYourWard(pt.ID)
 	}
 	writeResource(w, http.StatusOK, PatientResource(pt))
 	return nil
@@ -307,6 +331,15 @@ func (h *handler) searchPatients(w http.ResponseWriter, r *http.Request, p *vigi
 	ps, total, err := h.o.Patients.FindPatients(r.Context(), f)
 	if err != nil {
 		return err
+	}
+	if p.Role != vigil.RoleAdmin && len(p.Wards) > 0 {
+		seen := ps[:0:0]
+		for _, pt := range ps {
+			if p.Sees(pt.ID, pt.Ward) {
+				seen = append(seen, pt)
+			}
+		}
+		ps, total = seen, len(seen) // a scoped clinician counts what they see
 	}
 	next := ""
 	if f.Offset+len(ps) < total {
@@ -408,6 +441,9 @@ func (h *handler) readObservation(w http.ResponseWriter, r *http.Request, p *vig
 	if p.Role == vigil.RolePatient && o.PatientID != p.PatientID {
 		return forbiddenPatient()
 	}
+	if err := h.sees(r.Context(), p, o.PatientID); err != nil {
+		return err
+	}
 	if err := h.fillOrigins(r.Context(), []*vigil.Observation{o}); err != nil {
 		return err
 	}
@@ -468,7 +504,10 @@ func (h *handler) searchObservations(w http.ResponseWriter, r *http.Request, p *
 		return err
 	}
 	f := vigil.ObservationFilter{DeviceID: strings.TrimPrefix(q.Get("device"), "Device/"), Cursor: q.Get("_cursor")}
-	if f.PatientID, err = patientParam(q, p); err != nil {
+	if f.PatientID, err = patientParam(q, p); err == nil {
+		err = h.sees(r.Context(), p, f.PatientID)
+	}
+	if err != nil {
 		return err
 	}
 	if f.Codes, err = codeParam(q); err != nil {
@@ -524,6 +563,9 @@ func (h *handler) lastn(w http.ResponseWriter, r *http.Request, p *vigil.Princip
 		return err
 	}
 	pid, err := patientParam(q, p)
+	if err == nil {
+		err = h.sees(r.Context(), p, pid)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -131,7 +134,7 @@ func (s *Server) addPatient(w http.ResponseWriter, r *http.Request, _ *vigil.Pri
 	return nil
 }
 
-func (s *Server) listPatients(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+func (s *Server) listPatients(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
 	q := r.URL.Query()
 	f := vigil.PatientFilter{Ward: q.Get("ward"), Identifier: q.Get("identifier"), Family: q.Get("family")}
 	var err error
@@ -144,6 +147,9 @@ func (s *Server) listPatients(w http.ResponseWriter, r *http.Request, _ *vigil.P
 	ps, total, err := s.o.Store.FindPatients(r.Context(), f)
 	if err != nil {
 		return err
+	}
+	if seen := visible(r.Context(), s, p, ps, func(x *vigil.Patient) string { return x.ID }); len(seen) != len(ps) {
+		ps, total = seen, len(seen) // a scoped user's count is of what they see
 	}
 	w.Header().Set("X-Total-Count", strconv.Itoa(total))
 	writeJSON(w, http.StatusOK, nonNil(ps))
@@ -503,7 +509,7 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, _ *vigil.Pr
 	return nil
 }
 
-func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
 	q := r.URL.Query()
 	f := vigil.AlertFilter{PatientID: q.Get("patient"), States: q["state"]}
 	var err error
@@ -514,6 +520,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, _ *vigil.Pri
 	if err != nil {
 		return err
 	}
+	as = visible(r.Context(), s, p, as, func(a *vigil.Alert) string { return a.PatientID })
 	writeJSON(w, http.StatusOK, nonNil(as))
 	return nil
 }
@@ -529,6 +536,9 @@ func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request, p *vigil.Princ
 		if err := s.decode(r, &req); err != nil {
 			return err
 		}
+	}
+	if err := s.seesAlert(r.Context(), p, r.PathValue("id")); err != nil {
+		return err
 	}
 	a, err := s.o.Alerts.Acknowledge(r.Context(), r.PathValue("id"), p.UserID, req.Note)
 	if err != nil {
@@ -615,6 +625,9 @@ func (s *Server) snoozeAlert(w http.ResponseWriter, r *http.Request, p *vigil.Pr
 	if err := s.decode(r, &req); err != nil {
 		return err
 	}
+	if err := s.seesAlert(r.Context(), p, r.PathValue("id")); err != nil {
+		return err
+	}
 	a, err := s.o.Alerts.Snooze(r.Context(), r.PathValue("id"), p.UserID, time.Duration(req.Minutes)*time.Minute, req.Note)
 	if err != nil {
 		return err
@@ -639,4 +652,106 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+// seesAlert refuses an alert of a patient the principal may not see.
+func (s *Server) seesAlert(ctx context.Context, p *vigil.Principal, alertID string) error {
+	a, err := s.o.Store.FindAlertByID(ctx, alertID)
+	if err != nil {
+		return nil // the engine answers for an unknown alert
+	}
+	if len(visible(ctx, s, p, []*vigil.Alert{a}, func(a *vigil.Alert) string { return a.PatientID })) == 0 {
+		return vigil.Errorf(vigil.EFORBIDDEN, "this alert's patient is not on your wards")
+	}
+	return nil
+}
+
+// BreakGlassRequest opens a patient outside the user's wards in an
+// emergency: a reason (at least 10 characters) and minutes (1 to 240,
+// default 60).
+type BreakGlassRequest struct {
+	Reason  string `json:"reason"`
+	Minutes int    `json:"minutes,omitempty"`
+}
+
+// breakGlass records an emergency access and opens the patient to the
+// user until it ends; it is audited with its reason and logged loudly.
+func (s *Server) breakGlass(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	var req BreakGlassRequest
+	if err := s.decode(r, &req); err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(req.Reason)) < 10 {
+		return vigil.FieldErrorf("reason", "required", "say why (at least 10 characters): it is audited and reviewed")
+	}
+	if req.Minutes == 0 {
+		req.Minutes = 60
+	}
+	if req.Minutes < 1 || req.Minutes > 240 {
+		return vigil.FieldErrorf("minutes", "invalid", "break-glass access lasts 1 to 240 minutes")
+	}
+	pt, err := s.o.Store.FindPatientByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	now := s.o.Now().UTC()
+	g := vigil.BreakGlass{Patient: pt.ID, Reason: req.Reason, From: now, Until: now.Add(time.Duration(req.Minutes) * time.Minute)}
+	for attempt := 0; ; attempt++ {
+		u, err := s.o.Store.FindUserByID(r.Context(), p.UserID)
+		if err != nil {
+			return err
+		}
+		u.BreakGlass = append(u.BreakGlass, g)
+		err = s.o.Store.UpdateUser(r.Context(), u, u.Version)
+		if vigil.ErrorCode(err) == vigil.ECONFLICT && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	if s.o.Audit != nil {
+		e := audit.FromRequest(r, p.UserID, p.Role, nil)
+		e.Action, e.Detail = "BREAK-GLASS", req.Reason
+		s.o.Audit(r.Context(), e)
+	}
+	s.log.Warn("BREAK-GLASS: emergency access to a patient outside the user's wards", "user", p.UserID, "patient_id", pt.ID, "minutes", req.Minutes)
+	writeJSON(w, http.StatusCreated, g)
+	return nil
+}
+
+// BreakGlassUse is one emergency access, for the report.
+type BreakGlassUse struct {
+	User string `json:"user"`
+	Role string `json:"role"`
+	vigil.BreakGlass
+}
+
+// breakGlassReport lists every break-glass access since ?from (RFC 3339;
+// default the last 30 days), newest first, for review.
+func (s *Server) breakGlassReport(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	from := s.o.Now().UTC().AddDate(0, 0, -30)
+	if v := r.URL.Query().Get("from"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return vigil.FieldErrorf("from", "invalid", "from is RFC 3339")
+		}
+		from = t
+	}
+	us, err := s.o.Store.FindUsers(r.Context())
+	if err != nil {
+		return err
+	}
+	out := []BreakGlassUse{}
+	for _, u := range us {
+		for _, g := range u.BreakGlass {
+			if !g.From.Before(from) {
+				out = append(out, BreakGlassUse{User: u.ID, Role: u.Role, BreakGlass: g})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].From.After(out[j].From) })
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }

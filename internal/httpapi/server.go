@@ -174,6 +174,8 @@ func New(o Options) *Server {
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
 	m.HandleFunc("GET /api/v1/devices/{id}/status", s.with(care, s.deviceStatus))
 	m.HandleFunc("GET /api/v1/audit/verify", s.with(adminOnly, s.auditVerify))
+	m.HandleFunc("POST /api/v1/patients/{id}/break-glass", s.with([]string{vigil.RoleClinician, vigil.RoleNurse}, s.breakGlass))
+	m.HandleFunc("GET /api/v1/reports/break-glass", s.with(adminOnly, s.breakGlassReport))
 	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))
 	m.HandleFunc("GET /api/v1/rules/{id}", s.with(care, s.getRule))
 	m.HandleFunc("GET /api/v1/rules/{id}/history", s.with(care, s.ruleHistory))
@@ -293,6 +295,47 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	promhttp.HandlerFor(s.o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 }
 
+// scope refuses a patient route ({id} of /patients/{id}/...) for a
+// patient the principal may not see (another ward; break-glass opens it,
+// so that route itself is exempt). An unknown patient passes: the handler
+// answers 404.
+func (s *Server) scope(r *http.Request, p *vigil.Principal) error {
+	if !strings.Contains(r.Pattern, "/patients/{id}") || strings.HasSuffix(r.Pattern, "/break-glass") {
+		return nil
+	}
+	pt, err := s.o.Store.FindPatientByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil
+	}
+	if !p.Sees(pt.ID, pt.Ward) {
+		return vigil.Errorf(vigil.EFORBIDDEN, "patient %s is not on your wards; in an emergency, break the glass: POST /api/v1/patients/%s/break-glass with a reason", pt.ID, pt.ID)
+	}
+	return nil
+}
+
+// visible keeps the items whose patient the principal may see.
+func visible[T any](ctx context.Context, s *Server, p *vigil.Principal, items []T, patientOf func(T) string) []T {
+	if p.Role == vigil.RoleAdmin || len(p.Wards) == 0 && p.Role != vigil.RolePatient {
+		return items
+	}
+	wards := map[string]string{}
+	out := items[:0:0]
+	for _, it := range items {
+		id := patientOf(it)
+		w, ok := wards[id]
+		if !ok {
+			if pt, err := s.o.Store.FindPatientByID(ctx, id); err == nil {
+				w = pt.Ward
+			}
+			wards[id] = w
+		}
+		if p.Sees(id, w) {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
 // limit takes a token of key's bucket, or returns ETOOMANY (counted).
 func (s *Server) limit(k *ratelimit.Keyed, kind, key string) error {
 	if ok, wait := k.Allow(key); !ok {
@@ -337,6 +380,9 @@ func (s *Server) with(roles []string, h handler) http.HandlerFunc {
 		p, err := s.principal(r, roles)
 		if err == nil {
 			err = s.limit(s.byUser, "user", p.UserID)
+		}
+		if err == nil {
+			err = s.scope(r, p)
 		}
 		if err == nil {
 			err = h(w, r, p)

@@ -18,6 +18,10 @@ import (
 type session struct {
 	token string // the session token (the cookie's value)
 	p     *vigil.Principal
+	// visible holds the patients a clinician or nurse with wards may see
+	// (their wards' and break-glass ones), worked out when the request
+	// starts; nil: every patient (staff without wards).
+	visible map[string]bool
 }
 
 // staff reports whether the caller sees every patient.
@@ -31,7 +35,33 @@ func (s *session) staff() bool {
 
 // canSee reports whether the caller may see the patient's data.
 func (s *session) canSee(patientID string) bool {
-	return s.staff() || s.p.Role == vigil.RolePatient && s.p.PatientID != "" && s.p.PatientID == patientID
+	if s.staff() {
+		return s.visible == nil || s.visible[patientID]
+	}
+	return s.p.Role == vigil.RolePatient && s.p.PatientID != "" && s.p.PatientID == patientID
+}
+
+// scope works out which patients a clinician or nurse with wards sees.
+func (h *handler) scope(ctx context.Context, s *session) error {
+	if !s.staff() || s.p.Role == vigil.RoleAdmin || len(s.p.Wards) == 0 {
+		return nil
+	}
+	s.visible = map[string]bool{}
+	for off := 0; ; {
+		ps, total, err := h.opts.Store.FindPatients(ctx, vigil.PatientFilter{Offset: off, Limit: 500})
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if s.p.Sees(p.ID, p.Ward) {
+				s.visible[p.ID] = true
+			}
+		}
+		off += len(ps)
+		if len(ps) == 0 || off >= total {
+			return nil
+		}
+	}
 }
 
 // authenticate returns the request's session, or nil with the error.
@@ -52,7 +82,11 @@ func (h *handler) authenticate(r *http.Request) (*session, error) {
 	if err := h.touch(r.Context(), c.Value, r.URL.Path != "/web/api/events"); err != nil {
 		return nil, err
 	}
-	return &session{token: c.Value, p: p}, nil
+	s := &session{token: c.Value, p: p}
+	if err := h.scope(r.Context(), s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // touch enforces the idle timeout: a session unused for longer is revoked

@@ -74,7 +74,11 @@ func (h *handler) ward(w http.ResponseWriter, r *http.Request, s *session) {
 				h.error(w, r, fmt.Errorf("ward: list patients: %w", err))
 				return
 			}
-			patients = append(patients, ps...)
+			for _, p := range ps {
+				if s.canSee(p.ID) {
+					patients = append(patients, p)
+				}
+			}
 			off += len(ps)
 			if len(ps) == 0 || off >= total {
 				break

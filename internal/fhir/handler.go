@@ -63,8 +63,22 @@ const (
 )
 
 type handler struct {
-	o   Options
-	mux *http.ServeMux
+	o      Options
+	mux    *http.ServeMux
+	routes []string // registered patterns, for the authorization-matrix test
+}
+
+func (h *handler) handle(pattern string, fn http.HandlerFunc) {
+	h.routes = append(h.routes, pattern)
+	h.mux.HandleFunc(pattern, fn)
+}
+
+// Routes returns the patterns a handler made by NewHandler routes.
+func Routes(h http.Handler) []string {
+	if x, ok := h.(*handler); ok {
+		return slices.Clone(x.routes)
+	}
+	return nil
 }
 
 // NewHandler returns the FHIR API handler. It expects full request paths
@@ -80,21 +94,21 @@ func NewHandler(o Options) http.Handler {
 		o.MaxBody = 256 << 10
 	}
 	h := &handler{o: o, mux: http.NewServeMux()}
-	h.mux.HandleFunc("GET "+Base+"/metadata", h.metadata)
-	h.mux.HandleFunc("GET "+Base+"/Patient", h.auth(h.searchPatients))
-	h.mux.HandleFunc("GET "+Base+"/Patient/{id}", h.auth(h.readPatient))
-	h.mux.HandleFunc("GET "+Base+"/Device", h.auth(h.searchDevices))
-	h.mux.HandleFunc("GET "+Base+"/Device/{id}", h.auth(h.readDevice))
-	h.mux.HandleFunc("GET "+Base+"/Observation", h.auth(h.searchObservations))
-	h.mux.HandleFunc("GET "+Base+"/Observation/$lastn", h.auth(h.lastn))
-	h.mux.HandleFunc("GET "+Base+"/Observation/{id}", h.auth(h.readObservation))
+	h.handle("GET "+Base+"/metadata", h.metadata)
+	h.handle("GET "+Base+"/Patient", h.auth(h.searchPatients))
+	h.handle("GET "+Base+"/Patient/{id}", h.auth(h.readPatient))
+	h.handle("GET "+Base+"/Device", h.auth(h.searchDevices))
+	h.handle("GET "+Base+"/Device/{id}", h.auth(h.readDevice))
+	h.handle("GET "+Base+"/Observation", h.auth(h.searchObservations))
+	h.handle("GET "+Base+"/Observation/$lastn", h.auth(h.lastn))
+	h.handle("GET "+Base+"/Observation/{id}", h.auth(h.readObservation))
 	if o.Ingester != nil && o.AuthenticateDevice != nil {
-		h.mux.HandleFunc("POST "+Base+"/Observation", h.deviceWrite(false))
-		h.mux.HandleFunc("POST "+Base+"/{$}", h.deviceWrite(true))
-		h.mux.HandleFunc("POST "+Base, h.deviceWrite(true))
+		h.handle("POST "+Base+"/Observation", h.deviceWrite(false))
+		h.handle("POST "+Base+"/{$}", h.deviceWrite(true))
+		h.handle("POST "+Base, h.deviceWrite(true))
 	}
-	h.mux.HandleFunc(Base+"/", h.fallback)
-	h.mux.HandleFunc(Base, h.fallback)
+	h.handle(Base+"/", h.fallback)
+	h.handle(Base, h.fallback)
 	return h
 }
 

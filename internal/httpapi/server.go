@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,6 +91,8 @@ type Server struct {
 	mux      *http.ServeMux
 	duration *prometheus.HistogramVec
 
+	routes []string // registered patterns, for the authorization-matrix test
+
 	byAddress, byUser, byDevice, logins *ratelimit.Keyed
 	limited                             *prometheus.CounterVec
 }
@@ -150,7 +153,7 @@ func New(o Options) *Server {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(s.duration)
 	}
-	m := s.mux
+	m := &routes{mux: s.mux, list: &s.routes}
 	m.HandleFunc("POST /api/v1/devices/{id}/readings", s.ingestFormat(""))
 	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))
 	m.HandleFunc("POST /api/v1/devices/{id}/events", s.postEvents)
@@ -222,6 +225,26 @@ func New(o Options) *Server {
 	}
 	return s
 }
+
+// routes registers handlers and remembers their patterns.
+type routes struct {
+	mux  *http.ServeMux
+	list *[]string
+}
+
+func (r *routes) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	*r.list = append(*r.list, pattern)
+	r.mux.HandleFunc(pattern, h)
+}
+
+func (r *routes) Handle(pattern string, h http.Handler) {
+	*r.list = append(*r.list, pattern)
+	r.mux.Handle(pattern, h)
+}
+
+// Routes returns the patterns the server routes (the mounted FHIR and web
+// handlers have their own).
+func (s *Server) Routes() []string { return slices.Clone(s.routes) }
 
 // Handler returns the server's handler with request logging and metrics.
 func (s *Server) Handler() http.Handler {

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -124,6 +125,7 @@ type Node struct {
 	AuditLog    *audit.Log
 	audit       audit.Recorder
 	auditVerify func(ctx context.Context) (*audit.Report, error)
+	routes      []string
 	// Adherence raises missed-dose alerts (checked every minute).
 	Adherence *adherence.Monitor
 	Hub       *live.Hub
@@ -367,6 +369,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Logger:        log,
 		Registerer:    n.Registry,
 	})
+	n.routes = append(append(api.Routes(), fhir.Routes(fh)...), web.Routes(wh)...)
 	n.httpSrv = &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -550,6 +553,10 @@ func (n *Node) offlineAfter(deviceID string) time.Duration {
 	}
 	return 0
 }
+
+// Routes returns every HTTP route pattern the node serves (API, FHIR and
+// web app), for the authorization-matrix test.
+func (n *Node) Routes() []string { return slices.Clone(n.routes) }
 
 // tick runs the alert timers (escalation, snooze, timed rules) every
 // second and the missed-dose check every minute.

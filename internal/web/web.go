@@ -46,6 +46,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -141,6 +142,7 @@ type handler struct {
 	pages  *template.Template
 	static http.Handler
 	mux    *http.ServeMux
+	routes []string // registered patterns, for the authorization-matrix test
 	active sync.Map // session token id → time.Time of the last request
 }
 
@@ -175,17 +177,18 @@ func NewHandler(opts Options) http.Handler {
 		mux:    http.NewServeMux(),
 	}
 	m := h.mux
-	m.HandleFunc("GET /login", h.loginPage)
-	m.HandleFunc("POST /login", h.login)
-	m.HandleFunc("POST /logout", h.session(h.logout))
-	m.HandleFunc("GET /{$}", h.wardPage)
+	h.handle("GET /login", h.loginPage)
+	h.handle("POST /login", h.login)
+	h.handle("POST /logout", h.session(h.logout))
+	h.handle("GET /{$}", h.wardPage)
+	h.routes = append(h.routes, "GET /web/static/")
 	m.Handle("GET /web/static/", h.static)
-	m.HandleFunc("GET /web/api/ward", h.session(h.ward))
-	m.HandleFunc("GET /web/api/patients/{id}", h.session(h.patient))
-	m.HandleFunc("GET /web/api/events", h.session(h.events))
-	m.HandleFunc("POST /web/api/alerts/{id}/ack", h.session(h.ack))
-	m.HandleFunc("POST /web/api/alerts/{id}/snooze", h.session(h.snooze))
-	m.HandleFunc("POST /web/api/patients/{id}/news2-inputs", h.session(h.news2Inputs))
+	h.handle("GET /web/api/ward", h.session(h.ward))
+	h.handle("GET /web/api/patients/{id}", h.session(h.patient))
+	h.handle("GET /web/api/events", h.session(h.events))
+	h.handle("POST /web/api/alerts/{id}/ack", h.session(h.ack))
+	h.handle("POST /web/api/alerts/{id}/snooze", h.session(h.snooze))
+	h.handle("POST /web/api/patients/{id}/news2-inputs", h.session(h.news2Inputs))
 	return h
 }
 
@@ -213,4 +216,17 @@ func csrfToken(session string) string {
 // validCSRF reports whether got is the CSRF token of session.
 func validCSRF(session, got string) bool {
 	return got != "" && hmac.Equal([]byte(got), []byte(csrfToken(session)))
+}
+
+func (h *handler) handle(pattern string, fn http.HandlerFunc) {
+	h.routes = append(h.routes, pattern)
+	h.mux.HandleFunc(pattern, fn)
+}
+
+// Routes returns the patterns a handler made by NewHandler routes.
+func Routes(h http.Handler) []string {
+	if x, ok := h.(*handler); ok {
+		return slices.Clone(x.routes)
+	}
+	return nil
 }

@@ -1,0 +1,302 @@
+package node_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+// access says who may call a route:
+//
+//	public         anyone, no credentials
+//	body           credentials in the request body (a password, a one-time
+//	               code): refused to every caller here, who sends none
+//	mount          a handler mounted under a prefix (its own routes are listed)
+//	device         a device (HTTP Basic or its certificate), never a user token
+//	web:ROLES      a web session (cookie) of these roles; POSTs also need the CSRF token
+//	ROLES          a bearer token of one of these roles (comma-separated)
+//
+// Routes about one patient ({id} of /patients/, FHIR Patient/{id},
+// Observation?patient=) are also scoped: a nurse with wards, or a
+// patient, may not reach another ward's (another) patient.
+var access = map[string]string{
+	"POST /api/v1/devices/{id}/readings":        "device",
+	"POST /api/v1/devices/{id}/gatt":            "device",
+	"POST /api/v1/devices/{id}/events":          "device",
+	"POST /api/v1/devices/{id}/omh":             "device",
+	"POST /api/v1/devices/{id}/medtech":         "device",
+	"GET /healthz":                              "public",
+	"GET /readyz":                               "public",
+	"GET /metrics":                              "admin",
+	"POST /api/v1/patients":                     "admin",
+	"GET /api/v1/patients":                      "admin,clinician,nurse",
+	"GET /api/v1/patients/{id}":                 "admin,clinician,nurse",
+	"GET /api/v1/patients/{id}/news2":           "admin,clinician,nurse",
+	"GET /api/v1/patients/{id}/baselines":       "admin,clinician,nurse",
+	"PUT /api/v1/patients/{id}/medications":     "admin,clinician",
+	"GET /api/v1/patients/{id}/adherence":       "admin,clinician,nurse",
+	"POST /api/v1/patients/{id}/reviews":        "admin,clinician,nurse",
+	"GET /api/v1/patients/{id}/reviews":         "admin,clinician,nurse",
+	"POST /api/v1/patients/{id}/news2-inputs":   "admin,clinician,nurse",
+	"GET /api/v1/devices/{id}/status":           "admin,clinician,nurse",
+	"GET /api/v1/audit/verify":                  "admin",
+	"POST /api/v1/patients/{id}/break-glass":    "clinician,nurse",
+	"GET /api/v1/reports/break-glass":           "admin",
+	"GET /api/v1/rules":                         "admin,clinician,nurse",
+	"GET /api/v1/rules/{id}":                    "admin,clinician,nurse",
+	"GET /api/v1/rules/{id}/history":            "admin,clinician,nurse",
+	"PUT /api/v1/rules/{id}":                    "admin,clinician",
+	"POST /api/v1/rules/backtest":               "admin,clinician",
+	"PUT /api/v1/patients/{id}/overrides":       "admin,clinician",
+	"POST /api/v1/devices":                      "admin",
+	"GET /api/v1/devices":                       "admin,clinician,nurse",
+	"GET /api/v1/devices/{id}":                  "admin,clinician,nurse",
+	"POST /api/v1/devices/{id}/secret":          "admin",
+	"POST /api/v1/devices/{id}/revoke":          "admin",
+	"POST /api/v1/devices/{id}/enrollment-code": "admin",
+	"POST /api/v1/devices/{id}/enroll":          "body", // the one-time code is the credential
+	"POST /api/v1/devices/{id}/cert":            "admin",
+	"POST /api/v1/devices/{id}/assignments":     "admin",
+	"GET /api/v1/devices/{id}/assignments":      "admin,clinician,nurse",
+	"POST /api/v1/users":                        "admin",
+	"GET /api/v1/users":                         "admin",
+	"POST /api/v1/users/{id}/tokens":            "admin",
+	"POST /api/v1/users/{id}/totp":              "admin",
+	"GET /api/v1/deadletters":                   "admin",
+	"GET /api/v1/deadletters/{id}":              "admin",
+	"DELETE /api/v1/deadletters/{id}":           "admin",
+	"POST /api/v1/deadletters/{id}/replay":      "admin",
+	"POST /api/v1/deadletters/replay":           "admin",
+	"PUT /api/v1/mappings/{id}":                 "admin",
+	"GET /api/v1/mappings":                      "admin",
+	"GET /api/v1/mappings/{id}":                 "admin",
+	"POST /api/v1/mappings/test":                "admin",
+	"GET /api/v1/alerts":                        "admin,clinician,nurse",
+	"GET /api/v1/alerts/stats":                  "admin,clinician,nurse",
+	"GET /api/v1/reports/rpm":                   "admin,clinician",
+	"POST /api/v1/alerts/{id}/ack":              "admin,clinician,nurse",
+	"POST /api/v1/alerts/{id}/snooze":           "admin,clinician,nurse",
+	"/api/":                                     "mount",
+	"/fhir/R4/":                                 "mount",
+	"/fhir/R4":                                  "mount",
+	"/":                                         "mount",
+	"GET /fhir/R4/metadata":                     "public",
+	"GET /fhir/R4/Patient":                      "admin,clinician,nurse,patient",
+	"GET /fhir/R4/Patient/{id}":                 "admin,clinician,nurse,patient",
+	"GET /fhir/R4/Device":                       "admin,clinician,nurse,patient",
+	"GET /fhir/R4/Device/{id}":                  "admin,clinician,nurse,patient",
+	"GET /fhir/R4/Observation":                  "admin,clinician,nurse,patient",
+	"GET /fhir/R4/Observation/$lastn":           "admin,clinician,nurse,patient",
+	"GET /fhir/R4/Observation/{id}":             "admin,clinician,nurse,patient",
+	"POST /fhir/R4/Observation":                 "device",
+	"POST /fhir/R4/{$}":                         "device",
+	"POST /fhir/R4":                             "device",
+	"GET /login":                                "public",
+	"POST /login":                               "body",
+	"GET /{$}":                                  "public", // the ward page sends a visitor without a session to sign in
+	"GET /web/static/":                          "public",
+	"POST /logout":                              "web:admin,clinician,nurse,patient",
+	"GET /web/api/ward":                         "web:admin,clinician,nurse,patient",
+	"GET /web/api/patients/{id}":                "web:admin,clinician,nurse,patient",
+	"GET /web/api/events":                       "web:admin,clinician,nurse,patient",
+	"POST /web/api/alerts/{id}/ack":             "web:admin,clinician,nurse",
+	"POST /web/api/alerts/{id}/snooze":          "web:admin,clinician,nurse",
+	"POST /web/api/patients/{id}/news2-inputs":  "web:admin,clinician,nurse",
+}
+
+// TestAuthorizationMatrix walks every route the node serves × every role
+// × own and other patient and checks allow (not 401/403) or deny. A new
+// route without an entry above fails it.
+func TestAuthorizationMatrix(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	must(t, e.n.Admin.AddPatient(ctx, &vigil.Patient{ID: "w1-a", Identifier: "MRN-A", Ward: "W1"}))
+	must(t, e.n.Admin.AddPatient(ctx, &vigil.Patient{ID: "w2-b", Identifier: "MRN-B", Ward: "W2"}))
+	_, err := e.n.Admin.AddDevice(ctx, &vigil.Device{ID: "dev-a", Kind: vigil.DeviceWearable})
+	must(t, err)
+	must(t, e.n.Admin.Assign(ctx, "dev-a", "w1-a", time.Now().Add(-time.Hour)))
+	type who struct {
+		name, role string
+		token      string
+		web        *http.Client
+		csrf       string
+	}
+	users := []who{{name: "anonymous"}}
+	for _, u := range []vigil.User{
+		{ID: "root", Role: vigil.RoleAdmin},
+		{ID: "dr-all", Role: vigil.RoleClinician},
+		{ID: "nurse-w1", Role: vigil.RoleNurse, Wards: []string{"W1"}},
+		{ID: "pt-a", Role: vigil.RolePatient, PatientID: "w1-a"},
+	} {
+		must(t, e.n.Admin.AddUser(ctx, &u, "correct horse battery"))
+		tok, _, err := e.n.Admin.CreateToken(ctx, u.ID, "matrix", time.Hour)
+		must(t, err)
+		jar, _ := cookiejar.New(nil)
+		wc := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		req, _ := http.NewRequest("POST", e.n.URL()+"/login", strings.NewReader(url.Values{"user": {u.ID}, "password": {"correct horse battery"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", e.n.URL())
+		resp, err := wc.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("web sign-in of %s: %d", u.ID, resp.StatusCode)
+		}
+		resp, err = wc.Get(e.n.URL() + "/")
+		must(t, err)
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := csrfMeta.FindSubmatch(page)
+		if m == nil {
+			t.Fatalf("no CSRF token on %s's ward page", u.ID)
+		}
+		users = append(users, who{name: u.ID, role: u.Role, token: tok, web: wc, csrf: string(m[1])})
+	}
+	anonWeb := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	routes := e.n.Routes()
+	// Signing out ends the web sessions the other routes use: last.
+	slices.SortStableFunc(routes, func(a, b string) int { return cmpBool(a == "POST /logout", b == "POST /logout") })
+	for _, route := range routes {
+		acc, ok := access[route]
+		if !ok {
+			t.Errorf("route %q has no entry in the authorization matrix (internal/node/authz_test.go)", route)
+			continue
+		}
+		if acc == "mount" {
+			continue
+		}
+		method, pattern, _ := strings.Cut(route, " ")
+		scoped := (strings.Contains(pattern, "/patients/{id}") || strings.Contains(pattern, "/Patient/{id}") ||
+			pattern == "/fhir/R4/Observation" || pattern == "/fhir/R4/Observation/$lastn") &&
+			!strings.HasSuffix(pattern, "/break-glass") // break-glass is how another ward's patient is reached
+		for _, target := range []string{"own", "other"} {
+			if target == "other" && !scoped {
+				continue
+			}
+			path := fill(pattern, target)
+			for _, u := range users {
+				want := expect(acc, u.role, u.name, target)
+				var st int
+				if strings.HasPrefix(acc, "web:") {
+					c := u.web
+					if c == nil {
+						c = anonWeb
+					}
+					st = do(t, c, method, e.n.URL(), path, "", u.csrf)
+				} else {
+					st = do(t, anonWeb, method, e.n.URL(), path, u.token, "")
+				}
+				got := "allow"
+				if st == 401 || st == 403 {
+					got = "deny"
+				}
+				if got != want {
+					t.Errorf("%s %s as %s (%s patient): %d, want %s", method, path, u.name, target, st, want)
+				}
+			}
+		}
+	}
+}
+
+// fill puts ids into a pattern: the own (ward W1) or other (ward W2)
+// patient, a device, a rule, a user, unknown alerts and dead letters.
+func fill(pattern, target string) string {
+	patient := map[string]string{"own": "w1-a", "other": "w2-b"}[target]
+	p := pattern
+	switch {
+	case strings.Contains(p, "/patients/{id}"), strings.Contains(p, "/Patient/{id}"):
+		p = strings.Replace(p, "{id}", patient, 1)
+	case strings.Contains(p, "/devices/{id}"), strings.Contains(p, "/Device/{id}"):
+		p = strings.Replace(p, "{id}", "dev-a", 1) // the own patient's wearable
+	case strings.Contains(p, "/rules/{id}"):
+		p = strings.Replace(p, "{id}", "r1", 1)
+	case strings.Contains(p, "/users/{id}"):
+		p = strings.Replace(p, "{id}", "dr", 1)
+	default:
+		p = strings.Replace(p, "{id}", "nope", 1)
+	}
+	p = strings.TrimSuffix(strings.Replace(p, "{$}", "", 1), "/")
+	if p == "" {
+		p = "/"
+	}
+	if p == "/fhir/R4/Observation" || p == "/fhir/R4/Observation/$lastn" {
+		p += "?patient=" + patient
+	}
+	return p
+}
+
+// expect is the matrix's answer for one call.
+func expect(acc, role, name, target string) string {
+	switch {
+	case acc == "public":
+		return "allow"
+	case role == "" || acc == "device" || acc == "body":
+		return "deny"
+	}
+	roles := strings.TrimPrefix(acc, "web:")
+	if !strings.Contains(","+roles+",", ","+role+",") {
+		return "deny"
+	}
+	if target == "other" && (name == "nurse-w1" || role == vigil.RolePatient) {
+		return "deny"
+	}
+	return "allow"
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+var csrfMeta = regexp.MustCompile(`<meta name="csrf-token" content="([0-9a-f]+)">`)
+
+// do makes one request (a bearer token when given; a web client carries
+// its session cookie, and its CSRF token on a POST) and returns the
+// status, retrying when rate-limited.
+func do(t *testing.T, c *http.Client, method, base, path, token, csrf string) int {
+	t.Helper()
+	u := base + path
+	for {
+		var body io.Reader
+		if method == "POST" || method == "PUT" {
+			body = strings.NewReader("{}")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, method, u, body)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if csrf != "" && method != "GET" {
+			req.Header.Set("X-CSRF-Token", csrf)
+			req.Header.Set("Origin", base)
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatalf("%s %s: %v", method, u, err)
+		}
+		resp.Body.Close() // also ends an event stream
+		cancel()
+		if resp.StatusCode == 429 {
+			time.Sleep(time.Second)
+			continue
+		}
+		return resp.StatusCode
+	}
+}

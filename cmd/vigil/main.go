@@ -102,6 +102,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newRuleCmd(g),
 		newCertsCmd(g),
 		newAuditCmd(g),
+		newKeysCmd(g),
 		newAlertsCmd(g),
 	)
 	return root

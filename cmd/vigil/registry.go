@@ -80,6 +80,11 @@ func (g *globals) openRegistry(ctx context.Context) (registry, error) {
 	}
 	opts := pebble.DefaultOptions()
 	opts.CompactInterval = -1
+	sl, err := node.OpenSealer(g.data)
+	if err != nil {
+		return nil, err
+	}
+	opts.Sealer = sl
 	st, err := pebble.Open(filepath.Join(g.data, "store"), opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w (if a server is running on this data directory, its %s is missing)", err, node.ControlFile)

@@ -48,6 +48,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/omh"
 	"github.com/vigil-iomt/vigil/internal/pcd"
 	"github.com/vigil-iomt/vigil/internal/pebble"
+	"github.com/vigil-iomt/vigil/internal/seal"
 	"github.com/vigil-iomt/vigil/internal/web"
 )
 
@@ -189,6 +190,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	sopts.Registerer = n.Registry
 	if opts.CompactInterval != 0 {
 		sopts.CompactInterval = opts.CompactInterval
+	}
+	if sopts.Sealer, err = OpenSealer(opts.DataDir); err != nil {
+		return nil, err
 	}
 	if n.Store, err = pebble.Open(filepath.Join(opts.DataDir, "store"), sopts); err != nil {
 		return nil, err
@@ -552,6 +556,21 @@ func (n *Node) offlineAfter(deviceID string) time.Duration {
 		return 10 * time.Minute
 	}
 	return 0
+}
+
+// OpenSealer loads the data directory's encryption at rest: the master
+// key (VIGIL_MASTER_KEY or DATA/master-key, made on first use) and the
+// data keys it wraps (DATA/data-keys.json).
+func OpenSealer(dataDir string) (*seal.Sealer, error) {
+	mk, err := seal.MasterKey(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	w, err := seal.NewLocalKey(mk)
+	if err != nil {
+		return nil, err
+	}
+	return seal.Open(dataDir, w)
 }
 
 // Routes returns every HTTP route pattern the node serves (API, FHIR and

@@ -24,7 +24,7 @@ func (s *Store) SaveAlert(ctx context.Context, a *vigil.Alert) error {
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
 	var old vigil.Alert
-	had, err := getJSON(s.db, key(pAlert, a.ID), &old)
+	had, err := s.getJSON(s.db, key(pAlert, a.ID), &old)
 	if err != nil {
 		return err
 	}
@@ -32,7 +32,7 @@ func (s *Store) SaveAlert(ctx context.Context, a *vigil.Alert) error {
 	if had && !old.Raised.Equal(a.Raised) {
 		b.Delete(alertIndexKey(&old), nil)
 	}
-	if err := setJSON(b, key(pAlert, a.ID), a); err != nil {
+	if err := s.setJSON(b, key(pAlert, a.ID), a); err != nil {
 		b.Close()
 		return err
 	}
@@ -72,7 +72,7 @@ func (s *Store) FindAlerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.A
 			return false, vigil.Errorf(vigil.EINTERNAL, "corrupt alert index key")
 		}
 		var a vigil.Alert
-		ok, err := getJSON(snap, key(pAlert, string(k[10:])), &a)
+		ok, err := s.getJSON(snap, key(pAlert, string(k[10:])), &a)
 		if err != nil || !ok {
 			return err == nil, err
 		}
@@ -101,7 +101,7 @@ func (s *Store) AddDeadLetter(ctx context.Context, d *vigil.DeadLetter) error {
 		d.ID = timeID(d.Time)
 	}
 	b := s.db.NewBatch()
-	if err := setJSON(b, key(pDeadLetter, d.ID), d); err != nil {
+	if err := s.setJSON(b, key(pDeadLetter, d.ID), d); err != nil {
 		b.Close()
 		return err
 	}
@@ -152,7 +152,7 @@ func (s *Store) FindDeadLetters(ctx context.Context, f vigil.DeadLetterFilter) (
 	var out []*vigil.DeadLetter
 	err := scan(s.db, prefixKey(pDeadLetter), true, func(_, v []byte) (bool, error) {
 		var d vigil.DeadLetter
-		if err := unmarshal(v, &d); err != nil {
+		if err := s.unmarshal(v, &d); err != nil {
 			return false, err
 		}
 		if (f.DeviceID != "" && d.DeviceID != f.DeviceID) || (f.Reason != "" && d.Reason != f.Reason) {
@@ -206,7 +206,7 @@ func (s *Store) SaveMapping(ctx context.Context, m *vigil.Mapping) error {
 	m.Version = latest + 1
 	m.Saved = s.opts.Now().UTC()
 	b := s.db.NewBatch()
-	if err := setJSON(b, mappingKey(m.ID, m.Version), m); err != nil {
+	if err := s.setJSON(b, mappingKey(m.ID, m.Version), m); err != nil {
 		b.Close()
 		return err
 	}
@@ -228,7 +228,7 @@ func (s *Store) FindMapping(ctx context.Context, id string, version int) (*vigil
 	}
 	err := scan(s.db, prefixKey(pMapping, id), true, func(_, v []byte) (bool, error) {
 		m = &vigil.Mapping{}
-		return false, unmarshal(v, m)
+		return false, s.unmarshal(v, m)
 	})
 	if err != nil {
 		return nil, err
@@ -248,7 +248,7 @@ func (s *Store) FindMappings(ctx context.Context) ([]*vigil.Mapping, error) {
 	var order []string
 	err := scan(s.db, prefixKey(pMapping), false, func(_, v []byte) (bool, error) {
 		var m vigil.Mapping
-		if err := unmarshal(v, &m); err != nil {
+		if err := s.unmarshal(v, &m); err != nil {
 			return false, err
 		}
 		if _, ok := byID[m.ID]; !ok {
@@ -291,7 +291,7 @@ func (s *Store) SaveRule(ctx context.Context, r *vigil.Rule) error {
 	r.Version = latest + 1
 	r.Saved = s.opts.Now().UTC()
 	b := s.db.NewBatch()
-	if err := setJSON(b, ruleKey(r.ID, r.Version), r); err != nil {
+	if err := s.setJSON(b, ruleKey(r.ID, r.Version), r); err != nil {
 		b.Close()
 		return err
 	}
@@ -313,7 +313,7 @@ func (s *Store) FindRule(ctx context.Context, id string, version int) (*vigil.Ru
 	var r *vigil.Rule
 	err := scan(s.db, prefixKey(pRule, id), true, func(_, v []byte) (bool, error) {
 		r = &vigil.Rule{}
-		return false, unmarshal(v, r)
+		return false, s.unmarshal(v, r)
 	})
 	if err != nil {
 		return nil, err
@@ -333,7 +333,7 @@ func (s *Store) FindRules(ctx context.Context) ([]*vigil.Rule, error) {
 	var order []string
 	err := scan(s.db, prefixKey(pRule), false, func(_, v []byte) (bool, error) {
 		var r vigil.Rule
-		if err := unmarshal(v, &r); err != nil {
+		if err := s.unmarshal(v, &r); err != nil {
 			return false, err
 		}
 		if _, ok := byID[r.ID]; !ok {
@@ -357,7 +357,7 @@ func (s *Store) RuleHistory(ctx context.Context, id string) ([]*vigil.Rule, erro
 	var out []*vigil.Rule
 	err := scan(s.db, prefixKey(pRule, id), false, func(_, v []byte) (bool, error) {
 		var r vigil.Rule
-		if err := unmarshal(v, &r); err != nil {
+		if err := s.unmarshal(v, &r); err != nil {
 			return false, err
 		}
 		out = append(out, &r)
@@ -411,7 +411,7 @@ func (s *Store) AppendEvents(ctx context.Context, es []*vigil.DeviceEvent) ([]vi
 		}
 		seen[string(dk)] = true
 		ek := eventKey(ev)
-		if err := setJSON(b, ek, ev); err != nil {
+		if err := s.setJSON(b, ek, ev); err != nil {
 			b.Close()
 			return nil, err
 		}
@@ -438,7 +438,7 @@ func (s *Store) FindEvents(ctx context.Context, patientID string, from, to time.
 	var out []*vigil.DeviceEvent
 	err := scan(s.db, prefixKey(pEvent, patientID), false, func(k, v []byte) (bool, error) {
 		var ev vigil.DeviceEvent
-		if err := unmarshal(v, &ev); err != nil {
+		if err := s.unmarshal(v, &ev); err != nil {
 			return false, err
 		}
 		if !ev.Time.Before(to) {
@@ -465,7 +465,7 @@ func (s *Store) AddReview(ctx context.Context, r *vigil.Review) error {
 	}
 	b := s.db.NewBatch()
 	k := append(append(prefixKey(pReview, r.PatientID), be64(r.At.UnixNano())...), r.ID...)
-	if err := setJSON(b, k, r); err != nil {
+	if err := s.setJSON(b, k, r); err != nil {
 		b.Close()
 		return err
 	}
@@ -480,7 +480,7 @@ func (s *Store) FindReviews(ctx context.Context, patientID string, from, to time
 	var out []*vigil.Review
 	err := scan(s.db, prefixKey(pReview, patientID), false, func(_, v []byte) (bool, error) {
 		var r vigil.Review
-		if err := unmarshal(v, &r); err != nil {
+		if err := s.unmarshal(v, &r); err != nil {
 			return false, err
 		}
 		if !r.At.Before(to) {

@@ -1,6 +1,8 @@
 package pebble
 
 import (
+	"github.com/vigil-iomt/vigil/internal/seal"
+
 	"encoding/json"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +40,15 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 	return m
 }
 
-func unmarshal(b []byte, v any) error {
+func (s *Store) unmarshal(b []byte, v any) error {
+	if s.opts.Sealer != nil {
+		var err error
+		if b, err = s.opts.Sealer.Open(b); err != nil {
+			return vigil.Errorf(vigil.EINTERNAL, "sealed record does not open: %v", err)
+		}
+	} else if seal.Sealed(b) {
+		return vigil.Errorf(vigil.EINTERNAL, "the record is encrypted and this store has no key (master key missing?)")
+	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return vigil.Errorf(vigil.EINTERNAL, "corrupt record: %v", err)
 	}

@@ -38,7 +38,7 @@ func patientSeries(r pebble.Reader, patientID string) ([]seriesInfo, error) {
 		}
 		sid := binary.BigEndian.Uint64(v)
 		var rec seriesRecord
-		ok, err := getJSON(r, append([]byte{pSeriesByID, 0}, v...), &rec)
+		ok, err := getPlainJSON(r, append([]byte{pSeriesByID, 0}, v...), &rec)
 		if err != nil {
 			return false, err
 		}
@@ -487,7 +487,7 @@ func (s *Store) FindObservationByID(ctx context.Context, id string) (*vigil.Obse
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 	var rec seriesRecord
-	ok, err := getJSON(snap, append([]byte{pSeriesByID, 0}, u64(sid)...), &rec)
+	ok, err := s.getJSON(snap, append([]byte{pSeriesByID, 0}, u64(sid)...), &rec)
 	if err != nil {
 		return nil, err
 	}

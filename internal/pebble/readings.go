@@ -41,7 +41,7 @@ func (s *Store) loadSeries() error {
 		}
 		sid := binary.BigEndian.Uint64(k[2:])
 		var r seriesRecord
-		if err := unmarshal(v, &r); err != nil {
+		if err := s.unmarshal(v, &r); err != nil {
 			return false, err
 		}
 		s.series[seriesKey{r.Patient, r.Code, r.Device}] = sid

@@ -81,7 +81,7 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 	var out []*vigil.Patient
 	err := scan(s.db, prefixKey(pPatient), false, func(_, v []byte) (bool, error) {
 		var p vigil.Patient
-		if err := unmarshal(v, &p); err != nil {
+		if err := s.unmarshal(v, &p); err != nil {
 			return false, err
 		}
 		if patientMatches(&p, f) {
@@ -174,7 +174,7 @@ func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil
 	var out []*vigil.Device
 	add := func(v []byte) error {
 		var r deviceRecord
-		if err := unmarshal(v, &r); err != nil {
+		if err := s.unmarshal(v, &r); err != nil {
 			return err
 		}
 		if f.ID != "" && r.ID != f.ID {
@@ -242,14 +242,14 @@ func (s *Store) AssignDevice(ctx context.Context, deviceID, patientID string, fr
 		}
 		if last.To.IsZero() {
 			last.To = from
-			if err := setJSON(b, assignKey(last), last); err != nil {
+			if err := s.setJSON(b, assignKey(last), last); err != nil {
 				b.Close()
 				return err
 			}
 		}
 	}
 	a := vigil.Assignment{DeviceID: deviceID, PatientID: patientID, From: from}
-	if err := setJSON(b, assignKey(a), a); err != nil {
+	if err := s.setJSON(b, assignKey(a), a); err != nil {
 		b.Close()
 		return err
 	}
@@ -272,7 +272,7 @@ func (s *Store) Assignments(ctx context.Context, deviceID string) ([]vigil.Assig
 	var out []vigil.Assignment
 	err := scan(s.db, prefixKey(pAssign, deviceID), false, func(_, v []byte) (bool, error) {
 		var a vigil.Assignment
-		if err := unmarshal(v, &a); err != nil {
+		if err := s.unmarshal(v, &a); err != nil {
 			return false, err
 		}
 		out = append(out, a)
@@ -296,7 +296,7 @@ func (s *Store) PatientAssignments(ctx context.Context, patientID string) ([]vig
 		}
 		deviceID := string(rest[:i])
 		var a vigil.Assignment
-		ok, err := getJSON(s.db, append(prefixKey(pAssign, deviceID), rest[i+1:]...), &a)
+		ok, err := s.getJSON(s.db, append(prefixKey(pAssign, deviceID), rest[i+1:]...), &a)
 		if err != nil {
 			return false, err
 		}
@@ -347,7 +347,7 @@ func (s *Store) FindUsers(ctx context.Context) ([]*vigil.User, error) {
 	var out []*vigil.User
 	err := scan(s.db, prefixKey(pUser), false, func(_, v []byte) (bool, error) {
 		var r userRecord
-		if err := unmarshal(v, &r); err != nil {
+		if err := s.unmarshal(v, &r); err != nil {
 			return false, err
 		}
 		r.User.PasswordHash, r.User.TOTPSecret = r.PasswordHash, r.TOTPSecret
@@ -404,7 +404,7 @@ func (s *Store) create(ctx context.Context, k []byte, what string, rec func() an
 		return vigil.Errorf(vigil.ECONFLICT, "%s already exists", what)
 	}
 	b := s.db.NewBatch()
-	if err := setJSON(b, k, rec()); err != nil {
+	if err := s.setJSON(b, k, rec()); err != nil {
 		b.Close()
 		return err
 	}
@@ -418,7 +418,7 @@ func (s *Store) update(ctx context.Context, k []byte, what string, old any, next
 	}
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
-	ok, err := getJSON(s.db, k, old)
+	ok, err := s.getJSON(s.db, k, old)
 	if err != nil {
 		return err
 	}
@@ -430,7 +430,7 @@ func (s *Store) update(ctx context.Context, k []byte, what string, old any, next
 		return err
 	}
 	b := s.db.NewBatch()
-	if err := setJSON(b, k, rec); err != nil {
+	if err := s.setJSON(b, k, rec); err != nil {
 		b.Close()
 		return err
 	}
@@ -441,7 +441,7 @@ func (s *Store) find(ctx context.Context, k []byte, what string, v any) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
-	ok, err := getJSON(s.db, k, v)
+	ok, err := s.getJSON(s.db, k, v)
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,10 @@ import (
 
 // Options configure a Store.
 type Options struct {
+	// Sealer, when set, encrypts the records that hold PHI at rest
+	// (sealedPrefixes): patients, users, dead letters, reviews, device
+	// events, alerts. Records written without it still read.
+	Sealer Sealer
 	// CompactInterval is how often head samples are folded into chunks.
 	// Negative disables the background compactor (the CLI's offline
 	// registry commands); Compact can still be called.
@@ -279,7 +283,25 @@ func get(r pebble.Reader, k []byte) (v []byte, ok bool, err error) {
 	return v, true, nil
 }
 
-func getJSON(r pebble.Reader, k []byte, v any) (bool, error) {
+func (s *Store) getJSON(r pebble.Reader, k []byte, v any) (bool, error) {
+	b, ok, err := get(r, k)
+	if !ok || err != nil {
+		return ok, err
+	}
+	if err := s.unmarshal(b, v); err != nil {
+		return false, vigil.Errorf(vigil.EINTERNAL, "corrupt record %q: %v", k[:1], err)
+	}
+	return true, nil
+}
+
+// Sealer encrypts and decrypts record values (internal/seal).
+type Sealer interface {
+	Seal(plain []byte) ([]byte, error)
+	Open(sealed []byte) ([]byte, error)
+}
+
+// getPlainJSON reads a record that is never sealed (series, metadata).
+func getPlainJSON(r pebble.Reader, k []byte, v any) (bool, error) {
 	b, ok, err := get(r, k)
 	if !ok || err != nil {
 		return ok, err
@@ -290,10 +312,21 @@ func getJSON(r pebble.Reader, k []byte, v any) (bool, error) {
 	return true, nil
 }
 
-func setJSON(b *pebble.Batch, k []byte, v any) error {
+// sealedPrefixes are the records that hold PHI beyond ids: patients
+// (names, identifiers, birth dates), users (names, credentials), dead
+// letters (raw device payloads), reviews (notes), device events and
+// alerts (values). With Options.Sealer they are encrypted at rest.
+var sealedPrefixes = map[byte]bool{pPatient: true, pUser: true, pDeadLetter: true, pReview: true, pEvent: true, pAlert: true}
+
+func (s *Store) setJSON(b *pebble.Batch, k []byte, v any) error {
 	buf, err := json.Marshal(v)
 	if err != nil {
 		return err
+	}
+	if s.opts.Sealer != nil && len(k) > 0 && sealedPrefixes[k[0]] {
+		if buf, err = s.opts.Sealer.Seal(buf); err != nil {
+			return fmt.Errorf("seal record: %w", err)
+		}
 	}
 	return b.Set(k, buf, nil)
 }

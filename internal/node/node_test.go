@@ -76,7 +76,7 @@ func mqtt5ID(t testing.TB, addr, user, pass, clientID string) *paho.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: clientID})
+	c := paho.NewClient(paho.ClientConfig{PacketTimeout: time.Minute, Conn: conn, ClientID: clientID})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
@@ -330,7 +330,7 @@ func TestRejections(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := paho.NewClient(paho.ClientConfig{Conn: conn})
+		c := paho.NewClient(paho.ClientConfig{PacketTimeout: time.Minute, Conn: conn})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if ca, err := c.Connect(ctx, &paho.Connect{ClientID: "anon", KeepAlive: 30, CleanStart: true}); err == nil {

@@ -25,7 +25,7 @@ func TestRevocationDisconnects(t *testing.T) {
 		conn, err := net.Dial("tcp", e.n.MQTTAddr())
 		must(t, err)
 		gone := make(chan byte, 1)
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "mon-rev",
+		c := paho.NewClient(paho.ClientConfig{PacketTimeout: time.Minute, Conn: conn, ClientID: "mon-rev",
 			OnServerDisconnect: func(d *paho.Disconnect) { gone <- d.ReasonCode }})
 		ca, _ := c.Connect(ctx, &paho.Connect{ClientID: "mon-rev", Username: e.device, UsernameFlag: true, Password: []byte(secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
 		if ca == nil {

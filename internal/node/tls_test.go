@@ -75,7 +75,7 @@ func TestTLSEverywhere(t *testing.T) {
 	must(t, n.Admin.Assign(ctx, "mon-1", "p1", time.Now().Add(-time.Hour)))
 	conn, err := tls.Dial("tcp", n.MQTTAddr(), client)
 	must(t, err)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "mon-1-tls"})
+	c := paho.NewClient(paho.ClientConfig{PacketTimeout: time.Minute, Conn: conn, ClientID: "mon-1-tls"})
 	ca, err := c.Connect(ctx, &paho.Connect{ClientID: "mon-1-tls", Username: "mon-1", UsernameFlag: true, Password: []byte(secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
 	if err != nil || ca.ReasonCode != 0 {
 		t.Fatalf("MQTT over TLS: %v %+v", err, ca)
@@ -147,7 +147,7 @@ func TestDeviceCertificates(t *testing.T) {
 	mqttWith := func(c tls.Certificate) byte {
 		conn, err := tls.Dial("tcp", n.MQTTAddr(), &tls.Config{RootCAs: pool, ServerName: "localhost", Certificates: []tls.Certificate{c}})
 		must(t, err)
-		cl := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "pump"})
+		cl := paho.NewClient(paho.ClientConfig{PacketTimeout: time.Minute, Conn: conn, ClientID: "pump"})
 		ca, _ := cl.Connect(ctx, &paho.Connect{ClientID: "pump", KeepAlive: 30, CleanStart: true})
 		if ca == nil {
 			return 0xff

@@ -248,3 +248,61 @@ func TestSecondFactor(t *testing.T) {
 		t.Fatalf("next code: %v", err)
 	}
 }
+
+// Misuse of tokens: malformed, forged, expired and revoked ones are all
+// refused with EUNAUTHORIZED, never another error or a panic.
+func TestTokenMisuse(t *testing.T) {
+	st, a, now := setup(t)
+	if err := st.CreateUser(ctx, &vigil.User{ID: "dr", Role: vigil.RoleClinician}); err != nil {
+		t.Fatal(err)
+	}
+	good, rec, err := a.IssueToken(ctx, "dr", "api", "t", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, orec, _ := a.IssueToken(ctx, "dr", "api", "t2", time.Hour)
+	id, secret, _ := strings.Cut(strings.TrimPrefix(good, "vgl_"), "_")
+	for _, tok := range []string{
+		"", "vgl_", "vgl__", "vgl_" + id, "vgl_" + id + "_", "Bearer " + good, good + "x", strings.ToUpper(good),
+		"vgl_" + id + "_" + strings.Repeat("A", len(secret)), // right id, forged secret
+		"vgl_" + orec.ID + "_" + secret,                      // another token's id with this secret
+		"vgl_" + strings.Repeat("f", 4096) + "_" + secret,    // oversized
+		"vgl_../../u/dr_" + secret, "vgl_\x00_\x00",
+	} {
+		if _, err := a.Principal(ctx, tok); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+			t.Errorf("token %q: %v, want unauthorized", tok, err)
+		}
+	}
+	if _, err := a.Principal(ctx, other); err != nil {
+		t.Fatalf("a good token: %v", err)
+	}
+	*now = now.Add(61 * time.Minute)
+	if _, err := a.Principal(ctx, good); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired token: %v", err)
+	}
+	*now = now.Add(-61 * time.Minute)
+	if err := a.RevokeToken(ctx, rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Principal(ctx, good); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+		t.Fatalf("revoked token: %v", err)
+	}
+	// Device credentials: unknown device, empty or wrong secret.
+	for _, c := range [][2]string{{"", "x"}, {"nobody", "x"}, {"nobody", ""}} {
+		if _, err := a.Device(ctx, c[0], c[1]); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+			t.Errorf("device %q: %v", c[0], err)
+		}
+	}
+}
+
+func FuzzPrincipal(f *testing.F) {
+	f.Add("vgl_0123abcd_c2VjcmV0")
+	f.Add("vgl__")
+	f.Add("")
+	_, a, _ := setup(f)
+	f.Fuzz(func(t *testing.T, tok string) {
+		if _, err := a.Principal(ctx, tok); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+			t.Fatalf("token %q: %v", tok, err)
+		}
+	})
+}

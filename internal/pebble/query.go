@@ -66,6 +66,7 @@ type stream interface {
 // seriesStream yields one series' samples in [from, to) in time order,
 // loading one chunk bucket at a time and merging head samples into it.
 type seriesStream struct {
+	open     func([]byte) ([]byte, error) // unseals values (Store.openValue)
 	r        pebble.Reader
 	info     seriesInfo
 	from, to int64
@@ -79,8 +80,8 @@ type seriesStream struct {
 	it       item
 }
 
-func newSeriesStream(r pebble.Reader, info seriesInfo, from, to int64, desc bool) (*seriesStream, error) {
-	s := &seriesStream{r: r, info: info, from: from, to: to, desc: desc}
+func (st *Store) newSeriesStream(r pebble.Reader, info seriesInfo, from, to int64, desc bool) (*seriesStream, error) {
+	s := &seriesStream{open: st.openValue, r: r, info: info, from: from, to: to, desc: desc}
 	var err error
 	s.cit, err = r.NewIter(&pebble.IterOptions{
 		LowerBound: chunkKey(info.sid, bucketOf(from)),
@@ -182,6 +183,10 @@ func (s *seriesStream) load() {
 		s.err = err
 		return
 	} else if ok {
+		if v, err = s.open(v); err != nil {
+			s.err = vigil.Errorf(vigil.EINTERNAL, "sealed chunk of series %d does not open: %v", s.info.sid, err)
+			return
+		}
 		if chunk, err = tsdb.Decode(v); err != nil {
 			s.err = vigil.Errorf(vigil.EINTERNAL, "corrupt chunk of series %d: %v", s.info.sid, err)
 			return
@@ -194,6 +199,10 @@ func (s *seriesStream) load() {
 		v, err := s.hit.ValueAndErr()
 		if err != nil {
 			s.err = storeErr(err)
+			return
+		}
+		if v, err = s.open(v); err != nil {
+			s.err = vigil.Errorf(vigil.EINTERNAL, "sealed sample does not open: %v", err)
 			return
 		}
 		smp, err := decodeHead(unbe64(s.hit.Key()[10:]), v)
@@ -446,11 +455,11 @@ func (s *Store) openStreams(r pebble.Reader, patientID string, codes []string, d
 			d, hasDia := byDevice[[2]string{si.Device, vigil.LOINCDiastolic}]
 			_, hasSys := byDevice[[2]string{si.Device, vigil.LOINCSystolic}]
 			if si.Code == vigil.LOINCSystolic && hasDia {
-				ss, err := newSeriesStream(r, si, from, to, desc)
+				ss, err := s.newSeriesStream(r, si, from, to, desc)
 				if err != nil {
 					return nil, err
 				}
-				ds, err := newSeriesStream(r, d, from, to, desc)
+				ds, err := s.newSeriesStream(r, d, from, to, desc)
 				if err != nil {
 					ss.close()
 					return nil, err
@@ -465,7 +474,7 @@ func (s *Store) openStreams(r pebble.Reader, patientID string, codes []string, d
 		if len(codes) > 0 && !slices.Contains(codes, si.Code) {
 			continue
 		}
-		ss, err := newSeriesStream(r, si, from, to, desc)
+		ss, err := s.newSeriesStream(r, si, from, to, desc)
 		if err != nil {
 			return nil, err
 		}

@@ -197,11 +197,18 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 					return fail(err)
 				}
 			}
-			if err := b.Set(headKey(sid, t), encodeHead(m.Value, lag), nil); err != nil {
+			hv, err := s.sealValue(encodeHead(m.Value, lag))
+			if err != nil {
+				return fail(err)
+			}
+			if err := b.Set(headKey(sid, t), hv, nil); err != nil {
 				return fail(err)
 			}
 			if r.Origin != nil {
 				o, _ := json.Marshal(r.Origin)
+				if o, err = s.sealValue(o); err != nil {
+					return fail(err)
+				}
 				if err := b.Set(originKey(sid, t), o, nil); err != nil {
 					return fail(err)
 				}
@@ -285,6 +292,10 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 		if t >= cutoff {
 			return true, nil
 		}
+		v, err := s.openValue(v)
+		if err != nil {
+			return false, vigil.Errorf(vigil.EINTERNAL, "sealed sample does not open: %v", err)
+		}
 		smp, err := decodeHead(t, v)
 		if err != nil {
 			return false, err
@@ -310,6 +321,10 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 			return st, err
 		}
 		if ok {
+			if old, err = s.openValue(old); err != nil {
+				b.Close()
+				return st, vigil.Errorf(vigil.EINTERNAL, "sealed chunk does not open: %v", err)
+			}
 			prev, err := tsdb.Decode(old)
 			if err != nil {
 				b.Close()
@@ -318,6 +333,9 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 			samples = tsdb.Merge(prev, samples)
 		}
 		enc, err := tsdb.Encode(samples)
+		if err == nil {
+			enc, err = s.sealValue(enc)
+		}
 		if err != nil {
 			b.Close()
 			return st, err
@@ -401,6 +419,9 @@ func (s *Store) FillOrigins(ctx context.Context, obs []*vigil.Observation) error
 		}
 		if !ok {
 			continue
+		}
+		if b, err = s.openValue(b); err != nil {
+			return vigil.Errorf(vigil.EINTERNAL, "sealed origin does not open: %v", err)
 		}
 		var or vigil.Origin
 		if err := json.Unmarshal(b, &or); err == nil {

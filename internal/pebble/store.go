@@ -26,13 +26,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/seal"
 )
 
 // Options configure a Store.
 type Options struct {
-	// Sealer, when set, encrypts the records that hold PHI at rest
-	// (sealedPrefixes): patients, users, dead letters, reviews, device
-	// events, alerts. Records written without it still read.
+	// Sealer, when set, encrypts at rest the records that hold PHI
+	// (sealedPrefixes: patients, users, dead letters, reviews, device
+	// events, alerts) and the readings (head samples, chunks, origins).
+	// Values written without it still read.
 	Sealer Sealer
 	// CompactInterval is how often head samples are folded into chunks.
 	// Negative disables the background compactor (the CLI's offline
@@ -317,6 +319,26 @@ func getPlainJSON(r pebble.Reader, k []byte, v any) (bool, error) {
 // letters (raw device payloads), reviews (notes), device events and
 // alerts (values). With Options.Sealer they are encrypted at rest.
 var sealedPrefixes = map[byte]bool{pPatient: true, pUser: true, pDeadLetter: true, pReview: true, pEvent: true, pAlert: true}
+
+// sealValue seals a raw value (a sample, a chunk, an origin) when the
+// store has a Sealer.
+func (s *Store) sealValue(v []byte) ([]byte, error) {
+	if s.opts.Sealer == nil {
+		return v, nil
+	}
+	return s.opts.Sealer.Seal(v)
+}
+
+// openValue opens a value sealValue sealed; others pass unchanged.
+func (s *Store) openValue(v []byte) ([]byte, error) {
+	if s.opts.Sealer == nil {
+		if seal.Sealed(v) {
+			return nil, vigil.Errorf(vigil.EINTERNAL, "the value is encrypted and this store has no key (master key missing?)")
+		}
+		return v, nil
+	}
+	return s.opts.Sealer.Open(v)
+}
 
 func (s *Store) setJSON(b *pebble.Batch, k []byte, v any) error {
 	buf, err := json.Marshal(v)

@@ -2,13 +2,17 @@ package pebble
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/seal"
 	"github.com/vigil-iomt/vigil/internal/storetest"
 )
 
@@ -259,4 +263,88 @@ func TestReadingDays(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("compacted")
+}
+
+// The whole conformance suite again with encryption at rest on: every
+// record and sample goes through seal and back.
+func TestConformanceSealed(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T) vigil.Store {
+			dir := t.TempDir()
+			mk, err := seal.MasterKey(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, _ := seal.NewLocalKey(mk)
+			sl, err := seal.Open(dir, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := DefaultOptions()
+			o.CompactInterval = -1
+			o.Sealer = sl
+			s, err := Open(filepath.Join(dir, "db"), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		Settle: func(t *testing.T, s vigil.Store) {
+			st := s.(*Store)
+			st.opts.CompactAge = -time.Hour
+			if _, err := st.Compact(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+}
+
+// Samples and chunks are sealed: the same store opened without the key
+// cannot read them back.
+func TestReadingsSealed(t *testing.T) {
+	dir := t.TempDir()
+	mk, _ := seal.MasterKey(dir)
+	w, _ := seal.NewLocalKey(mk)
+	sl, err := seal.Open(dir, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	o.Sealer = sl
+	s, err := Open(filepath.Join(dir, "db"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-3 * time.Hour).Truncate(time.Hour)
+	var rs []*vigil.Reading
+	for i := range 10 {
+		r := hrReading("mon", fmt.Sprint(i), t0.Add(time.Duration(i)*time.Minute), 70+float64(i))
+		r.PatientID = "p1"
+		rs = append(rs, r)
+	}
+	if _, err := s.AppendReadings(ctx, rs[:5]); err != nil {
+		t.Fatal(err)
+	}
+	s.opts.CompactAge = -time.Hour
+	if _, err := s.Compact(ctx); err != nil { // the first five into a chunk
+		t.Fatal(err)
+	}
+	if _, err := s.AppendReadings(ctx, rs[5:]); err != nil { // the rest stay head samples
+		t.Fatal(err)
+	}
+	obs, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1"})
+	if err != nil || len(obs) != 10 || obs[9].Value != 79 {
+		t.Fatalf("with the key: %d observations, %v", len(obs), err)
+	}
+	s.Close()
+	o.Sealer = nil
+	s, err = Open(filepath.Join(dir, "db"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1"}); err == nil || !strings.Contains(err.Error(), "encrypted") {
+		t.Fatalf("without the key: %v", err)
+	}
 }

@@ -88,8 +88,13 @@ func TestCrashSafety(t *testing.T) {
 		t.Fatal("no reading was ever acknowledged: the test proved nothing")
 	}
 
-	// Check: open the store offline and compare.
-	st, err := pebble.Open(filepath.Join(dir, "store"), pebble.Options{CompactInterval: -1})
+	// Check: open the store offline (with the node's data keys: readings
+	// are encrypted at rest) and compare.
+	sl, err := node.OpenSealer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pebble.Open(filepath.Join(dir, "store"), pebble.Options{CompactInterval: -1, Sealer: sl})
 	if err != nil {
 		t.Fatal(err)
 	}

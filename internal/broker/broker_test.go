@@ -200,6 +200,8 @@ func TestPubackOnlyAfterDone(t *testing.T) {
 		if err := <-res; err != nil {
 			t.Fatalf("publish after done: %v", err)
 		}
+		// The wire log parses what was read on its own goroutine: wait for it.
+		v5.wire.waitReceived(t, packets.PUBACK, 1)
 		if got, want := len(v5.wire.received(packets.PUBACK)), 1; got != want {
 			t.Errorf("got %d PUBACKs, want %d", got, want)
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,7 @@ func TestTLSEverywhere(t *testing.T) {
 	}
 	pr, err := c.Publish(ctx, &paho.Publish{Topic: "vigil/v1/devices/mon-1/readings", QoS: 1, Payload: reading("t1", time.Now(), `{"code":"8867-4","value":71,"unit":"/min"}`)})
 	if err != nil || pr.ReasonCode != 0 {
+		dumpGoroutines(t)
 		t.Fatalf("publish over TLS: %v %+v", err, pr)
 	}
 	c.Disconnect(&paho.Disconnect{})
@@ -155,6 +157,7 @@ func TestDeviceCertificates(t *testing.T) {
 		if ca.ReasonCode == 0 {
 			pr, err := cl.Publish(ctx, &paho.Publish{Topic: "vigil/v1/devices/pump-7/readings", QoS: 1, Payload: reading("c1", time.Now(), `{"code":"8867-4","value":66,"unit":"/min"}`)})
 			if err != nil || pr.ReasonCode != 0 {
+				dumpGoroutines(t)
 				t.Fatalf("publish with a certificate: %v %+v", err, pr)
 			}
 			cl.Disconnect(&paho.Disconnect{})
@@ -183,4 +186,12 @@ func TestDeviceCertificates(t *testing.T) {
 	if rc := mqttWith(second); rc == 0 {
 		t.Fatal("a revoked device's certificate connects")
 	}
+}
+
+// dumpGoroutines logs every goroutine's stack, to see where an
+// acknowledgement got stuck.
+func dumpGoroutines(t *testing.T) {
+	var b strings.Builder
+	pprof.Lookup("goroutine").WriteTo(&b, 2)
+	t.Log(b.String())
 }

@@ -24,6 +24,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	var o bench.Options
 	var peer string
 	var keep bool
+	var profile string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure acknowledged MQTT QoS 1 readings/s and latency, against a peer broker in the same run",
@@ -45,7 +46,7 @@ both.`,
 			if !g.json {
 				o.Progress = g.stderr
 			}
-			vr, err := benchVigil(ctx, g, o, keep)
+			vr, err := benchVigil(ctx, g, o, keep, profile)
 			if err != nil {
 				return err
 			}
@@ -85,6 +86,7 @@ both.`,
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish against each target")
 	f.Float64Var(&o.Rate, "rate", 0, "messages/s per publisher (0: as fast as acknowledged)")
 	f.StringVar(&peer, "peer", "127.0.0.1:1883", "peer MQTT broker measured in the same run (\"\" to skip)")
+	f.StringVar(&profile, "server-cpuprofile", "", "write the benchmarked server's CPU profile to this file (go tool pprof)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary data directory of the benchmarked server")
 	return cmd
 }
@@ -105,7 +107,7 @@ func benchPayload(i int, seq uint64) []byte {
 }
 
 // benchVigil runs the load against a fresh `vigil serve` child process.
-func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool) (bench.Report, error) {
+func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, profile string) (bench.Report, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return bench.Report{}, err
@@ -122,7 +124,11 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool) (be
 		return bench.Report{}, err
 	}
 	defer logf.Close()
-	child := exec.Command(exe, "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn", "--plaintext")
+	args := []string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn", "--plaintext"}
+	if profile != "" {
+		args = append(args, "--cpuprofile", profile)
+	}
+	child := exec.Command(exe, args...)
 	child.Stdout, child.Stderr = logf, logf
 	if err := child.Start(); err != nil {
 		return bench.Report{}, fmt.Errorf("start vigil serve: %w", err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -26,6 +27,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var webhookSecretFile string
 	var plaintext bool
 	var tlsCert, tlsKey string
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the Vigil server on a data directory",
@@ -131,6 +133,16 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 				fmt.Fprintln(g.stderr, "vigil: WARNING: --plaintext: HTTP, MQTT and MLLP are NOT encrypted; credentials and patient data cross the network in the clear. Use it on loopback for tests only; run `vigil certs init` for anything else.")
 				log.Warn("serving without TLS (--plaintext)", "http", opts.HTTPAddr, "mqtt", opts.MQTTAddr, "loopback_only", loopbackOnly(opts.HTTPAddr, opts.MQTTAddr, opts.MLLPAddr))
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
 			return serve(cmd.Context(), g, opts)
 		},
 	}
@@ -148,6 +160,7 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f.StringVar(&webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (or env VIGIL_WEBHOOK_SECRET)")
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd
 }

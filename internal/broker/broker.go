@@ -357,6 +357,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors
 			continue
 		}
+		conn = &corkConn{Conn: conn}
 		go func() {
 			// Refused logins, client disconnects and protocol errors all
 			// end here; they are routine for a broker.

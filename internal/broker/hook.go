@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto/tls"
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -304,7 +303,7 @@ func (b *Broker) ingestQoS2(s *session, pk packets.Packet, m vigil.Message) (pac
 // clientCert returns the device id and serial of the verified client
 // certificate the connection was made with, if any.
 func clientCert(cl *mqtt.Client) (id, serial string, ok bool) {
-	tc, isTLS := cl.Net.Conn.(*tls.Conn)
+	tc, isTLS := tlsConn(cl.Net.Conn)
 	if !isTLS {
 		return "", "", false
 	}

@@ -119,8 +119,15 @@ func (s *session) drain() {
 		batch := append([]*ackSlot(nil), s.queue[:n]...)
 		s.mu.Unlock()
 
+		cc, corked := s.cl.Net.Conn.(*corkConn)
+		if corked {
+			cc.cork()
+		}
 		for _, a := range batch {
 			s.acknowledge(a)
+		}
+		if corked {
+			cc.uncork()
 		}
 
 		s.mu.Lock()

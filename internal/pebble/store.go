@@ -211,7 +211,8 @@ const (
 	pHead        = 'h' // h/sid/time → head sample
 	pChunk       = 'c' // c/sid/bucket start → tsdb chunk
 	pDedup       = 'k' // k/device/reading id → received ms
-	pDedupExpiry = 'K' // K/received day/device/reading id → ""
+	pDedupExpiry = 'K' // K/received day/device/reading id → "" (before 2026-12: now one J key per device and day)
+	pDedupDay    = 'J' // J/received day/device → "": the device has k keys received that day
 	pAlert       = 'l' // l/alert id → alert JSON
 	pAlertRaised = 'L' // L/raised/alert id → ""
 	pDeadLetter  = 'x' // x/id → dead letter JSON

@@ -348,3 +348,83 @@ func TestReadingsSealed(t *testing.T) {
 		t.Fatalf("without the key: %v", err)
 	}
 }
+
+// TestDedupExpiry: reading ids are remembered for DedupRetention from the
+// day they were received, per device, whether written with a per-day
+// marker (J) or, by stores before December 2026, an index key per reading
+// (K); a limited pass goes on where it stopped.
+func TestDedupExpiry(t *testing.T) {
+	now := storetest.T0
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	o.Now = func() time.Time { return now }
+	s, err := Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	day0, day3 := storetest.T0, storetest.T0.Add(72*time.Hour)
+	var old []*vigil.Reading
+	for i := range 5 {
+		old = append(old, hrReading("d1", fmt.Sprint("a", i), day0.Add(time.Duration(i)*time.Minute), 70))
+		old = append(old, hrReading("d2", fmt.Sprint("b", i), day0.Add(time.Duration(i)*time.Minute), 71))
+	}
+	if _, err := s.AppendReadings(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	recent := []*vigil.Reading{hrReading("d1", "c0", day3, 72), hrReading("d1", "c1", day3.Add(time.Minute), 73)}
+	if _, err := s.AppendReadings(ctx, recent); err != nil {
+		t.Fatal(err)
+	}
+	// A store written before the markers: k key and K index key.
+	legacyDay := day0.Truncate(24 * time.Hour).UnixMilli()
+	b := s.db.NewBatch()
+	b.Set(dedupKey("d3", "z0"), be64(day0.UnixMilli()), nil)
+	b.Set(append(append([]byte{pDedupExpiry, 0}, be64(legacyDay)...), dedupKey("d3", "z0")[2:]...), nil, nil)
+	if err := b.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Before the retention has passed nothing is forgotten.
+	now = day0.Add(o.DedupRetention)
+	if st, err := s.Compact(ctx); err != nil || st.ExpiredDedups != 0 {
+		t.Fatalf("early: %+v %v", st, err)
+	}
+	// A day later day 0's ids go, in passes of at most 4; day 3's stay.
+	now = day0.Add(o.DedupRetention + 24*time.Hour)
+	expiry := now.Add(-o.DedupRetention).Truncate(24 * time.Hour).UnixMilli()
+	total := 0
+	for pass := 0; ; pass++ {
+		b := s.db.NewBatch()
+		n, err := s.expireDedups(b, expiry, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(nil); err != nil {
+			t.Fatal(err)
+		}
+		total += n
+		if n == 0 || pass > 10 {
+			break
+		}
+	}
+	if total != len(old)+1 {
+		t.Fatalf("expired %d ids, want %d", total, len(old)+1)
+	}
+	res, err := s.AppendReadings(ctx, append(old[:1], recent...))
+	if err != nil || res[0].Duplicate || !res[1].Duplicate || !res[2].Duplicate {
+		t.Fatalf("after expiry: %+v %v (want the day-0 id stored again, the day-3 ids still known)", res, err)
+	}
+	// Day 0's markers and the legacy index are gone; day 3's marker stays.
+	var left []string
+	for _, p := range []byte{pDedupDay, pDedupExpiry} {
+		scan(s.db, prefixKey(p), false, func(k, _ []byte) (bool, error) {
+			left = append(left, fmt.Sprintf("%c %s %s", p, time.UnixMilli(unbe64(k[2:10])).UTC().Format(time.DateOnly), k[10:]))
+			return true, nil
+		})
+	}
+	want := []string{"J 2026-11-02 d1", "J 2026-11-05 d1"} // old[0] stored again (it says it was received on day 0), and day 3
+	if !reflect.DeepEqual(left, want) {
+		t.Fatalf("markers left %q, want %q", left, want)
+	}
+}

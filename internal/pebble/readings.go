@@ -160,6 +160,11 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		b.Close()
 		return nil, storeErr(err)
 	}
+	// The batch's keys go in sorted (stably: a later value for the same
+	// key still wins), so the memtable's skiplist inserts walk forward
+	// from the previous one instead of searching from the top.
+	var ops []keyValue
+	set := func(k, v []byte) { ops = append(ops, keyValue{k, v}) }
 	stored, err := existing(s.db, keys)
 	if err != nil {
 		return fail(err)
@@ -180,16 +185,12 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		if recv.IsZero() {
 			recv = s.opts.Now()
 		}
-		if err := b.Set([]byte(k), be64(recv.UnixMilli()), nil); err != nil {
-			return fail(err)
-		}
+		set([]byte(k), be64(recv.UnixMilli()))
 		// One expiry marker per device and receive day in each batch, not
 		// a key per reading (that cost a fifth of the MQTT ingest rate).
 		if day := recv.Truncate(24 * time.Hour).UnixMilli(); !marked[dayMark{r.DeviceID, day}] {
 			marked[dayMark{r.DeviceID, day}] = true
-			if err := b.Set(dedupDayKey(day, r.DeviceID), nil, nil); err != nil {
-				return fail(err)
-			}
+			set(dedupDayKey(day, r.DeviceID), nil)
 		}
 		t, lag := r.Time.UnixMilli(), lagSeconds(r)
 		for _, m := range r.Values {
@@ -201,29 +202,27 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 				s.series[sk] = sid
 				newSeries = append(newSeries, sk)
 				rec, _ := json.Marshal(seriesRecord{Patient: sk.Patient, Code: sk.Code, Device: sk.Device, Unit: m.Unit})
-				if err := b.Set(seriesIndexKey(sk), u64(sid), nil); err != nil {
-					return fail(err)
-				}
-				if err := b.Set(append([]byte{pSeriesByID, 0}, u64(sid)...), rec, nil); err != nil {
-					return fail(err)
-				}
+				set(seriesIndexKey(sk), u64(sid))
+				set(append([]byte{pSeriesByID, 0}, u64(sid)...), rec)
 			}
 			hv, err := s.sealValue(encodeHead(m.Value, lag))
 			if err != nil {
 				return fail(err)
 			}
-			if err := b.Set(headKey(sid, t), hv, nil); err != nil {
-				return fail(err)
-			}
+			set(headKey(sid, t), hv)
 			if r.Origin != nil {
 				o, _ := json.Marshal(r.Origin)
 				if o, err = s.sealValue(o); err != nil {
 					return fail(err)
 				}
-				if err := b.Set(originKey(sid, t), o, nil); err != nil {
-					return fail(err)
-				}
+				set(originKey(sid, t), o)
 			}
+		}
+	}
+	slices.SortStableFunc(ops, func(a, b keyValue) int { return bytes.Compare(a.k, b.k) })
+	for _, o := range ops {
+		if err := b.Set(o.k, o.v, nil); err != nil {
+			return fail(err)
 		}
 	}
 	if len(claimed) == 0 {
@@ -316,6 +315,8 @@ func (s *Store) expireDedups(b *pebble.Batch, expiryDay int64, limit int) (int, 
 	}
 	return n, nil
 }
+
+type keyValue struct{ k, v []byte }
 
 // dayMark is a device and a receive day (Unix ms).
 type dayMark struct {

@@ -11,13 +11,16 @@ const (
 	RoleClinician = "clinician"
 	RoleNurse     = "nurse"
 	RolePatient   = "patient"
-	RoleDevice    = "device"
+	// RoleAuditor reads the audit log and the break-glass report, and no
+	// patient's data.
+	RoleAuditor = "auditor"
+	RoleDevice  = "device"
 )
 
 // ValidUserRole reports whether r is a role a person may have.
 func ValidUserRole(r string) bool {
 	switch r {
-	case RoleAdmin, RoleClinician, RoleNurse, RolePatient:
+	case RoleAdmin, RoleClinician, RoleNurse, RolePatient, RoleAuditor:
 		return true
 	}
 	return false

@@ -249,7 +249,7 @@ func (s *Service) AddUser(ctx context.Context, u *vigil.User, password string) e
 		return vigil.FieldErrorf("id", "invalid", "user id %q: use letters, digits and '-', up to 48 characters", u.ID)
 	}
 	if !vigil.ValidUserRole(u.Role) {
-		return vigil.FieldErrorf("role", "invalid", "role %q: use admin, clinician, nurse or patient", u.Role)
+		return vigil.FieldErrorf("role", "invalid", "role %q: use admin, clinician, nurse, patient or auditor", u.Role)
 	}
 	if u.Role == vigil.RolePatient {
 		if u.PatientID == "" {

@@ -68,6 +68,8 @@ type Options struct {
 	Audit audit.Recorder
 	// AuditVerify checks the audit log (nil: not served).
 	AuditVerify func(ctx context.Context) (*audit.Report, error)
+	// AuditFind reads the audit log (nil: not served).
+	AuditFind func(ctx context.Context, q audit.Query) (*audit.Page, error)
 	// Opened is told of each newly stored device event (nil: nobody).
 	Opened        func(ctx context.Context, p *vigil.Patient, ev *vigil.DeviceEvent)
 	FHIR          http.Handler // mounted at /fhir/R4/
@@ -176,9 +178,11 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients/{id}/reviews", s.with(care, s.listReviews))
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
 	m.HandleFunc("GET /api/v1/devices/{id}/status", s.with(care, s.deviceStatus))
-	m.HandleFunc("GET /api/v1/audit/verify", s.with(adminOnly, s.auditVerify))
+	oversight := []string{vigil.RoleAdmin, vigil.RoleAuditor}
+	m.HandleFunc("GET /api/v1/audit", s.with(oversight, s.auditEntries))
+	m.HandleFunc("GET /api/v1/audit/verify", s.with(oversight, s.auditVerify))
 	m.HandleFunc("POST /api/v1/patients/{id}/break-glass", s.with([]string{vigil.RoleClinician, vigil.RoleNurse}, s.breakGlass))
-	m.HandleFunc("GET /api/v1/reports/break-glass", s.with(adminOnly, s.breakGlassReport))
+	m.HandleFunc("GET /api/v1/reports/break-glass", s.with(oversight, s.breakGlassReport))
 	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))
 	m.HandleFunc("GET /api/v1/rules/{id}", s.with(care, s.getRule))
 	m.HandleFunc("GET /api/v1/rules/{id}/history", s.with(care, s.ruleHistory))

@@ -360,6 +360,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Opened:      n.Adherence.Opened,
 		Audit:       n.audit,
 		AuditVerify: n.auditVerify,
+		AuditFind: func(ctx context.Context, q audit.Query) (*audit.Page, error) {
+			return audit.Find(ctx, n.Store, q)
+		},
 		IssueDeviceCert: func(id string) ([]byte, []byte, string, error) {
 			return certs.IssueClient(certs.Dir(opts.DataDir), id, opts.Now())
 		},

@@ -191,6 +191,10 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 	}
 	switch u.Role {
 	case vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse, vigil.RolePatient:
+	case vigil.RoleAuditor:
+		h.audit(r, "login", userID, u.Role, vigil.Errorf(vigil.EFORBIDDEN, "auditors have no ward view"))
+		fail(http.StatusForbidden, "Auditors have no ward view: read the audit log with an API token (GET /api/v1/audit).")
+		return
 	default:
 		fail(http.StatusUnauthorized, "Wrong user name or password.")
 		return

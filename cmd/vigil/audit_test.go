@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,6 +48,24 @@ func TestAuditVerifyCommand(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, audit.PubKeyFile)); err != nil {
 		t.Fatal(err)
+	}
+
+	// vigil audit log: the three refused reads, paged, and as FHIR.
+	out, err = vigilCmd(t, "", "audit", "log", "--data", dir, "--outcome", "denied", "--limit", "2", "--json")
+	var page audit.Page
+	if err != nil || json.Unmarshal([]byte(out), &page) != nil || len(page.Entries) != 2 || page.Next == 0 {
+		t.Fatalf("log page 1: %v %s", err, out)
+	}
+	out, err = vigilCmd(t, "", "audit", "log", "--data", dir, "--outcome", "denied", "--after", fmt.Sprint(page.Next))
+	if err != nil || !strings.Contains(out, "GET /api/v1/patients") || !strings.Contains(out, "denied (unauthorized)") || strings.Contains(out, "more:") {
+		t.Fatalf("log page 2: %v %s", err, out)
+	}
+	out, err = vigilCmd(t, "", "audit", "log", "--data", dir, "--fhir")
+	if err != nil || !strings.Contains(out, `"resourceType": "AuditEvent"`) {
+		t.Fatalf("log --fhir: %v %s", err, out)
+	}
+	if out, err = vigilCmd(t, "", "audit", "log", "--data", dir, "--from", "yesterday"); err == nil || !strings.Contains(out+err.Error(), "RFC 3339") {
+		t.Fatalf("bad --from: %v %s", err, out)
 	}
 }
 

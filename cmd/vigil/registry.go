@@ -59,6 +59,8 @@ type registry interface {
 	// AuditVerify checks the audit log: offline with pub (nil: the data
 	// directory's audit-key.pub), online by the server with its own key.
 	AuditVerify(ctx context.Context, pub ed25519.PublicKey) (*audit.Report, error)
+	// AuditFind reads one page of the audit log.
+	AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error)
 	Close() error
 }
 
@@ -189,6 +191,10 @@ func (o *offlineRegistry) AuditVerify(ctx context.Context, pub ed25519.PublicKey
 		}
 	}
 	return audit.Verify(ctx, o.store, pub)
+}
+
+func (o *offlineRegistry) AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error) {
+	return audit.Find(ctx, o.store, q)
 }
 
 // IssueDeviceCert signs with the data directory's CA and records the

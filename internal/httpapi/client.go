@@ -291,6 +291,33 @@ func (c *Client) AuditVerify(ctx context.Context) (*audit.Report, error) {
 	return &out, nil
 }
 
+// AuditFind reads one page of the server's audit log.
+func (c *Client) AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error) {
+	v := url.Values{}
+	for k, x := range map[string]string{"actor": q.Actor, "patient": q.Patient, "outcome": q.Outcome} {
+		if x != "" {
+			v.Set(k, x)
+		}
+	}
+	if !q.From.IsZero() {
+		v.Set("from", q.From.UTC().Format(time.RFC3339))
+	}
+	if !q.To.IsZero() {
+		v.Set("to", q.To.UTC().Format(time.RFC3339))
+	}
+	if q.After > 0 {
+		v.Set("after", strconv.FormatUint(q.After, 10))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var out audit.Page
+	if err := c.do(ctx, "GET", "/api/v1/audit?"+v.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // EnrollTOTP gives a user a new authenticator secret.
 func (c *Client) EnrollTOTP(ctx context.Context, userID string) (otpURL, secret string, err error) {
 	var out TOTPEnrolled

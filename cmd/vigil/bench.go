@@ -35,6 +35,10 @@ up to --inflight unacknowledged publishes each, for --duration. Then drive the
 peer broker (--peer, Mosquitto by default, which does not make messages durable)
 with the same load tool, payloads and shape, and report both with the ratio.
 
+The benchmarked server runs without its per-device MQTT rate limit (--mqtt-rate -1),
+as the peer has none: each load-tool device sends thousands of messages a second.
+--server-cpuprofile FILE writes the server's CPU profile for go tool pprof.
+
 Figures come from this machine in this run; the machine's other load shows in
 both.`,
 		Example: `  vigil bench                                   # 16 publishers x 32 in flight, 10 s, vs Mosquitto at 127.0.0.1:1883
@@ -124,7 +128,9 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 		return bench.Report{}, err
 	}
 	defer logf.Close()
-	args := []string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn", "--plaintext"}
+	// No per-device rate limit: the peer has none, and the load tool's
+	// devices publish thousands of messages a second each.
+	args := []string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn", "--plaintext", "--mqtt-rate", "-1"}
 	if profile != "" {
 		args = append(args, "--cpuprofile", profile)
 	}

@@ -54,6 +54,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/ratelimit"
 )
 
 // DefaultMaxPayload is the default largest accepted PUBLISH payload, in bytes.
@@ -96,7 +97,18 @@ type Options struct {
 	Now func() time.Time
 	// AuthTimeout bounds one credential check; <= 0 means 10 s.
 	AuthTimeout time.Duration
+	// RatePerDevice is how many messages per second (in bursts of twice
+	// that) each device may publish. Past it the broker reads the device's
+	// connection more slowly — TCP back-pressure: nothing is refused or
+	// lost, and one flooding device cannot take the ingest capacity of the
+	// others. 0 means DefaultRatePerDevice; < 0, no limit.
+	RatePerDevice float64
 }
+
+// DefaultRatePerDevice is generous for any bedside or wearable device
+// (vitals at 1 Hz, waveform batches at a few per second) and for a
+// gateway relaying a ward.
+const DefaultRatePerDevice = 1000
 
 // DefaultOptions returns Options listening on :1883 with the default
 // payload limit and clock; Auth and Ingester must still be set.
@@ -120,10 +132,13 @@ type Broker struct {
 	ctx     context.Context // passed to Auth and Ingester; cancelled when Close returns
 	cancel  context.CancelFunc
 
-	inflight  int           // per-connection in-flight limit: ReceiveMaximum (tests lower it)
-	sessions  sync.Map      // *mqtt.Client -> *session
-	nurseCall sync.Map      // device id -> bool: a nurse-call system (may read the alert topics)
-	closing   chan struct{} // closed when Close starts
+	inflight  int              // per-connection in-flight limit: ReceiveMaximum (tests lower it)
+	sessions  sync.Map         // *mqtt.Client -> *session
+	nurseCall sync.Map         // device id -> bool: a nurse-call system (may read the alert topics)
+	closing   chan struct{}    // closed when Close starts
+	rates     *ratelimit.Keyed // per device: messages per second
+	stopping  context.Context  // done when Close starts
+	stop      context.CancelFunc
 
 	mu        sync.RWMutex // guards isClosing and ln; held only briefly
 	isClosing bool
@@ -174,7 +189,15 @@ func New(opts Options) (*Broker, error) {
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
+	stopping, stop := context.WithCancel(context.Background())
+	rps := opts.RatePerDevice
+	if rps == 0 {
+		rps = DefaultRatePerDevice
+	}
 	b := &Broker{
+		rates:    ratelimit.New(rps, max(int(2*rps), 1), opts.Now),
+		stopping: stopping,
+		stop:     stop,
 		opts:     opts,
 		log:      log,
 		server:   srv,
@@ -251,6 +274,7 @@ func (b *Broker) Close() error {
 		b.mu.Lock()
 		b.isClosing = true
 		close(b.closing)
+		b.stop() // ends throttled reads
 		l := b.ln
 		b.mu.Unlock()
 		if l != nil {

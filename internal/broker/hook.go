@@ -189,6 +189,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		return pk, nil
 	}
+	if waited, _ := h.b.rates.Wait(h.b.stopping, s.device); waited > 0 {
+		// Over its rate: this connection's reads waited (back-pressure).
+		h.b.metrics.throttled.Inc()
+	}
 	m := vigil.Message{
 		DeviceID: s.device,
 		Source:   "mqtt",

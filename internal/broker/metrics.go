@@ -12,6 +12,7 @@ type metrics struct {
 	authFailures *prometheus.CounterVec // label reason: anonymous, bad_credentials, unavailable
 	aclDenied    *prometheus.CounterVec // label action: publish, subscribe
 	ackSeconds   prometheus.Histogram
+	throttled    prometheus.Counter
 }
 
 // Auth failure reasons (label values of vigil_mqtt_auth_failures_total).
@@ -36,6 +37,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "vigil_mqtt_acl_denied_total",
 			Help: "MQTT publishes and subscriptions refused by the topic ACL.",
 		}, []string{"action"}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_mqtt_throttled_total",
+			Help: "MQTT publishes that waited because their device exceeded its message rate (the connection was read more slowly).",
+		}),
 		ackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "vigil_mqtt_publish_ack_seconds",
 			Help:    "Time from receiving a QoS 1 readings PUBLISH to writing its PUBACK (includes the durable commit).",
@@ -50,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.authFailures, m.aclDenied, m.ackSeconds} {
+	for _, c := range []prometheus.Collector{m.connections, m.authFailures, m.aclDenied, m.ackSeconds, m.throttled} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register mqtt metrics: %w", err)
 		}

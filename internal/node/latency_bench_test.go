@@ -37,7 +37,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 	const alerts = 200
 	const loadPublishers = 16
 	ctx := context.Background()
-	n, err := node.Start(ctx, node.Options{DataDir: b.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0"})
+	n, err := node.Start(ctx, node.Options{DataDir: b.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", MQTTRate: -1}) // measures capacity
 	if err != nil {
 		b.Fatal(err)
 	}

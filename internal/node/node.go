@@ -91,8 +91,11 @@ type Options struct {
 	SessionIdle time.Duration
 	// RequireTOTP demands an authenticator code from clinicians and admins
 	// at web sign-in (vigil serve sets it; the demo does not).
-	RequireTOTP   bool
-	MaxPayload    int                      // bytes per message; default 256 KiB
+	RequireTOTP bool
+	MaxPayload  int // bytes per message; default 256 KiB
+	// MQTTRate is messages per second per device over MQTT (0: the
+	// broker's default, 1000; < 0: no limit); see broker.Options.
+	MQTTRate      float64
 	MaxReadingAge time.Duration            // oldest accepted reading time; 0: ingest's default (30 days); negative: unlimited
 	PublicMetrics bool                     // serve /metrics without authentication
 	Thresholds    []vigil.Threshold        // nil: alerting.DefaultThresholds()
@@ -297,6 +300,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	bopts.Logger = log
 	bopts.Registerer = n.Registry
 	bopts.TLSConfig = opts.TLS
+	bopts.RatePerDevice = opts.MQTTRate
 	if n.Broker, err = broker.New(bopts); err != nil {
 		return nil, fmt.Errorf("start MQTT broker: %w", err)
 	}

@@ -4,6 +4,7 @@
 package ratelimit
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -55,6 +56,42 @@ func (k *Keyed) Allow(key string) (bool, time.Duration) {
 	now := k.now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	r := k.bucket(key, now).ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// Wait takes a token of key's bucket, sleeping until there is one, and
+// returns how long it slept. A cancelled ctx ends the sleep early (the
+// token is returned) with ctx's error.
+func (k *Keyed) Wait(ctx context.Context, key string) (time.Duration, error) {
+	if k.limit == rate.Inf {
+		return 0, nil
+	}
+	now := k.now()
+	k.mu.Lock()
+	r := k.bucket(key, now).ReserveN(now, 1)
+	k.mu.Unlock()
+	d := r.DelayFrom(now)
+	if d <= 0 {
+		return 0, nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return d, nil
+	case <-ctx.Done():
+		r.Cancel()
+		return d, ctx.Err()
+	}
+}
+
+// bucket returns key's limiter, made on first use; k.mu is held.
+func (k *Keyed) bucket(key string, now time.Time) *rate.Limiter {
 	b := k.m[key]
 	if b == nil {
 		if len(k.m) >= maxKeys {
@@ -68,10 +105,5 @@ func (k *Keyed) Allow(key string) (bool, time.Duration) {
 		k.m[key] = b
 	}
 	b.used = now
-	r := b.l.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
-	}
-	return true, 0
+	return b.l
 }

@@ -186,11 +186,12 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			recv = s.opts.Now()
 		}
 		set([]byte(k), be64(recv.UnixMilli()))
-		// One expiry marker per device and receive day in each batch, not
-		// a key per reading (that cost a fifth of the MQTT ingest rate).
-		if day := recv.Truncate(24 * time.Hour).UnixMilli(); !marked[dayMark{r.DeviceID, day}] {
-			marked[dayMark{r.DeviceID, day}] = true
-			set(dedupDayKey(day, r.DeviceID), nil)
+		// One expiry marker per device and receive day, written until a
+		// batch holding it has committed — not a key per reading (that
+		// cost a fifth of the MQTT ingest rate).
+		if dm := (dayMark{r.DeviceID, recv.Truncate(24 * time.Hour).UnixMilli()}); !marked[dm] && !s.durableMarks[dm] {
+			marked[dm] = true
+			set(dedupDayKey(dm.day, r.DeviceID), nil)
 		}
 		t, lag := r.Time.UnixMilli(), lagSeconds(r)
 		for _, m := range r.Values {
@@ -241,6 +242,13 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		// The series ids allocated here may be referenced by no durable
 		// key; forget them so a later append writes their records again.
 		forget()
+	} else {
+		if len(s.durableMarks) > 100_000 {
+			clear(s.durableMarks) // markers are merely written again
+		}
+		for dm := range marked {
+			s.durableMarks[dm] = true
+		}
 	}
 	release()
 	s.mu.Unlock()
@@ -312,6 +320,11 @@ func (s *Store) expireDedups(b *pebble.Batch, expiryDay int64, limit int) (int, 
 		for _, k := range markers[d] {
 			b.Delete(k, nil)
 		}
+		// A reading received on an expired day (a replay) must write its
+		// marker again.
+		s.mu.Lock()
+		clear(s.durableMarks)
+		s.mu.Unlock()
 	}
 	return n, nil
 }

@@ -79,8 +79,11 @@ type Store struct {
 	closed  bool
 	pending map[string]*commit // dedup keys of readings being committed
 	series  map[seriesKey]uint64
-	nextSID uint64
-	regMu   sync.Mutex // serializes registry read-modify-writes
+	// durableMarks are expiry markers (J keys) known to be committed, so
+	// later batches need not write them again; guarded by mu.
+	durableMarks map[dayMark]bool
+	nextSID      uint64
+	regMu        sync.Mutex // serializes registry read-modify-writes
 
 	deadLetters atomic.Int64 // stored dead letters, for the size metric
 
@@ -141,13 +144,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w (is another Vigil process using this data directory?)", dir, err)
 	}
 	s := &Store{
-		db:      db,
-		opts:    opts,
-		log:     opts.Logger,
-		pending: make(map[string]*commit),
-		series:  make(map[seriesKey]uint64),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		db:           db,
+		opts:         opts,
+		log:          opts.Logger,
+		pending:      make(map[string]*commit),
+		series:       make(map[seriesKey]uint64),
+		durableMarks: make(map[dayMark]bool),
+		stop:         make(chan struct{}),
+		stopped:      make(chan struct{}),
 	}
 	if err := s.loadSeries(); err != nil {
 		db.Close()

@@ -323,4 +323,64 @@ func TestBrowserWard(t *testing.T) {
 	if p, _ := e.store.FindPatientByID(context.Background(), "p1"); p.Consciousness != "V" || p.OnOxygen == nil || *p.OnOxygen {
 		t.Fatalf("stored inputs: %+v", p)
 	}
+
+	// 8. The patient page from the tile's name: a chart per vital, drawn
+	// (pixels on the canvas), the SpO2 alert marked; the range buttons.
+	canvasDrawn := func(code string) string {
+		return fmt.Sprintf(`(() => {
+			const c = document.querySelector('.chart[data-code=%q] canvas');
+			if (!c || !c.width) return false;
+			const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+			let n = 0;
+			for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+			return n > 200;
+		})()`, code)
+	}
+	run("patient page",
+		chromedp.Click(css(tileSel("p3", ".tile-head h2 a"))),
+		chromedp.WaitVisible(css(`body.patient-page #charts`)),
+		waitJS(`Number(document.body.dataset.charted) >= 5`),
+		waitJS(canvasDrawn(vigil.LOINCSpO2)),
+		waitJS(canvasDrawn(vigil.LOINCHeartRate)),
+		shot("09-patient-charts.png"),
+	)
+	if got := text(`#pt-name`); got != "Grace Hopper" {
+		t.Errorf("patient page name %q", got)
+	}
+	if got := text(`.chart[data-code="59408-5"] .chart-count`); got != "5 values" {
+		t.Errorf("SpO2 chart says %q, want 5 values (first, three low, recovered)", got)
+	}
+	run("range 1 hour",
+		chromedp.Click(css(`.ranges button[data-range="1h"]`)),
+		waitJS(`document.querySelector('.ranges button[data-range="1h"]').getAttribute('aria-checked') === 'true'`),
+		waitJS(canvasDrawn(vigil.LOINCSpO2)),
+		shot("10-patient-1h.png"),
+	)
+
+	// 9. A patient signs in: their own page charts; another patient's
+	// page says it may not be seen.
+	e.addUser("grace", vigil.RolePatient, "p3", "own-record-only")
+	run("sign out",
+		chromedp.Navigate(e.srv.URL+"/"),
+		chromedp.WaitVisible(css(`form.signout button`)),
+		chromedp.Click(css(`form.signout button`)),
+		chromedp.WaitVisible(css(`#user`)),
+	)
+	run("patient signs in",
+		chromedp.SendKeys(css(`#user`), "grace"),
+		chromedp.SendKeys(css(`#password`), "own-record-only"),
+		chromedp.Click(css(`#signin`)),
+		chromedp.WaitVisible(css(tileSel("p3", ".tile-head h2 a"))),
+		chromedp.Navigate(e.srv.URL+"/patients/p3"),
+		waitJS(canvasDrawn(vigil.LOINCSpO2)),
+		shot("11-patient-portal.png"),
+	)
+	run("another patient's page",
+		chromedp.Navigate(e.srv.URL+"/patients/p1"),
+		chromedp.WaitVisible(css(`.forbidden`)),
+		shot("12-patient-forbidden.png"),
+	)
+	if got := text(`.forbidden h2`); got != "You may not see this patient's record" {
+		t.Errorf("forbidden page says %q", got)
+	}
 }

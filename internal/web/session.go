@@ -271,6 +271,34 @@ func (h *handler) wardPage(w http.ResponseWriter, r *http.Request) {
 	h.render(w, http.StatusOK, "ward.html", wardData{CSRF: csrfToken(s.token), User: s.p.UserID, Role: s.p.Role})
 }
 
+type patientData struct {
+	wardData
+	Patient   string
+	Forbidden bool
+}
+
+// patientPage serves a patient's detail page (charts, devices), or sends
+// the browser to the login form; a patient the user may not see gets a
+// 403 page that says so.
+func (h *handler) patientPage(w http.ResponseWriter, r *http.Request) {
+	s, err := h.authenticate(r)
+	if err != nil {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	id := r.PathValue("id")
+	d := patientData{wardData: wardData{CSRF: csrfToken(s.token), User: s.p.UserID, Role: s.p.Role}, Patient: id}
+	if !s.canSee(id) {
+		err := vigil.Errorf(vigil.EFORBIDDEN, "you may not see this patient")
+		h.audit(r, "", s.p.UserID, s.p.Role, err)
+		d.Forbidden = true
+		h.render(w, http.StatusForbidden, "patient.html", d)
+		return
+	}
+	h.audit(r, "", s.p.UserID, s.p.Role, nil)
+	h.render(w, http.StatusOK, "patient.html", d)
+}
+
 func (h *handler) render(w http.ResponseWriter, status int, name string, data any) {
 	var buf bytes.Buffer
 	if err := h.pages.ExecuteTemplate(&buf, name, data); err != nil {

@@ -185,6 +185,8 @@ func NewHandler(opts Options) http.Handler {
 	m.Handle("GET /web/static/", h.static)
 	h.handle("GET /web/api/ward", h.session(h.ward))
 	h.handle("GET /web/api/patients/{id}", h.session(h.patient))
+	h.handle("GET /web/api/patients/{id}/series", h.session(h.series))
+	h.handle("GET /patients/{id}", h.patientPage)
 	h.handle("GET /web/api/events", h.session(h.events))
 	h.handle("POST /web/api/alerts/{id}/ack", h.session(h.ack))
 	h.handle("POST /web/api/alerts/{id}/snooze", h.session(h.snooze))

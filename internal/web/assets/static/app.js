@@ -224,7 +224,11 @@
   }
 
   function renderHead(p) {
-    p.name.textContent = p.data.name;
+    p.name.textContent = '';
+    const link = el('a', '', p.data.name);
+    link.href = '/patients/' + encodeURIComponent(p.data.id);
+    link.title = 'Charts and history';
+    p.name.append(link);
     const where = [p.data.ward, p.data.bed ? 'Bed ' + p.data.bed : ''].filter(Boolean).join(' · ');
     p.where.textContent = where;
     p.el.setAttribute('aria-label', p.data.name + (where ? ', ' + where : ''));

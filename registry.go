@@ -66,7 +66,9 @@ type Device struct {
 	Manufacturer string `json:"manufacturer,omitempty"`
 	Model        string `json:"model,omitempty"`
 	Serial       string `json:"serial,omitempty"`
-	SecretHash   string `json:"-"`
+	// Firmware is the device's firmware version as registered.
+	Firmware   string `json:"firmware,omitempty"`
+	SecretHash string `json:"-"`
 	// Revoked devices may not connect or send anything (their secret is
 	// gone); a new secret (rotation) lets them back in.
 	Revoked bool `json:"revoked,omitempty"`

@@ -96,6 +96,7 @@ Basic user) and the secret as password.`,
 	f.StringVar(&d.Kind, "kind", vigil.DeviceBedsideMonitor, "bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, pill-bottle (reports openings to /api/v1/devices/{id}/events) or nurse-call (may subscribe to vigil/v1/alerts/#)")
 	f.StringVar(&d.Manufacturer, "manufacturer", "", "manufacturer")
 	f.StringVar(&d.Model, "model", "", "model")
+	f.StringVar(&d.Firmware, "firmware", "", "firmware version (shown in the web app's device fleet)")
 	f.StringVar(&d.Serial, "serial", "", "serial number")
 	_ = add.MarkFlagRequired("id")
 

@@ -41,6 +41,46 @@ func (e *Engine) Snooze(ctx context.Context, id, by string, d time.Duration, not
 	return a, nil
 }
 
+// MaxTier bounds escalation by hand: tiers past the policy's last one
+// (the rapid-response team, say) still count, up to this.
+const MaxTier = 9
+
+// Escalate raises an open alert one tier by hand: a nurse asks for the
+// next tier's help without waiting for the escalation policy. A snooze is
+// cancelled (the alert needs attention now); the state is kept. It
+// returns ENOTFOUND for an unknown alert and EINVALID for a resolved one
+// or one already at MaxTier.
+func (e *Engine) Escalate(ctx context.Context, id, by, note string) (*vigil.Alert, error) {
+	if by == "" {
+		return nil, vigil.Errorf(vigil.EINVALID, "escalating an alert needs the user who does it")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	k, ok := e.open[id]
+	if !ok {
+		if _, err := e.store.FindAlertByID(ctx, id); err != nil {
+			return nil, err
+		}
+		return nil, vigil.Errorf(vigil.EINVALID, "alert %s is not open", id)
+	}
+	st := e.states[k]
+	if st.open.Tier >= MaxTier {
+		return nil, vigil.Errorf(vigil.EINVALID, "alert %s is already at the highest tier (%d)", id, MaxTier)
+	}
+	now := e.now().UTC()
+	a := cloneAlert(st.open)
+	a.Tier, a.SnoozedUntil, a.Updated = st.open.Tier+1, time.Time{}, now
+	a.History = append(a.History, vigil.AlertEvent{Time: now, State: vigil.EventEscalated, By: by,
+		Note: noteOr(note, fmt.Sprintf("escalated by hand to tier %d", a.Tier))})
+	if err := e.store.SaveAlert(ctx, a); err != nil {
+		return nil, fmt.Errorf("store escalated alert %s: %w", a.ID, err)
+	}
+	st.open = a
+	e.publish(a)
+	e.log.Warn("alert escalated by hand", "alert", a.ID, "rule", a.RuleID, "tier", a.Tier)
+	return a, nil
+}
+
 func noteOr(note, def string) string {
 	if note != "" {
 		return note

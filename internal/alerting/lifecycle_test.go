@@ -97,6 +97,55 @@ func TestSnooze(t *testing.T) {
 	}
 }
 
+func TestEscalateByHand(t *testing.T) {
+	ctx := context.Background()
+	h := escalating(t)
+	h.feed(reading("p1", "fever", 0, vigil.LOINCBodyTemp, 39.5))
+	a := h.alerts("p1")[0]
+	if _, err := h.e.Escalate(ctx, a.ID, "", "x"); vigil.ErrorCode(err) != vigil.EINVALID {
+		t.Fatalf("escalate without a user: %v", err)
+	}
+	if _, err := h.e.Escalate(ctx, "nope", "nurse1", ""); vigil.ErrorCode(err) != vigil.ENOTFOUND {
+		t.Fatalf("escalate unknown: %v", err)
+	}
+	if _, err := h.e.Snooze(ctx, a.ID, "nurse1", 10*time.Minute, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.e.Escalate(ctx, a.ID, "nurse1", "patient grey and clammy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := got.History[len(got.History)-1]
+	if got.Tier != 1 || !got.SnoozedUntil.IsZero() || got.State != vigil.AlertFiring ||
+		last.State != vigil.EventEscalated || last.By != "nurse1" || last.Note != "patient grey and clammy" {
+		t.Fatalf("escalated: %+v", got)
+	}
+	if stored := h.alerts("p1")[0]; stored.Tier != 1 {
+		t.Fatalf("stored tier %d", stored.Tier)
+	}
+	// An acknowledged alert can be escalated too (the nurse is with the
+	// patient and needs the doctor); the default note says so.
+	if _, err := h.e.Acknowledge(ctx, a.ID, "nurse1", ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err = h.e.Escalate(ctx, a.ID, "nurse1", "")
+	if err != nil || got.Tier != 2 || got.State != vigil.AlertAcknowledged || got.History[len(got.History)-1].Note != "escalated by hand to tier 2" {
+		t.Fatalf("escalate acknowledged: %+v %v", got, err)
+	}
+	for got.Tier < MaxTier {
+		if got, err = h.e.Escalate(ctx, a.ID, "nurse1", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.e.Escalate(ctx, a.ID, "nurse1", ""); vigil.ErrorCode(err) != vigil.EINVALID {
+		t.Fatalf("past the highest tier: %v", err)
+	}
+	h.feed(reading("p1", "normal", 20*time.Minute, vigil.LOINCBodyTemp, 37))
+	if _, err := h.e.Escalate(ctx, a.ID, "nurse1", ""); vigil.ErrorCode(err) != vigil.EINVALID {
+		t.Fatalf("escalate resolved: %v", err)
+	}
+}
+
 func TestHysteresis(t *testing.T) {
 	h := &harness{t: t, clock: &clock{t: t0}, store: newMemStore(), hub: &live.Hub{}, reg: prometheus.NewRegistry()}
 	opts := DefaultOptions()

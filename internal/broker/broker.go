@@ -307,6 +307,17 @@ func (b *Broker) Disconnect(deviceID string) {
 	}
 }
 
+// Connected reports the devices with an open MQTT connection now.
+func (b *Broker) Connected() map[string]bool {
+	out := make(map[string]bool)
+	for _, cl := range b.server.Clients.GetAll() {
+		if id := deviceOf(cl); id != "" && !cl.Closed() {
+			out[id] = true
+		}
+	}
+	return out
+}
+
 // begin counts a message about to be submitted, so Close waits for it. It
 // returns false once Close has started.
 func (b *Broker) begin() bool {

@@ -548,6 +548,26 @@ func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request, p *vigil.Princ
 	return nil
 }
 
+// escalateAlert raises an open alert one tier by hand (body: optional
+// {"note"}).
+func (s *Server) escalateAlert(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	var req AckRequest
+	if r.ContentLength != 0 {
+		if err := s.decode(r, &req); err != nil {
+			return err
+		}
+	}
+	if err := s.seesAlert(r.Context(), p, r.PathValue("id")); err != nil {
+		return err
+	}
+	a, err := s.o.Alerts.Escalate(r.Context(), r.PathValue("id"), p.UserID, req.Note)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
 func (s *Server) alertStats(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
 	q := r.URL.Query()
 	to, from := s.o.Now().UTC(), time.Time{}

@@ -37,6 +37,7 @@ type AlertService interface {
 	Alerts(ctx context.Context, f vigil.AlertFilter) ([]*vigil.Alert, error)
 	Acknowledge(ctx context.Context, id, by, note string) (*vigil.Alert, error)
 	Snooze(ctx context.Context, id, by string, d time.Duration, note string) (*vigil.Alert, error)
+	Escalate(ctx context.Context, id, by, note string) (*vigil.Alert, error)
 	SetOverrides(patientID string, os []vigil.ThresholdOverride) error
 	SaveRule(ctx context.Context, r vigil.Rule) (*vigil.Rule, error)
 	Backtest(ctx context.Context, req alerting.BacktestRequest) (*alerting.BacktestReport, error)
@@ -217,6 +218,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/reports/rpm", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.rpmReport))
 	m.HandleFunc("POST /api/v1/alerts/{id}/ack", s.with(care, s.ackAlert))
 	m.HandleFunc("POST /api/v1/alerts/{id}/snooze", s.with(care, s.snoozeAlert))
+	m.HandleFunc("POST /api/v1/alerts/{id}/escalate", s.with(care, s.escalateAlert))
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problemFor(vigil.Errorf(vigil.ENOTFOUND, "no API route %s %s; see docs/api.md", r.Method, r.URL.Path)))
 	})

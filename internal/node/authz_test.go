@@ -86,6 +86,7 @@ var access = map[string]string{
 	"GET /api/v1/reports/rpm":                   "admin,clinician",
 	"POST /api/v1/alerts/{id}/ack":              "admin,clinician,nurse",
 	"POST /api/v1/alerts/{id}/snooze":           "admin,clinician,nurse",
+	"POST /api/v1/alerts/{id}/escalate":         "admin,clinician,nurse",
 	"/api/":                                     "mount",
 	"/fhir/R4/":                                 "mount",
 	"/fhir/R4":                                  "mount",
@@ -111,8 +112,13 @@ var access = map[string]string{
 	"GET /web/api/events":                       "web:admin,clinician,nurse,patient",
 	"GET /web/api/patients/{id}/series":         "web:admin,clinician,nurse,patient",
 	"GET /patients/{id}":                        "web:admin,clinician,nurse,patient",
+	"GET /alerts":                               "web:admin,clinician,nurse",
+	"GET /web/api/alerts":                       "web:admin,clinician,nurse",
+	"GET /devices":                              "web:admin,clinician,nurse",
+	"GET /web/api/devices":                      "web:admin,clinician,nurse", // a patient may ask for ?patient=own id
 	"POST /web/api/alerts/{id}/ack":             "web:admin,clinician,nurse",
 	"POST /web/api/alerts/{id}/snooze":          "web:admin,clinician,nurse",
+	"POST /web/api/alerts/{id}/escalate":        "web:admin,clinician,nurse",
 	"POST /web/api/patients/{id}/news2-inputs":  "web:admin,clinician,nurse",
 }
 

@@ -346,6 +346,8 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		RequireTOTP: opts.RequireTOTP,
 		NEWS2:       n.News2.Compute,
 		NEWS2Record: n.News2.Record,
+		DeviceState: n.deviceState,
+		Connected:   n.Broker.Connected,
 		// Over TLS the session cookie is Secure and browsers are told to
 		// keep to HTTPS (HSTS).
 		SecureCookies: opts.TLS != nil,
@@ -546,6 +548,18 @@ func (n *Node) Close() error {
 // that stream (bedside monitors, wearables, gateways) are expected to
 // report continuously; home devices that report a few times a day never
 // raise one. Device kinds are cached.
+// deviceState is what the web app's device fleet shows of a device.
+func (n *Node) deviceState(deviceID string) web.DeviceState {
+	st := web.DeviceState{SilentAfter: n.offlineAfter(deviceID)}
+	if s, ok := n.Alerts.DeviceStatus(deviceID); ok {
+		st.LastSeen, st.Battery = s.LastSeen, s.Battery
+		if s.BatteryAt != nil {
+			st.BatteryAt = *s.BatteryAt
+		}
+	}
+	return st
+}
+
 func (n *Node) offlineAfter(deviceID string) time.Duration {
 	kind, ok := n.kinds.Load(deviceID)
 	if !ok {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -85,6 +86,21 @@ func TestBrowserWard(t *testing.T) {
 				(*envp).hub.Publish(live.Event{Type: live.TypeNEWS2, PatientID: u.PatientID, Data: &u})
 			}}
 		o.NEWS2, o.NEWS2Record = ev.Compute, ev.Record
+		// The device fleet from the alert engine's live state, as the
+		// node wires it: monitors may be silent for 2 minutes.
+		o.DeviceState = func(id string) DeviceState {
+			st := DeviceState{}
+			if strings.HasPrefix(id, "mon-") {
+				st.SilentAfter = 2 * time.Minute
+			}
+			if s, ok := (*envp).alerts.DeviceStatus(id); ok {
+				st.LastSeen, st.Battery = s.LastSeen, s.Battery
+				if s.BatteryAt != nil {
+					st.BatteryAt = *s.BatteryAt
+				}
+			}
+			return st
+		}
 	}
 	e := newEnv(t, withNEWS2, func(app http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -104,11 +120,22 @@ func TestBrowserWard(t *testing.T) {
 	now := time.Now().UTC()
 	for i, b := range beds {
 		e.addPatient(b.id, b.given, b.family, "Ward 4B", b.bed)
+		for _, d := range []*vigil.Device{
+			{ID: "mon-" + b.id, Kind: vigil.DeviceBedsideMonitor, Manufacturer: "Acme", Model: "BM-7", Firmware: "4.2.1"},
+			{ID: "cuff-" + b.id, Kind: vigil.DeviceBPCuff},
+		} {
+			if err := e.store.CreateDevice(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.store.AssignDevice(context.Background(), d.ID, b.id, now.Add(-time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		at := now.Add(-90 * time.Second) // before the alert run below
 		if b.id == "p4" {
-			at = now.Add(-9 * time.Minute) // a monitor that stopped sending: stale
+			at = now.Add(-9 * time.Minute) // a monitor that stopped sending: stale, and offline
 		}
-		e.ingest(&vigil.Reading{DeviceID: "mon-" + b.id, ID: "1", PatientID: b.id, Time: at, Values: []vigil.Measurement{
+		e.ingest(&vigil.Reading{DeviceID: "mon-" + b.id, ID: "1", PatientID: b.id, Time: at, Received: at, Values: []vigil.Measurement{
 			{Code: vigil.LOINCHeartRate, Value: float64(70 + i*6), Unit: "/min"},
 			{Code: vigil.LOINCSpO2, Value: float64(98 - i), Unit: "%"},
 			{Code: vigil.LOINCRespRate, Value: float64(14 + i), Unit: "/min"},
@@ -357,7 +384,56 @@ func TestBrowserWard(t *testing.T) {
 		shot("10-patient-1h.png"),
 	)
 
-	// 9. A patient signs in: their own page charts; another patient's
+	// 9. The alert inbox: a new alert for p2; escalate it with a note,
+	// acknowledge it from the keyboard (Enter in the note), read its
+	// history; an alert raised while the page is open appears live.
+	a2 := e.lowSpO2("p2", "mon-p2")
+	item := func(id, rest string) string { return fmt.Sprintf(`.inbox-item[data-alert=%q] %s`, id, rest) }
+	run("alert inbox",
+		chromedp.Navigate(e.srv.URL+"/alerts"),
+		chromedp.WaitVisible(css(item(a2.ID, "button.escalate"))),
+		waitJS(`document.getElementById('conn').dataset.state === 'live'`),
+		chromedp.SendKeys(css(item(a2.ID, "input.note")), "looks grey, need the doctor"),
+		chromedp.Click(css(item(a2.ID, "button.escalate"))),
+		chromedp.WaitVisible(css(item(a2.ID, ".tier"))),
+		chromedp.SendKeys(css(item(a2.ID, "input.note")), "oxygen started\r"),
+		chromedp.WaitVisible(css(item(a2.ID, ".state-word.state-acknowledged"))),
+		chromedp.Click(css(item(a2.ID, "details.history summary"))),
+		chromedp.WaitVisible(css(item(a2.ID, ".history-list li:nth-child(3)"))),
+		shot("13-inbox.png"),
+	)
+	if got := text(item(a2.ID, ".tier")); got != "TIER 1" {
+		t.Errorf("escalated alert shows %q", got)
+	}
+	if got := text(item(a2.ID, ".history-list")); !strings.Contains(got, "Escalated by nurse1 — looks grey, need the doctor") || !strings.Contains(got, "Acknowledged by nurse1 — oxygen started") {
+		t.Errorf("history reads %q", got)
+	}
+	a4 := e.lowSpO2("p4", "oxi-p4") // a finger probe; the monitor stays silent
+	run("new alert live",
+		chromedp.WaitVisible(css(item(a4.ID, ".inbox-title"))),
+		// Firing before acknowledged: the new alert comes first.
+		waitJS(`document.querySelector('#inbox .inbox-item').dataset.alert === `+strconv.Quote(a4.ID)),
+		shot("14-inbox-live.png"),
+	)
+
+	// 10. The device fleet: p4's monitor is offline (silent 9 minutes),
+	// listed first, with its patient; the others are online.
+	run("device fleet",
+		chromedp.Click(css(`nav.views a[href="/devices"]`)),
+		chromedp.WaitVisible(css(`#fleet tbody tr[data-device="mon-p4"]`)),
+		shot("15-fleet.png"),
+	)
+	if got := text(`#fleet tbody tr:first-child`); !strings.Contains(got, "OFFLINE") || !strings.Contains(got, "mon-p4") || !strings.Contains(got, "Edsger Dijkstra") {
+		t.Errorf("first fleet row %q, want p4's offline monitor", got)
+	}
+	if got := text(`#fleet tbody tr[data-device="mon-p1"] .fleet-badge`); got != "● ONLINE" {
+		t.Errorf("p1's monitor shows %q", got)
+	}
+	if got := text(`#fleet tbody tr[data-device="mon-p1"] .model`); !strings.Contains(got, "firmware 4.2.1") {
+		t.Errorf("p1's monitor model cell %q", got)
+	}
+
+	// 11. A patient signs in: their own page charts; another patient's
 	// page says it may not be seen.
 	e.addUser("grace", vigil.RolePatient, "p3", "own-record-only")
 	run("sign out",
@@ -372,13 +448,15 @@ func TestBrowserWard(t *testing.T) {
 		chromedp.Click(css(`#signin`)),
 		chromedp.WaitVisible(css(tileSel("p3", ".tile-head h2 a"))),
 		chromedp.Navigate(e.srv.URL+"/patients/p3"),
+		chromedp.WaitVisible(css(`body.patient-page #charts`)),
 		waitJS(canvasDrawn(vigil.LOINCSpO2)),
-		shot("11-patient-portal.png"),
+		chromedp.WaitVisible(css(`#pt-devices li[data-device="mon-p3"]`)),
+		shot("16-patient-portal.png"),
 	)
 	run("another patient's page",
 		chromedp.Navigate(e.srv.URL+"/patients/p1"),
 		chromedp.WaitVisible(css(`.forbidden`)),
-		shot("12-patient-forbidden.png"),
+		shot("17-patient-forbidden.png"),
 	)
 	if got := text(`.forbidden h2`); got != "You may not see this patient's record" {
 		t.Errorf("forbidden page says %q", got)

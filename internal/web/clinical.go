@@ -110,6 +110,34 @@ func (h *handler) snooze(w http.ResponseWriter, r *http.Request, s *session) {
 	h.json(w, http.StatusOK, a)
 }
 
+// escalate raises an open alert one tier by hand, with an optional note.
+func (h *handler) escalate(w http.ResponseWriter, r *http.Request, s *session) {
+	if !s.staff() {
+		h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "only care staff can escalate alerts"))
+		return
+	}
+	var req ackRequest
+	if err := readJSON(w, r, &req); err != nil {
+		h.error(w, r, err)
+		return
+	}
+	a, err := h.opts.Store.FindAlertByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	if !s.canSee(a.PatientID) {
+		h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "you may not see this patient"))
+		return
+	}
+	a, err = h.opts.Alerts.Escalate(r.Context(), a.ID, s.p.UserID, req.Note)
+	if err != nil {
+		h.error(w, r, err)
+		return
+	}
+	h.json(w, http.StatusOK, a)
+}
+
 // tileNEWS2 computes a tile's NEWS2 (nil when NEWS2 is off or fails: the
 // tile still shows the vitals).
 func (h *handler) tileNEWS2(ctx context.Context, p *vigil.Patient) *NEWS2 {

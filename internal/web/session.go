@@ -259,6 +259,39 @@ type wardData struct {
 	CSRF string
 	User string
 	Role string
+	// View names the page, for the navigation ("ward", "alerts",
+	// "devices", "patient").
+	View string
+	// Staff: the navigation to the inbox and the fleet is shown.
+	Staff bool
+	// Forbidden: the page says the user may not see it (403).
+	Forbidden bool
+}
+
+func pageData(s *session, view string) wardData {
+	return wardData{CSRF: csrfToken(s.token), User: s.p.UserID, Role: s.p.Role, View: view, Staff: s.staff()}
+}
+
+// staffPage serves a page for care staff (the alert inbox, the device
+// fleet), or sends the browser to the login form; others get a 403 page
+// that says so.
+func (h *handler) staffPage(view string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, err := h.authenticate(r)
+		if err != nil {
+			http.Redirect(w, r, "/login", http.StatusSeeOther)
+			return
+		}
+		d := pageData(s, view)
+		if !s.staff() {
+			h.audit(r, "", s.p.UserID, s.p.Role, vigil.Errorf(vigil.EFORBIDDEN, "not care staff"))
+			d.Forbidden = true
+			h.render(w, http.StatusForbidden, view+".html", d)
+			return
+		}
+		h.audit(r, "", s.p.UserID, s.p.Role, nil)
+		h.render(w, http.StatusOK, view+".html", d)
+	}
 }
 
 // wardPage serves the ward view, or sends the browser to the login form.
@@ -268,13 +301,12 @@ func (h *handler) wardPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
 	}
-	h.render(w, http.StatusOK, "ward.html", wardData{CSRF: csrfToken(s.token), User: s.p.UserID, Role: s.p.Role})
+	h.render(w, http.StatusOK, "ward.html", pageData(s, "ward"))
 }
 
 type patientData struct {
 	wardData
-	Patient   string
-	Forbidden bool
+	Patient string
 }
 
 // patientPage serves a patient's detail page (charts, devices), or sends
@@ -287,7 +319,7 @@ func (h *handler) patientPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	d := patientData{wardData: wardData{CSRF: csrfToken(s.token), User: s.p.UserID, Role: s.p.Role}, Patient: id}
+	d := patientData{wardData: pageData(s, "patient"), Patient: id}
 	if !s.canSee(id) {
 		err := vigil.Errorf(vigil.EFORBIDDEN, "you may not see this patient")
 		h.audit(r, "", s.p.UserID, s.p.Role, err)

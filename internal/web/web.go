@@ -16,8 +16,13 @@
 //	GET  /web/static/...            embedded script and style sheet
 //	GET  /web/api/ward              JSON snapshot of the visible patients
 //	GET  /web/api/patients/{id}     JSON snapshot of one patient (403 if not visible)
-//	GET  /web/api/events            Server-Sent Events: reading and alert events
+//	GET  /patients/{id}             a patient's page: charts, devices
+//	GET  /web/api/patients/{id}/series  chart data of a patient (?range=)
+//	GET  /web/api/events            Server-Sent Events: reading, alert and NEWS2 events
+//	GET  /alerts, /web/api/alerts   the alert inbox (care staff)
+//	GET  /devices, /web/api/devices the device fleet (care staff; a patient: ?patient=own id)
 //	POST /web/api/alerts/{id}/ack   acknowledge an alert (session + CSRF)
+//	POST /web/api/alerts/{id}/snooze, …/escalate  snooze; escalate one tier
 //
 // # Sessions and CSRF
 //
@@ -76,6 +81,8 @@ type AlertService interface {
 	Acknowledge(ctx context.Context, id, by, note string) (*vigil.Alert, error)
 	// Snooze silences an open alert for d (1 minute to 24 hours).
 	Snooze(ctx context.Context, id, by string, d time.Duration, note string) (*vigil.Alert, error)
+	// Escalate raises an open alert one tier by hand.
+	Escalate(ctx context.Context, id, by, note string) (*vigil.Alert, error)
 }
 
 // Authenticator checks passwords and session tokens; *auth.Authenticator
@@ -108,6 +115,12 @@ type Options struct {
 	// a nurse's ACVPU and oxygen inputs and recomputes. nil: not shown.
 	NEWS2       func(ctx context.Context, patientID string) (news2.Result, error)
 	NEWS2Record func(ctx context.Context, patientID string, in news2.Inputs, prescriber bool) (news2.Result, error)
+	// DeviceState reports a device's live state for the device fleet
+	// (nil: every device shows as not heard from).
+	DeviceState func(deviceID string) DeviceState
+	// Connected returns the devices with an MQTT connection open now
+	// (nil: none known).
+	Connected func() map[string]bool
 	// SessionTTL is how long a login lasts; 0 means 12 hours.
 	SessionTTL time.Duration
 	// RequireTOTP demands an authenticator code from clinicians and
@@ -188,8 +201,13 @@ func NewHandler(opts Options) http.Handler {
 	h.handle("GET /web/api/patients/{id}/series", h.session(h.series))
 	h.handle("GET /patients/{id}", h.patientPage)
 	h.handle("GET /web/api/events", h.session(h.events))
+	h.handle("GET /alerts", h.staffPage("alerts"))
+	h.handle("GET /web/api/alerts", h.session(h.alerts))
+	h.handle("GET /devices", h.staffPage("devices"))
+	h.handle("GET /web/api/devices", h.session(h.devices))
 	h.handle("POST /web/api/alerts/{id}/ack", h.session(h.ack))
 	h.handle("POST /web/api/alerts/{id}/snooze", h.session(h.snooze))
+	h.handle("POST /web/api/alerts/{id}/escalate", h.session(h.escalate))
 	h.handle("POST /web/api/patients/{id}/news2-inputs", h.session(h.news2Inputs))
 	return h
 }

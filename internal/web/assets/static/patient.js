@@ -6,12 +6,17 @@
 'use strict';
 
 (function () {
+  const V = window.Vigil;
+  const el = V.el;
+  const plural = V.plural;
+  const getJSON = V.getJSON;
   const body = document.body;
   const id = body.dataset.patient;
   const chartsEl = document.getElementById('charts');
   if (!id || !chartsEl) return; // the 403 page
   const statusEl = document.getElementById('status');
-  const connEl = document.getElementById('conn');
+  const devicesEl = document.getElementById('pt-devices');
+  const obsEl = document.getElementById('pt-obs');
   const nameEl = document.getElementById('pt-name');
   const whereEl = document.getElementById('pt-where');
   const newsEl = document.getElementById('pt-news2');
@@ -24,30 +29,6 @@
   let refreshTimer = null;
   let loading = false;
 
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-
-  function plural(n, word) { return n + ' ' + word + (n === 1 ? '' : 's'); }
-
-  function setConn(state, text) {
-    connEl.dataset.state = state;
-    connEl.textContent = text;
-  }
-
-  async function getJSON(url) {
-    const res = await fetch(url, { headers: { Accept: 'application/json' } });
-    if (res.status === 401) {
-      location.assign('/login');
-      throw new Error('signed out');
-    }
-    if (!res.ok) throw new Error('HTTP ' + res.status);
-    return res.json();
-  }
-
   async function loadHead() {
     const p = await getJSON('/web/api/patients/' + encodeURIComponent(id));
     nameEl.textContent = p.name;
@@ -57,6 +38,43 @@
       newsEl.textContent = 'NEWS2 ' + p.news2.total + (p.news2.band ? ' — ' + p.news2.band : '');
     } else {
       newsEl.textContent = 'NEWS2 not available';
+    }
+    renderObs(p.news2 || {});
+  }
+
+  const ACVPU = { A: 'Alert', C: 'New confusion', V: 'Responds to voice', P: 'Responds to pain', U: 'Unresponsive' };
+
+  // renderObs shows the nurse-entered observations NEWS2 uses.
+  function renderObs(n) {
+    obsEl.replaceChildren();
+    const c = n.consciousness;
+    const o = n.onOxygen;
+    const li1 = el('li');
+    li1.append(el('strong', '', 'Consciousness (ACVPU): '), el('span', 'obs-acvpu', c ? c + ' — ' + (ACVPU[c] || c) : 'not recorded'));
+    const li2 = el('li');
+    li2.append(el('strong', '', 'Oxygen: '), el('span', 'obs-oxygen', o === true ? 'supplemental oxygen' : o === false ? 'room air' : 'not recorded'));
+    obsEl.append(li1, li2);
+  }
+
+  async function loadDevices() {
+    const data = await getJSON('/web/api/devices?patient=' + encodeURIComponent(id));
+    V.setServerNow(data.now);
+    devicesEl.replaceChildren();
+    if (!data.devices.length) {
+      devicesEl.append(el('li', 'sub', 'No device assigned'));
+      return;
+    }
+    for (const d of data.devices) {
+      const li = el('li', 'pt-device status-' + d.status);
+      li.dataset.device = d.id;
+      li.append(el('strong', '', d.id), el('span', 'sub', d.kind));
+      li.append(el('span', 'dev-status', ({ offline: '✕ OFFLINE', online: '● ONLINE', idle: '○ IDLE', unheard: '? NOT HEARD', revoked: '⊘ REVOKED' })[d.status] || d.status));
+      const seen = el('span', 'dev-seen', d.lastSeen ? 'last message ' + V.age(d.lastSeen) : 'no message since Vigil started');
+      li.append(seen);
+      if (typeof d.battery === 'number') {
+        li.append(el('span', d.battery <= 20 ? 'battery-low' : 'dev-battery', (d.battery <= 20 ? '▼ LOW ' : '') + 'battery ' + Math.round(d.battery) + ' %'));
+      }
+      devicesEl.append(li);
     }
   }
 
@@ -168,7 +186,7 @@
 
   function scheduleRefresh(ms) {
     if (refreshTimer) return;
-    refreshTimer = setTimeout(() => { refreshTimer = null; loadCharts(); loadHead().catch(() => {}); }, ms);
+    refreshTimer = setTimeout(() => { refreshTimer = null; loadCharts(); loadHead().catch(() => {}); loadDevices().catch(() => {}); }, ms);
   }
 
   for (const b of rangeButtons) {
@@ -179,17 +197,12 @@
     });
   }
 
-  const es = new EventSource('/web/api/events');
-  es.addEventListener('open', () => setConn('live', 'Live'));
-  es.addEventListener('error', () => setConn('lost', 'Offline — charts may be stale'));
-  for (const kind of ['reading', 'alert', 'news2']) {
-    es.addEventListener(kind, e => {
-      const m = JSON.parse(e.data);
-      if (m.patient === id) scheduleRefresh(3000);
-    });
-  }
+  const onEvent = m => { if (m.patient === id) scheduleRefresh(3000); };
+  V.live({ reading: onEvent, alert: onEvent, news2: onEvent }, () => scheduleRefresh(0));
+  V.startClock();
   window.addEventListener('resize', () => { for (const p of plots) p.setSize({ width: chartWidth(), height: 180 }); });
 
   loadHead().catch(e => { statusEl.textContent = 'Could not load the patient: ' + e.message; });
   loadCharts();
+  loadDevices().catch(e => { devicesEl.replaceChildren(el('li', 'sub', 'Could not load the devices: ' + e.message)); });
 })();

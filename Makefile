@@ -24,9 +24,10 @@ test: tools
 test-short:
 	$(GO) test -short -count=1 ./...
 
-## bench: Go benchmarks (ingest path, time-series bytes per reading).
+## bench: Go benchmarks (ingest path, time-series bytes per reading, one live update in chromium).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/tsdb/ ./internal/pebble/ ./internal/ingest/ ./internal/auth/
+	$(GO) test -run '^$$' -bench BrowserLiveUpdate -benchtime 400x ./internal/web/
 
 ## fuzz: run every fuzz target for FUZZTIME (default 1m); not part of `make test`.
 FUZZTIME ?= 1m

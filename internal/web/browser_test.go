@@ -21,9 +21,34 @@ import (
 	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
+// newBrowser starts a headless chromium for the test and returns its
+// context; it is stopped at the test's end.
+func newBrowser(tb testing.TB, chromium string) context.Context {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(tb.TempDir()),
+		chromedp.WindowSize(1600, 1000),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	tb.Cleanup(func() { cancel(); cancelAlloc() })
+	// The first run starts the browser; it must not have a timeout.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		tb.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
 // chromiumPath returns Debian's chromium, or skips the test (fails it when
 // VIGIL_REQUIRE_ALL=1).
-func chromiumPath(t *testing.T) string {
+func chromiumPath(t testing.TB) string {
 	t.Helper()
 	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
 		if _, err := os.Stat(p); err == nil {
@@ -41,7 +66,7 @@ func chromiumPath(t *testing.T) string {
 }
 
 // artifactDir returns test-artifacts/web at the repository root.
-func artifactDir(t *testing.T) string {
+func artifactDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -147,26 +172,7 @@ func TestBrowserWard(t *testing.T) {
 		}})
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1600, 1000),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	// The first run starts the browser; it must not have a timeout.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	ctx := newBrowser(t, chromium)
 
 	type action = chromedp.Action[chromedp.Void]
 	shot := func(name string) action {

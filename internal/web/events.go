@@ -25,6 +25,7 @@ type ReadingEvent struct {
 	DeviceID  string              `json:"device"`
 	ID        string              `json:"id"`
 	Time      time.Time           `json:"time"`
+	Received  time.Time           `json:"received,omitzero"` // Vigil's receive time
 	Values    []vigil.Measurement `json:"values"`
 }
 
@@ -96,7 +97,7 @@ func eventData(ev live.Event) (any, string) {
 	switch d := ev.Data.(type) {
 	case *vigil.Reading:
 		if ev.Type == live.TypeReading {
-			return ReadingEvent{PatientID: d.PatientID, DeviceID: d.DeviceID, ID: d.ID, Time: d.Time, Values: d.Values}, live.TypeReading
+			return ReadingEvent{PatientID: d.PatientID, DeviceID: d.DeviceID, ID: d.ID, Time: d.Time, Received: d.Received, Values: d.Values}, live.TypeReading
 		}
 	case *vigil.Alert:
 		if ev.Type == live.TypeAlert {

@@ -31,7 +31,7 @@ import (
 // in a temporary directory, with the real authenticator, alert engine and
 // hub.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	store  *pebble.Store
 	auth   *auth.Authenticator
 	hub    *live.Hub
@@ -39,7 +39,7 @@ type env struct {
 	srv    *httptest.Server
 }
 
-func newEnv(t *testing.T, configure func(*Options), wrap ...func(http.Handler) http.Handler) *env {
+func newEnv(t testing.TB, configure func(*Options), wrap ...func(http.Handler) http.Handler) *env {
 	t.Helper()
 	so := pebble.DefaultOptions()
 	so.CompactInterval = -1
@@ -390,7 +390,7 @@ func TestWardAndVisibility(t *testing.T) {
 
 // sseStream reads Server-Sent Events.
 type sseStream struct {
-	t    *testing.T
+	t    testing.TB
 	res  *http.Response
 	r    *bufio.Reader
 	done chan struct{}

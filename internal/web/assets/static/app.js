@@ -44,6 +44,28 @@
 
   function now() { return Date.now() + skewMs; }
 
+  // timed runs fn and records how long it took as a Performance API
+  // measure (read by BenchmarkBrowserLiveUpdate; kept bounded for a wall
+  // display that runs for days).
+  let measures = 0;
+  function timed(name, fn) {
+    const t0 = performance.now();
+    fn();
+    performance.measure(name, { start: t0, end: performance.now() });
+    if (++measures >= 5000) {
+      performance.clearMeasures();
+      measures = 0;
+    }
+  }
+
+  // onReading applies a live reading, timed; and, when the server said
+  // when it received the reading, the time from there to this page.
+  function onReading(r) {
+    timed('vigil:reading', () => applyReading(r));
+    const start = r.received ? Date.parse(r.received) - performance.timeOrigin : -1;
+    if (start >= 0) performance.measure('vigil:reading-e2e', { start, end: performance.now() });
+  }
+
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -437,7 +459,8 @@
         return;
       }
       if (!res.ok) throw new Error('HTTP ' + res.status);
-      applySnapshot(await res.json());
+      const w = await res.json();
+      timed('vigil:snapshot', () => applySnapshot(w));
     } catch (e) {
       statusEl.textContent = 'Could not load the ward: ' + e.message + '. Retrying…';
       scheduleReload(RECONNECT_MS);
@@ -545,7 +568,7 @@
         }, RECONNECT_MS);
       }
     });
-    es.addEventListener('reading', e => applyReading(JSON.parse(e.data)));
+    es.addEventListener('reading', e => onReading(JSON.parse(e.data)));
     es.addEventListener('alert', e => applyAlert(JSON.parse(e.data)));
     es.addEventListener('news2', e => applyNEWS2(JSON.parse(e.data)));
   }
@@ -560,6 +583,7 @@
 
   setInterval(tick, 1000);
   tick();
+  window.vigilWard = { reload: loadWard }; // for BenchmarkBrowserLiveUpdate
   loadWard();
   connect();
 })();

@@ -68,6 +68,38 @@ func chromiumPath(t testing.TB) string {
 // artifactDir returns test-artifacts/web at the repository root.
 func artifactDir(t testing.TB) string {
 	t.Helper()
+	out := filepath.Join(repoRoot(t), "test-artifacts", "web")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// axeSource returns axe-core (tools/axe, from npm, pinned by its
+// lockfile; `make tools` installs it), or "" when it is not installed
+// (an error when VIGIL_REQUIRE_ALL=1).
+func axeSource(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "tools", "axe", "node_modules", "axe-core", "axe.min.js"))
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_ALL") == "1" {
+			t.Fatalf("axe-core is not installed (make tools): %v", err)
+		}
+		t.Logf("axe-core is not installed (make tools): accessibility checks skipped")
+		return ""
+	}
+	return string(b)
+}
+
+// axeRun runs axe-core's WCAG 2.1 A and AA rules on the page and returns
+// the violations as JSON ("[]" when there are none).
+const axeRun = `axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+	.then(r => JSON.stringify(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+		nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ': ' + n.failureSummary)})), null, 1))`
+
+// repoRoot returns the directory of go.mod.
+func repoRoot(t testing.TB) string {
+	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -82,11 +114,7 @@ func artifactDir(t testing.TB) string {
 		}
 		dir = parent
 	}
-	out := filepath.Join(dir, "test-artifacts", "web")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return dir
 }
 
 // TestBrowserWard drives the ward view in a real chromium: log in through
@@ -202,6 +230,34 @@ func TestBrowserWard(t *testing.T) {
 			t.Fatalf("%s: %v (screenshot in %s)", step, err, shots)
 		}
 	}
+	// accessible runs axe-core on the page as it is and fails the test on
+	// any WCAG 2.1 A/AA violation (written next to the screenshots).
+	axe := axeSource(t)
+	accessible := func(view string) action {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			if axe == "" {
+				return nil
+			}
+			loaded, err := chromedp.Evaluate[bool](`typeof axe !== 'undefined'`)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			if !loaded {
+				if _, err := chromedp.Evaluate[chromedp.Void](axe)(ctx, tg); err != nil {
+					return fmt.Errorf("load axe-core: %w", err)
+				}
+			}
+			v, err := chromedp.Evaluate[string](axeRun, chromedp.EvalAwaitPromise)(ctx, tg)
+			if err != nil {
+				return fmt.Errorf("axe-core on %s: %w", view, err)
+			}
+			if v != "[]" {
+				_ = os.WriteFile(filepath.Join(shots, "axe-"+view+".json"), []byte(v), 0o644)
+				t.Errorf("accessibility (axe-core, WCAG 2.1 AA) of the %s: %s", view, v)
+			}
+			return nil
+		})
+	}
 	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
 	tileSel := func(p, rest string) string { return fmt.Sprintf(`.tile[data-patient=%q] %s`, p, rest) }
 	text := func(sel string) string {
@@ -223,7 +279,7 @@ func TestBrowserWard(t *testing.T) {
 		chromedp.SendKeys(css(`#password`), "wrong"),
 		chromedp.Click(css(`#signin`)),
 		chromedp.WaitVisible(css(`#login-error`)),
-		shot("01-login-failed.png"),
+		shot("01-login-failed.png"), accessible("login page"),
 	)
 	run("log in",
 		chromedp.SendKeys(css(`#password`), "night-shift-42"),
@@ -241,7 +297,7 @@ func TestBrowserWard(t *testing.T) {
 		t.Errorf("p1 name shows %q", got)
 	}
 	run("stale marker", waitJS(`document.querySelector('.tile[data-patient="p4"] .vital.hr').classList.contains('stale')`))
-	run("ward screenshot", shot("02-ward.png"))
+	run("ward screenshot", shot("02-ward.png"), accessible("ward view"))
 
 	// 2. A reading stored and published: the tile follows live.
 	e.ingest(&vigil.Reading{DeviceID: "mon-p1", ID: "2", PatientID: "p1", Time: time.Now().UTC(), Values: []vigil.Measurement{
@@ -264,7 +320,7 @@ func TestBrowserWard(t *testing.T) {
 	run("alert shown",
 		chromedp.WaitVisible(css(tileSel("p3", ".alert.high button.ack"))),
 		waitJS(`document.querySelector('#tiles .tile').dataset.patient === 'p3'`),
-		shot("04-alert.png"),
+		shot("04-alert.png"), accessible("ward with an alert"),
 	)
 	if got := text(tileSel("p3", ".alert .prio")); got != "HIGH" {
 		t.Errorf("alert priority shows %q, want HIGH", got)
@@ -284,7 +340,7 @@ func TestBrowserWard(t *testing.T) {
 	e.srv.CloseClientConnections()
 	run("banner shown",
 		chromedp.WaitVisible(css(`#banner`)),
-		shot("05-connection-lost.png"),
+		shot("05-connection-lost.png"), accessible("ward with the live connection lost"),
 	)
 	if got := text(`#banner`); got != "Live connection lost — values may be stale" {
 		t.Errorf("banner says %q", got)
@@ -345,7 +401,7 @@ func TestBrowserWard(t *testing.T) {
 		chromedp.SetValue(css(tileSel("p1", ".obs-form select[name=oxygen]")), "air"),
 		chromedp.Click(css(tileSel("p1", ".obs-form button.save"))),
 		waitJS(`document.querySelector('.tile[data-patient="p1"] .news2').classList.contains('band-low-medium')`),
-		shot("08-news2-recorded.png"),
+		shot("08-news2-recorded.png"), accessible("ward with the observation form"),
 	)
 	if got := text(tileSel("p1", ".news2-score")); got != "4" {
 		t.Errorf("p1 NEWS2 shows %q, want 4", got)
@@ -375,7 +431,7 @@ func TestBrowserWard(t *testing.T) {
 		waitJS(`Number(document.body.dataset.charted) >= 5`),
 		waitJS(canvasDrawn(vigil.LOINCSpO2)),
 		waitJS(canvasDrawn(vigil.LOINCHeartRate)),
-		shot("09-patient-charts.png"),
+		shot("09-patient-charts.png"), accessible("patient page"),
 	)
 	if got := text(`#pt-name`); got != "Grace Hopper" {
 		t.Errorf("patient page name %q", got)
@@ -406,7 +462,7 @@ func TestBrowserWard(t *testing.T) {
 		chromedp.WaitVisible(css(item(a2.ID, ".state-word.state-acknowledged"))),
 		chromedp.Click(css(item(a2.ID, "details.history summary"))),
 		chromedp.WaitVisible(css(item(a2.ID, ".history-list li:nth-child(3)"))),
-		shot("13-inbox.png"),
+		shot("13-inbox.png"), accessible("alert inbox"),
 	)
 	if got := text(item(a2.ID, ".tier")); got != "TIER 1" {
 		t.Errorf("escalated alert shows %q", got)
@@ -427,7 +483,7 @@ func TestBrowserWard(t *testing.T) {
 	run("device fleet",
 		chromedp.Click(css(`nav.views a[href="/devices"]`)),
 		chromedp.WaitVisible(css(`#fleet tbody tr[data-device="mon-p4"]`)),
-		shot("15-fleet.png"),
+		shot("15-fleet.png"), accessible("device fleet"),
 	)
 	if got := text(`#fleet tbody tr:first-child`); !strings.Contains(got, "OFFLINE") || !strings.Contains(got, "mon-p4") || !strings.Contains(got, "Edsger Dijkstra") {
 		t.Errorf("first fleet row %q, want p4's offline monitor", got)
@@ -457,12 +513,12 @@ func TestBrowserWard(t *testing.T) {
 		chromedp.WaitVisible(css(`body.patient-page #charts`)),
 		waitJS(canvasDrawn(vigil.LOINCSpO2)),
 		chromedp.WaitVisible(css(`#pt-devices li[data-device="mon-p3"]`)),
-		shot("16-patient-portal.png"),
+		shot("16-patient-portal.png"), accessible("patient portal"),
 	)
 	run("another patient's page",
 		chromedp.Navigate(e.srv.URL+"/patients/p1"),
 		chromedp.WaitVisible(css(`.forbidden`)),
-		shot("17-patient-forbidden.png"),
+		shot("17-patient-forbidden.png"), accessible("forbidden page"),
 	)
 	if got := text(`.forbidden h2`); got != "You may not see this patient's record" {
 		t.Errorf("forbidden page says %q", got)

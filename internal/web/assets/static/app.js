@@ -333,7 +333,7 @@
         if (!snoozed) {
           const z = el('button', 'snooze', 'Snooze 15 min');
           z.type = 'button';
-          z.setAttribute('aria-label', 'Snooze for 15 minutes: ' + a.title + ' for ' + p.data.name);
+          z.setAttribute('aria-label', 'Snooze 15 min: ' + a.title + ' for ' + p.data.name);
           z.addEventListener('click', () => snooze(a.id, z, li));
           li.append(z);
         }

@@ -365,19 +365,12 @@ func (a *Authenticator) RevokeToken(ctx context.Context, id string) error {
 	return a.store.DeleteToken(ctx, id)
 }
 
-// BearerOrCookie returns the token of a request: the Authorization Bearer
-// credential, else the named cookie's value, else "".
-func BearerOrCookie(r *http.Request, cookie string) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(tok)
-		}
-		return ""
-	}
-	if cookie != "" {
-		if c, err := r.Cookie(cookie); err == nil {
-			return c.Value
-		}
+// Bearer returns the token of a request's Authorization Bearer header,
+// or "". The API and FHIR take no cookies: a web session reaches the API
+// only through the web app, which checks its CSRF token and idle timeout.
+func Bearer(r *http.Request) string {
+	if scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(tok)
 	}
 	return ""
 }

@@ -171,20 +171,20 @@ func TestLoginAndTokens(t *testing.T) {
 	}
 }
 
-func TestBearerOrCookie(t *testing.T) {
+func TestBearer(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("Authorization", "Bearer abc")
 	r.AddCookie(&http.Cookie{Name: "vigil_session", Value: "cookie-token"})
-	if got := BearerOrCookie(r, "vigil_session"); got != "abc" {
+	if got := Bearer(r); got != "abc" {
 		t.Fatalf("bearer: %q", got)
 	}
 	r.Header.Set("Authorization", "Basic abc")
-	if got := BearerOrCookie(r, "vigil_session"); got != "" {
+	if got := Bearer(r); got != "" {
 		t.Fatalf("basic taken as bearer: %q", got)
 	}
 	r.Header.Del("Authorization")
-	if got := BearerOrCookie(r, "vigil_session"); got != "cookie-token" {
-		t.Fatalf("cookie: %q", got)
+	if got := Bearer(r); got != "" {
+		t.Fatalf("a session cookie taken as a bearer token: %q", got)
 	}
 }
 

@@ -84,9 +84,6 @@ type Options struct {
 	Registerer    prometheus.Registerer
 }
 
-// SessionCookie is the web app's session cookie, also accepted by the API.
-const SessionCookie = "vigil_session"
-
 // Server serves Vigil's HTTP API.
 type Server struct {
 	o        Options
@@ -383,10 +380,10 @@ func (s *Server) limitLogin(r *http.Request, addr string) error {
 	return s.limit(s.logins, "login", addr)
 }
 
-// principal authenticates a bearer token or session cookie and checks the
+// principal authenticates a bearer token and checks the
 // role.
 func (s *Server) principal(r *http.Request, roles []string) (*vigil.Principal, error) {
-	tok := auth.BearerOrCookie(r, SessionCookie)
+	tok := auth.Bearer(r)
 	if tok == "" {
 		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "this API needs a token: send Authorization: Bearer <token> (create one with vigil token create)")
 	}

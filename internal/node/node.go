@@ -336,7 +336,12 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		AuthenticateDevice: n.Auth.DeviceFromRequest,
 		MaxBody:            opts.MaxPayload,
 	})
+	// The web app's admin page reaches the API through the web app (which
+	// checks the session's CSRF token and idle timeout); the API is made
+	// after the web handler it mounts.
+	var apiHandler http.Handler
 	wh := web.NewHandler(web.Options{
+		API:         http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { apiHandler.ServeHTTP(w, r) }),
 		Store:       n.Store,
 		Auth:        n.Auth,
 		Hub:         n.Hub,
@@ -383,8 +388,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Registerer:    n.Registry,
 	})
 	n.routes = append(append(api.Routes(), fhir.Routes(fh)...), web.Routes(wh)...)
+	apiHandler = api.Handler()
 	n.httpSrv = &http.Server{
-		Handler:           api.Handler(),
+		Handler:           apiHandler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -437,7 +443,7 @@ func (n *Node) readyErr() error {
 }
 
 func (n *Node) authenticateRequest(r *http.Request) (*vigil.Principal, error) {
-	tok := auth.BearerOrCookie(r, web.SessionCookie)
+	tok := auth.Bearer(r)
 	if tok == "" {
 		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "a bearer token is required")
 	}

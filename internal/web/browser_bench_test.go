@@ -10,6 +10,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/browsertest"
 )
 
 // BenchmarkBrowserLiveUpdate measures, in chromium with the Performance
@@ -23,7 +24,7 @@ import (
 //
 //	go test -run - -bench BrowserLiveUpdate -benchtime 400x ./internal/web
 func BenchmarkBrowserLiveUpdate(b *testing.B) {
-	chromium := chromiumPath(b)
+	chromium := browsertest.Chromium(b)
 	e := newEnv(b, nil)
 	e.addUser("nurse1", vigil.RoleNurse, "", "night-shift-42")
 	const beds = 40
@@ -40,7 +41,7 @@ func BenchmarkBrowserLiveUpdate(b *testing.B) {
 			{Code: vigil.LOINCDiastolic, Value: 79, Unit: "mm[Hg]"},
 		}})
 	}
-	ctx := newBrowser(b, chromium)
+	ctx := browsertest.New(b, chromium)
 	run := func(actions ...chromedp.Action[chromedp.Void]) {
 		b.Helper()
 		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)

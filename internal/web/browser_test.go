@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,105 +16,10 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/alerting"
+	"github.com/vigil-iomt/vigil/internal/browsertest"
 	"github.com/vigil-iomt/vigil/internal/live"
 	"github.com/vigil-iomt/vigil/internal/news2"
 )
-
-// newBrowser starts a headless chromium for the test and returns its
-// context; it is stopped at the test's end.
-func newBrowser(tb testing.TB, chromium string) context.Context {
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(tb.TempDir()),
-		chromedp.WindowSize(1600, 1000),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	tb.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first run starts the browser; it must not have a timeout.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		tb.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// chromiumPath returns Debian's chromium, or skips the test (fails it when
-// VIGIL_REQUIRE_ALL=1).
-func chromiumPath(t testing.TB) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	if os.Getenv("VIGIL_REQUIRE_ALL") == "1" {
-		t.Fatal("chromium is not installed (apt-get install chromium) and VIGIL_REQUIRE_ALL=1")
-	}
-	t.Skip("chromium is not installed (apt-get install chromium)")
-	return ""
-}
-
-// artifactDir returns test-artifacts/web at the repository root.
-func artifactDir(t testing.TB) string {
-	t.Helper()
-	out := filepath.Join(repoRoot(t), "test-artifacts", "web")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// axeSource returns axe-core (tools/axe, from npm, pinned by its
-// lockfile; `make tools` installs it), or "" when it is not installed
-// (an error when VIGIL_REQUIRE_ALL=1).
-func axeSource(t testing.TB) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "tools", "axe", "node_modules", "axe-core", "axe.min.js"))
-	if err != nil {
-		if os.Getenv("VIGIL_REQUIRE_ALL") == "1" {
-			t.Fatalf("axe-core is not installed (make tools): %v", err)
-		}
-		t.Logf("axe-core is not installed (make tools): accessibility checks skipped")
-		return ""
-	}
-	return string(b)
-}
-
-// axeRun runs axe-core's WCAG 2.1 A and AA rules on the page and returns
-// the violations as JSON ("[]" when there are none).
-const axeRun = `axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
-	.then(r => JSON.stringify(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-		nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ': ' + n.failureSummary)})), null, 1))`
-
-// repoRoot returns the directory of go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	return dir
-}
 
 // TestBrowserWard drives the ward view in a real chromium: log in through
 // the form, see the tiles, watch a value change live, see an alert, lose
@@ -125,8 +29,8 @@ func TestBrowserWard(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test")
 	}
-	chromium := chromiumPath(t)
-	shots := artifactDir(t)
+	chromium := browsertest.Chromium(t)
+	shots := browsertest.ArtifactDir(t, "web")
 
 	// Let the test cut the live stream: while down, /web/api/events
 	// answers 503 and the browser's EventSource fails.
@@ -200,7 +104,7 @@ func TestBrowserWard(t *testing.T) {
 		}})
 	}
 
-	ctx := newBrowser(t, chromium)
+	ctx := browsertest.New(t, chromium)
 
 	type action = chromedp.Action[chromedp.Void]
 	shot := func(name string) action {
@@ -232,7 +136,7 @@ func TestBrowserWard(t *testing.T) {
 	}
 	// accessible runs axe-core on the page as it is and fails the test on
 	// any WCAG 2.1 A/AA violation (written next to the screenshots).
-	axe := axeSource(t)
+	axe := browsertest.AxeSource(t)
 	accessible := func(view string) action {
 		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			if axe == "" {
@@ -247,7 +151,7 @@ func TestBrowserWard(t *testing.T) {
 					return fmt.Errorf("load axe-core: %w", err)
 				}
 			}
-			v, err := chromedp.Evaluate[string](axeRun, chromedp.EvalAwaitPromise)(ctx, tg)
+			v, err := chromedp.Evaluate[string](browsertest.AxeRun, chromedp.EvalAwaitPromise)(ctx, tg)
 			if err != nil {
 				return fmt.Errorf("axe-core on %s: %w", view, err)
 			}

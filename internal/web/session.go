@@ -393,3 +393,42 @@ func (h *handler) audit(r *http.Request, action, actor, role string, err error) 
 	}
 	h.opts.Audit(r.Context(), e)
 }
+
+// adminPage serves the admin page (users, devices and enrollment codes,
+// mapping templates with the dry run, rules with the backtest) to admins;
+// others get a 403 page.
+func (h *handler) adminPage(w http.ResponseWriter, r *http.Request) {
+	s, err := h.authenticate(r)
+	if err != nil {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	d := pageData(s, "admin")
+	if s.p.Role != vigil.RoleAdmin || h.opts.API == nil {
+		h.audit(r, "", s.p.UserID, s.p.Role, vigil.Errorf(vigil.EFORBIDDEN, "not an admin"))
+		d.Forbidden = true
+		h.render(w, http.StatusForbidden, "admin.html", d)
+		return
+	}
+	h.audit(r, "", s.p.UserID, s.p.Role, nil)
+	h.render(w, http.StatusOK, "admin.html", d)
+}
+
+// proxyAPI passes a session's request under /web/api/v1/ to the API as
+// /api/v1/..., authenticated with the session's token (the session
+// wrapper has checked it, the idle timeout, the origin and the CSRF
+// token). The API applies the user's role and audits the call.
+func (h *handler) proxyAPI(w http.ResponseWriter, r *http.Request, s *session) {
+	if h.opts.API == nil {
+		h.error(w, r, vigil.Errorf(vigil.ENOTFOUND, "the API is not available here"))
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = strings.TrimPrefix(r.URL.Path, "/web")
+	r2.URL.RawPath = ""
+	r2.RequestURI = ""
+	r2.Header.Del("Cookie")
+	r2.Header.Del(csrfHeader)
+	r2.Header.Set("Authorization", "Bearer "+s.token)
+	h.opts.API.ServeHTTP(w, r2)
+}

@@ -23,6 +23,8 @@
 //	GET  /devices, /web/api/devices the device fleet (care staff; a patient: ?patient=own id)
 //	POST /web/api/alerts/{id}/ack   acknowledge an alert (session + CSRF)
 //	POST /web/api/alerts/{id}/snooze, …/escalate  snooze; escalate one tier
+//	GET  /admin                     the admin page (admins)
+//	     /web/api/v1/...            the HTTP API for the admin page, as the session's user
 //
 // # Sessions and CSRF
 //
@@ -115,6 +117,12 @@ type Options struct {
 	// a nurse's ACVPU and oxygen inputs and recomputes. nil: not shown.
 	NEWS2       func(ctx context.Context, patientID string) (news2.Result, error)
 	NEWS2Record func(ctx context.Context, patientID string, in news2.Inputs, prescriber bool) (news2.Result, error)
+	// API is Vigil's HTTP API (/api/v1), which the admin page reaches
+	// through /web/api/v1/...: the web app checks the session, its idle
+	// timeout, the origin and the CSRF token, then passes the request on
+	// with the session's token as its bearer token, so the API applies
+	// the user's role as for any client. nil: no admin page.
+	API http.Handler
 	// DeviceState reports a device's live state for the device fleet
 	// (nil: every device shows as not heard from).
 	DeviceState func(deviceID string) DeviceState
@@ -203,6 +211,8 @@ func NewHandler(opts Options) http.Handler {
 	h.handle("GET /web/api/events", h.session(h.events))
 	h.handle("GET /alerts", h.staffPage("alerts"))
 	h.handle("GET /web/api/alerts", h.session(h.alerts))
+	h.handle("GET /admin", h.adminPage)
+	h.handle("/web/api/v1/", h.session(h.proxyAPI))
 	h.handle("GET /devices", h.staffPage("devices"))
 	h.handle("GET /web/api/devices", h.session(h.devices))
 	h.handle("POST /web/api/alerts/{id}/ack", h.session(h.ack))

@@ -53,6 +53,15 @@ window.Vigil = (function () {
     return ({ 'Cel': '°C', 'mm[Hg]': 'mmHg' })[u] || (u || '');
   }
 
+  // problem says what a refusal says: the web app's {"error"} or the
+  // API's problem+json (detail, and the field it is about).
+  function problem(d) {
+    if (!d) return '';
+    if (d.error) return d.error;
+    const msg = d.detail || d.title || '';
+    return d.field ? d.field + ': ' + msg : msg;
+  }
+
   async function getJSON(url) {
     const res = await fetch(url, { headers: { Accept: 'application/json' } });
     if (res.status === 401) {
@@ -61,17 +70,17 @@ window.Vigil = (function () {
     }
     if (!res.ok) {
       let msg = 'HTTP ' + res.status;
-      try { msg = (await res.json()).error || msg; } catch (e) { /* not JSON */ }
+      try { msg = problem(await res.json()) || msg; } catch (e) { /* not JSON */ }
       throw new Error(msg);
     }
     return res.json();
   }
 
-  // postJSON sends a state-changing request with the session's CSRF token
+  // send makes a state-changing request with the session's CSRF token
   // and returns the answer; a refusal throws with the server's words.
-  async function postJSON(url, body) {
+  async function send(method, url, body) {
     const res = await fetch(url, {
-      method: 'POST',
+      method,
       headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf, Accept: 'application/json' },
       body: JSON.stringify(body || {}),
     });
@@ -81,9 +90,11 @@ window.Vigil = (function () {
     }
     let data = null;
     try { data = await res.json(); } catch (e) { /* not JSON */ }
-    if (!res.ok) throw new Error((data && data.error) || ('HTTP ' + res.status));
+    if (!res.ok) throw new Error(problem(data) || ('HTTP ' + res.status));
     return data;
   }
+
+  function postJSON(url, body) { return send('POST', url, body); }
 
   // live keeps the Server-Sent Events stream open: handlers maps event
   // types to functions of the parsed data; onOpen runs at every
@@ -134,5 +145,5 @@ window.Vigil = (function () {
     tick();
   }
 
-  return { PRIORITY, el, plural, now, setServerNow, formatAge, age, clockTime, dateTime, displayUnit, getJSON, postJSON, live, startClock };
+  return { PRIORITY, el, plural, now, setServerNow, formatAge, age, clockTime, dateTime, displayUnit, getJSON, postJSON, send, live, startClock };
 })();

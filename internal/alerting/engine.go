@@ -457,12 +457,31 @@ func byTime(a, b *vigil.Reading) int {
 // override of it) and reports whether an alert changed state. e.mu is held.
 func (e *Engine) apply(ctx context.Context, t *vigil.Threshold, r *vigil.Reading, m vigil.Measurement) bool {
 	k := stateKey{r.PatientID, t.ID}
-	if o, ok := e.overrides[k]; ok && e.now().Before(o.Expires) {
-		t = &vigil.Threshold{ID: t.ID, Code: t.Code, Below: o.Below, Above: o.Above, For: t.For, Priority: t.Priority, Title: t.Title + " (patient-specific limit)"}
-	}
+	t = e.effective(k, t)
 	c := cond{id: t.ID, code: t.Code, title: t.Title, priority: t.Priority, wait: t.For}
 	s := sample{t: r.Time, dev: r.DeviceID, id: r.ID, received: r.Received, value: m.Value, unit: m.Unit}
 	return e.step(ctx, k, c, s, violates(t, m.Value))
+}
+
+// effective is the threshold as it applies to the patient: the patient's
+// unexpired override of it, or the threshold itself. e.mu is held.
+func (e *Engine) effective(k stateKey, t *vigil.Threshold) *vigil.Threshold {
+	if o, ok := e.overrides[k]; ok && e.now().Before(o.Expires) {
+		return &vigil.Threshold{ID: t.ID, Code: t.Code, Below: o.Below, Above: o.Above, For: t.For, Priority: t.Priority, Title: t.Title + " (patient-specific limit)"}
+	}
+	return t
+}
+
+// Thresholds returns the threshold rules as they apply to the patient now
+// (with the patient's unexpired overrides), for charts.
+func (e *Engine) Thresholds(patientID string) []vigil.Threshold {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]vigil.Threshold, 0, len(e.rules))
+	for i := range e.rules {
+		out = append(out, *e.effective(stateKey{patientID, e.rules[i].ID}, &e.rules[i]))
+	}
+	return out
 }
 
 // cond is the rule a step advances.

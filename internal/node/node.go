@@ -352,6 +352,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		NEWS2:       n.News2.Compute,
 		NEWS2Record: n.News2.Record,
 		DeviceState: n.deviceState,
+		Thresholds:  n.Alerts.Thresholds,
 		Connected:   n.Broker.Connected,
 		// Over TLS the session cookie is Secure and browsers are told to
 		// keep to HTTPS (HSTS).

@@ -43,6 +43,7 @@ func TestBrowserWard(t *testing.T) {
 				(*envp).hub.Publish(live.Event{Type: live.TypeNEWS2, PatientID: u.PatientID, Data: &u})
 			}}
 		o.NEWS2, o.NEWS2Record = ev.Compute, ev.Record
+		o.Thresholds = o.Alerts.(*alerting.Engine).Thresholds
 		// The device fleet from the alert engine's live state, as the
 		// node wires it: monitors may be silent for 2 minutes.
 		o.DeviceState = func(id string) DeviceState {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -47,6 +48,19 @@ type Series struct {
 	Count  int          `json:"count"`          // values in the range (before averaging)
 	Low    *float64     `json:"low,omitempty"`  // NEWS2 zero-score band
 	High   *float64     `json:"high,omitempty"` // (also the range of a normal value)
+	// Limits are the alert thresholds on this code as they apply to the
+	// patient (their overrides included).
+	Limits []Limit `json:"limits"`
+}
+
+// Limit is one alert threshold drawn on a chart: an alert when the value
+// goes below (Below) or above it.
+type Limit struct {
+	Value    float64 `json:"value"`
+	Below    bool    `json:"below"`
+	Priority string  `json:"priority"`
+	Title    string  `json:"title"`
+	Patient  bool    `json:"patientSpecific,omitempty"`
 }
 
 // AlertMark is an alert raised in the range, for the charts' markers.
@@ -87,11 +101,27 @@ func (h *handler) series(w http.ResponseWriter, r *http.Request, s *session) {
 	from := to.Add(-span)
 	out := &Charts{Patient: id, Range: rng, From: from.UnixMilli(), To: to.UnixMilli(), Series: []Series{}, Alerts: []AlertMark{}}
 	bucket := span.Milliseconds() / maxPoints
+	var limits []vigil.Threshold
+	if h.opts.Thresholds != nil {
+		limits = h.opts.Thresholds(id)
+	}
 	for _, c := range chartSpecs {
 		sr, err := h.chartSeries(r, id, c, from, to, bucket)
 		if err != nil {
 			h.error(w, r, err)
 			return
+		}
+		for _, t := range limits {
+			if t.Code != c.Code {
+				continue
+			}
+			patient := strings.HasSuffix(t.Title, "(patient-specific limit)")
+			if t.Below != nil {
+				sr.Limits = append(sr.Limits, Limit{Value: *t.Below, Below: true, Priority: t.Priority, Title: t.Title, Patient: patient})
+			}
+			if t.Above != nil {
+				sr.Limits = append(sr.Limits, Limit{Value: *t.Above, Priority: t.Priority, Title: t.Title, Patient: patient})
+			}
 		}
 		out.Series = append(out.Series, sr)
 	}
@@ -115,7 +145,7 @@ func (h *handler) series(w http.ResponseWriter, r *http.Request, s *session) {
 // chartSeries reads one code's values in [from, to), averaging them into
 // buckets of bucket ms when there are more than maxPoints.
 func (h *handler) chartSeries(r *http.Request, patient string, c chartSpec, from, to time.Time, bucket int64) (Series, error) {
-	sr := Series{Code: c.Code, Label: c.Label, Unit: c.Unit, Points: [][2]float64{}}
+	sr := Series{Code: c.Code, Label: c.Label, Unit: c.Unit, Points: [][2]float64{}, Limits: []Limit{}}
 	if !math.IsNaN(c.Low) && c.High > c.Low {
 		sr.Low, sr.High = &c.Low, &c.High
 	}

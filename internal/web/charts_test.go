@@ -68,6 +68,20 @@ func TestPatientSeries(t *testing.T) {
 	if h8 := get(nurse, "8h"); series(h8, vigil.LOINCHeartRate).Count != 1440 {
 		t.Errorf("8 h of HR: %d values, want 1440", series(h8, vigil.LOINCHeartRate).Count)
 	}
+	if sp := series(h1, vigil.LOINCSpO2); len(sp.Limits) != 1 || sp.Limits[0].Value != 92 || !sp.Limits[0].Below || sp.Limits[0].Priority != vigil.PriorityHigh {
+		t.Errorf("SpO2 limits %+v, want the spo2-low threshold below 92", sp.Limits)
+	}
+	if lim := series(h1, vigil.LOINCHeartRate).Limits; len(lim) != 2 {
+		t.Errorf("HR limits %+v, want hr-low and hr-high", lim)
+	}
+	// A clinician's patient-specific limit replaces the default on the chart.
+	v88 := 88.0
+	if err := e.alerts.SetOverrides("p1", []vigil.ThresholdOverride{{Rule: "spo2-low", Below: &v88, Reason: "COPD, target 88-92 %", Expires: now.Add(24 * time.Hour), By: "dr", Set: now}}); err != nil {
+		t.Fatal(err)
+	}
+	if lim := series(get(nurse, "1h"), vigil.LOINCSpO2).Limits; len(lim) != 1 || lim[0].Value != 88 || !lim[0].Patient {
+		t.Errorf("SpO2 limits with the override %+v, want 88, patient-specific", lim)
+	}
 	sys := series(h1, vigil.LOINCSystolic)
 	if sys.Count != 3 || len(sys.Points) != 3 || sys.Points[2][1] != 84 {
 		t.Errorf("systolic: %+v", sys)

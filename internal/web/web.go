@@ -123,6 +123,9 @@ type Options struct {
 	// with the session's token as its bearer token, so the API applies
 	// the user's role as for any client. nil: no admin page.
 	API http.Handler
+	// Thresholds returns the alert thresholds as they apply to a patient,
+	// drawn on the patient's charts (nil: none drawn).
+	Thresholds func(patientID string) []vigil.Threshold
 	// DeviceState reports a device's live state for the device fleet
 	// (nil: every device shows as not heard from).
 	DeviceState func(deviceID string) DeviceState

@@ -53,7 +53,7 @@ func newEnv(t testing.TB, configure func(*Options), wrap ...func(http.Handler) h
 	if e.alerts, err = alerting.New(context.Background(), e.store, e.hub, alerting.DefaultOptions()); err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Store: e.store, Auth: e.auth, Hub: e.hub, Alerts: e.alerts}
+	opts := Options{Store: e.store, Auth: e.auth, Hub: e.hub, Alerts: e.alerts, Thresholds: e.alerts.Thresholds}
 	if configure != nil {
 		configure(&opts)
 	}

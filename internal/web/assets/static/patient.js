@@ -99,6 +99,26 @@
         draw: [u => {
           const ctx = u.ctx;
           ctx.save();
+          // Alert limits: dashed lines in the priority's colour, labelled
+          // with what they do ("alert below 92").
+          ctx.font = (12 * devicePixelRatio) + 'px sans-serif';
+          ctx.textAlign = 'right';
+          ctx.textBaseline = 'bottom';
+          for (const l of series.limits || []) {
+            const y = u.valToPos(l.value, 'y', true);
+            if (y < u.bbox.top || y > u.bbox.top + u.bbox.height) continue;
+            ctx.strokeStyle = ctx.fillStyle = MARK_COLOUR[l.priority] || '#f5f7fa';
+            ctx.lineWidth = devicePixelRatio * (l.patientSpecific ? 2 : 1);
+            ctx.setLineDash([8 * devicePixelRatio, 5 * devicePixelRatio]);
+            ctx.beginPath();
+            ctx.moveTo(u.bbox.left, y);
+            ctx.lineTo(u.bbox.left + u.bbox.width, y);
+            ctx.stroke();
+            ctx.fillText((l.below ? 'alert below ' : 'alert above ') + l.value + (l.patientSpecific ? ' (this patient)' : ''),
+              u.bbox.left + u.bbox.width - 4, y - 2);
+          }
+          ctx.setLineDash([]);
+          ctx.lineWidth = 1;
           ctx.font = (14 * devicePixelRatio) + 'px sans-serif';
           ctx.textAlign = 'center';
           ctx.textBaseline = 'top';
@@ -147,6 +167,7 @@
       const marks = data.alerts.filter(a => a.code === s.code || s.code === '1104051000000101');
       let lo = Math.min(...ys), hi = Math.max(...ys);
       if (s.low !== undefined) { lo = Math.min(lo, s.low); hi = Math.max(hi, s.high); }
+      for (const l of s.limits || []) { lo = Math.min(lo, l.value); hi = Math.max(hi, l.value); }
       const pad = Math.max((hi - lo) * 0.1, 1);
       const opts = {
         width: chartWidth(),

@@ -21,14 +21,10 @@ func (e *Engine) Snooze(ctx context.Context, id, by string, d time.Duration, not
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	k, ok := e.open[id]
-	if !ok {
-		if _, err := e.store.FindAlertByID(ctx, id); err != nil {
-			return nil, err
-		}
-		return nil, vigil.Errorf(vigil.EINVALID, "alert %s is not open", id)
+	st, err := e.openState(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	st := e.states[k]
 	now := e.now().UTC()
 	a := cloneAlert(st.open)
 	a.SnoozedUntil, a.Updated = now.Add(d), now
@@ -56,14 +52,10 @@ func (e *Engine) Escalate(ctx context.Context, id, by, note string) (*vigil.Aler
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	k, ok := e.open[id]
-	if !ok {
-		if _, err := e.store.FindAlertByID(ctx, id); err != nil {
-			return nil, err
-		}
-		return nil, vigil.Errorf(vigil.EINVALID, "alert %s is not open", id)
+	st, err := e.openState(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	st := e.states[k]
 	if st.open.Tier >= MaxTier {
 		return nil, vigil.Errorf(vigil.EINVALID, "alert %s is already at the highest tier (%d)", id, MaxTier)
 	}
@@ -79,6 +71,20 @@ func (e *Engine) Escalate(ctx context.Context, id, by, note string) (*vigil.Aler
 	e.publish(a)
 	e.log.Warn("alert escalated by hand", "alert", a.ID, "rule", a.RuleID, "tier", a.Tier)
 	return a, nil
+}
+
+// openState returns the rule state of the open alert with id: ENOTFOUND
+// for an unknown alert, EINVALID for one that is no longer open. e.mu is
+// held.
+func (e *Engine) openState(ctx context.Context, id string) (*ruleState, error) {
+	k, ok := e.open[id]
+	if !ok {
+		if _, err := e.store.FindAlertByID(ctx, id); err != nil {
+			return nil, err
+		}
+		return nil, vigil.Errorf(vigil.EINVALID, "alert %s is not open", id)
+	}
+	return e.states[k], nil
 }
 
 func noteOr(note, def string) string {

@@ -531,26 +531,18 @@ type AckRequest struct {
 }
 
 func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	var req AckRequest
-	if r.ContentLength != 0 {
-		if err := s.decode(r, &req); err != nil {
-			return err
-		}
-	}
-	if err := s.seesAlert(r.Context(), p, r.PathValue("id")); err != nil {
-		return err
-	}
-	a, err := s.o.Alerts.Acknowledge(r.Context(), r.PathValue("id"), p.UserID, req.Note)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, a)
-	return nil
+	return s.alertNote(w, r, p, s.o.Alerts.Acknowledge)
 }
 
 // escalateAlert raises an open alert one tier by hand (body: optional
 // {"note"}).
 func (s *Server) escalateAlert(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	return s.alertNote(w, r, p, s.o.Alerts.Escalate)
+}
+
+// alertNote applies an action with an optional {"note"} body to an alert
+// of a patient the caller may see, as the caller.
+func (s *Server) alertNote(w http.ResponseWriter, r *http.Request, p *vigil.Principal, act func(ctx context.Context, id, by, note string) (*vigil.Alert, error)) error {
 	var req AckRequest
 	if r.ContentLength != 0 {
 		if err := s.decode(r, &req); err != nil {
@@ -560,7 +552,7 @@ func (s *Server) escalateAlert(w http.ResponseWriter, r *http.Request, p *vigil.
 	if err := s.seesAlert(r.Context(), p, r.PathValue("id")); err != nil {
 		return err
 	}
-	a, err := s.o.Alerts.Escalate(r.Context(), r.PathValue("id"), p.UserID, req.Note)
+	a, err := act(r.Context(), r.PathValue("id"), p.UserID, req.Note)
 	if err != nil {
 		return err
 	}

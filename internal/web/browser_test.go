@@ -108,22 +108,8 @@ func TestBrowserWard(t *testing.T) {
 	ctx := browsertest.New(t, chromium)
 
 	type action = chromedp.Action[chromedp.Void]
-	shot := func(name string) action {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			png, err := chromedp.FullScreenshot(100)(ctx, tg)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(shots, name), png, 0o644)
-		})
-	}
-	// waitJS polls until the expression is true.
-	waitJS := func(expr string) action {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond))(ctx, tg)
-			return err
-		})
-	}
+	shot := func(name string) action { return browsertest.Shot(shots, name) }
+	waitJS := browsertest.WaitJS
 	run := func(step string, actions ...action) {
 		t.Helper()
 		sctx, cancel := context.WithTimeout(ctx, 45*time.Second)

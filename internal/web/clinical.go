@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/news2"
@@ -77,65 +77,41 @@ func (h *handler) news2Inputs(w http.ResponseWriter, r *http.Request, s *session
 	h.json(w, http.StatusOK, news2Of(res, p))
 }
 
-type snoozeRequest struct {
-	Minutes int    `json:"minutes"`
+// alertRequest is the body of an alert action: a note, and for a snooze
+// its length in minutes.
+type alertRequest struct {
 	Note    string `json:"note"`
+	Minutes int    `json:"minutes"`
 }
 
-// snooze silences an open alert for 1 minute to 24 hours.
-func (h *handler) snooze(w http.ResponseWriter, r *http.Request, s *session) {
-	if !s.staff() {
-		h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "only care staff can snooze alerts"))
-		return
+// alertAction serves POST /web/api/alerts/{id}/{action}: care staff act on
+// an alert of a patient they may see, as themselves.
+func (h *handler) alertAction(verb string, act func(ctx context.Context, id, by string, req alertRequest) (*vigil.Alert, error)) func(http.ResponseWriter, *http.Request, *session) {
+	return func(w http.ResponseWriter, r *http.Request, s *session) {
+		if !s.staff() {
+			h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "only care staff can %s alerts", verb))
+			return
+		}
+		var req alertRequest
+		if err := readJSON(w, r, &req); err != nil {
+			h.error(w, r, err)
+			return
+		}
+		a, err := h.opts.Store.FindAlertByID(r.Context(), r.PathValue("id"))
+		if err != nil {
+			h.error(w, r, fmt.Errorf("find alert: %w", err))
+			return
+		}
+		if !s.canSee(a.PatientID) {
+			h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "you may not see this patient"))
+			return
+		}
+		if a, err = act(r.Context(), a.ID, s.p.UserID, req); err != nil {
+			h.error(w, r, err)
+			return
+		}
+		h.json(w, http.StatusOK, a)
 	}
-	var req snoozeRequest
-	if err := readJSON(w, r, &req); err != nil {
-		h.error(w, r, err)
-		return
-	}
-	a, err := h.opts.Store.FindAlertByID(r.Context(), r.PathValue("id"))
-	if err != nil {
-		h.error(w, r, err)
-		return
-	}
-	if !s.canSee(a.PatientID) {
-		h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "you may not see this patient"))
-		return
-	}
-	a, err = h.opts.Alerts.Snooze(r.Context(), a.ID, s.p.UserID, time.Duration(req.Minutes)*time.Minute, req.Note)
-	if err != nil {
-		h.error(w, r, err)
-		return
-	}
-	h.json(w, http.StatusOK, a)
-}
-
-// escalate raises an open alert one tier by hand, with an optional note.
-func (h *handler) escalate(w http.ResponseWriter, r *http.Request, s *session) {
-	if !s.staff() {
-		h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "only care staff can escalate alerts"))
-		return
-	}
-	var req ackRequest
-	if err := readJSON(w, r, &req); err != nil {
-		h.error(w, r, err)
-		return
-	}
-	a, err := h.opts.Store.FindAlertByID(r.Context(), r.PathValue("id"))
-	if err != nil {
-		h.error(w, r, err)
-		return
-	}
-	if !s.canSee(a.PatientID) {
-		h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "you may not see this patient"))
-		return
-	}
-	a, err = h.opts.Alerts.Escalate(r.Context(), a.ID, s.p.UserID, req.Note)
-	if err != nil {
-		h.error(w, r, err)
-		return
-	}
-	h.json(w, http.StatusOK, a)
 }
 
 // tileNEWS2 computes a tile's NEWS2 (nil when NEWS2 is off or fails: the

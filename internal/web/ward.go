@@ -3,10 +3,7 @@ package web
 import (
 	"cmp"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -232,50 +229,4 @@ func sortTiles(ts []*Tile) {
 			cmp.Compare(a.PatientID, b.PatientID),
 		)
 	})
-}
-
-// ackRequest is the optional body of POST /web/api/alerts/{id}/ack.
-type ackRequest struct {
-	Note string `json:"note"`
-}
-
-// ack acknowledges an alert on behalf of the signed-in staff member.
-func (h *handler) ack(w http.ResponseWriter, r *http.Request, s *session) {
-	if !s.staff() {
-		h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "only care staff can acknowledge alerts"))
-		return
-	}
-	id := r.PathValue("id")
-	var req ackRequest
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			h.error(w, r, vigil.Errorf(vigil.ETOOLARGE, "the note is too long"))
-			return
-		}
-		h.error(w, r, vigil.Errorf(vigil.EINVALID, "cannot read the request body"))
-		return
-	}
-	if len(body) > 0 {
-		if err := json.Unmarshal(body, &req); err != nil {
-			h.error(w, r, vigil.Errorf(vigil.EINVALID, "the body must be JSON {\"note\": \"...\"}"))
-			return
-		}
-	}
-	a, err := h.opts.Store.FindAlertByID(r.Context(), id)
-	if err != nil {
-		h.error(w, r, fmt.Errorf("find alert: %w", err))
-		return
-	}
-	if !s.canSee(a.PatientID) {
-		h.error(w, r, vigil.Errorf(vigil.EFORBIDDEN, "you may not see this patient"))
-		return
-	}
-	a, err = h.opts.Alerts.Acknowledge(r.Context(), id, s.p.UserID, req.Note)
-	if err != nil {
-		h.error(w, r, err)
-		return
-	}
-	h.json(w, http.StatusOK, a)
 }

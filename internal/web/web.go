@@ -218,9 +218,18 @@ func NewHandler(opts Options) http.Handler {
 	h.handle("/web/api/v1/", h.session(h.proxyAPI))
 	h.handle("GET /devices", h.staffPage("devices"))
 	h.handle("GET /web/api/devices", h.session(h.devices))
-	h.handle("POST /web/api/alerts/{id}/ack", h.session(h.ack))
-	h.handle("POST /web/api/alerts/{id}/snooze", h.session(h.snooze))
-	h.handle("POST /web/api/alerts/{id}/escalate", h.session(h.escalate))
+	h.handle("POST /web/api/alerts/{id}/ack", h.session(h.alertAction("acknowledge",
+		func(ctx context.Context, id, by string, req alertRequest) (*vigil.Alert, error) {
+			return h.opts.Alerts.Acknowledge(ctx, id, by, req.Note)
+		})))
+	h.handle("POST /web/api/alerts/{id}/snooze", h.session(h.alertAction("snooze",
+		func(ctx context.Context, id, by string, req alertRequest) (*vigil.Alert, error) {
+			return h.opts.Alerts.Snooze(ctx, id, by, time.Duration(req.Minutes)*time.Minute, req.Note)
+		})))
+	h.handle("POST /web/api/alerts/{id}/escalate", h.session(h.alertAction("escalate",
+		func(ctx context.Context, id, by string, req alertRequest) (*vigil.Alert, error) {
+			return h.opts.Alerts.Escalate(ctx, id, by, req.Note)
+		})))
 	h.handle("POST /web/api/patients/{id}/news2-inputs", h.session(h.news2Inputs))
 	return h
 }

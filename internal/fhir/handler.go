@@ -201,6 +201,21 @@ func writeResource(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
+// writeRead answers a read with the resource's version as a weak ETag
+// (W/"3", as FHIR's versionId); when the client's If-None-Match names
+// that version the answer is 304 Not Modified without a body.
+func writeRead(w http.ResponseWriter, r *http.Request, version int, v any) {
+	etag := `W/"` + strconv.Itoa(version) + `"`
+	w.Header().Set("ETag", etag)
+	for _, t := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		if t = strings.TrimSpace(t); t == etag || t == strings.TrimPrefix(etag, "W/") || t == "*" {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	writeResource(w, http.StatusOK, v)
+}
+
 // params checks the query against the allowed parameter names.
 func params(r *http.Request, allowed ...string) (url.Values, error) {
 	q := r.URL.Query()
@@ -311,7 +326,7 @@ func (h *handler) readPatient(w http.ResponseWriter, r *http.Request, p *vigil.P
 	if !p.Sees(pt.ID, pt.Ward) {
 		return notYourWard(pt.ID)
 	}
-	writeResource(w, http.StatusOK, PatientResource(pt))
+	writeRead(w, r, pt.Version, PatientResource(pt))
 	return nil
 }
 
@@ -392,7 +407,7 @@ func (h *handler) readDevice(w http.ResponseWriter, r *http.Request, p *vigil.Pr
 	if p.Role == vigil.RolePatient && pid != p.PatientID {
 		return forbiddenPatient()
 	}
-	writeResource(w, http.StatusOK, DeviceResource(d, pid))
+	writeRead(w, r, d.Version, DeviceResource(d, pid))
 	return nil
 }
 
@@ -461,7 +476,7 @@ func (h *handler) readObservation(w http.ResponseWriter, r *http.Request, p *vig
 	if err := h.fillOrigins(r.Context(), []*vigil.Observation{o}); err != nil {
 		return err
 	}
-	writeResource(w, http.StatusOK, ObservationResource(o))
+	writeRead(w, r, 1, ObservationResource(o)) // a stored value never changes
 	return nil
 }
 
@@ -698,6 +713,9 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 			"type":        typ,
 			"interaction": []map[string]string{{"code": "read"}, {"code": "search-type"}},
 			"searchParam": search,
+			// Reads carry ETag W/"versionId" and honour If-None-Match (304).
+			"versioning":      "versioned",
+			"conditionalRead": "not-match",
 		}
 	}
 	obs := res("Observation", sp("patient", "reference"), sp("subject", "reference"), sp("code", "token"), sp("date", "date"), sp("device", "reference"))

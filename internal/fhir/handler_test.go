@@ -246,6 +246,47 @@ func TestErrorsAndAccess(t *testing.T) {
 	}
 }
 
+// Reads carry the version as a weak ETag; If-None-Match with it answers
+// 304 without a body, and a new version is sent again.
+func TestReadETag(t *testing.T) {
+	srv, st := setup(t)
+	read := func(path, inm string) (int, string, int) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer dr")
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("ETag"), len(b)
+	}
+	st1, etag, n := read("/fhir/R4/Patient/p1", "")
+	if st1 != 200 || etag != `W/"1"` || n == 0 {
+		t.Fatalf("read: %d %q %d bytes", st1, etag, n)
+	}
+	if st, _, n := read("/fhir/R4/Patient/p1", etag); st != http.StatusNotModified || n != 0 {
+		t.Fatalf("If-None-Match current: %d, %d bytes", st, n)
+	}
+	p, err := st.FindPatientByID(context.Background(), "p1")
+	must(t, err)
+	p.Family = "Renamed"
+	must(t, st.UpdatePatient(context.Background(), p, p.Version))
+	if st, etag2, n := read("/fhir/R4/Patient/p1", etag); st != 200 || etag2 != `W/"2"` || n == 0 {
+		t.Fatalf("after an update: %d %q %d bytes", st, etag2, n)
+	}
+	_, b := get(t, srv, "dr", "/fhir/R4/Observation?patient=p1&_count=1")
+	id := entries(b)[0]["id"].(string)
+	if st, etag, _ := read("/fhir/R4/Observation/"+id, ""); st != 200 || etag != `W/"1"` {
+		t.Fatalf("observation read: %d %q", st, etag)
+	}
+	if st, _, _ := read("/fhir/R4/Observation/"+id, `W/"1"`); st != http.StatusNotModified {
+		t.Fatalf("observation If-None-Match: %d", st)
+	}
+}
+
 func TestResourcesAndLastN(t *testing.T) {
 	srv, _ := setup(t)
 	_, b := get(t, srv, "dr", "/fhir/R4/Observation/$lastn?patient=p1&max=2")

@@ -233,8 +233,9 @@ func ObservationResource(o *vigil.Observation) *Observation {
 	if !o.Received.IsZero() {
 		r.Issued = instant(o.Received)
 	}
+	r.Meta = &Meta{VersionID: "1"} // a stored value never changes
 	if ci.profile != "" {
-		r.Meta = &Meta{Profile: []string{profileBase + ci.profile}}
+		r.Meta.Profile = []string{profileBase + ci.profile}
 	}
 	if o.DeviceID != "" {
 		r.Device = &Reference{Reference: "Device/" + o.DeviceID}

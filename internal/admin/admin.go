@@ -54,6 +54,19 @@ func (s *Service) changed(id string) {
 	}
 }
 
+// credentialChanged tells everyone holding the device's credential that
+// it changed: the authenticator's cache, the device observers, and the
+// broker (which closes the device's sessions).
+func (s *Service) credentialChanged(id string) {
+	if s.Auth != nil {
+		s.Auth.ForgetDevice(id)
+	}
+	s.changed(id)
+	if s.OnCredentialChanged != nil {
+		s.OnCredentialChanged(id)
+	}
+}
+
 // AddPatient validates and registers a patient.
 func (s *Service) AddPatient(ctx context.Context, p *vigil.Patient) error {
 	if !vigil.ValidID(p.ID) {
@@ -121,13 +134,7 @@ func (s *Service) RotateDeviceSecret(ctx context.Context, id string) (string, er
 	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
 		return "", err
 	}
-	if s.Auth != nil {
-		s.Auth.ForgetDevice(id)
-	}
-	s.changed(id)
-	if s.OnCredentialChanged != nil {
-		s.OnCredentialChanged(id)
-	}
+	s.credentialChanged(id)
 	return secret, nil
 }
 
@@ -179,13 +186,7 @@ func (s *Service) Enroll(ctx context.Context, id, code string) (string, error) {
 	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil { // the version check spends the code once
 		return "", err
 	}
-	if s.Auth != nil {
-		s.Auth.ForgetDevice(id)
-	}
-	s.changed(id)
-	if s.OnCredentialChanged != nil {
-		s.OnCredentialChanged(id)
-	}
+	s.credentialChanged(id)
 	return secret, nil
 }
 
@@ -201,10 +202,7 @@ func (s *Service) SetDeviceCert(ctx context.Context, id, serial string) error {
 	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
 		return err
 	}
-	s.changed(id)
-	if s.OnCredentialChanged != nil {
-		s.OnCredentialChanged(id)
-	}
+	s.credentialChanged(id)
 	return nil
 }
 
@@ -220,13 +218,7 @@ func (s *Service) RevokeDevice(ctx context.Context, id string) error {
 	if err := s.Store.UpdateDevice(ctx, d, d.Version); err != nil {
 		return err
 	}
-	if s.Auth != nil {
-		s.Auth.ForgetDevice(id)
-	}
-	s.changed(id)
-	if s.OnCredentialChanged != nil {
-		s.OnCredentialChanged(id)
-	}
+	s.credentialChanged(id)
 	return nil
 }
 

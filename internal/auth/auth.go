@@ -164,17 +164,9 @@ func (a *Authenticator) Device(ctx context.Context, deviceID, secret string) (*v
 		a.failed.WithLabelValues("device").Inc()
 		return nil, errBadCredentials
 	}
-	d, err := a.store.FindDeviceByID(ctx, deviceID)
-	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
-		a.failed.WithLabelValues("device").Inc()
-		return nil, errBadCredentials
-	}
+	d, err := a.admittedDevice(ctx, deviceID)
 	if err != nil {
 		return nil, err
-	}
-	if d.Revoked {
-		a.failed.WithLabelValues("device").Inc()
-		return nil, vigil.Errorf(vigil.EFORBIDDEN, "device %s is revoked", deviceID)
 	}
 	sum := sha256.Sum256([]byte(d.SecretHash + "\x00" + secret))
 	a.mu.Lock()
@@ -426,10 +418,9 @@ func (a *Authenticator) SecondFactor(u *vigil.User, code string, required bool) 
 	return vigil.Errorf(vigil.EUNAUTHORIZED, "wrong or reused authenticator code")
 }
 
-// DeviceByCert authenticates a device by the verified client certificate
-// it connected with: the device must exist, not be revoked, and have that
-// certificate (its serial) as its current one.
-func (a *Authenticator) DeviceByCert(ctx context.Context, deviceID, serialHex string) (*vigil.Device, error) {
+// admittedDevice returns a registered device that is not revoked;
+// unknown and revoked devices count as failed authentications.
+func (a *Authenticator) admittedDevice(ctx context.Context, deviceID string) (*vigil.Device, error) {
 	d, err := a.store.FindDeviceByID(ctx, deviceID)
 	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
 		a.failed.WithLabelValues("device").Inc()
@@ -441,6 +432,17 @@ func (a *Authenticator) DeviceByCert(ctx context.Context, deviceID, serialHex st
 	if d.Revoked {
 		a.failed.WithLabelValues("device").Inc()
 		return nil, vigil.Errorf(vigil.EFORBIDDEN, "device %s is revoked", deviceID)
+	}
+	return d, nil
+}
+
+// DeviceByCert authenticates a device by the verified client certificate
+// it connected with: the device must exist, not be revoked, and have that
+// certificate (its serial) as its current one.
+func (a *Authenticator) DeviceByCert(ctx context.Context, deviceID, serialHex string) (*vigil.Device, error) {
+	d, err := a.admittedDevice(ctx, deviceID)
+	if err != nil {
+		return nil, err
 	}
 	if d.CertSerial == "" || subtle.ConstantTimeCompare([]byte(d.CertSerial), []byte(serialHex)) != 1 {
 		a.failed.WithLabelValues("device").Inc()

@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -337,18 +338,8 @@ func (d *Detector) Current(patient string) []Score {
 			out = append(out, sc)
 		}
 	}
-	slices.SortFunc(out, func(a, b Score) int { return compareStr(a.Code, b.Code) })
+	slices.SortFunc(out, func(a, b Score) int { return strings.Compare(a.Code, b.Code) })
 	return out
-}
-
-func compareStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Source is the history Warm reads; the embedded store implements it.

@@ -267,26 +267,33 @@ func TestReadingDays(t *testing.T) {
 
 // The whole conformance suite again with encryption at rest on: every
 // record and sample goes through seal and back.
+// openSealed opens a store in dir/db that seals records with a data key
+// under dir's master key, and returns it with its options.
+func openSealed(t *testing.T, dir string) (*Store, Options) {
+	t.Helper()
+	mk, err := seal.MasterKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := seal.NewLocalKey(mk)
+	sl, err := seal.Open(dir, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	o.Sealer = sl
+	s, err := Open(filepath.Join(dir, "db"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, o
+}
+
 func TestConformanceSealed(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
 		Open: func(t *testing.T) vigil.Store {
-			dir := t.TempDir()
-			mk, err := seal.MasterKey(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, _ := seal.NewLocalKey(mk)
-			sl, err := seal.Open(dir, w)
-			if err != nil {
-				t.Fatal(err)
-			}
-			o := DefaultOptions()
-			o.CompactInterval = -1
-			o.Sealer = sl
-			s, err := Open(filepath.Join(dir, "db"), o)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, _ := openSealed(t, t.TempDir())
 			return s
 		},
 		Settle: func(t *testing.T, s vigil.Store) {
@@ -303,19 +310,7 @@ func TestConformanceSealed(t *testing.T) {
 // cannot read them back.
 func TestReadingsSealed(t *testing.T) {
 	dir := t.TempDir()
-	mk, _ := seal.MasterKey(dir)
-	w, _ := seal.NewLocalKey(mk)
-	sl, err := seal.Open(dir, w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := DefaultOptions()
-	o.CompactInterval = -1
-	o.Sealer = sl
-	s, err := Open(filepath.Join(dir, "db"), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, o := openSealed(t, dir)
 	t0 := time.Now().Add(-3 * time.Hour).Truncate(time.Hour)
 	var rs []*vigil.Reading
 	for i := range 10 {

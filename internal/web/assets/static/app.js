@@ -4,6 +4,8 @@
 'use strict';
 
 (function () {
+  const V = window.Vigil;
+  const { el, formatAge, displayUnit, now, PRIORITY } = V;
   const STALE_SECONDS = 5 * 60;
   const RECONNECT_MS = 3000;
   const CODES = {
@@ -15,11 +17,6 @@
     '8462-4': 'dia',
     '85354-9': 'bp',
   };
-  const PRIORITY = {
-    high: { shape: '▲', text: 'HIGH', rank: 0 },
-    medium: { shape: '◆', text: 'MEDIUM', rank: 1 },
-    low: { shape: '●', text: 'LOW', rank: 2 },
-  };
   const VITALS = [
     { key: 'hr', label: 'HR', unit: '/min', digits: 0 },
     { key: 'spo2', label: 'SpO₂', unit: '%', digits: 0 },
@@ -28,21 +25,12 @@
     { key: 'bp', label: 'BP', unit: 'mmHg', digits: 0 },
   ];
 
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const tilesEl = document.getElementById('tiles');
-  const bannerEl = document.getElementById('banner');
-  const connEl = document.getElementById('conn');
-  const clockEl = document.getElementById('clock');
   const statusEl = document.getElementById('status');
 
-  let skewMs = 0; // server time minus browser time
   let canAck = false;
   const patients = new Map(); // id → {data, el, cells, alertsEl}
-  let source = null;
-  let reconnectTimer = null;
   let reloadTimer = null;
-
-  function now() { return Date.now() + skewMs; }
 
   // timed runs fn and records how long it took as a Performance API
   // measure (read by BenchmarkBrowserLiveUpdate; kept bounded for a wall
@@ -64,26 +52,6 @@
     timed('vigil:reading', () => applyReading(r));
     const start = r.received ? Date.parse(r.received) - performance.timeOrigin : -1;
     if (start >= 0) performance.measure('vigil:reading-e2e', { start, end: performance.now() });
-  }
-
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-
-  function formatAge(ms) {
-    const s = Math.max(0, Math.floor(ms / 1000));
-    if (s < 60) return s + ' s ago';
-    if (s < 3600) return Math.floor(s / 60) + ' min ago';
-    if (s < 86400) return Math.floor(s / 3600) + ' h ago';
-    return Math.floor(s / 86400) + ' d ago';
-  }
-
-  function displayUnit(u) {
-    if (u && u.startsWith('{')) return ''; // a UCUM annotation such as {score}: no unit to show
-    return ({ 'Cel': '°C', 'mm[Hg]': 'mmHg', '/min': '/min', '%': '%' })[u] || (u || '');
   }
 
   function fmt(v, digits) {
@@ -198,14 +166,8 @@
       save.disabled = true;
       msg.textContent = '';
       try {
-        const res = await fetch('/web/api/patients/' + encodeURIComponent(id) + '/news2-inputs', {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
-          body: JSON.stringify({ consciousness: acvpu.value, onOxygen: oxy.value === 'oxygen' }),
-        });
-        if (res.status === 401) { location.assign('/login'); return; }
-        const body = await res.json();
-        if (!res.ok) throw new Error(body.error || ('HTTP ' + res.status));
+        const body = await V.postJSON('/web/api/patients/' + encodeURIComponent(id) + '/news2-inputs',
+          { consciousness: acvpu.value, onOxygen: oxy.value === 'oxygen' });
         const p = patients.get(id);
         p.data.news2 = body;
         renderNEWS2(p);
@@ -317,7 +279,7 @@
       li.append(since);
       const snoozed = a.snoozedUntil && Date.parse(a.snoozedUntil) > now();
       if (snoozed) {
-        li.append(el('span', 'snoozed', 'SNOOZED until ' + new Date(Date.parse(a.snoozedUntil) - skewMs).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' })));
+        li.append(el('span', 'snoozed', 'SNOOZED until ' + V.clockTime(a.snoozedUntil)));
       }
       if (a.state === 'acknowledged') {
         const ack = (a.history || []).filter(h => h.state === 'acknowledged').pop();
@@ -375,7 +337,7 @@
   // ---- data ----
 
   function applySnapshot(w) {
-    skewMs = Date.parse(w.now) - Date.now();
+    V.setServerNow(w.now);
     canAck = !!w.canAck;
     const seen = new Set();
     for (const d of w.patients) {
@@ -453,13 +415,7 @@
 
   async function loadWard() {
     try {
-      const res = await fetch('/web/api/ward', { headers: { Accept: 'application/json' } });
-      if (res.status === 401) {
-        location.assign('/login');
-        return;
-      }
-      if (!res.ok) throw new Error('HTTP ' + res.status);
-      const w = await res.json();
+      const w = await V.getJSON('/web/api/ward');
       timed('vigil:snapshot', () => applySnapshot(w));
     } catch (e) {
       statusEl.textContent = 'Could not load the ward: ' + e.message + '. Retrying…';
@@ -472,64 +428,33 @@
     reloadTimer = setTimeout(() => { reloadTimer = null; loadWard(); }, ms || 250);
   }
 
-  async function acknowledge(id, button, li) {
+  // alertAction posts an action on an alert from its tile; a refusal is
+  // said next to the alert and the button is usable again.
+  async function alertAction(id, path, body, button, li, failed) {
     button.disabled = true;
-    button.textContent = 'Acknowledging…';
-    let msg = '';
     try {
-      const res = await fetch('/web/api/alerts/' + encodeURIComponent(id) + '/ack', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
-        body: '{}',
-      });
-      if (res.status === 401) {
-        location.assign('/login');
-        return;
-      }
-      const body = await res.json();
-      if (res.ok) {
-        applyAlert(body);
-        return;
-      }
-      msg = body.error || ('HTTP ' + res.status);
+      applyAlert(await V.postJSON('/web/api/alerts/' + encodeURIComponent(id) + '/' + path, body));
+      return true;
     } catch (e) {
-      msg = e.message;
+      button.disabled = false;
+      let err = li.querySelector('.ack-error');
+      if (!err) {
+        err = el('span', 'ack-error');
+        err.setAttribute('role', 'alert');
+        li.append(err);
+      }
+      err.textContent = failed + ': ' + e.message;
+      return false;
     }
-    button.disabled = false;
-    button.textContent = 'Acknowledge';
-    let err = li.querySelector('.ack-error');
-    if (!err) {
-      err = el('span', 'ack-error');
-      err.setAttribute('role', 'alert');
-      li.append(err);
-    }
-    err.textContent = 'Not acknowledged: ' + msg;
   }
 
-  async function snooze(id, button, li) {
-    button.disabled = true;
-    let msg = '';
-    try {
-      const res = await fetch('/web/api/alerts/' + encodeURIComponent(id) + '/snooze', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
-        body: JSON.stringify({ minutes: 15 }),
-      });
-      if (res.status === 401) { location.assign('/login'); return; }
-      const body = await res.json();
-      if (res.ok) { applyAlert(body); return; }
-      msg = body.error || ('HTTP ' + res.status);
-    } catch (e) {
-      msg = e.message;
-    }
-    button.disabled = false;
-    let err = li.querySelector('.ack-error');
-    if (!err) {
-      err = el('span', 'ack-error');
-      err.setAttribute('role', 'alert');
-      li.append(err);
-    }
-    err.textContent = 'Not snoozed: ' + msg;
+  async function acknowledge(id, button, li) {
+    button.textContent = 'Acknowledging…';
+    if (!await alertAction(id, 'ack', {}, button, li, 'Not acknowledged')) button.textContent = 'Acknowledge';
+  }
+
+  function snooze(id, button, li) {
+    return alertAction(id, 'snooze', { minutes: 15 }, button, li, 'Not snoozed');
   }
 
   function applyNEWS2(u) {
@@ -540,50 +465,15 @@
     renderNEWS2(p);
   }
 
-  // ---- live connection ----
-
-  function setConnection(state) {
-    connEl.dataset.state = state;
-    connEl.textContent = state === 'live' ? 'Live' : state === 'lost' ? 'Offline' : 'Connecting…';
-    bannerEl.hidden = state !== 'lost';
-  }
-
-  function connect() {
-    if (source) source.close();
-    const es = new EventSource('/web/api/events');
-    source = es;
-    es.addEventListener('open', () => {
-      setConnection('live');
-      loadWard(); // fill whatever was missed while disconnected
-    });
-    es.addEventListener('error', () => {
-      setConnection('lost');
-      if (es.readyState === EventSource.CLOSED && !reconnectTimer) {
-        // The browser gave up (for example a 401): retry ourselves; the
-        // snapshot load sends us to the login page if the session ended.
-        reconnectTimer = setTimeout(() => {
-          reconnectTimer = null;
-          loadWard();
-          connect();
-        }, RECONNECT_MS);
-      }
-    });
-    es.addEventListener('reading', e => onReading(JSON.parse(e.data)));
-    es.addEventListener('alert', e => applyAlert(JSON.parse(e.data)));
-    es.addEventListener('news2', e => applyNEWS2(JSON.parse(e.data)));
-  }
-
-  function tick() {
-    clockEl.textContent = new Date(now()).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' });
+  V.startClock(() => {
     for (const p of patients.values()) {
       renderAges(p);
       renderAlertAges(p);
     }
-  }
-
-  setInterval(tick, 1000);
-  tick();
+  });
   window.vigilWard = { reload: loadWard }; // for BenchmarkBrowserLiveUpdate
   loadWard();
-  connect();
+  // Every (re)connection reloads the snapshot: whatever was missed while
+  // the stream was down.
+  V.live({ reading: onReading, alert: applyAlert, news2: applyNEWS2 }, loadWard);
 })();

@@ -89,7 +89,13 @@ func (h *handler) alerts(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	ctx := r.Context()
-	as, err := h.opts.Alerts.Alerts(ctx, vigil.AlertFilter{PatientID: patient, States: states, Limit: maxWardAlerts})
+	// Read only what is shown, unless ward scope or priority filter
+	// alerts out here.
+	fetch := limit + 1
+	if s.visible != nil || len(prio) > 0 {
+		fetch = maxWardAlerts
+	}
+	as, err := h.opts.Alerts.Alerts(ctx, vigil.AlertFilter{PatientID: patient, States: states, Limit: fetch})
 	if err != nil {
 		h.error(w, r, fmt.Errorf("inbox: alerts: %w", err))
 		return

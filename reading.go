@@ -118,6 +118,27 @@ type ObservationFilter struct {
 	Desc      bool      // newest first
 	Limit     int       // 0 means 100
 	Cursor    string    // opaque, from a previous page's NextCursor
+	// Exclude drops observations whose time falls in any of these
+	// periods (FHIR's date=ne...).
+	Exclude []Period
+}
+
+// Channel is one kind of value a device has reported: a LOINC code and
+// its canonical UCUM unit (FHIR's DeviceMetric).
+type Channel struct {
+	Device string `json:"device"`
+	Code   string `json:"code"`
+	Unit   string `json:"unit"`
+}
+
+// Period is the half-open time range [From, To); a zero bound is open.
+type Period struct {
+	From, To time.Time
+}
+
+// Contains reports whether t is in the period.
+func (p Period) Contains(t time.Time) bool {
+	return (p.From.IsZero() || !t.Before(p.From)) && (p.To.IsZero() || t.Before(p.To))
 }
 
 // ObservationStore reads stored measurements. Implementations are safe for

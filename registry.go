@@ -3,6 +3,7 @@ package vigil
 import (
 	"context"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -107,13 +108,67 @@ type PatientFilter struct {
 	Identifier string
 	Ward       string
 	Family     string // case-insensitive prefix
-	Offset     int
-	Limit      int // 0 means the store's default (100)
+	Given      string // case-insensitive prefix
+	// Name is a case-insensitive prefix of the family or the given name.
+	Name   string
+	Gender string // exact: male, female, other, unknown
+	// Born holds the birth dates (at midnight UTC) that match: every
+	// period must contain the birth date; NotBorn excludes. A patient
+	// without a birth date matches neither.
+	Born    []Period
+	NotBorn []Period
+	Offset  int
+	Limit   int // 0 means the store's default (100)
+}
+
+// Matches reports whether p passes the filter's fields other than ID,
+// Offset and Limit; stores use it so every store matches alike.
+func (f PatientFilter) Matches(p *Patient) bool {
+	if f.Identifier != "" && p.Identifier != f.Identifier {
+		return false
+	}
+	if f.Ward != "" && p.Ward != f.Ward {
+		return false
+	}
+	if f.Family != "" && !hasFoldPrefix(p.Family, f.Family) {
+		return false
+	}
+	if f.Given != "" && !hasFoldPrefix(p.Given, f.Given) {
+		return false
+	}
+	if f.Name != "" && !hasFoldPrefix(p.Family, f.Name) && !hasFoldPrefix(p.Given, f.Name) {
+		return false
+	}
+	if f.Gender != "" && p.Sex != f.Gender {
+		return false
+	}
+	if len(f.Born) > 0 || len(f.NotBorn) > 0 {
+		b, err := time.Parse(time.DateOnly, p.BirthDate)
+		if err != nil {
+			return false
+		}
+		for _, r := range f.Born {
+			if !r.Contains(b) {
+				return false
+			}
+		}
+		for _, r := range f.NotBorn {
+			if r.Contains(b) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func hasFoldPrefix(s, prefix string) bool {
+	return strings.HasPrefix(strings.ToLower(s), strings.ToLower(prefix))
 }
 
 // DeviceFilter selects devices. Zero fields match everything.
 type DeviceFilter struct {
 	ID        string
+	Serial    string // the maker's serial number, exact
 	PatientID string // devices currently assigned to this patient
 	Offset    int
 	Limit     int

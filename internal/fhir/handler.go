@@ -1,21 +1,26 @@
 // Package fhir serves Vigil's data as FHIR R4 at /fhir/R4: Patient,
-// Device and Observation read and search, Observation/$lastn, and the
-// CapabilityStatement at /fhir/R4/metadata. Observations follow the FHIR
-// R4 vital-signs profiles (blood pressure as an 85354-9 panel with
-// systolic and diastolic components). Errors are OperationOutcomes.
+// Device, DeviceMetric and Observation read and search,
+// Observation/$lastn, and the CapabilityStatement at /fhir/R4/metadata.
+// Observations follow the FHIR R4 vital-signs profiles (blood pressure as
+// an 85354-9 panel with systolic and diastolic components). Errors are
+// OperationOutcomes.
 //
-// Search parameters:
+// Search parameters (every search also takes _summary=count):
 //
-//	Patient      _id, identifier ([system|]value), family (prefix), _count, _offset
-//	Device       _id, patient, _count, _offset
+//	Patient      _id, identifier ([system|]value), name, family, given (prefixes,
+//	             case-insensitive), gender, birthdate (date prefixes), _count, _offset
+//	Device       _id, identifier ([system|]serial), patient, _count, _offset
+//	DeviceMetric _id, source (Device), type (LOINC), category, _count, _offset
 //	Observation  patient (or subject=Patient/id; required), code ([system|]code, comma = OR),
-//	             date (eq, ge, gt, le, lt; repeatable), device, _count (≤ 1000),
-//	             _sort (date or -date), _cursor (from next links)
+//	             category, date (eq, ne, gt, lt, ge, le, sa, eb, ap; repeat to AND),
+//	             device, _count (≤ 1000), _sort (date or -date), _cursor (from next links),
+//	             _include (Observation:patient, Observation:device)
 //	$lastn       patient, code, category, max (per code, default 1)
 //
 // Unknown parameters are refused (400), so a typo never silently widens a
-// search. Clinicians, nurses and admins read everything; a patient's
-// account reads only that patient.
+// search. Clinicians, nurses and admins read everything (clinicians and
+// nurses with wards: their wards' patients); a patient's account reads
+// only that patient.
 package fhir
 
 import (
@@ -23,6 +28,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -99,6 +105,8 @@ func NewHandler(o Options) http.Handler {
 	h.handle("GET "+Base+"/Patient/{id}", h.auth(h.readPatient))
 	h.handle("GET "+Base+"/Device", h.auth(h.searchDevices))
 	h.handle("GET "+Base+"/Device/{id}", h.auth(h.readDevice))
+	h.handle("GET "+Base+"/DeviceMetric", h.auth(h.searchDeviceMetrics))
+	h.handle("GET "+Base+"/DeviceMetric/{id}", h.auth(h.readDeviceMetric))
 	h.handle("GET "+Base+"/Observation", h.auth(h.searchObservations))
 	h.handle("GET "+Base+"/Observation/$lastn", h.auth(h.lastn))
 	h.handle("GET "+Base+"/Observation/{id}", h.auth(h.readObservation))
@@ -331,19 +339,20 @@ func (h *handler) readPatient(w http.ResponseWriter, r *http.Request, p *vigil.P
 }
 
 func (h *handler) searchPatients(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	q, err := params(r, "_id", "identifier", "family", "_count", "_offset")
+	q, err := params(r, "_id", "identifier", "name", "family", "given", "gender", "birthdate", "_count", "_offset", "_summary")
 	if err != nil {
 		return err
 	}
-	f := vigil.PatientFilter{ID: q.Get("_id"), Family: q.Get("family")}
+	f := vigil.PatientFilter{ID: q.Get("_id"), Family: q.Get("family"), Given: q.Get("given"), Name: q.Get("name"), Gender: q.Get("gender")}
 	if v := q.Get("identifier"); v != "" {
-		sys, val, hasSys := strings.Cut(v, "|")
-		if !hasSys {
-			val = v
-		} else if sys != "" && sys != SystemIdentifier {
+		sys, val, hasSys := tokenParam(v)
+		if hasSys && sys != "" && sys != SystemIdentifier {
 			val = "\x00" // another system: nothing of ours matches
 		}
 		f.Identifier = val
+	}
+	if f.Born, f.NotBorn, err = dateParam("birthdate", q["birthdate"], false, h.o.Now()); err != nil {
+		return err
 	}
 	if p.Role == vigil.RolePatient {
 		if f.ID != "" && f.ID != p.PatientID {
@@ -357,18 +366,29 @@ func (h *handler) searchPatients(w http.ResponseWriter, r *http.Request, p *vigi
 	if f.Offset, err = offset(q); err != nil {
 		return err
 	}
-	ps, total, err := h.o.Patients.FindPatients(r.Context(), f)
+	onlyCount, err := summaryCount(q)
 	if err != nil {
 		return err
 	}
-	if p.Role != vigil.RoleAdmin && len(p.Wards) > 0 {
-		seen := ps[:0:0]
-		for _, pt := range ps {
-			if p.Sees(pt.ID, pt.Ward) {
-				seen = append(seen, pt)
-			}
+	var ps []*vigil.Patient
+	total := 0
+	if scoped := p.Role != vigil.RoleAdmin && len(p.Wards) > 0; scoped {
+		// A clinician with wards pages and counts only the patients they
+		// see: filter all matches, then take the page.
+		all := f
+		all.Offset, all.Limit = 0, math.MaxInt
+		if ps, _, err = h.o.Patients.FindPatients(r.Context(), all); err != nil {
+			return err
 		}
-		ps, total = seen, len(seen) // a scoped clinician counts what they see
+		ps = slices.DeleteFunc(ps, func(pt *vigil.Patient) bool { return !p.Sees(pt.ID, pt.Ward) })
+		total = len(ps)
+		ps = ps[min(f.Offset, total):min(f.Offset+f.Limit, total)]
+	} else if ps, total, err = h.o.Patients.FindPatients(r.Context(), f); err != nil {
+		return err
+	}
+	if onlyCount {
+		writeCount(w, r, total)
+		return nil
 	}
 	next := ""
 	if f.Offset+len(ps) < total {
@@ -412,11 +432,22 @@ func (h *handler) readDevice(w http.ResponseWriter, r *http.Request, p *vigil.Pr
 }
 
 func (h *handler) searchDevices(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	q, err := params(r, "_id", "patient", "_count", "_offset")
+	q, err := params(r, "_id", "identifier", "patient", "_count", "_offset", "_summary")
 	if err != nil {
 		return err
 	}
 	f := vigil.DeviceFilter{ID: q.Get("_id"), PatientID: strings.TrimPrefix(q.Get("patient"), "Patient/")}
+	if v := q.Get("identifier"); v != "" {
+		sys, val, hasSys := tokenParam(v)
+		if hasSys && sys != "" && sys != SystemSerial {
+			val = "\x00" // another system: nothing of ours matches
+		}
+		f.Serial = val
+	}
+	onlyCount, err := summaryCount(q)
+	if err != nil {
+		return err
+	}
 	if p.Role == vigil.RolePatient {
 		if f.PatientID != "" && f.PatientID != p.PatientID {
 			return forbiddenPatient()
@@ -433,6 +464,10 @@ func (h *handler) searchDevices(w http.ResponseWriter, r *http.Request, p *vigil
 	if err != nil {
 		return err
 	}
+	if onlyCount {
+		writeCount(w, r, total)
+		return nil
+	}
 	next := ""
 	if f.Offset+len(ds) < total {
 		next = nextLink(r, map[string]string{"_offset": strconv.Itoa(f.Offset + len(ds))})
@@ -444,6 +479,147 @@ func (h *handler) searchDevices(w http.ResponseWriter, r *http.Request, p *vigil
 			return err
 		}
 		b.add(r, "Device", d.ID, DeviceResource(d, pid))
+	}
+	writeResource(w, http.StatusOK, b)
+	return nil
+}
+
+// channelStore is the optional part of a store that lists what each
+// device has reported (the embedded store does); without it Vigil serves
+// no DeviceMetric.
+type channelStore interface {
+	DeviceChannels(ctx context.Context, deviceID string) ([]vigil.Channel, error)
+}
+
+// deviceMetrics returns the channels of one device ("": all) that the
+// principal may see, with each device's revocation state.
+func (h *handler) deviceMetrics(r *http.Request, p *vigil.Principal, deviceID string) ([]vigil.Channel, map[string]bool, error) {
+	cs, ok := h.o.Observations.(channelStore)
+	if !ok {
+		return nil, nil, vigil.Errorf(vigil.ENOTFOUND, "this store keeps no device channels")
+	}
+	chans, err := cs.DeviceChannels(r.Context(), deviceID)
+	if err != nil {
+		return nil, nil, err
+	}
+	revoked := map[string]bool{}
+	allowed := map[string]bool{}
+	for _, c := range chans {
+		if _, done := allowed[c.Device]; done {
+			continue
+		}
+		d, err := h.o.Devices.FindDeviceByID(r.Context(), c.Device)
+		if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+			allowed[c.Device] = false // removed from the registry
+			continue
+		} else if err != nil {
+			return nil, nil, err
+		}
+		revoked[c.Device] = d.Revoked
+		allowed[c.Device] = true
+		if p.Role == vigil.RolePatient {
+			pid, err := h.currentPatient(r, c.Device)
+			if err != nil {
+				return nil, nil, err
+			}
+			allowed[c.Device] = pid == p.PatientID
+		}
+	}
+	chans = slices.DeleteFunc(chans, func(c vigil.Channel) bool { return !allowed[c.Device] })
+	return chans, revoked, nil
+}
+
+func (h *handler) readDeviceMetric(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	id := r.PathValue("id")
+	dev, code, ok := cutLast(id, ".")
+	notFound := vigil.Errorf(vigil.ENOTFOUND, "DeviceMetric %s not found (ids are {device}.{LOINC code})", id)
+	if !ok {
+		return notFound
+	}
+	chans, revoked, err := h.deviceMetrics(r, p, dev)
+	if err != nil {
+		return err
+	}
+	for _, c := range chans {
+		if c.Code == code {
+			writeRead(w, r, 1, DeviceMetricResource(c, revoked[c.Device]))
+			return nil
+		}
+	}
+	if p.Role == vigil.RolePatient {
+		if _, err := h.o.Devices.FindDeviceByID(r.Context(), dev); err == nil {
+			return forbiddenPatient()
+		}
+	}
+	return notFound
+}
+
+func cutLast(s, sep string) (string, string, bool) {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+len(sep):], true
+}
+
+func (h *handler) searchDeviceMetrics(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	q, err := params(r, "_id", "source", "type", "category", "_count", "_offset", "_summary")
+	if err != nil {
+		return err
+	}
+	device := strings.TrimPrefix(q.Get("source"), "Device/")
+	if id := q.Get("_id"); id != "" {
+		dev, _, _ := cutLast(id, ".")
+		if device != "" && device != dev {
+			device = "\x00"
+		} else {
+			device = dev
+		}
+	}
+	var types []string
+	if q.Has("type") {
+		if types, err = codeParam(url.Values{"code": q["type"]}); err != nil {
+			return err
+		}
+	}
+	if v := q.Get("category"); v != "" && v != "measurement" {
+		device = "\x00" // Vigil's metrics are all measurements
+	}
+	n, err := count(q)
+	if err != nil {
+		return err
+	}
+	off, err := offset(q)
+	if err != nil {
+		return err
+	}
+	var chans []vigil.Channel
+	var revoked map[string]bool
+	if device != "\x00" {
+		if chans, revoked, err = h.deviceMetrics(r, p, device); err != nil {
+			return err
+		}
+	}
+	chans = slices.DeleteFunc(chans, func(c vigil.Channel) bool {
+		return (device != "" && c.Device != device) || (len(types) > 0 && !slices.Contains(types, c.Code)) ||
+			(q.Get("_id") != "" && DeviceMetricID(c.Device, c.Code) != q.Get("_id"))
+	})
+	total := len(chans)
+	if only, err := summaryCount(q); err != nil {
+		return err
+	} else if only {
+		writeCount(w, r, total)
+		return nil
+	}
+	chans = chans[min(off, total):min(off+n, total)]
+	next := ""
+	if off+len(chans) < total {
+		next = nextLink(r, map[string]string{"_offset": strconv.Itoa(off + len(chans))})
+	}
+	b := searchset(r, &total, next)
+	for _, c := range chans {
+		m := DeviceMetricResource(c, revoked[c.Device])
+		b.add(r, "DeviceMetric", m.ID, m)
 	}
 	writeResource(w, http.StatusOK, b)
 	return nil
@@ -528,7 +704,7 @@ func codeParam(q url.Values) ([]string, error) {
 }
 
 func (h *handler) searchObservations(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	q, err := params(r, "patient", "subject", "code", "date", "device", "_count", "_sort", "_cursor")
+	q, err := params(r, "patient", "subject", "code", "category", "date", "device", "_count", "_sort", "_cursor", "_summary", "_include")
 	if err != nil {
 		return err
 	}
@@ -542,22 +718,58 @@ func (h *handler) searchObservations(w http.ResponseWriter, r *http.Request, p *
 	if f.Codes, err = codeParam(q); err != nil {
 		return err
 	}
-	for _, d := range q["date"] {
-		if err := applyDate(&f, d); err != nil {
+	empty := false // the parameters contradict each other: no match
+	if v := q.Get("category"); v != "" {
+		cs, err := categoryCodes(v)
+		if err != nil {
 			return err
 		}
+		if len(f.Codes) > 0 {
+			cs = slices.DeleteFunc(cs, func(c string) bool { return !slices.Contains(f.Codes, c) })
+		}
+		f.Codes, empty = cs, len(cs) == 0
 	}
+	in, not, err := dateParam("date", q["date"], true, h.o.Now())
+	if err != nil {
+		return err
+	}
+	period := intersect(in)
+	f.From, f.To, f.Exclude = period.From, period.To, not
+	empty = empty || emptyPeriod(period)
 	switch q.Get("_sort") {
 	case "", "date":
 	case "-date":
 		f.Desc = true
 	default:
-		return vigil.FieldErrorf("_sort", "invalid", "_sort may be date or -date")
+		return vigil.FieldErrorf("_sort", "invalid", "_sort may be date (oldest first, the default) or -date (newest first)")
 	}
 	if f.Limit, err = count(q); err != nil {
 		return err
 	}
-	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
+	include, err := includes(q, "Observation", "patient", "device")
+	if err != nil {
+		return err
+	}
+	onlyCount, err := summaryCount(q)
+	if err != nil {
+		return err
+	}
+	if onlyCount {
+		n := 0
+		for f.Limit = maxCount; !empty; {
+			obs, cursor, err := h.o.Observations.FindObservations(r.Context(), f)
+			if err != nil {
+				return err
+			}
+			n += len(obs)
+			if f.Cursor = cursor; cursor == "" {
+				break
+			}
+		}
+		writeCount(w, r, n)
+		return nil
+	}
+	if empty {
 		writeResource(w, http.StatusOK, searchset(r, ptr(0), ""))
 		return nil
 	}
@@ -579,6 +791,70 @@ func (h *handler) searchObservations(w http.ResponseWriter, r *http.Request, p *
 	b := searchset(r, total, next)
 	for _, o := range obs {
 		b.add(r, "Observation", o.ID, ObservationResource(o))
+	}
+	return h.include(w, r, p, b, include, obs)
+}
+
+// includes parses _include=Type:param for the params a search allows.
+func includes(q url.Values, typ string, allowed ...string) ([]string, error) {
+	var out []string
+	for _, v := range q["_include"] {
+		t, param, _ := strings.Cut(v, ":")
+		param, _, _ = strings.Cut(param, ":") // a target type, if any, changes nothing here
+		if t != typ || !slices.Contains(allowed, param) {
+			return nil, vigil.FieldErrorf("_include", "invalid", "_include=%s is not supported; use %s:%s", v, typ, strings.Join(allowed, " or "+typ+":"))
+		}
+		out = append(out, param)
+	}
+	return out, nil
+}
+
+// include adds the patients and devices a page of observations refers to
+// (search mode "include"), each once, and writes the bundle. A patient's
+// account gets its own patient and the devices assigned to it.
+func (h *handler) include(w http.ResponseWriter, r *http.Request, p *vigil.Principal, b *Bundle, what []string, obs []*vigil.Observation) error {
+	seen := map[string]bool{}
+	for _, o := range obs {
+		for _, param := range what {
+			var typ, id string
+			switch param {
+			case "patient":
+				typ, id = "Patient", o.PatientID
+			case "device":
+				typ, id = "Device", o.DeviceID
+			}
+			if id == "" || seen[typ+"/"+id] {
+				continue
+			}
+			seen[typ+"/"+id] = true
+			var res any
+			switch typ {
+			case "Patient":
+				pt, err := h.o.Patients.FindPatientByID(r.Context(), id)
+				if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+					continue
+				} else if err != nil {
+					return err
+				}
+				res = PatientResource(pt)
+			case "Device":
+				d, err := h.o.Devices.FindDeviceByID(r.Context(), id)
+				if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+					continue
+				} else if err != nil {
+					return err
+				}
+				pid, err := h.currentPatient(r, d.ID)
+				if err != nil {
+					return err
+				}
+				if p.Role == vigil.RolePatient && pid != p.PatientID {
+					continue // the device has moved on to someone else
+				}
+				res = DeviceResource(d, pid)
+			}
+			b.Entry = append(b.Entry, BundleEntry{FullURL: baseURL(r) + "/" + typ + "/" + id, Resource: res, Search: &EntrySearch{Mode: "include"}})
+		}
 	}
 	writeResource(w, http.StatusOK, b)
 	return nil
@@ -608,15 +884,11 @@ func (h *handler) lastn(w http.ResponseWriter, r *http.Request, p *vigil.Princip
 			return vigil.FieldErrorf("max", "invalid", "max must be a whole number from 1 to %d", maxCount)
 		}
 	}
-	cat := ""
+	var inCategory []string
 	if v := q.Get("category"); v != "" {
-		sys, code, hasSys := strings.Cut(v, "|")
-		if !hasSys {
-			code = v
-		} else if sys != "" && sys != SystemObsCategory {
-			return vigil.FieldErrorf("category", "unknown-system", "category system must be %s", SystemObsCategory)
+		if inCategory, err = categoryCodes(v); err != nil {
+			return err
 		}
-		cat = code
 	}
 	latest, err := h.o.Observations.LatestObservations(r.Context(), pid, cs, max)
 	if err != nil {
@@ -624,7 +896,7 @@ func (h *handler) lastn(w http.ResponseWriter, r *http.Request, p *vigil.Princip
 	}
 	keys := make([]string, 0, len(latest))
 	for k := range latest {
-		if cat == "" || codes[k].category == cat || (codes[k].category == "" && cat == "vital-signs") {
+		if q.Get("category") == "" || slices.Contains(inCategory, k) {
 			keys = append(keys, k)
 		}
 	}
@@ -643,69 +915,6 @@ func (h *handler) lastn(w http.ResponseWriter, r *http.Request, p *vigil.Princip
 	return nil
 }
 
-// applyDate narrows f by one date parameter value (FHIR date search with
-// prefixes eq, ge, gt, le, lt; the value's precision defines the range).
-func applyDate(f *vigil.ObservationFilter, v string) error {
-	prefix := "eq"
-	if len(v) > 2 && v[0] >= 'a' && v[0] <= 'z' {
-		prefix, v = v[:2], v[2:]
-	}
-	lo, hi, err := dateRange(v)
-	if err != nil {
-		return vigil.FieldErrorf("date", "invalid", "date %q: use YYYY, YYYY-MM, YYYY-MM-DD or a dateTime with a time zone, with an optional prefix eq, ge, gt, le or lt", v)
-	}
-	from, to := time.Time{}, time.Time{}
-	switch prefix {
-	case "eq":
-		from, to = lo, hi
-	case "ge":
-		from = lo
-	case "gt":
-		from = hi
-	case "le":
-		to = hi
-	case "lt":
-		to = lo
-	default:
-		return vigil.FieldErrorf("date", "invalid", "date prefix %q is not supported: use eq, ge, gt, le or lt", prefix)
-	}
-	if !from.IsZero() && (f.From.IsZero() || from.After(f.From)) {
-		f.From = from
-	}
-	if !to.IsZero() && (f.To.IsZero() || to.Before(f.To)) {
-		f.To = to
-	}
-	return nil
-}
-
-// dateRange returns [lo, hi) covered by a FHIR date/dateTime value.
-func dateRange(v string) (time.Time, time.Time, error) {
-	switch len(v) {
-	case 4:
-		t, err := time.Parse("2006", v)
-		return t, t.AddDate(1, 0, 0), err
-	case 7:
-		t, err := time.Parse("2006-01", v)
-		return t, t.AddDate(0, 1, 0), err
-	case 10:
-		t, err := time.Parse(time.DateOnly, v)
-		return t, t.AddDate(0, 0, 1), err
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		// minutes only: 2026-11-24T10:15Z
-		if t2, err2 := time.Parse("2006-01-02T15:04Z07:00", v); err2 == nil {
-			return t2, t2.Add(time.Minute), nil
-		}
-		return time.Time{}, time.Time{}, err
-	}
-	prec := time.Second
-	if strings.Contains(v, ".") {
-		prec = time.Millisecond
-	}
-	return t, t.Add(prec), nil
-}
-
 func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 	sp := func(name, typ string) map[string]string { return map[string]string{"name": name, "type": typ} }
 	res := func(typ string, search ...map[string]string) map[string]any {
@@ -718,7 +927,8 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 			"conditionalRead": "not-match",
 		}
 	}
-	obs := res("Observation", sp("patient", "reference"), sp("subject", "reference"), sp("code", "token"), sp("date", "date"), sp("device", "reference"))
+	obs := res("Observation", sp("patient", "reference"), sp("subject", "reference"), sp("code", "token"), sp("category", "token"), sp("date", "date"), sp("device", "reference"))
+	obs["searchInclude"] = []string{"Observation:patient", "Observation:device"}
 	obs["operation"] = []map[string]string{{"name": "lastn", "definition": "http://hl7.org/fhir/OperationDefinition/Observation-lastn"}}
 	obs["supportedProfile"] = []string{profileBase + "vitalsigns", profileBase + "heartrate", profileBase + "oxygensat", profileBase + "resprate", profileBase + "bodytemp", profileBase + "bp", profileBase + "bodyweight", profileBase + "bodyheight", profileBase + "bmi"}
 	cs := map[string]any{
@@ -739,8 +949,9 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 				"description": "Bearer tokens (vigil token create) or a web session; clinicians, nurses and admins read all, patients their own data.",
 			},
 			"resource": []map[string]any{
-				res("Patient", sp("_id", "token"), sp("identifier", "token"), sp("family", "string")),
-				res("Device", sp("_id", "token"), sp("patient", "reference")),
+				res("Patient", sp("_id", "token"), sp("identifier", "token"), sp("name", "string"), sp("family", "string"), sp("given", "string"), sp("gender", "token"), sp("birthdate", "date")),
+				res("Device", sp("_id", "token"), sp("identifier", "token"), sp("patient", "reference")),
+				res("DeviceMetric", sp("_id", "token"), sp("source", "reference"), sp("type", "token"), sp("category", "token")),
 				obs,
 			},
 		}},

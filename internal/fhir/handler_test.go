@@ -29,6 +29,7 @@ var principals = map[string]*vigil.Principal{
 	"dr":     {UserID: "dr", Role: vigil.RoleClinician},
 	"nurse":  {UserID: "nurse", Role: vigil.RoleNurse},
 	"pt1":    {UserID: "pt1", Role: vigil.RolePatient, PatientID: "p1"},
+	"w2":     {UserID: "w2", Role: vigil.RoleNurse, Wards: []string{"W2"}},
 	"device": {UserID: "mon", Role: vigil.RoleDevice},
 }
 
@@ -42,8 +43,8 @@ func setup(t *testing.T) (*httptest.Server, *pebble.Store) {
 	}
 	t.Cleanup(func() { st.Close() })
 	for _, p := range []*vigil.Patient{
-		{ID: "p1", Identifier: "MRN-1", Family: "Doe", Given: "Jane", Sex: "female", BirthDate: "1950-02-03"},
-		{ID: "p2", Identifier: "MRN-2", Family: "Roe", Sex: "male"},
+		{ID: "p1", Identifier: "MRN-1", Family: "Doe", Given: "Jane", Sex: "female", BirthDate: "1950-02-03", Ward: "W1"},
+		{ID: "p2", Identifier: "MRN-2", Family: "Roe", Sex: "male", Ward: "W2"},
 	} {
 		must(t, st.CreatePatient(ctx, p))
 	}
@@ -70,7 +71,7 @@ func setup(t *testing.T) (*httptest.Server, *pebble.Store) {
 	)
 	_, err = st.AppendReadings(ctx, rs)
 	must(t, err)
-	h := NewHandler(Options{Patients: st, Devices: st, Observations: st, Authenticate: func(r *http.Request) (*vigil.Principal, error) {
+	h := NewHandler(Options{Patients: st, Devices: st, Observations: st, Now: func() time.Time { return t0.Add(5 * time.Hour) }, Authenticate: func(r *http.Request) (*vigil.Principal, error) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if p, ok := principals[tok]; ok {
 			return p, nil
@@ -195,6 +196,96 @@ func TestSearchObservations(t *testing.T) {
 	}
 }
 
+// The rest of FHIR search: categories, every date prefix, counts,
+// includes, Patient names and birth dates, Device identifiers and
+// DeviceMetric.
+func TestSearchParameters(t *testing.T) {
+	srv, _ := setup(t)
+	for _, c := range []struct {
+		token, query string
+		want         int // entries
+		total        int // -1: not checked
+	}{
+		{"dr", "Observation?patient=p1&category=laboratory", 1, 1},
+		{"dr", "Observation?patient=p1&category=vital-signs&_count=1000", 504, 504},
+		{"dr", "Observation?patient=p1&category=laboratory&code=8867-4", 0, 0},
+		{"dr", "Observation?patient=p1&category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs&code=8867-4&_count=1000", 250, 250},
+		{"dr", "Observation?patient=p1&code=8867-4&date=ne2026-11-24T08:05:00Z&_count=1000", 249, 249},
+		{"dr", "Observation?patient=p1&code=8867-4&date=ne2026-11-24T08&_count=1000", 0, -1}, // not a date: refused below
+		{"dr", "Observation?patient=p1&code=8867-4&date=sa2026-11-24T12:00:00Z", 9, 9},
+		{"dr", "Observation?patient=p1&code=8867-4&date=eb2026-11-24T08:03:00Z", 3, 3},
+		{"dr", "Observation?patient=p1&code=8867-4&date=ap2026-11-24T12:00:00Z", 13, 13}, // now is 13:00: ±6 min
+		{"dr", "Observation?patient=p1&code=8867-4&date=ge2026-11-24T09:00:00Z&date=ne2026-11-24T09:30:00Z&date=lt2026-11-24T10:00:00Z", 59, 59},
+		{"dr", "Observation?patient=p1&_summary=count", 0, 505},
+		{"dr", "Observation?patient=p1&code=8867-4&date=ge2026-11-24T12:00:00Z&_summary=count", 0, 10},
+		{"pt1", "Observation?code=8867-4&_summary=count", 0, 250},
+		{"dr", "Patient?name=ja", 1, 1},
+		{"dr", "Patient?name=RO", 1, 1},
+		{"dr", "Patient?given=jane&family=doe", 1, 1},
+		{"dr", "Patient?given=doe", 0, 0},
+		{"dr", "Patient?gender=male", 1, 1},
+		{"dr", "Patient?birthdate=1950", 1, 1},
+		{"dr", "Patient?birthdate=ge1950-02-03", 1, 1},
+		{"dr", "Patient?birthdate=lt1950-02-03", 0, 0},
+		{"dr", "Patient?birthdate=ne1950-02-03", 0, 0}, // p2 has no birth date
+		{"dr", "Patient?identifier=urn:vigil:patient-identifier|MRN-1", 1, 1},
+		{"dr", "Patient?identifier=http://other|MRN-1", 0, 0},
+		{"dr", "Patient?_summary=count", 0, 2},
+		{"w2", "Patient?_count=1", 1, 1}, // scoped: counts and pages what the nurse sees
+		{"dr", "Device?identifier=urn:vigil:device-serial|SN1", 1, 1},
+		{"dr", "Device?identifier=SN1", 1, 1},
+		{"dr", "Device?_summary=count", 0, 2},
+		{"dr", "DeviceMetric?source=Device/mon", 5, 5},
+		{"dr", "DeviceMetric?source=cuff&type=http://loinc.org|8480-6", 1, 1},
+		{"dr", "DeviceMetric?type=8867-4", 1, 1}, // "other" is not registered
+		{"dr", "DeviceMetric?category=setting", 0, 0},
+		{"dr", "DeviceMetric?_count=3", 3, 8},
+		{"pt1", "DeviceMetric", 8, 8},
+	} {
+		st, b := get(t, srv, c.token, "/fhir/R4/"+c.query)
+		if strings.Contains(c.query, "ne2026-11-24T08&") {
+			if st != 400 {
+				t.Errorf("%s: %d, want 400", c.query, st)
+			}
+			continue
+		}
+		if st != 200 || b["type"] != "searchset" {
+			t.Errorf("%s: %d %v", c.query, st, b)
+			continue
+		}
+		if got := len(entries(b)); got != c.want {
+			t.Errorf("%s as %s: %d entries, want %d", c.query, c.token, got, c.want)
+		}
+		if total, _ := b["total"].(float64); c.total >= 0 && int(total) != c.total {
+			t.Errorf("%s as %s: total %v, want %d", c.query, c.token, b["total"], c.total)
+		}
+	}
+	// A scoped nurse sees p2 only, on one page.
+	_, b := get(t, srv, "w2", "/fhir/R4/Patient?_count=1")
+	if es := entries(b); es[0]["id"] != "p2" || link(b, "next") != "" {
+		t.Errorf("scoped page: %v next %q", es[0]["id"], link(b, "next"))
+	}
+	// _include adds the patient and the device once each, marked include.
+	_, b = get(t, srv, "dr", "/fhir/R4/Observation?patient=p1&code=8867-4&_count=5&_include=Observation:patient&_include=Observation:device")
+	modes := map[string]int{}
+	for _, e := range b["entry"].([]any) {
+		e := e.(map[string]any)
+		res := e["resource"].(map[string]any)
+		modes[res["resourceType"].(string)+":"+e["search"].(map[string]any)["mode"].(string)]++
+	}
+	if modes["Observation:match"] != 5 || modes["Patient:include"] != 1 || modes["Device:include"] != 1 || len(modes) != 3 {
+		t.Errorf("_include: %v", modes)
+	}
+	// DeviceMetric reads: the device's channel with its unit.
+	st, m := get(t, srv, "dr", "/fhir/R4/DeviceMetric/mon.8867-4")
+	if st != 200 || m["source"].(map[string]any)["reference"] != "Device/mon" || m["category"] != "measurement" ||
+		m["unit"].(map[string]any)["coding"].([]any)[0].(map[string]any)["code"] != "/min" {
+		t.Fatalf("DeviceMetric read: %d %v", st, m)
+	}
+	_, ms := get(t, srv, "dr", "/fhir/R4/DeviceMetric?source=cuff")
+	validate(t, []any{m, ms, b})
+}
+
 func TestErrorsAndAccess(t *testing.T) {
 	srv, _ := setup(t)
 	for _, c := range []struct {
@@ -211,7 +302,14 @@ func TestErrorsAndAccess(t *testing.T) {
 		{"dr", "/fhir/R4/Observation/zzz", 404, "not-found"},
 		{"dr", "/fhir/R4/Observation?code=8867-4", 400, "invalid"},
 		{"dr", "/fhir/R4/Observation?patient=p1&colour=red", 400, "invalid"},
-		{"dr", "/fhir/R4/Observation?patient=p1&date=sa2026", 400, "invalid"},
+		{"dr", "/fhir/R4/Observation?patient=p1&date=xx2026", 400, "invalid"},
+		{"dr", "/fhir/R4/Observation?patient=p1&date=2026,2025", 400, "invalid"},
+		{"dr", "/fhir/R4/Observation?patient=p1&_summary=text", 400, "invalid"},
+		{"dr", "/fhir/R4/Observation?patient=p1&_include=Patient:organization", 400, "invalid"},
+		{"dr", "/fhir/R4/Observation?patient=p1&category=http://example.org|vital-signs", 400, "invalid"},
+		{"dr", "/fhir/R4/Patient?birthdate=1950-02-03T00:00:00Z", 400, "invalid"},
+		{"pt1", "/fhir/R4/DeviceMetric/other.8867-4", 404, "not-found"},
+		{"dr", "/fhir/R4/DeviceMetric/mon.0000-0", 404, "not-found"},
 		{"dr", "/fhir/R4/Observation?patient=p1&date=yesterday", 400, "invalid"},
 		{"dr", "/fhir/R4/Observation?patient=p1&_count=0", 400, "invalid"},
 		{"dr", "/fhir/R4/Observation?patient=p1&_count=5000", 400, "invalid"},

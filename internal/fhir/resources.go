@@ -289,3 +289,38 @@ func DeviceResource(d *vigil.Device, patientID string) *Device {
 	}
 	return r
 }
+
+type DeviceMetric struct {
+	ResourceType      string          `json:"resourceType"`
+	ID                string          `json:"id"`
+	Type              CodeableConcept `json:"type"`
+	Unit              CodeableConcept `json:"unit"`
+	Source            Reference       `json:"source"`
+	OperationalStatus string          `json:"operationalStatus"`
+	Category          string          `json:"category"`
+}
+
+// DeviceMetricID is the id of a device's metric for a code: the device
+// id and the code joined by a dot (both are safe in FHIR ids).
+func DeviceMetricID(deviceID, code string) string { return deviceID + "." + code }
+
+// DeviceMetricResource renders one channel of a device: a kind of
+// measurement it has sent Vigil. Vigil knows what a device reported, not
+// its power state, so operationalStatus is "on" for an active device.
+func DeviceMetricResource(c vigil.Channel, revoked bool) *DeviceMetric {
+	status := "on"
+	if revoked {
+		status = "off"
+	}
+	t := concept(c.Code)
+	t.Coding = t.Coding[:1] // the code itself, not profile extras
+	return &DeviceMetric{
+		ResourceType:      "DeviceMetric",
+		ID:                DeviceMetricID(c.Device, c.Code),
+		Type:              t,
+		Unit:              CodeableConcept{Coding: []Coding{{System: vigil.SystemUCUM, Code: c.Unit}}, Text: c.Unit},
+		Source:            Reference{Reference: "Device/" + c.Device},
+		OperationalStatus: status,
+		Category:          "measurement",
+	}
+}

@@ -2,8 +2,10 @@ package pebble
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -46,6 +48,33 @@ func patientSeries(r pebble.Reader, patientID string) ([]seriesInfo, error) {
 			out = append(out, seriesInfo{sid, rec})
 		}
 		return true, nil
+	})
+	return out, err
+}
+
+// DeviceChannels returns the codes a device has reported (for any
+// patient), or those of every device when deviceID is "", sorted by
+// device and code.
+func (s *Store) DeviceChannels(ctx context.Context, deviceID string) ([]vigil.Channel, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	seen := map[vigil.Channel]bool{}
+	var out []vigil.Channel
+	err := scan(s.db, []byte{pSeriesByID, 0}, false, func(_, v []byte) (bool, error) {
+		var rec seriesRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return false, vigil.Errorf(vigil.EINTERNAL, "corrupt series record: %v", err)
+		}
+		c := vigil.Channel{Device: rec.Device, Code: rec.Code, Unit: rec.Unit}
+		if rec.Device != "" && (deviceID == "" || rec.Device == deviceID) && !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+		return true, nil
+	})
+	slices.SortFunc(out, func(a, b vigil.Channel) int {
+		return cmp.Or(strings.Compare(a.Device, b.Device), strings.Compare(a.Code, b.Code))
 	})
 	return out, err
 }
@@ -369,6 +398,9 @@ func (s *Store) FindObservations(ctx context.Context, f vigil.ObservationFilter)
 		if len(f.Codes) > 0 && !slices.Contains(f.Codes, it.obs.Code) {
 			continue // an unpaired systolic or diastolic value of a panel search
 		}
+		if excluded(f.Exclude, it.obs.Time) {
+			continue
+		}
 		if len(out) == limit {
 			return out, formatCursor(last.t, last.sid), nil
 		}
@@ -376,6 +408,15 @@ func (s *Store) FindObservations(ctx context.Context, f vigil.ObservationFilter)
 		cp := *it
 		last = &cp
 	}
+}
+
+func excluded(ps []vigil.Period, t time.Time) bool {
+	for _, p := range ps {
+		if p.Contains(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // nextItem pops the next item in (time, series id) order across streams.

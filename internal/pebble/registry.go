@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -73,7 +72,7 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 		if err != nil {
 			return nil, 0, err
 		}
-		if !patientMatches(p, f) {
+		if !f.Matches(p) {
 			return nil, 0, nil
 		}
 		return page([]*vigil.Patient{p}, f.Offset, f.Limit)
@@ -84,7 +83,7 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 		if err := s.unmarshal(v, &p); err != nil {
 			return false, err
 		}
-		if patientMatches(&p, f) {
+		if f.Matches(&p) {
 			out = append(out, &p)
 		}
 		return true, nil
@@ -93,19 +92,6 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 		return nil, 0, err
 	}
 	return page(out, f.Offset, f.Limit)
-}
-
-func patientMatches(p *vigil.Patient, f vigil.PatientFilter) bool {
-	if f.Identifier != "" && p.Identifier != f.Identifier {
-		return false
-	}
-	if f.Ward != "" && p.Ward != f.Ward {
-		return false
-	}
-	if f.Family != "" && !strings.HasPrefix(strings.ToLower(p.Family), strings.ToLower(f.Family)) {
-		return false
-	}
-	return true
 }
 
 func page[T any](all []T, offset, limit int) ([]T, int, error) {
@@ -177,7 +163,7 @@ func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil
 		if err := s.unmarshal(v, &r); err != nil {
 			return err
 		}
-		if f.ID != "" && r.ID != f.ID {
+		if (f.ID != "" && r.ID != f.ID) || (f.Serial != "" && r.Serial != f.Serial) {
 			return nil
 		}
 		r.Device.SecretHash, r.Device.EnrollHash = r.SecretHash, r.EnrollHash

@@ -84,8 +84,8 @@ func testPatients(t *testing.T, s vigil.Store) {
 	}
 	wantCode(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p1"}), vigil.ECONFLICT)
 	wantCode(t, s.CreatePatient(ctx, &vigil.Patient{ID: "bad id!"}), vigil.EINVALID)
-	must(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p2", Family: "Smith", Ward: "A"}))
-	must(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p3", Family: "doherty", Ward: "ICU"}))
+	must(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p2", Family: "Smith", Given: "Dorothy", Ward: "A", Sex: "female", BirthDate: "1950-02-03"}))
+	must(t, s.CreatePatient(ctx, &vigil.Patient{ID: "p3", Family: "doherty", Ward: "ICU", Sex: "male", BirthDate: "1961-12-31"}))
 
 	got, err := s.FindPatientByID(ctx, "p1")
 	must(t, err)
@@ -120,6 +120,13 @@ func testPatients(t *testing.T, s vigil.Store) {
 		{vigil.PatientFilter{ID: "p2"}, []string{"p2"}, 1},
 		{vigil.PatientFilter{ID: "p2", Ward: "ICU"}, nil, 0},
 		{vigil.PatientFilter{Offset: 1, Limit: 1}, []string{"p2"}, 3},
+		{vigil.PatientFilter{Name: "do"}, []string{"p1", "p2", "p3"}, 3}, // Doe, Dorothy, doherty
+		{vigil.PatientFilter{Name: "jan"}, []string{"p1"}, 1},
+		{vigil.PatientFilter{Given: "do"}, []string{"p2"}, 1},
+		{vigil.PatientFilter{Gender: "female"}, []string{"p2"}, 1},
+		{vigil.PatientFilter{Born: []vigil.Period{{From: day("1950-01-01"), To: day("1960-01-01")}}}, []string{"p2"}, 1},
+		{vigil.PatientFilter{Born: []vigil.Period{{From: day("1950-02-04")}}}, []string{"p3"}, 1},
+		{vigil.PatientFilter{NotBorn: []vigil.Period{{From: day("1950-02-03"), To: day("1950-02-04")}}}, []string{"p3"}, 1}, // no birth date: no match
 	} {
 		ps, total, err := s.FindPatients(ctx, c.f)
 		must(t, err)
@@ -155,6 +162,11 @@ func testDevices(t *testing.T, s vigil.Store) {
 	must(t, err)
 	if len(ds) != 2 || total != 2 || ds[0].ID != "cuff-1" {
 		t.Fatalf("FindDevices: %d (total %d)", len(ds), total)
+	}
+	ds, total, err = s.FindDevices(ctx, vigil.DeviceFilter{Serial: "SN1"})
+	must(t, err)
+	if len(ds) != 1 || total != 1 || ds[0].ID != "mon-1" {
+		t.Fatalf("FindDevices by serial: %d (total %d)", len(ds), total)
 	}
 }
 
@@ -362,6 +374,10 @@ func testObservations(t *testing.T, s vigil.Store, settle func(*testing.T, vigil
 	if len(win) != 5 || !win[0].Time.Equal(T0.Add(5*time.Minute)) {
 		t.Fatalf("window [5m,10m): %d", len(win))
 	}
+	ne := find(vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCSpO2}, Exclude: []vigil.Period{{From: T0.Add(5 * time.Minute), To: T0.Add(10 * time.Minute)}, {To: T0.Add(time.Minute)}}, Limit: 1000})
+	if len(ne) != 24 || !ne[0].Time.Equal(T0.Add(time.Minute)) {
+		t.Fatalf("excluding [5m,10m) and before 1m: %d", len(ne))
+	}
 	desc := find(vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCHeartRate}, Desc: true, Limit: 1000})
 	if desc[0].Value != 89 || desc[len(desc)-1].Value != 60 {
 		t.Fatalf("desc order: first %v last %v", desc[0].Value, desc[len(desc)-1].Value)
@@ -381,6 +397,20 @@ func testObservations(t *testing.T, s vigil.Store, settle func(*testing.T, vigil
 	must(t, err)
 	if len(latest) != 2 || len(latest[vigil.LOINCHeartRate]) != 2 || latest[vigil.LOINCHeartRate][0].Value != 89 || latest[vigil.LOINCHeartRate][1].Value != 88 {
 		t.Fatalf("latest: %v", latest)
+	}
+	// Stores that list device channels (FHIR DeviceMetric) list each code once.
+	if cs, ok := s.(interface {
+		DeviceChannels(context.Context, string) ([]vigil.Channel, error)
+	}); ok {
+		chans, err := cs.DeviceChannels(ctx, "mon")
+		must(t, err)
+		want := []vigil.Channel{{Device: "mon", Code: vigil.LOINCSpO2, Unit: "%"}, {Device: "mon", Code: vigil.LOINCHeartRate, Unit: "/min"}}
+		if !slices.Equal(chans, want) {
+			t.Errorf("DeviceChannels(mon) = %v, want %v", chans, want)
+		}
+		if chans, err = cs.DeviceChannels(ctx, ""); err != nil || len(chans) != 4 {
+			t.Errorf("DeviceChannels() = %v, %v; want 4 channels of mon, mon2 and wear", chans, err)
+		}
 	}
 	_, _, err = s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Cursor: "garbage"})
 	wantCode(t, err, vigil.EINVALID)
@@ -657,4 +687,13 @@ func testReviews(t *testing.T, s vigil.Store) {
 		t.Fatalf("reviews: %+v", got)
 	}
 	wantCode(t, s.AddReview(ctx, &vigil.Review{ID: "x"}), vigil.EINVALID)
+}
+
+// day is a date at midnight UTC.
+func day(s string) time.Time {
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
 }

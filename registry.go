@@ -43,6 +43,28 @@ type Patient struct {
 	Updated     time.Time            `json:"updated"`
 }
 
+var datePattern = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
+
+// Validate checks the fields a person enters: sex is a FHIR
+// administrative gender, the birth date a date YYYY-MM-DD not after now.
+func (p *Patient) Validate(now time.Time) error {
+	switch p.Sex {
+	case "", "male", "female", "other", "unknown":
+	default:
+		return FieldErrorf("sex", "invalid", "sex must be male, female, other or unknown")
+	}
+	if p.BirthDate != "" {
+		d, err := time.Parse(time.DateOnly, p.BirthDate)
+		if !datePattern.MatchString(p.BirthDate) || err != nil {
+			return FieldErrorf("birthDate", "invalid", "birth date %q is not a date YYYY-MM-DD", p.BirthDate)
+		}
+		if d.After(now) {
+			return FieldErrorf("birthDate", "invalid", "birth date is in the future")
+		}
+	}
+	return nil
+}
+
 // Device kinds known to the simulator and the web app. Any non-empty kind
 // is accepted.
 const (

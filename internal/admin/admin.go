@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"regexp"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -39,7 +38,6 @@ type Service struct {
 // MinPasswordLen is the shortest password AddUser accepts.
 const MinPasswordLen = 12
 
-var datePattern = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
 
 func (s *Service) now() time.Time {
 	if s.Now == nil {
@@ -72,19 +70,8 @@ func (s *Service) AddPatient(ctx context.Context, p *vigil.Patient) error {
 	if !vigil.ValidID(p.ID) {
 		return vigil.FieldErrorf("id", "invalid", "patient id %q: use letters, digits and '-', up to 48 characters, starting with a letter or digit", p.ID)
 	}
-	switch p.Sex {
-	case "", "male", "female", "other", "unknown":
-	default:
-		return vigil.FieldErrorf("sex", "invalid", "sex must be male, female, other or unknown")
-	}
-	if p.BirthDate != "" {
-		d, err := time.Parse(time.DateOnly, p.BirthDate)
-		if !datePattern.MatchString(p.BirthDate) || err != nil {
-			return vigil.FieldErrorf("birthDate", "invalid", "birth date %q is not a date YYYY-MM-DD", p.BirthDate)
-		}
-		if d.After(s.now()) {
-			return vigil.FieldErrorf("birthDate", "invalid", "birth date is in the future")
-		}
+	if err := p.Validate(s.now()); err != nil {
+		return err
 	}
 	return s.Store.CreatePatient(ctx, p)
 }

@@ -103,7 +103,9 @@ func NewHandler(o Options) http.Handler {
 	h.handle("GET "+Base+"/metadata", h.metadata)
 	h.handle("GET "+Base+"/Patient", h.auth(h.searchPatients))
 	h.handle("GET "+Base+"/Patient/{id}", h.auth(h.readPatient))
+	h.handle("PUT "+Base+"/Patient/{id}", h.auth(h.updatePatient))
 	h.handle("GET "+Base+"/Device", h.auth(h.searchDevices))
+	h.handle("PUT "+Base+"/Device/{id}", h.auth(h.updateDevice))
 	h.handle("GET "+Base+"/Device/{id}", h.auth(h.readDevice))
 	h.handle("GET "+Base+"/DeviceMetric", h.auth(h.searchDeviceMetrics))
 	h.handle("GET "+Base+"/DeviceMetric/{id}", h.auth(h.readDeviceMetric))
@@ -125,7 +127,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 func (h *handler) fallback(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET")
-		writeOutcome(w, http.StatusMethodNotAllowed, "not-supported", "Vigil's FHIR API is read-only: only GET is supported", "")
+		writeOutcome(w, http.StatusMethodNotAllowed, "not-supported", "Vigil's FHIR API reads with GET; it takes PUT of Patient and Device (admins, with If-Match) and device POSTs of Observations and Bundles only", "")
 		return
 	}
 	writeOutcome(w, http.StatusNotFound, "not-supported", "no such FHIR endpoint; Vigil serves Patient, Device, Observation, Observation/$lastn and metadata", "")
@@ -165,6 +167,10 @@ func (h *handler) auth(c call) http.HandlerFunc {
 
 // outcome codes per Vigil error code.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if pf, ok := err.(errPrecondition); ok {
+		writeOutcome(w, http.StatusPreconditionFailed, "conflict", pf.msg, "")
+		return
+	}
 	e, ok := err.(*vigil.Error)
 	if !ok {
 		e = &vigil.Error{Code: vigil.EINTERNAL, Message: err.Error()}
@@ -180,6 +186,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusForbidden, "forbidden"
 	case vigil.ENOTFOUND:
 		status, code = http.StatusNotFound, "not-found"
+	case vigil.ECONFLICT:
+		status, code = http.StatusConflict, "conflict"
 	case vigil.EUNAVAILABLE:
 		status, code = http.StatusServiceUnavailable, "transient"
 		w.Header().Set("Retry-After", "5")
@@ -927,6 +935,14 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 			"conditionalRead": "not-match",
 		}
 	}
+	// Patient and Device take version-aware updates (If-Match required);
+	// a Patient may be created by PUT with the client's id.
+	updatable := func(m map[string]any, create bool) map[string]any {
+		m["interaction"] = append(m["interaction"].([]map[string]string), map[string]string{"code": "update"})
+		m["versioning"] = "versioned-update"
+		m["updateCreate"] = create
+		return m
+	}
 	obs := res("Observation", sp("patient", "reference"), sp("subject", "reference"), sp("code", "token"), sp("category", "token"), sp("date", "date"), sp("device", "reference"))
 	obs["searchInclude"] = []string{"Observation:patient", "Observation:device"}
 	obs["operation"] = []map[string]string{{"name": "lastn", "definition": "http://hl7.org/fhir/OperationDefinition/Observation-lastn"}}
@@ -946,11 +962,11 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 		"rest": []map[string]any{{
 			"mode": "server",
 			"security": map[string]any{
-				"description": "Bearer tokens (vigil token create) or a web session; clinicians, nurses and admins read all, patients their own data.",
+				"description": "Bearer tokens (vigil token create). Clinicians, nurses and admins read (clinicians and nurses with wards: their wards' patients); a patient's account reads its own data; admins update Patient and Device.",
 			},
 			"resource": []map[string]any{
-				res("Patient", sp("_id", "token"), sp("identifier", "token"), sp("name", "string"), sp("family", "string"), sp("given", "string"), sp("gender", "token"), sp("birthdate", "date")),
-				res("Device", sp("_id", "token"), sp("identifier", "token"), sp("patient", "reference")),
+				updatable(res("Patient", sp("_id", "token"), sp("identifier", "token"), sp("name", "string"), sp("family", "string"), sp("given", "string"), sp("gender", "token"), sp("birthdate", "date")), true),
+				updatable(res("Device", sp("_id", "token"), sp("identifier", "token"), sp("patient", "reference")), false),
 				res("DeviceMetric", sp("_id", "token"), sp("source", "reference"), sp("type", "token"), sp("category", "token")),
 				obs,
 			},

@@ -27,6 +27,7 @@ var t0 = time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
 // principals by bearer token, standing in for the node's token check.
 var principals = map[string]*vigil.Principal{
 	"dr":     {UserID: "dr", Role: vigil.RoleClinician},
+	"admin":  {UserID: "admin", Role: vigil.RoleAdmin},
 	"nurse":  {UserID: "nurse", Role: vigil.RoleNurse},
 	"pt1":    {UserID: "pt1", Role: vigil.RolePatient, PatientID: "p1"},
 	"w2":     {UserID: "w2", Role: vigil.RoleNurse, Wards: []string{"W2"}},
@@ -512,4 +513,94 @@ func validate(t *testing.T, resources []any) {
 		t.Fatalf("validator checked %d resources of %d", rep.Checked, len(resources))
 	}
 	t.Logf("validator checked %d resource/profile pairs", rep.Checked)
+}
+
+// put sends a resource with PUT and an optional If-Match.
+func put(t *testing.T, srv *httptest.Server, token, path, ifMatch, body string) (int, http.Header, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("PUT", srv.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/fhir+json")
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	var m map[string]any
+	must(t, json.NewDecoder(resp.Body).Decode(&m))
+	return resp.StatusCode, resp.Header, m
+}
+
+// Patient and Device updates are version-aware: a stale or missing
+// If-Match is refused with 412 and changes nothing.
+func TestVersionedUpdate(t *testing.T) {
+	srv, st := setup(t)
+	jane := `{"resourceType":"Patient","id":"p1","identifier":[{"system":"urn:vigil:patient-identifier","value":"MRN-1"}],"name":[{"use":"official","family":"Doe-Smith","given":["Jane"]}],"gender":"female","birthDate":"1950-02-03","address":[{"city":"Leeds"}]}`
+	for _, c := range []struct {
+		token, path, ifMatch, body string
+		status                     int
+		issue                      string
+	}{
+		{"dr", "/fhir/R4/Patient/p1", `W/"1"`, jane, 403, "forbidden"},
+		{"admin", "/fhir/R4/Patient/p1", "", jane, 412, "conflict"},
+		{"admin", "/fhir/R4/Patient/p1", `W/"7"`, jane, 412, "conflict"},
+		{"admin", "/fhir/R4/Patient/p1", `yesterday`, jane, 400, "invalid"},
+		{"admin", "/fhir/R4/Patient/p2", `W/"1"`, jane, 400, "invalid"}, // id differs from the URL
+		{"admin", "/fhir/R4/Patient/p1", `W/"1"`, strings.Replace(jane, `"Patient"`, `"Device"`, 1), 400, "invalid"},
+		{"admin", "/fhir/R4/Patient/p1", `W/"1"`, strings.Replace(jane, `"female"`, `"robot"`, 1), 400, "invalid"},
+		{"admin", "/fhir/R4/Patient/p1", `W/"1"`, strings.Replace(jane, `1950-02-03`, `2150-02-03`, 1), 400, "invalid"},
+		{"admin", "/fhir/R4/Patient/p1", `W/"1"`, strings.Replace(jane, `"gender"`, `"active":false,"gender"`, 1), 400, "invalid"},
+		{"admin", "/fhir/R4/Patient/p1", `W/"1"`, `{"resourceType":"Patient","id":"p1","name":"Jane"}`, 400, "invalid"},
+		{"admin", "/fhir/R4/Patient/p9", `W/"1"`, strings.Replace(jane, `"p1"`, `"p9"`, 1), 404, "not-found"},
+		{"admin", "/fhir/R4/Device/nope", `W/"1"`, `{"resourceType":"Device","id":"nope"}`, 404, "not-found"},
+		{"admin", "/fhir/R4/Device/mon", `W/"1"`, `{"resourceType":"Device","id":"mon","patient":{"reference":"Patient/p2"}}`, 400, "invalid"},
+		{"admin", "/fhir/R4/Device/mon", `W/"1"`, `{"resourceType":"Device","id":"mon","patient":{"reference":"Patient/p1"},"type":{"text":"scale"}}`, 400, "invalid"},
+		{"admin", "/fhir/R4/Device/mon", `W/"1"`, `{"resourceType":"Device","id":"mon","patient":{"reference":"Patient/p1"},"status":"inactive"}`, 400, "invalid"},
+		{"admin", "/fhir/R4/Device/mon", "", `{"resourceType":"Device","id":"mon","patient":{"reference":"Patient/p1"}}`, 412, "conflict"},
+	} {
+		status, _, b := put(t, srv, c.token, c.path, c.ifMatch, c.body)
+		if status != c.status || b["resourceType"] != "OperationOutcome" {
+			t.Errorf("PUT %s (If-Match %s): %d %v, want %d", c.path, c.ifMatch, status, b, c.status)
+			continue
+		}
+		if issue := b["issue"].([]any)[0].(map[string]any); issue["code"] != c.issue || issue["diagnostics"] == "" {
+			t.Errorf("PUT %s: issue %v, want %s", c.path, issue, c.issue)
+		}
+	}
+	if p, _ := st.FindPatientByID(ctx, "p1"); p.Version != 1 || p.Family != "Doe" {
+		t.Fatalf("a refused update changed the patient: %+v", p)
+	}
+	// The current version updates; what Vigil keeps of the patient (not the
+	// ward, not NEWS2 inputs) stays, and the answer is the stored resource.
+	status, hdr, b := put(t, srv, "admin", "/fhir/R4/Patient/p1", `W/"1"`, jane)
+	if status != 200 || hdr.Get("ETag") != `W/"2"` || b["meta"].(map[string]any)["versionId"] != "2" || b["address"] != nil {
+		t.Fatalf("update: %d %q %v", status, hdr.Get("ETag"), b)
+	}
+	if p, _ := st.FindPatientByID(ctx, "p1"); p.Family != "Doe-Smith" || p.Ward != "W1" || p.Version != 2 {
+		t.Fatalf("stored: %+v", p)
+	}
+	if status, _, _ := put(t, srv, "admin", "/fhir/R4/Patient/p1", `W/"1"`, jane); status != 412 {
+		t.Fatalf("stale If-Match after the update: %d", status)
+	}
+	// An unknown patient is created by PUT (an EHR's patient feed).
+	status, hdr, created := put(t, srv, "admin", "/fhir/R4/Patient/p9", "", strings.Replace(jane, `"p1"`, `"p9"`, 1))
+	if status != 201 || !strings.HasSuffix(hdr.Get("Location"), "/fhir/R4/Patient/p9/_history/1") || hdr.Get("ETag") != `W/"1"` {
+		t.Fatalf("create by PUT: %d %v", status, hdr)
+	}
+	// Devices: descriptive fields and firmware; kind and assignment stay.
+	status, hdr, dev := put(t, srv, "admin", "/fhir/R4/Device/mon", `W/"1"`,
+		`{"resourceType":"Device","id":"mon","manufacturer":"Acme Medical","serialNumber":"SN1","modelNumber":"M2","version":[{"value":"4.2.0"}],"type":{"text":"bedside-monitor"},"patient":{"reference":"Patient/p1"}}`)
+	if status != 200 || hdr.Get("ETag") != `W/"2"` || dev["modelNumber"] != "M2" {
+		t.Fatalf("device update: %d %v", status, dev)
+	}
+	if d, _ := st.FindDeviceByID(ctx, "mon"); d.Firmware != "4.2.0" || d.Manufacturer != "Acme Medical" || d.Kind != vigil.DeviceBedsideMonitor {
+		t.Fatalf("stored device: %+v", d)
+	}
+	req, _ := http.NewRequest("PUT", srv.URL+"/fhir/R4/Observation/x", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "Bearer admin")
+	if st, _ := fetch(t, req); st != 405 {
+		t.Errorf("PUT Observation: %d", st)
+	}
+	validate(t, []any{b, created, dev})
 }

@@ -105,7 +105,14 @@ type Device struct {
 	SerialNumber string           `json:"serialNumber,omitempty"`
 	ModelNumber  string           `json:"modelNumber,omitempty"`
 	Type         *CodeableConcept `json:"type,omitempty"`
+	Version      []DeviceVersion  `json:"version,omitempty"`
 	Patient      *Reference       `json:"patient,omitempty"`
+}
+
+// DeviceVersion is a Device's version; Vigil keeps the firmware's.
+type DeviceVersion struct {
+	Type  *CodeableConcept `json:"type,omitempty"`
+	Value string           `json:"value"`
 }
 
 type BundleLink struct {
@@ -283,6 +290,9 @@ func DeviceResource(d *vigil.Device, patientID string) *Device {
 	}
 	if d.Kind != "" {
 		r.Type = &CodeableConcept{Text: d.Kind}
+	}
+	if d.Firmware != "" {
+		r.Version = []DeviceVersion{{Type: &CodeableConcept{Text: "firmware"}, Value: d.Firmware}}
 	}
 	if patientID != "" {
 		r.Patient = &Reference{Reference: "Patient/" + patientID}

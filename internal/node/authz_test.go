@@ -97,6 +97,8 @@ var access = map[string]string{
 	"GET /fhir/R4/Device":                       "admin,clinician,nurse,patient",
 	"GET /fhir/R4/Device/{id}":                  "admin,clinician,nurse,patient",
 	"GET /fhir/R4/DeviceMetric":                 "admin,clinician,nurse,patient",
+	"PUT /fhir/R4/Patient/{id}":                 "admin",
+	"PUT /fhir/R4/Device/{id}":                  "admin",
 	"GET /fhir/R4/DeviceMetric/{id}":            "admin,clinician,nurse,patient",
 	"GET /fhir/R4/Observation":                  "admin,clinician,nurse,patient",
 	"GET /fhir/R4/Observation/$lastn":           "admin,clinician,nurse,patient",

@@ -60,6 +60,14 @@ type Token struct {
 	Kind    string    `json:"kind"` // "api" or "session"
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires,omitzero"` // zero: never
+	// Scopes are SMART on FHIR scopes (user/Observation.read,
+	// patient/*.read, ...). A token with scopes works on the FHIR API only
+	// and only for what they allow; without scopes it acts with its user's
+	// role everywhere.
+	Scopes []string `json:"scopes,omitempty"`
+	// Patient is the launch patient of patient/ scopes: the one patient
+	// whose compartment they open.
+	Patient string `json:"patient,omitempty"`
 }
 
 // BreakGlass is one emergency access: a user reads a patient outside
@@ -78,6 +86,9 @@ type Principal struct {
 	PatientID string   // for RolePatient
 	Wards     []string // care teams of a clinician or nurse (empty: all patients)
 	Glass     []string // patients open to them now through break-glass
+	// Scopes and LaunchPatient come from a scoped token (see Token).
+	Scopes        []string
+	LaunchPatient string
 }
 
 // Sees reports whether the principal may see a patient on ward: admins

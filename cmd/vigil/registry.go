@@ -39,7 +39,7 @@ type registry interface {
 	IssueDeviceCert(ctx context.Context, id string) (certPEM, keyPEM []byte, serial string, err error)
 	Assign(ctx context.Context, deviceID, patientID string, from time.Time) error
 	AddUser(ctx context.Context, u *vigil.User, password string) error
-	CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error)
+	CreateToken(ctx context.Context, userID string, spec admin.TokenSpec) (string, *vigil.Token, error)
 	EnrollTOTP(ctx context.Context, userID string) (url, secret string, err error)
 	ListPatients(ctx context.Context) ([]*vigil.Patient, error)
 	ListDevices(ctx context.Context) ([]*vigil.Device, error)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 )
 
 func newPatientCmd(g *globals) *cobra.Command {
@@ -325,16 +326,31 @@ clinicians and admins (--require-totp). Running it again replaces the secret (a 
 
 func newTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Create API bearer tokens"}
-	var user, name string
-	var ttl time.Duration
+	var user string
+	var spec admin.TokenSpec
 	create := &cobra.Command{
-		Use:     "create",
-		Short:   "Create an API token for a user (printed once; only its hash is stored)",
-		Example: `  vigil token create --user dr-smith --name "EHR integration" --ttl 720h`,
-		Args:    cobra.NoArgs,
+		Use:   "create",
+		Short: "Create an API token for a user (printed once; only its hash is stored)",
+		Long: `Create an API bearer token for a user. The token is printed once; Vigil keeps only its hash.
+
+Without --scope the token acts with the user's role on the whole API and FHIR. With SMART on
+FHIR scopes it works on the FHIR API (/fhir/R4) only, and only for what the scopes allow:
+
+  user/Observation.read     read and search Observations the user may see
+  user/*.read               read everything the user may see
+  user/Patient.write        update Patients (an admin's EHR feed)
+  patient/*.read            read one patient's record: the launch patient (--patient)
+  system/*.read             a backend service (admins only), e.g. bulk export
+  user/Observation.rs       SMART 2 letters: c create, r read, u update, d delete, s search
+
+The user's own role and wards still apply: a scope narrows, never widens.`,
+		Example: `  vigil token create --user dr-smith --name "EHR integration" --ttl 720h
+  vigil token create --user ehr-feed --scope user/Patient.write --scope user/*.read --ttl 8760h
+  vigil token create --user dr-smith --scope patient/*.read --patient p-0007 --ttl 1h --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
-				tok, t, err := r.CreateToken(ctx, user, name, ttl)
+				tok, t, err := r.CreateToken(ctx, user, spec)
 				if err != nil {
 					return err
 				}
@@ -349,8 +365,10 @@ func newTokenCmd(g *globals) *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&user, "user", "", "user the token acts as (required)")
-	create.Flags().StringVar(&name, "name", "", "what the token is for")
-	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 720h (default: no expiry)")
+	create.Flags().StringVar(&spec.Name, "name", "", "what the token is for")
+	create.Flags().DurationVar(&spec.TTL, "ttl", 0, "lifetime, e.g. 720h (default: no expiry)")
+	create.Flags().StringArrayVar(&spec.Scopes, "scope", nil, "a SMART on FHIR scope (repeatable); limits the token to FHIR")
+	create.Flags().StringVar(&spec.Patient, "patient", "", "launch patient for patient/ scopes")
 	_ = create.MarkFlagRequired("user")
 	cmd.AddCommand(create)
 	return cmd

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/vigil-iomt/vigil"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,6 +52,15 @@ func TestRegistryOfflineAndOnline(t *testing.T) {
 		if err := json.Unmarshal([]byte(run("", "token", "create", "--user", "n-"+mode, "--ttl", "1h", "--json")), &tok); err != nil || !strings.HasPrefix(tok.Token, "vgl_") {
 			t.Fatalf("%s: token create --json: %v %+v", mode, err, tok)
 		}
+		var scoped struct {
+			Record vigil.Token `json:"record"`
+		}
+		if err := json.Unmarshal([]byte(run("", "token", "create", "--user", "n-"+mode, "--scope", "patient/*.read", "--patient", p, "--json")), &scoped); err != nil ||
+			scoped.Record.Patient != p || len(scoped.Record.Scopes) != 1 {
+			t.Fatalf("%s: scoped token: %v %+v", mode, err, scoped)
+		}
+		fails("launch patient", "token", "create", "--user", "n-"+mode, "--scope", "patient/*.read")
+		fails("not a SMART scope", "token", "create", "--user", "n-"+mode, "--scope", "everything")
 		var ps []map[string]any
 		if err := json.Unmarshal([]byte(run("", "patient", "list", "--json")), &ps); err != nil {
 			t.Fatal(err)

@@ -38,7 +38,6 @@ type Service struct {
 // MinPasswordLen is the shortest password AddUser accepts.
 const MinPasswordLen = 12
 
-
 func (s *Service) now() time.Time {
 	if s.Now == nil {
 		return time.Now()
@@ -255,10 +254,32 @@ func (s *Service) AddUser(ctx context.Context, u *vigil.User, password string) e
 	return s.Store.CreateUser(ctx, u)
 }
 
-// CreateToken issues an API token for a user, valid for ttl (0: no
-// expiry). The token string is returned once; only its hash is stored.
-func (s *Service) CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error) {
-	return s.Auth.IssueToken(ctx, userID, "api", name, ttl)
+// TokenSpec describes an API token to issue.
+type TokenSpec struct {
+	Name string
+	TTL  time.Duration // 0: no expiry
+	// Scopes limit the token to the FHIR API and what they allow (SMART on
+	// FHIR, e.g. user/Observation.read); Patient is the launch patient of
+	// patient/ scopes.
+	Scopes  []string
+	Patient string
+}
+
+// CreateToken issues an API token for a user. The token string is
+// returned once; only its hash is stored.
+func (s *Service) CreateToken(ctx context.Context, userID string, spec TokenSpec) (string, *vigil.Token, error) {
+	if len(spec.Scopes) == 0 {
+		if spec.Patient != "" {
+			return "", nil, vigil.FieldErrorf("patient", "invalid", "a launch patient goes with patient/ scopes (--scope patient/*.read)")
+		}
+		return s.Auth.IssueToken(ctx, userID, "api", spec.Name, spec.TTL)
+	}
+	if spec.Patient != "" {
+		if _, err := s.Store.FindPatientByID(ctx, spec.Patient); err != nil {
+			return "", nil, err
+		}
+	}
+	return s.Auth.IssueScopedToken(ctx, userID, spec.Name, spec.TTL, spec.Scopes, spec.Patient)
 }
 
 // EnrollTOTP gives a user a new authenticator secret: the otpauth:// URL

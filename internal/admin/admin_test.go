@@ -92,7 +92,7 @@ func TestRegistry(t *testing.T) {
 	if _, err := s.Auth.Login(ctx, "n1", "long enough password"); err != nil {
 		t.Fatal(err)
 	}
-	tok, rec, err := s.CreateToken(ctx, "n1", "cli", time.Hour)
+	tok, rec, err := s.CreateToken(ctx, "n1", TokenSpec{Name: "cli", TTL: time.Hour})
 	if err != nil || rec.Kind != "api" {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/certs"
+	"github.com/vigil-iomt/vigil/internal/smart"
 )
 
 // Store is what the Authenticator reads.
@@ -263,6 +264,41 @@ const tokenPrefix = "vgl_"
 // the user, valid for ttl (0: no expiry), and returns its string form
 // (shown once) and its stored record.
 func (a *Authenticator) IssueToken(ctx context.Context, userID, kind, name string, ttl time.Duration) (string, *vigil.Token, error) {
+	return a.issue(ctx, &vigil.Token{UserID: userID, Kind: kind, Name: name}, ttl)
+}
+
+// IssueScopedToken creates an API token limited to SMART on FHIR scopes
+// (see package smart). patient/ scopes need a launch patient: a patient's
+// own account gets its own; anyone else's token must name one. system/
+// scopes are for admins' backend services.
+func (a *Authenticator) IssueScopedToken(ctx context.Context, userID, name string, ttl time.Duration, scopes []string, patient string) (string, *vigil.Token, error) {
+	if len(scopes) == 0 {
+		return "", nil, vigil.FieldErrorf("scopes", "required", "a scoped token needs at least one scope, e.g. user/Observation.read")
+	}
+	if err := smart.Check(scopes); err != nil {
+		return "", nil, vigil.FieldErrorf("scopes", "invalid", "%v", err)
+	}
+	u, err := a.store.FindUserByID(ctx, userID)
+	if err != nil {
+		return "", nil, err
+	}
+	if u.Role == vigil.RolePatient {
+		if patient != "" && patient != u.PatientID {
+			return "", nil, vigil.FieldErrorf("patient", "invalid", "a patient's token can open only their own record (%s)", u.PatientID)
+		}
+		patient = u.PatientID
+	}
+	if smart.HasContext(scopes, smart.Patient) && patient == "" {
+		return "", nil, vigil.FieldErrorf("patient", "required", "patient/ scopes open one patient's record: name the launch patient (--patient ID)")
+	}
+	if smart.HasContext(scopes, smart.System) && u.Role != vigil.RoleAdmin {
+		return "", nil, vigil.FieldErrorf("scopes", "invalid", "system/ scopes are for backend services and need an admin user; use user/ scopes for %s", u.ID)
+	}
+	return a.issue(ctx, &vigil.Token{UserID: userID, Kind: "api", Name: name, Scopes: scopes, Patient: patient}, ttl)
+}
+
+func (a *Authenticator) issue(ctx context.Context, t *vigil.Token, ttl time.Duration) (string, *vigil.Token, error) {
+	userID, kind := t.UserID, t.Kind
 	if kind != "api" && kind != "session" {
 		return "", nil, vigil.FieldErrorf("kind", "invalid", "token kind must be api or session")
 	}
@@ -280,7 +316,7 @@ func (a *Authenticator) IssueToken(ctx context.Context, userID, kind, name strin
 	sec := base64.RawURLEncoding.EncodeToString(secret)
 	h := sha256.Sum256([]byte(sec))
 	now := a.now().UTC()
-	t := &vigil.Token{ID: id, Hash: h[:], UserID: userID, Name: name, Kind: kind, Created: now}
+	t.ID, t.Hash, t.Created = id, h[:], now
 	if ttl > 0 {
 		t.Expires = now.Add(ttl)
 	}
@@ -322,7 +358,7 @@ func (a *Authenticator) Principal(ctx context.Context, token string) (*vigil.Pri
 	if err != nil {
 		return nil, err
 	}
-	p := &vigil.Principal{UserID: u.ID, Role: u.Role, PatientID: u.PatientID, Wards: u.Wards}
+	p := &vigil.Principal{UserID: u.ID, Role: u.Role, PatientID: u.PatientID, Wards: u.Wards, Scopes: t.Scopes, LaunchPatient: t.Patient}
 	now := a.now()
 	for _, g := range u.BreakGlass {
 		if now.Before(g.Until) {

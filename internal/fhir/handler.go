@@ -38,6 +38,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/audit"
+	"github.com/vigil-iomt/vigil/internal/smart"
 )
 
 // Options configure the handler.
@@ -101,17 +102,17 @@ func NewHandler(o Options) http.Handler {
 	}
 	h := &handler{o: o, mux: http.NewServeMux()}
 	h.handle("GET "+Base+"/metadata", h.metadata)
-	h.handle("GET "+Base+"/Patient", h.auth(h.searchPatients))
-	h.handle("GET "+Base+"/Patient/{id}", h.auth(h.readPatient))
-	h.handle("PUT "+Base+"/Patient/{id}", h.auth(h.updatePatient))
-	h.handle("GET "+Base+"/Device", h.auth(h.searchDevices))
-	h.handle("PUT "+Base+"/Device/{id}", h.auth(h.updateDevice))
-	h.handle("GET "+Base+"/Device/{id}", h.auth(h.readDevice))
-	h.handle("GET "+Base+"/DeviceMetric", h.auth(h.searchDeviceMetrics))
-	h.handle("GET "+Base+"/DeviceMetric/{id}", h.auth(h.readDeviceMetric))
-	h.handle("GET "+Base+"/Observation", h.auth(h.searchObservations))
-	h.handle("GET "+Base+"/Observation/$lastn", h.auth(h.lastn))
-	h.handle("GET "+Base+"/Observation/{id}", h.auth(h.readObservation))
+	h.handle("GET "+Base+"/Patient", h.auth("Patient", smart.Search, h.searchPatients))
+	h.handle("GET "+Base+"/Patient/{id}", h.auth("Patient", smart.Read, h.readPatient))
+	h.handle("PUT "+Base+"/Patient/{id}", h.auth("Patient", smart.Update, h.updatePatient))
+	h.handle("GET "+Base+"/Device", h.auth("Device", smart.Search, h.searchDevices))
+	h.handle("PUT "+Base+"/Device/{id}", h.auth("Device", smart.Update, h.updateDevice))
+	h.handle("GET "+Base+"/Device/{id}", h.auth("Device", smart.Read, h.readDevice))
+	h.handle("GET "+Base+"/DeviceMetric", h.auth("DeviceMetric", smart.Search, h.searchDeviceMetrics))
+	h.handle("GET "+Base+"/DeviceMetric/{id}", h.auth("DeviceMetric", smart.Read, h.readDeviceMetric))
+	h.handle("GET "+Base+"/Observation", h.auth("Observation", smart.Search, h.searchObservations))
+	h.handle("GET "+Base+"/Observation/$lastn", h.auth("Observation", smart.Search, h.lastn))
+	h.handle("GET "+Base+"/Observation/{id}", h.auth("Observation", smart.Read, h.readObservation))
 	if o.Ingester != nil && o.AuthenticateDevice != nil {
 		h.handle("POST "+Base+"/Observation", h.deviceWrite(false))
 		h.handle("POST "+Base+"/{$}", h.deviceWrite(true))
@@ -135,7 +136,9 @@ func (h *handler) fallback(w http.ResponseWriter, r *http.Request) {
 
 type call func(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error
 
-func (h *handler) auth(c call) http.HandlerFunc {
+// auth authenticates the caller of an interaction (a SMART letter) on a
+// resource type, checks their role and, for a scoped token, its scopes.
+func (h *handler) auth(typ string, interaction byte, c call) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, err := h.o.Authenticate(r)
 		if err == nil {
@@ -149,8 +152,12 @@ func (h *handler) auth(c call) http.HandlerFunc {
 				err = vigil.Errorf(vigil.EFORBIDDEN, "role %s may not read clinical data", p.Role)
 			}
 		}
+		acting := p
+		if err == nil && len(p.Scopes) > 0 {
+			acting, err = h.scoped(r, p, typ, interaction)
+		}
 		if err == nil {
-			err = c(w, r, p)
+			err = c(w, r, acting)
 		}
 		if err != nil {
 			h.fail(w, r, err)
@@ -163,6 +170,28 @@ func (h *handler) auth(c call) http.HandlerFunc {
 			h.o.Audit(r.Context(), audit.FromRequest(r, actor, role, err))
 		}
 	}
+}
+
+// scoped applies a token's SMART scopes: user/ and system/ scopes leave
+// the user's own permissions; patient/ scopes confine the caller to the
+// launch patient, as a patient's own account is, and allow no changes.
+func (h *handler) scoped(r *http.Request, p *vigil.Principal, typ string, interaction byte) (*vigil.Principal, error) {
+	switch smart.Grant(p.Scopes, typ, interaction) {
+	case smart.User, smart.System:
+		return p, nil
+	case smart.Patient:
+		if interaction != smart.Read && interaction != smart.Search {
+			return nil, vigil.Errorf(vigil.EFORBIDDEN, "patient/ scopes read one patient's record and change nothing; changes need %s", smart.Needed(typ, interaction))
+		}
+		if err := h.sees(r.Context(), p, p.LaunchPatient); err != nil {
+			return nil, err
+		}
+		c := *p
+		c.Role, c.PatientID, c.Wards, c.Glass = vigil.RolePatient, p.LaunchPatient, nil, nil
+		return &c, nil
+	}
+	return nil, vigil.Errorf(vigil.EFORBIDDEN, "this token's scopes (%s) do not allow this on %s; it needs a scope such as %s",
+		strings.Join(p.Scopes, " "), typ, smart.Needed(typ, interaction))
 }
 
 // outcome codes per Vigil error code.
@@ -834,6 +863,9 @@ func (h *handler) include(w http.ResponseWriter, r *http.Request, p *vigil.Princ
 			if id == "" || seen[typ+"/"+id] {
 				continue
 			}
+			if len(p.Scopes) > 0 && smart.Grant(p.Scopes, typ, smart.Read) == "" {
+				continue // the token's scopes do not reach this type
+			}
 			seen[typ+"/"+id] = true
 			var res any
 			switch typ {
@@ -962,7 +994,7 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 		"rest": []map[string]any{{
 			"mode": "server",
 			"security": map[string]any{
-				"description": "Bearer tokens (vigil token create). Clinicians, nurses and admins read (clinicians and nurses with wards: their wards' patients); a patient's account reads its own data; admins update Patient and Device.",
+				"description": "Bearer tokens (vigil token create). Clinicians, nurses and admins read (clinicians and nurses with wards: their wards' patients); a patient's account reads its own data; admins update Patient and Device. Tokens may carry SMART on FHIR scopes (user/Observation.read, patient/*.read with a launch patient, system/*.read; SMART 1 and 2 syntax), enforced on every interaction; a scoped token works on this API only. Vigil issues the tokens itself (vigil token create --scope): there is no OAuth authorization endpoint.",
 			},
 			"resource": []map[string]any{
 				updatable(res("Patient", sp("_id", "token"), sp("identifier", "token"), sp("name", "string"), sp("family", "string"), sp("given", "string"), sp("gender", "token"), sp("birthdate", "date")), true),

@@ -26,12 +26,18 @@ var t0 = time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
 
 // principals by bearer token, standing in for the node's token check.
 var principals = map[string]*vigil.Principal{
-	"dr":     {UserID: "dr", Role: vigil.RoleClinician},
-	"admin":  {UserID: "admin", Role: vigil.RoleAdmin},
-	"nurse":  {UserID: "nurse", Role: vigil.RoleNurse},
-	"pt1":    {UserID: "pt1", Role: vigil.RolePatient, PatientID: "p1"},
-	"w2":     {UserID: "w2", Role: vigil.RoleNurse, Wards: []string{"W2"}},
-	"device": {UserID: "mon", Role: vigil.RoleDevice},
+	"dr":    {UserID: "dr", Role: vigil.RoleClinician},
+	"admin": {UserID: "admin", Role: vigil.RoleAdmin},
+	"nurse": {UserID: "nurse", Role: vigil.RoleNurse},
+	"pt1":   {UserID: "pt1", Role: vigil.RolePatient, PatientID: "p1"},
+	"w2":    {UserID: "w2", Role: vigil.RoleNurse, Wards: []string{"W2"}},
+	// Tokens with SMART scopes.
+	"obs-only":  {UserID: "dr", Role: vigil.RoleClinician, Scopes: []string{"user/Observation.read"}},
+	"launch-p1": {UserID: "dr", Role: vigil.RoleClinician, Scopes: []string{"launch/patient", "patient/*.read"}, LaunchPatient: "p1"},
+	"w1-p2":     {UserID: "w1", Role: vigil.RoleNurse, Wards: []string{"W1"}, Scopes: []string{"patient/*.read"}, LaunchPatient: "p2"},
+	"admin-pt":  {UserID: "admin", Role: vigil.RoleAdmin, Scopes: []string{"patient/*.*"}, LaunchPatient: "p1"},
+	"feed":      {UserID: "admin", Role: vigil.RoleAdmin, Scopes: []string{"user/Patient.rus"}},
+	"device":    {UserID: "mon", Role: vigil.RoleDevice},
 }
 
 func setup(t *testing.T) (*httptest.Server, *pebble.Store) {
@@ -603,4 +609,54 @@ func TestVersionedUpdate(t *testing.T) {
 		t.Errorf("PUT Observation: %d", st)
 	}
 	validate(t, []any{b, created, dev})
+}
+
+// SMART scopes narrow what a token may do on every interaction.
+func TestScopes(t *testing.T) {
+	srv, _ := setup(t)
+	for _, c := range []struct {
+		token, path string
+		status      int
+		entries     int // -1: not checked
+	}{
+		{"obs-only", "/fhir/R4/Observation?patient=p1&code=9279-1", 200, 1},
+		{"obs-only", "/fhir/R4/Observation/$lastn?patient=p1", 200, -1},
+		{"obs-only", "/fhir/R4/Observation?patient=p1&code=9279-1&_include=Observation:patient", 200, 1}, // no Patient included
+		{"obs-only", "/fhir/R4/Patient/p1", 403, -1},
+		{"obs-only", "/fhir/R4/Patient", 403, -1},
+		{"obs-only", "/fhir/R4/Device", 403, -1},
+		{"obs-only", "/fhir/R4/DeviceMetric", 403, -1},
+		{"launch-p1", "/fhir/R4/Observation?code=9279-1", 200, 1}, // the launch patient without patient=
+		{"launch-p1", "/fhir/R4/Observation?patient=p2", 403, -1},
+		{"launch-p1", "/fhir/R4/Patient", 200, 1},
+		{"launch-p1", "/fhir/R4/Patient/p2", 403, -1},
+		{"launch-p1", "/fhir/R4/Device/mon", 200, -1},
+		{"w1-p2", "/fhir/R4/Patient/p2", 403, -1}, // the nurse's wards still apply
+		{"w1-p2", "/fhir/R4/Observation", 403, -1},
+		{"feed", "/fhir/R4/Patient?name=doe", 200, 1},
+		{"feed", "/fhir/R4/Observation?patient=p1", 403, -1},
+	} {
+		st, b := get(t, srv, c.token, c.path)
+		if st != c.status {
+			t.Errorf("%s as %s: %d %v, want %d", c.path, c.token, st, b, c.status)
+			continue
+		}
+		if c.entries >= 0 && len(entries(b)) != c.entries {
+			t.Errorf("%s as %s: %d entries, want %d", c.path, c.token, len(entries(b)), c.entries)
+		}
+	}
+	_, b := get(t, srv, "obs-only", "/fhir/R4/Patient/p1")
+	if d := b["issue"].([]any)[0].(map[string]any)["diagnostics"].(string); !strings.Contains(d, "user/Patient.read") {
+		t.Errorf("scope refusal does not say what is needed: %s", d)
+	}
+	jane := `{"resourceType":"Patient","id":"p1","name":[{"family":"Doe","given":["Jane"]}],"gender":"female"}`
+	if st, _, b := put(t, srv, "admin-pt", "/fhir/R4/Patient/p1", `W/"1"`, jane); st != 403 {
+		t.Errorf("patient/*.* update: %d %v", st, b)
+	}
+	if st, _, b := put(t, srv, "feed", "/fhir/R4/Patient/p1", `W/"1"`, jane); st != 200 {
+		t.Errorf("user/Patient.u update: %d %v", st, b)
+	}
+	if st, _, b := put(t, srv, "feed", "/fhir/R4/Patient/p7", "", strings.Replace(jane, `"p1"`, `"p7"`, 1)); st != 403 {
+		t.Errorf("create without a create scope: %d %v", st, b)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/smart"
 )
 
 // Version-aware updates (PUT) of Patient and Device, for admins. An update
@@ -136,6 +137,8 @@ func (h *handler) updatePatient(w http.ResponseWriter, r *http.Request, p *vigil
 	switch {
 	case created && want != 0:
 		return vigil.Errorf(vigil.ENOTFOUND, "Patient/%s does not exist, so If-Match cannot match; send the PUT without If-Match to create it", id)
+	case created && len(p.Scopes) > 0 && smart.Grant(p.Scopes, "Patient", smart.Create) == "":
+		return vigil.Errorf(vigil.EFORBIDDEN, "Patient/%s does not exist and this token's scopes do not allow creating patients (user/Patient.write or user/Patient.c)", id)
 	case created:
 		pt = &vigil.Patient{ID: id}
 	case err != nil:

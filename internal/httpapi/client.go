@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/audit"
 )
@@ -120,10 +121,10 @@ func (c *Client) AddUser(ctx context.Context, u *vigil.User, password string) er
 }
 
 // CreateToken issues an API token.
-func (c *Client) CreateToken(ctx context.Context, userID, name string, ttl time.Duration) (string, *vigil.Token, error) {
-	req := TokenRequest{Name: name}
-	if ttl > 0 {
-		req.TTL = ttl.String()
+func (c *Client) CreateToken(ctx context.Context, userID string, spec admin.TokenSpec) (string, *vigil.Token, error) {
+	req := TokenRequest{Name: spec.Name, Scopes: spec.Scopes, Patient: spec.Patient}
+	if spec.TTL > 0 {
+		req.TTL = spec.TTL.String()
 	}
 	var out TokenCreated
 	if err := c.do(ctx, "POST", "/api/v1/users/"+url.PathEscape(userID)+"/tokens", req, &out); err != nil {

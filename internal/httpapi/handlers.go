@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/news2"
@@ -448,6 +449,10 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, _ *vigil.Prin
 type TokenRequest struct {
 	Name string `json:"name"`
 	TTL  string `json:"ttl"`
+	// Scopes (SMART on FHIR) limit the token to the FHIR API; Patient is
+	// the launch patient of patient/ scopes.
+	Scopes  []string `json:"scopes,omitempty"`
+	Patient string   `json:"patient,omitempty"`
 }
 
 // TokenCreated is the answer: the token string is shown once.
@@ -485,7 +490,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, _ *vigil.Pr
 			return vigil.FieldErrorf("ttl", "invalid", "ttl %q is not a duration such as 720h", tr.TTL)
 		}
 	}
-	tok, rec, err := s.o.Admin.CreateToken(r.Context(), r.PathValue("id"), tr.Name, ttl)
+	tok, rec, err := s.o.Admin.CreateToken(r.Context(), r.PathValue("id"), admin.TokenSpec{Name: tr.Name, TTL: ttl, Scopes: tr.Scopes, Patient: tr.Patient})
 	if err != nil {
 		return err
 	}

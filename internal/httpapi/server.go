@@ -391,6 +391,9 @@ func (s *Server) principal(r *http.Request, roles []string) (*vigil.Principal, e
 	if err != nil {
 		return nil, err
 	}
+	if len(p.Scopes) > 0 {
+		return nil, vigil.Errorf(vigil.EFORBIDDEN, "this token carries SMART scopes (%s) and works on the FHIR API (/fhir/R4) only", strings.Join(p.Scopes, " "))
+	}
 	for _, role := range roles {
 		if p.Role == role {
 			return p, nil

@@ -75,7 +75,7 @@ func setup(t *testing.T, limits ...Limits) *env {
 	must(t, e.admin.Assign(ctx, "mon", "p1", time.Now().Add(-time.Hour)))
 	for _, role := range []string{vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse} {
 		must(t, e.admin.AddUser(ctx, &vigil.User{ID: role + "-1", Role: role}, "a long enough password"))
-		e.tokens[role], _, err = e.admin.CreateToken(ctx, role+"-1", "test", time.Hour)
+		e.tokens[role], _, err = e.admin.CreateToken(ctx, role+"-1", admin.TokenSpec{Name: "test", TTL: time.Hour})
 		must(t, err)
 	}
 	return e
@@ -258,7 +258,7 @@ func TestClientRoundTrip(t *testing.T) {
 	if ve, _ := err.(*vigil.Error); ve == nil || ve.Field != "password" {
 		t.Fatalf("short password: %v", err)
 	}
-	tok, rec, err := c.CreateToken(ctx, "n2", "ward pc", 24*time.Hour)
+	tok, rec, err := c.CreateToken(ctx, "n2", admin.TokenSpec{Name: "ward pc", TTL: 24 * time.Hour})
 	must(t, err)
 	if rec.UserID != "n2" || rec.Expires.IsZero() || !strings.HasPrefix(tok, "vgl_") {
 		t.Fatalf("token: %+v", rec)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/audit"
 )
 
@@ -74,10 +75,10 @@ func TestAuditTrail(t *testing.T) {
 			t.Errorf("no audit entry %+v in %+v", w, got)
 		}
 	}
-	admin := e.adminToken(t)
+	adminTok := e.adminToken(t)
 	var rep audit.Report
 	req, _ = http.NewRequest("GET", e.n.URL()+"/api/v1/audit/verify", nil)
-	req.Header.Set("Authorization", "Bearer "+admin)
+	req.Header.Set("Authorization", "Bearer "+adminTok)
 	resp, err = http.DefaultClient.Do(req)
 	must(t, err)
 	json.NewDecoder(resp.Body).Decode(&rep)
@@ -88,7 +89,7 @@ func TestAuditTrail(t *testing.T) {
 
 	// An auditor reads the trail, filtered and paged, and as FHIR.
 	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "officer", Role: vigil.RoleAuditor}, "correct horse battery"))
-	officer, _, err := e.n.Admin.CreateToken(ctx, "officer", "audit", time.Hour)
+	officer, _, err := e.n.Admin.CreateToken(ctx, "officer", admin.TokenSpec{Name: "audit", TTL: time.Hour})
 	must(t, err)
 	get := func(path string, v any) int {
 		req, _ := http.NewRequest("GET", e.n.URL()+path, nil)
@@ -143,7 +144,7 @@ func TestAuditTrail(t *testing.T) {
 func (e *env) adminToken(t *testing.T) string {
 	t.Helper()
 	must(t, e.n.Admin.AddUser(context.Background(), &vigil.User{ID: "root", Role: vigil.RoleAdmin}, "correct horse battery"))
-	tok, _, err := e.n.Admin.CreateToken(context.Background(), "root", "test", time.Hour)
+	tok, _, err := e.n.Admin.CreateToken(context.Background(), "root", admin.TokenSpec{Name: "test", TTL: time.Hour})
 	must(t, err)
 	return tok
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 )
 
 // access says who may call a route:
@@ -154,7 +155,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{ID: "auditor", Role: vigil.RoleAuditor},
 	} {
 		must(t, e.n.Admin.AddUser(ctx, &u, "correct horse battery"))
-		tok, _, err := e.n.Admin.CreateToken(ctx, u.ID, "matrix", time.Hour)
+		tok, _, err := e.n.Admin.CreateToken(ctx, u.ID, admin.TokenSpec{Name: "matrix", TTL: time.Hour})
 		must(t, err)
 
 		jar, _ := cookiejar.New(nil)

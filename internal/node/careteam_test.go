@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/audit"
 )
 
@@ -23,7 +24,7 @@ func TestCareTeamsAndBreakGlass(t *testing.T) {
 	must(t, e.n.Admin.AddPatient(ctx, &vigil.Patient{ID: "w1-a", Identifier: "MRN-W1A", Ward: "W1"}))
 	must(t, e.n.Admin.AddPatient(ctx, &vigil.Patient{ID: "w2-b", Identifier: "MRN-W2B", Ward: "W2"}))
 	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "nurse-w1", Role: vigil.RoleNurse, Wards: []string{"W1"}}, "correct horse battery"))
-	tok, _, err := e.n.Admin.CreateToken(ctx, "nurse-w1", "test", time.Hour)
+	tok, _, err := e.n.Admin.CreateToken(ctx, "nurse-w1", admin.TokenSpec{Name: "test", TTL: time.Hour})
 	must(t, err)
 	call := func(method, path, body string, out any) int {
 		t.Helper()

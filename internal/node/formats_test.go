@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 )
 
@@ -177,7 +178,7 @@ func TestMedTechTemplates(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
 	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "adm", Role: vigil.RoleAdmin}, "a long admin password"))
-	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", "test", time.Hour)
+	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", admin.TokenSpec{Name: "test", TTL: time.Hour})
 	must(t, err)
 	c := httpapi.NewClient(e.n.URL(), tok)
 	read := func(name string) []byte {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/fhir"
 	"github.com/vigil-iomt/vigil/internal/hl7"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
@@ -186,7 +187,7 @@ func TestHL7OverMLLP(t *testing.T) {
 	// ICU one stays refused (its codes are still unknown).
 	must(t, e.n.Admin.AddPatient(ctx, &vigil.Patient{ID: "p-new", Identifier: "000000"}))
 	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "adm", Role: vigil.RoleAdmin}, "a long admin password"))
-	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", "test", time.Hour)
+	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", admin.TokenSpec{Name: "test", TTL: time.Hour})
 	must(t, err)
 	c := httpapi.NewClient(e.n.URL(), tok)
 	one, err := c.DeadLetter(ctx, ds[0].ID)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 )
 
 // Vitals of a septic patient raise a NEWS2 high alert; the breakdown is
@@ -78,7 +79,7 @@ func TestNEWS2Alerts(t *testing.T) {
 	// A nurse records consciousness (V: scores 3) and oxygen: the score is
 	// complete; a nurse may not prescribe SpO2 scale 2.
 	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "nurse-a", Role: vigil.RoleNurse}, "a long nurse password"))
-	ntok, _, err := e.n.Admin.CreateToken(ctx, "nurse-a", "t", time.Hour)
+	ntok, _, err := e.n.Admin.CreateToken(ctx, "nurse-a", admin.TokenSpec{Name: "t", TTL: time.Hour})
 	must(t, err)
 	post := func(tok, body string) (int, map[string]any) {
 		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/patients/p1/news2-inputs", strings.NewReader(body))

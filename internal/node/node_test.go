@@ -17,6 +17,7 @@ import (
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/node"
 )
 
@@ -48,7 +49,7 @@ func start(t *testing.T) *env {
 	}
 	must(t, n.Admin.Assign(ctx, e.device, "p1", time.Now().Add(-time.Hour)))
 	must(t, n.Admin.AddUser(ctx, &vigil.User{ID: "dr", Role: vigil.RoleClinician}, "correct horse battery"))
-	if e.token, _, err = n.Admin.CreateToken(ctx, "dr", "test", time.Hour); err != nil {
+	if e.token, _, err = n.Admin.CreateToken(ctx, "dr", admin.TokenSpec{Name: "test", TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	return e

@@ -74,6 +74,9 @@ func (h *handler) authenticate(r *http.Request) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(p.Scopes) > 0 {
+		return nil, vigil.Errorf(vigil.EFORBIDDEN, "a token with SMART scopes works on the FHIR API only, not as a web session")
+	}
 	switch p.Role {
 	case vigil.RoleAdmin, vigil.RoleClinician, vigil.RoleNurse, vigil.RolePatient:
 	default:

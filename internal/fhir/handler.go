@@ -59,6 +59,8 @@ type Options struct {
 	Ingester           vigil.Ingester
 	AuthenticateDevice func(*http.Request) (string, error)
 	MaxBody            int // default 256 KiB
+	// Exporter runs Bulk Data exports (nil: $export is not offered).
+	Exporter *Exporter
 }
 
 // Base is the path prefix the handler serves.
@@ -111,6 +113,13 @@ func NewHandler(o Options) http.Handler {
 	h.handle("GET "+Base+"/DeviceMetric", h.auth("DeviceMetric", smart.Search, h.searchDeviceMetrics))
 	h.handle("GET "+Base+"/DeviceMetric/{id}", h.auth("DeviceMetric", smart.Read, h.readDeviceMetric))
 	h.handle("GET "+Base+"/Observation", h.auth("Observation", smart.Search, h.searchObservations))
+	// Bulk export checks the scopes of each exported type itself.
+	h.handle("GET "+Base+"/$export", h.auth("", smart.Read, h.kickOff("system")))
+	h.handle("GET "+Base+"/Patient/$export", h.auth("", smart.Read, h.kickOff("patient")))
+	h.handle("GET "+Base+"/Group/{id}/$export", h.auth("", smart.Read, h.kickOff("group")))
+	h.handle("GET "+Base+"/$export-status/{job}", h.auth("", smart.Read, h.exportStatus))
+	h.handle("DELETE "+Base+"/$export-status/{job}", h.auth("", smart.Read, h.cancelExport))
+	h.handle("GET "+Base+"/$export-file/{job}/{file}", h.auth("", smart.Read, h.exportFileHandler))
 	h.handle("GET "+Base+"/Observation/$lastn", h.auth("Observation", smart.Search, h.lastn))
 	h.handle("GET "+Base+"/Observation/{id}", h.auth("Observation", smart.Read, h.readObservation))
 	if o.Ingester != nil && o.AuthenticateDevice != nil {
@@ -153,7 +162,7 @@ func (h *handler) auth(typ string, interaction byte, c call) http.HandlerFunc {
 			}
 		}
 		acting := p
-		if err == nil && len(p.Scopes) > 0 {
+		if err == nil && len(p.Scopes) > 0 && typ != "" {
 			acting, err = h.scoped(r, p, typ, interaction)
 		}
 		if err == nil {
@@ -979,6 +988,27 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 	obs["searchInclude"] = []string{"Observation:patient", "Observation:device"}
 	obs["operation"] = []map[string]string{{"name": "lastn", "definition": "http://hl7.org/fhir/OperationDefinition/Observation-lastn"}}
 	obs["supportedProfile"] = []string{profileBase + "vitalsigns", profileBase + "heartrate", profileBase + "oxygensat", profileBase + "resprate", profileBase + "bodytemp", profileBase + "bp", profileBase + "bodyweight", profileBase + "bodyheight", profileBase + "bmi"}
+	const security = "Bearer tokens (vigil token create). Clinicians, nurses and admins read (clinicians and nurses with wards: their wards' patients); a patient's account reads its own data; admins update Patient and Device. Tokens may carry SMART on FHIR scopes (user/Observation.read, patient/*.read with a launch patient, system/*.read; SMART 1 and 2 syntax), enforced on every interaction; a scoped token works on this API only. Vigil issues the tokens itself (vigil token create --scope): there is no OAuth authorization endpoint."
+	resources := []map[string]any{
+		updatable(res("Patient", sp("_id", "token"), sp("identifier", "token"), sp("name", "string"), sp("family", "string"), sp("given", "string"), sp("gender", "token"), sp("birthdate", "date")), true),
+		updatable(res("Device", sp("_id", "token"), sp("identifier", "token"), sp("patient", "reference")), false),
+		res("DeviceMetric", sp("_id", "token"), sp("source", "reference"), sp("type", "token"), sp("category", "token")),
+		obs,
+	}
+	rest := map[string]any{
+		"mode": "server",
+		"security": map[string]any{
+			"description": security,
+		},
+	}
+	if h.o.Exporter != nil {
+		// Bulk Data export: the system, all patients, a group (a ward).
+		rest["operation"] = []map[string]string{{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}}
+		resources[0]["operation"] = []map[string]string{{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}}
+		resources = append(resources, map[string]any{"type": "Group",
+			"operation": []map[string]string{{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}}})
+	}
+	rest["resource"] = resources
 	cs := map[string]any{
 		"resourceType": "CapabilityStatement",
 		"status":       "active",
@@ -986,23 +1016,12 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 		"kind":         "instance",
 		"software":     map[string]string{"name": "Vigil"},
 		"implementation": map[string]string{
-			"description": "Vigil IoMT platform, FHIR R4 read API",
+			"description": "Vigil IoMT platform, FHIR R4 API",
 			"url":         baseURL(r),
 		},
 		"fhirVersion": "4.0.1",
 		"format":      []string{"json"},
-		"rest": []map[string]any{{
-			"mode": "server",
-			"security": map[string]any{
-				"description": "Bearer tokens (vigil token create). Clinicians, nurses and admins read (clinicians and nurses with wards: their wards' patients); a patient's account reads its own data; admins update Patient and Device. Tokens may carry SMART on FHIR scopes (user/Observation.read, patient/*.read with a launch patient, system/*.read; SMART 1 and 2 syntax), enforced on every interaction; a scoped token works on this API only. Vigil issues the tokens itself (vigil token create --scope): there is no OAuth authorization endpoint.",
-			},
-			"resource": []map[string]any{
-				updatable(res("Patient", sp("_id", "token"), sp("identifier", "token"), sp("name", "string"), sp("family", "string"), sp("given", "string"), sp("gender", "token"), sp("birthdate", "date")), true),
-				updatable(res("Device", sp("_id", "token"), sp("identifier", "token"), sp("patient", "reference")), false),
-				res("DeviceMetric", sp("_id", "token"), sp("source", "reference"), sp("type", "token"), sp("category", "token")),
-				obs,
-			},
-		}},
+		"rest":        []map[string]any{rest},
 	}
 	writeResource(w, http.StatusOK, cs)
 }

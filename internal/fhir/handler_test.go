@@ -40,7 +40,7 @@ var principals = map[string]*vigil.Principal{
 	"device":    {UserID: "mon", Role: vigil.RoleDevice},
 }
 
-func setup(t *testing.T) (*httptest.Server, *pebble.Store) {
+func setup(t *testing.T, configure ...func(*Options)) (*httptest.Server, *pebble.Store) {
 	t.Helper()
 	o := pebble.DefaultOptions()
 	o.CompactInterval = -1
@@ -78,13 +78,17 @@ func setup(t *testing.T) (*httptest.Server, *pebble.Store) {
 	)
 	_, err = st.AppendReadings(ctx, rs)
 	must(t, err)
-	h := NewHandler(Options{Patients: st, Devices: st, Observations: st, Now: func() time.Time { return t0.Add(5 * time.Hour) }, Authenticate: func(r *http.Request) (*vigil.Principal, error) {
+	ho := Options{Patients: st, Devices: st, Observations: st, Now: func() time.Time { return t0.Add(5 * time.Hour) }, Authenticate: func(r *http.Request) (*vigil.Principal, error) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if p, ok := principals[tok]; ok {
 			return p, nil
 		}
 		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "a bearer token is required")
-	}})
+	}}
+	for _, c := range configure {
+		c(&ho)
+	}
+	h := NewHandler(ho)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, st

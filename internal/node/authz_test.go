@@ -99,6 +99,12 @@ var access = map[string]string{
 	"GET /fhir/R4/Device/{id}":                  "admin,clinician,nurse,patient",
 	"GET /fhir/R4/DeviceMetric":                 "admin,clinician,nurse,patient",
 	"PUT /fhir/R4/Patient/{id}":                 "admin",
+	"GET /fhir/R4/$export":                      "admin,clinician,nurse", // a nurse's export holds her wards only
+	"GET /fhir/R4/Patient/$export":              "admin,clinician,nurse",
+	"GET /fhir/R4/Group/{id}/$export":           "admin,clinician,nurse",         // unknown group: 404
+	"GET /fhir/R4/$export-status/{job}":         "admin,clinician,nurse,patient", // a job id of one's own, else 404
+	"DELETE /fhir/R4/$export-status/{job}":      "admin,clinician,nurse,patient",
+	"GET /fhir/R4/$export-file/{job}/{file}":    "admin,clinician,nurse,patient",
 	"PUT /fhir/R4/Device/{id}":                  "admin",
 	"GET /fhir/R4/DeviceMetric/{id}":            "admin,clinician,nurse,patient",
 	"GET /fhir/R4/Observation":                  "admin,clinician,nurse,patient",
@@ -310,6 +316,7 @@ func do(t *testing.T, c *http.Client, method, base, path, token, csrf string) in
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
+		req.Header.Set("Prefer", "respond-async") // bulk export kick-offs need it; others ignore it
 		if csrf != "" && method != "GET" {
 			req.Header.Set("X-CSRF-Token", csrf)
 			req.Header.Set("Origin", base)

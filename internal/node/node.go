@@ -135,6 +135,8 @@ type Node struct {
 	Hub       *live.Hub
 	Auth      *auth.Authenticator
 	Admin     *admin.Service
+	// Exporter runs FHIR Bulk Data exports (files in DATA/exports, sealed).
+	Exporter *fhir.Exporter
 	Registry  *prometheus.Registry
 
 	opts      Options
@@ -324,7 +326,13 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if opts.TLS != nil {
 		n.httpLn = tls.NewListener(n.httpLn, opts.TLS)
 	}
+	// Bulk exports are sealed under keys held in memory; what an earlier
+	// process left in DATA/exports is unreadable and removed.
+	if n.Exporter, err = fhir.NewExporter(fhir.ExportOptions{Dir: filepath.Join(opts.DataDir, "exports"), Now: opts.Now}); err != nil {
+		return nil, fmt.Errorf("bulk export directory: %w", err)
+	}
 	fh := fhir.NewHandler(fhir.Options{
+		Exporter:           n.Exporter,
 		Audit:              n.audit,
 		Patients:           n.Store,
 		Devices:            n.Store,
@@ -685,6 +693,11 @@ func (n *Node) close() error {
 	}
 	if n.Notifier != nil {
 		n.Notifier.Close() // after the pipeline drained (its alerts still go out), before the store closes
+	}
+	if n.Exporter != nil {
+		if err := n.Exporter.Close(); err != nil { // after HTTP: no new jobs; before the store
+			errs = append(errs, fmt.Errorf("stop bulk exports: %w", err))
+		}
 	}
 	if n.Store != nil {
 		if n.tokenID != "" {

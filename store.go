@@ -15,6 +15,7 @@ type Store interface {
 	RuleStore
 	EventStore
 	ReviewStore
+	SubscriptionStore
 	// Close flushes and releases the store; it waits for in-flight appends.
 	Close() error
 }

@@ -351,14 +351,26 @@ func (a *Authenticator) Principal(ctx context.Context, token string) (*vigil.Pri
 	if !t.Expires.IsZero() && !a.now().Before(t.Expires) {
 		return bad("token expired at " + t.Expires.Format(time.RFC3339) + ": log in again or create a new token")
 	}
-	u, err := a.store.FindUserByID(ctx, t.UserID)
+	p, err := a.UserPrincipal(ctx, t.UserID)
 	if vigil.ErrorCode(err) == vigil.ENOTFOUND {
 		return bad("the token's user no longer exists")
 	}
 	if err != nil {
 		return nil, err
 	}
-	p := &vigil.Principal{UserID: u.ID, Role: u.Role, PatientID: u.PatientID, Wards: u.Wards, Scopes: t.Scopes, LaunchPatient: t.Patient}
+	p.Scopes, p.LaunchPatient = t.Scopes, t.Patient
+	return p, nil
+}
+
+// UserPrincipal returns what a user may do now (role, wards, open
+// break-glass accesses), for work done on their behalf without a request
+// (a subscription's notifications). ENOTFOUND for an unknown user.
+func (a *Authenticator) UserPrincipal(ctx context.Context, userID string) (*vigil.Principal, error) {
+	u, err := a.store.FindUserByID(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	p := &vigil.Principal{UserID: u.ID, Role: u.Role, PatientID: u.PatientID, Wards: u.Wards}
 	now := a.now()
 	for _, g := range u.BreakGlass {
 		if now.Before(g.Until) {

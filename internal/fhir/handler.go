@@ -61,6 +61,10 @@ type Options struct {
 	MaxBody            int // default 256 KiB
 	// Exporter runs Bulk Data exports (nil: $export is not offered).
 	Exporter *Exporter
+	// Subscriptions delivers topic-based subscriptions (nil: none).
+	Subscriptions *Subscriptions
+	// Alerts serves alerts as DetectedIssue (nil: none).
+	Alerts vigil.AlertStore
 }
 
 // Base is the path prefix the handler serves.
@@ -113,6 +117,18 @@ func NewHandler(o Options) http.Handler {
 	h.handle("GET "+Base+"/DeviceMetric", h.auth("DeviceMetric", smart.Search, h.searchDeviceMetrics))
 	h.handle("GET "+Base+"/DeviceMetric/{id}", h.auth("DeviceMetric", smart.Read, h.readDeviceMetric))
 	h.handle("GET "+Base+"/Observation", h.auth("Observation", smart.Search, h.searchObservations))
+	h.handle("GET "+Base+"/DetectedIssue", h.auth("DetectedIssue", smart.Search, h.searchDetectedIssues))
+	h.handle("GET "+Base+"/DetectedIssue/{id}", h.auth("DetectedIssue", smart.Read, h.readDetectedIssue))
+	h.handle("POST "+Base+"/Subscription", h.auth("Subscription", smart.Create, h.createSubscription))
+	h.handle("GET "+Base+"/Subscription", h.auth("Subscription", smart.Search, h.searchSubscriptions))
+	h.handle("GET "+Base+"/Subscription/{id}", h.auth("Subscription", smart.Read, h.readSubscription))
+	h.handle("PUT "+Base+"/Subscription/{id}", h.auth("Subscription", smart.Update, h.updateSubscription))
+	h.handle("DELETE "+Base+"/Subscription/{id}", h.auth("Subscription", smart.Delete, h.deleteSubscription))
+	h.handle("GET "+Base+"/Subscription/{id}/$status", h.auth("Subscription", smart.Read, h.subscriptionStatus))
+	h.handle("GET "+Base+"/Subscription/{id}/$get-ws-binding-token", h.auth("Subscription", smart.Read, h.wsBindingToken))
+	h.handle("POST "+Base+"/Subscription/{id}/$get-ws-binding-token", h.auth("Subscription", smart.Read, h.wsBindingToken))
+	// The websocket authenticates by the binding token a client sends.
+	h.handle("GET "+Base+"/$subscription-ws", h.subscriptionWS)
 	// Bulk export checks the scopes of each exported type itself.
 	h.handle("GET "+Base+"/$export", h.auth("", smart.Read, h.kickOff("system")))
 	h.handle("GET "+Base+"/Patient/$export", h.auth("", smart.Read, h.kickOff("patient")))
@@ -1008,6 +1024,24 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 		resources = append(resources, map[string]any{"type": "Group",
 			"operation": []map[string]string{{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}}})
 	}
+	if h.o.Alerts != nil {
+		resources = append(resources, map[string]any{"type": "DetectedIssue",
+			"interaction": []map[string]string{{"code": "read"}, {"code": "search-type"}},
+			"searchParam": []map[string]string{sp("patient", "reference"), sp("status", "token")}})
+	}
+	var instantiates []string
+	if h.o.Subscriptions != nil {
+		// Topic-based subscriptions (R5 Backport for R4): rest-hook and websocket.
+		instantiates = append(instantiates, "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4")
+		resources = append(resources, map[string]any{"type": "Subscription",
+			"supportedProfile": []string{profileSubscripton},
+			"interaction":      []map[string]string{{"code": "create"}, {"code": "read"}, {"code": "update"}, {"code": "delete"}, {"code": "search-type"}},
+			"searchParam":      []map[string]string{sp("status", "token")},
+			"operation": []map[string]string{
+				{"name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"},
+				{"name": "get-ws-binding-token", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token"},
+			}})
+	}
 	rest["resource"] = resources
 	cs := map[string]any{
 		"resourceType": "CapabilityStatement",
@@ -1022,6 +1056,9 @@ func (h *handler) metadata(w http.ResponseWriter, r *http.Request) {
 		"fhirVersion": "4.0.1",
 		"format":      []string{"json"},
 		"rest":        []map[string]any{rest},
+	}
+	if len(instantiates) > 0 {
+		cs["instantiates"] = instantiates
 	}
 	writeResource(w, http.StatusOK, cs)
 }

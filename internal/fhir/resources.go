@@ -334,3 +334,75 @@ func DeviceMetricResource(c vigil.Channel, revoked bool) *DeviceMetric {
 		Category:          "measurement",
 	}
 }
+
+// DetectedIssue is how Vigil serves an alert: status preliminary while it
+// is open (firing or acknowledged), final once resolved; severity from the
+// alert's priority; each acknowledgement, escalation and snooze a
+// mitigation.
+type DetectedIssue struct {
+	ResourceType       string           `json:"resourceType"`
+	ID                 string           `json:"id"`
+	Meta               *Meta            `json:"meta,omitempty"`
+	Identifier         []Identifier     `json:"identifier,omitempty"`
+	Status             string           `json:"status"`
+	Code               *CodeableConcept `json:"code,omitempty"`
+	Severity           string           `json:"severity,omitempty"`
+	Patient            *Reference       `json:"patient,omitempty"`
+	IdentifiedDateTime string           `json:"identifiedDateTime,omitempty"`
+	Detail             string           `json:"detail,omitempty"`
+	Mitigation         []Mitigation     `json:"mitigation,omitempty"`
+	Extension          []Extension      `json:"extension,omitempty"`
+}
+
+type Mitigation struct {
+	Action CodeableConcept `json:"action"`
+	Date   string          `json:"date,omitempty"`
+}
+
+// Alert identifiers and extensions.
+const (
+	// SystemAlert is the identifier system of Vigil's alert ids (stable:
+	// outbound sync updates an EHR's copy by it).
+	SystemAlert = "urn:vigil:alert"
+	// SystemRule is the code system of Vigil's alert rules.
+	SystemRule = "urn:vigil:rule"
+	// ExtAlertState carries the alert's own state (firing, acknowledged,
+	// resolved), finer than DetectedIssue.status.
+	ExtAlertState = "https://vigil-iomt.github.io/fhir/StructureDefinition/alert-state"
+)
+
+// AlertResource renders an alert as a DetectedIssue.
+func AlertResource(a *vigil.Alert) *DetectedIssue {
+	r := &DetectedIssue{ResourceType: "DetectedIssue", ID: a.ID, Status: "preliminary",
+		Meta:       &Meta{VersionID: itoa(max(1, len(a.History))), LastUpdated: instant(a.Updated)},
+		Identifier: []Identifier{{System: SystemAlert, Value: a.ID}},
+		Code:       &CodeableConcept{Coding: []Coding{{System: SystemRule, Code: a.RuleID, Display: a.Title}}, Text: a.Title},
+		Severity:   map[string]string{vigil.PriorityHigh: "high", vigil.PriorityMedium: "moderate", vigil.PriorityLow: "low"}[a.Priority],
+		Patient:    &Reference{Reference: "Patient/" + a.PatientID},
+		Extension:  []Extension{{URL: ExtAlertState, ValueString: a.State}},
+	}
+	if !a.Raised.IsZero() {
+		r.IdentifiedDateTime = instant(a.Raised)
+	}
+	if a.State == vigil.AlertResolved {
+		r.Status = "final"
+	}
+	r.Detail = a.Title
+	if a.Detail != "" {
+		r.Detail += ": " + a.Detail
+	}
+	for _, e := range a.History {
+		switch e.State {
+		case vigil.AlertAcknowledged, vigil.EventEscalated, vigil.EventSnoozed:
+			text := e.State
+			if e.By != "" {
+				text += " by " + e.By
+			}
+			if e.Note != "" {
+				text += ": " + e.Note
+			}
+			r.Mitigation = append(r.Mitigation, Mitigation{Action: CodeableConcept{Text: text}, Date: instant(e.Time)})
+		}
+	}
+	return r
+}

@@ -155,7 +155,7 @@ func (h *handler) locate(ctx context.Context, r *vigil.Reading) *vigil.Observati
 		code = vigil.LOINCBPPanel
 	}
 	obs, _, err := h.o.Observations.FindObservations(ctx, vigil.ObservationFilter{
-		PatientID: r.PatientID, Codes: []string{code}, DeviceID: r.DeviceID, From: r.Time, To: r.Time.Add(time.Millisecond), Limit: 1,
+		PatientID: r.PatientID, Codes: []string{code}, DeviceID: r.DeviceID, From: r.Time.Truncate(time.Millisecond), To: r.Time.Truncate(time.Millisecond).Add(time.Millisecond), Limit: 1,
 	})
 	if err != nil || len(obs) == 0 {
 		return nil

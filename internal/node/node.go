@@ -137,7 +137,9 @@ type Node struct {
 	Admin     *admin.Service
 	// Exporter runs FHIR Bulk Data exports (files in DATA/exports, sealed).
 	Exporter *fhir.Exporter
-	Registry  *prometheus.Registry
+	// Subscriptions sends FHIR topic-based subscription notifications.
+	Subscriptions *fhir.Subscriptions
+	Registry      *prometheus.Registry
 
 	opts      Options
 	httpLn    net.Listener
@@ -331,8 +333,17 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if n.Exporter, err = fhir.NewExporter(fhir.ExportOptions{Dir: filepath.Join(opts.DataDir, "exports"), Now: opts.Now}); err != nil {
 		return nil, fmt.Errorf("bulk export directory: %w", err)
 	}
+	if n.Subscriptions, err = fhir.NewSubscriptions(fhir.SubscriptionOptions{
+		Store: n.Store, Hub: n.Hub, Observations: n.Store, Patients: n.Store, Principal: n.Auth.UserPrincipal,
+		BaseURL: func() string { return n.URL() + fhir.Base }, Client: &http.Client{Timeout: 2 * time.Minute},
+		Now: opts.Now, Logger: log,
+	}); err != nil {
+		return nil, fmt.Errorf("start FHIR subscriptions: %w", err)
+	}
 	fh := fhir.NewHandler(fhir.Options{
 		Exporter:           n.Exporter,
+		Subscriptions:      n.Subscriptions,
+		Alerts:             n.Store,
 		Audit:              n.audit,
 		Patients:           n.Store,
 		Devices:            n.Store,
@@ -693,6 +704,9 @@ func (n *Node) close() error {
 	}
 	if n.Notifier != nil {
 		n.Notifier.Close() // after the pipeline drained (its alerts still go out), before the store closes
+	}
+	if n.Subscriptions != nil {
+		n.Subscriptions.Close() // after the pipeline drained: its last events went out
 	}
 	if n.Exporter != nil {
 		if err := n.Exporter.Close(); err != nil { // after HTTP: no new jobs; before the store

@@ -554,3 +554,53 @@ func (s *Store) ScanAudit(ctx context.Context, from uint64, fn func(index uint64
 		return true, fn(i, append([]byte(nil), v...))
 	})
 }
+
+// pSubscription keys FHIR subscriptions: b/id → subscription JSON
+// (sealed: endpoints and headers may hold secrets).
+const pSubscription = 'b'
+
+// SaveSubscription implements vigil.SubscriptionStore.
+func (s *Store) SaveSubscription(ctx context.Context, sub *vigil.Subscription) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if !vigil.ValidID(sub.ID) {
+		return vigil.FieldErrorf("id", "invalid", "subscription id %q is not valid", sub.ID)
+	}
+	b := s.db.NewBatch()
+	if err := s.setJSON(b, key(pSubscription, sub.ID), sub); err != nil {
+		b.Close()
+		return err
+	}
+	return s.commitSync(b)
+}
+
+// DeleteSubscription implements vigil.SubscriptionStore.
+func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	if err := b.Delete(key(pSubscription, id), nil); err != nil {
+		b.Close()
+		return err
+	}
+	return s.commitSync(b)
+}
+
+// FindSubscriptions implements vigil.SubscriptionStore.
+func (s *Store) FindSubscriptions(ctx context.Context) ([]*vigil.Subscription, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	var out []*vigil.Subscription
+	err := scan(s.db, prefixKey(pSubscription), false, func(_, v []byte) (bool, error) {
+		var sub vigil.Subscription
+		if err := s.unmarshal(v, &sub); err != nil {
+			return false, err
+		}
+		out = append(out, &sub)
+		return true, nil
+	})
+	return out, err
+}

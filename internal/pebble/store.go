@@ -330,7 +330,7 @@ func getPlainJSON(r pebble.Reader, k []byte, v any) (bool, error) {
 // (names, identifiers, birth dates), users (names, credentials), dead
 // letters (raw device payloads), reviews (notes), device events and
 // alerts (values). With Options.Sealer they are encrypted at rest.
-var sealedPrefixes = map[byte]bool{pPatient: true, pUser: true, pDeadLetter: true, pReview: true, pEvent: true, pAlert: true}
+var sealedPrefixes = map[byte]bool{pPatient: true, pUser: true, pDeadLetter: true, pReview: true, pEvent: true, pAlert: true, pSubscription: true}
 
 // sealValue seals a raw value (a sample, a chunk, an origin) when the
 // store has a Sealer.

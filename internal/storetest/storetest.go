@@ -40,6 +40,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Rules", func(t *testing.T) { testRules(t, h.Open(t)) })
 	t.Run("Events", func(t *testing.T) { testEvents(t, h.Open(t)) })
 	t.Run("Reviews", func(t *testing.T) { testReviews(t, h.Open(t)) })
+	t.Run("Subscriptions", func(t *testing.T) { testSubscriptions(t, h.Open(t)) })
 	settles := map[string]func(*testing.T, vigil.Store){"head": nil}
 	if h.Settle != nil {
 		settles["settled"] = h.Settle
@@ -696,4 +697,25 @@ func day(s string) time.Time {
 		panic(err)
 	}
 	return t
+}
+
+func testSubscriptions(t *testing.T, s vigil.Store) {
+	closeStore(t, s)
+	a := &vigil.Subscription{ID: "s1", Owner: "dr", Topic: "https://example.org/topic", Channel: "rest-hook", Endpoint: "https://ehr.example/hook",
+		Headers: []string{"Authorization: Bearer x"}, Payload: "full-resource", Status: vigil.SubscriptionActive, Events: 7, Created: T0}
+	must(t, s.SaveSubscription(ctx, a))
+	must(t, s.SaveSubscription(ctx, &vigil.Subscription{ID: "s0", Owner: "nurse", Channel: "websocket", Status: vigil.SubscriptionRequested}))
+	a.Events, a.Status, a.Error = 9, vigil.SubscriptionError, "endpoint answered 500"
+	must(t, s.SaveSubscription(ctx, a))
+	wantCode(t, s.SaveSubscription(ctx, &vigil.Subscription{ID: "bad id"}), vigil.EINVALID)
+	subs, err := s.FindSubscriptions(ctx)
+	must(t, err)
+	if len(subs) != 2 || subs[0].ID != "s0" || subs[1].Events != 9 || subs[1].Error == "" || subs[1].Headers[0] != "Authorization: Bearer x" || !subs[1].Created.Equal(T0) {
+		t.Fatalf("subscriptions: %+v", subs)
+	}
+	must(t, s.DeleteSubscription(ctx, "s1"))
+	must(t, s.DeleteSubscription(ctx, "nope"))
+	if subs, _ = s.FindSubscriptions(ctx); len(subs) != 1 {
+		t.Fatalf("after delete: %d", len(subs))
+	}
 }

@@ -214,3 +214,22 @@ type Ingester interface {
 	// Ingest is Submit that waits for the result.
 	Ingest(ctx context.Context, m Message) IngestResult
 }
+
+// Change-feed entry kinds.
+const (
+	FeedReading = "reading"
+	FeedAlert   = "alert"
+)
+
+// FeedEntry is one entry of a store's change feed: a reading stored or an
+// alert saved, in the order they became durable.
+type FeedEntry struct {
+	Seq       uint64
+	Kind      string // FeedReading or FeedAlert
+	PatientID string
+	DeviceID  string    // readings
+	ReadingID string    // readings
+	Time      time.Time // readings: device time
+	Received  time.Time // readings
+	AlertID   string    // alerts
+}

@@ -91,8 +91,11 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request, _ *vi
 // (source marked "-replay" so a refusal does not make a second dead
 // letter), and deletes the dead letter when everything is stored.
 func (s *Server) replay(ctx context.Context, d *vigil.DeadLetter) (ReplayResult, error) {
-	if d.Source == "webhook" {
+	switch d.Source {
+	case "webhook":
 		return ReplayResult{ID: d.ID, Status: "refused", Detail: "failed webhook deliveries are kept for inspection and are not replayed"}, nil
+	case "ehr-sync":
+		return ReplayResult{ID: d.ID, Status: "refused", Detail: "the EHR refused this resource; it is kept for inspection (its reason is in the message) and is not replayed into Vigil, where it is already stored"}, nil
 	}
 	res := s.o.Ingester.Ingest(ctx, vigil.Message{
 		DeviceID: d.DeviceID, Source: d.Source + "-replay", Format: d.Format, Topic: d.Topic, Payload: d.Payload, Received: d.Time,

@@ -33,6 +33,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/baseline"
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/certs"
+	"github.com/vigil-iomt/vigil/internal/ehrsync"
 	"github.com/vigil-iomt/vigil/internal/fhir"
 	"github.com/vigil-iomt/vigil/internal/gatt"
 	"github.com/vigil-iomt/vigil/internal/hl7"
@@ -105,8 +106,14 @@ type Options struct {
 	Escalation []time.Duration
 	// Webhooks receive every alert transition (signed, retried).
 	Webhooks []notify.Target
-	Now      func() time.Time // nil: time.Now
-	Logger   *slog.Logger     // nil: discard
+	// EHR pushes Observations (and, with EHRAlerts, alerts as
+	// DetectedIssue) to an external FHIR server from the store's durable
+	// change feed (empty URL: off). See internal/ehrsync.
+	EHRURL    string
+	EHRToken  string
+	EHRAlerts bool
+	Now       func() time.Time // nil: time.Now
+	Logger    *slog.Logger     // nil: discard
 	// CompactInterval overrides the store's background compaction period
 	// (0: the store's default).
 	CompactInterval time.Duration
@@ -139,7 +146,9 @@ type Node struct {
 	Exporter *fhir.Exporter
 	// Subscriptions sends FHIR topic-based subscription notifications.
 	Subscriptions *fhir.Subscriptions
-	Registry      *prometheus.Registry
+	// EHRSync pushes to an EHR's FHIR server (nil unless Options.EHRURL).
+	EHRSync  *ehrsync.Syncer
+	Registry *prometheus.Registry
 
 	opts      Options
 	httpLn    net.Listener
@@ -192,6 +201,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}()
 
 	sopts := pebble.DefaultOptions()
+	sopts.ChangeFeed = opts.EHRURL != ""
 	sopts.Now = opts.Now
 	sopts.Logger = log
 	sopts.Registerer = n.Registry
@@ -270,6 +280,13 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	n.Adherence = &adherence.Monitor{Store: n.Store, Alerts: n.Alerts, Logger: log}
 	n.Baseline = baseline.New(baseline.Options{Alerts: n.Alerts, Logger: log, Now: opts.Now})
 	iopts.OnStored = []func(context.Context, []*vigil.Reading){n.Alerts.Observe, n.News2.Observe, n.Baseline.Observe, n.publishReadings}
+	if opts.EHRURL != "" {
+		if n.EHRSync, err = ehrsync.Start(ehrsync.Options{URL: opts.EHRURL, Token: opts.EHRToken, Store: n.Store, Alerts: opts.EHRAlerts,
+			Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
+			return nil, err
+		}
+		iopts.OnStored = append(iopts.OnStored, func(context.Context, []*vigil.Reading) { n.EHRSync.Kick() })
+	}
 	n.warm(opts.Now())
 	table := mapping.DefaultTable()
 	if len(opts.Limits) > 0 {
@@ -707,6 +724,9 @@ func (n *Node) close() error {
 	}
 	if n.Subscriptions != nil {
 		n.Subscriptions.Close() // after the pipeline drained: its last events went out
+	}
+	if n.EHRSync != nil {
+		n.EHRSync.Close() // what it has not pushed stays in the feed for the next start
 	}
 	if n.Exporter != nil {
 		if err := n.Exporter.Close(); err != nil { // after HTTP: no new jobs; before the store

@@ -40,6 +40,13 @@ func (s *Store) SaveAlert(ctx context.Context, a *vigil.Alert) error {
 		b.Close()
 		return err
 	}
+	if s.opts.ChangeFeed {
+		k, v := s.feedValue(feedRecord{Kind: "a", Alert: a.ID, Patient: a.PatientID})
+		if err := b.Set(k, v, nil); err != nil {
+			b.Close()
+			return err
+		}
+	}
 	return s.commitSync(b)
 }
 

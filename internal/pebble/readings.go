@@ -194,6 +194,9 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			set(dedupDayKey(dm.day, r.DeviceID), nil)
 		}
 		t, lag := r.Time.UnixMilli(), lagSeconds(r)
+		if s.opts.ChangeFeed {
+			set(s.feedValue(feedRecord{Kind: "r", Device: r.DeviceID, Reading: r.ID, Patient: r.PatientID, Time: t, Received: recv.UnixMilli()}))
+		}
 		for _, m := range r.Values {
 			sk := seriesKey{Patient: r.PatientID, Code: m.Code, Device: r.DeviceID}
 			sid, ok := s.series[sk]

@@ -54,6 +54,9 @@ type Options struct {
 	Now                 func() time.Time
 	Logger              *slog.Logger
 	Registerer          prometheus.Registerer
+	// ChangeFeed keeps a durable log of stored readings and saved alerts
+	// for an outbound consumer (the EHR sync): see feed.go.
+	ChangeFeed bool
 	// FS is passed to Pebble (nil: the operating system's).
 	PebbleOptions func(*pebble.Options)
 }
@@ -83,7 +86,8 @@ type Store struct {
 	// later batches need not write them again; guarded by mu.
 	durableMarks map[dayMark]bool
 	nextSID      uint64
-	regMu        sync.Mutex // serializes registry read-modify-writes
+	feedSeq      atomic.Uint64 // next change-feed sequence
+	regMu        sync.Mutex    // serializes registry read-modify-writes
 
 	deadLetters atomic.Int64 // stored dead letters, for the size metric
 
@@ -154,6 +158,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		stopped:      make(chan struct{}),
 	}
 	if err := s.loadSeries(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadFeed(); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -423,3 +423,49 @@ func TestDedupExpiry(t *testing.T) {
 		t.Fatalf("markers left %q, want %q", left, want)
 	}
 }
+
+// The change feed holds every stored reading and saved alert, in order,
+// survives a restart and forgets only what the consumer trims.
+func TestChangeFeed(t *testing.T) {
+	dir := t.TempDir()
+	o := DefaultOptions()
+	o.CompactInterval, o.ChangeFeed = -1, true
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
+	rs := []*vigil.Reading{
+		{DeviceID: "mon", ID: "1", PatientID: "p1", Time: t0, Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: 70, Unit: "/min"}}},
+		{DeviceID: "mon", ID: "2", PatientID: "p1", Time: t0.Add(time.Second), Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: 71, Unit: "/min"}}},
+	}
+	if _, err := s.AppendReadings(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendReadings(ctx, rs[:1]); err != nil { // a duplicate: no entry
+		t.Fatal(err)
+	}
+	if err := s.SaveAlert(ctx, &vigil.Alert{ID: "a1", PatientID: "p1", Raised: t0}); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s.FeedAfter(ctx, 0, 10)
+	if err != nil || len(es) != 3 || es[0].ReadingID != "1" || es[1].ReadingID != "2" || es[2].Kind != vigil.FeedAlert || es[2].AlertID != "a1" || !es[1].Time.Equal(t0.Add(time.Second)) {
+		t.Fatalf("feed: %+v %v", es, err)
+	}
+	if err := s.TrimFeed(ctx, []uint64{es[0].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.AppendReadings(ctx, []*vigil.Reading{{DeviceID: "mon", ID: "3", PatientID: "p1", Time: t0.Add(2 * time.Second), Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: 72, Unit: "/min"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	es2, err := s.FeedAfter(ctx, 0, 10)
+	if err != nil || len(es2) != 3 || es2[0].Seq != es[1].Seq || es2[2].ReadingID != "3" || es2[2].Seq <= es[2].Seq {
+		t.Fatalf("after a restart: %+v %v", es2, err)
+	}
+}

@@ -24,10 +24,12 @@ test: tools
 test-short:
 	$(GO) test -short -count=1 ./...
 
-## bench: Go benchmarks (ingest path, time-series bytes per reading, one live update in chromium).
+## bench: Go benchmarks (ingest path, time-series bytes per reading, one live update in chromium, device to FHIR subscription and EHR, FHIR search vs Medplum).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/tsdb/ ./internal/pebble/ ./internal/ingest/ ./internal/auth/
 	$(GO) test -run '^$$' -bench BrowserLiveUpdate -benchtime 400x ./internal/web/
+	$(GO) test -run '^$$' -bench DeviceToFHIR -benchtime 200x ./internal/node/
+	$(GO) test -run '^$$' -bench SearchVsMedplum -benchtime 300x ./internal/fhir/
 
 ## fuzz: run every fuzz target for FUZZTIME (default 1m); not part of `make test`.
 FUZZTIME ?= 1m

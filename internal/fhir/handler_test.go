@@ -40,7 +40,7 @@ var principals = map[string]*vigil.Principal{
 	"device":    {UserID: "mon", Role: vigil.RoleDevice},
 }
 
-func setup(t *testing.T, configure ...func(*Options)) (*httptest.Server, *pebble.Store) {
+func setup(t testing.TB, configure ...func(*Options)) (*httptest.Server, *pebble.Store) {
 	t.Helper()
 	o := pebble.DefaultOptions()
 	o.CompactInterval = -1
@@ -94,7 +94,7 @@ func setup(t *testing.T, configure ...func(*Options)) (*httptest.Server, *pebble
 	return srv, st
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -139,12 +139,15 @@ type PatientFilter struct {
 	// without a birth date matches neither.
 	Born    []Period
 	NotBorn []Period
-	Offset  int
-	Limit   int // 0 means the store's default (100)
+	// After skips to the patients with an id above it (keyset paging:
+	// a page never repeats or skips one when patients are added).
+	After  string
+	Offset int
+	Limit  int // 0 means the store's default (100)
 }
 
 // Matches reports whether p passes the filter's fields other than ID,
-// Offset and Limit; stores use it so every store matches alike.
+// After, Offset and Limit; stores use it so every store matches alike.
 func (f PatientFilter) Matches(p *Patient) bool {
 	if f.Identifier != "" && p.Identifier != f.Identifier {
 		return false
@@ -192,6 +195,7 @@ type DeviceFilter struct {
 	ID        string
 	Serial    string // the maker's serial number, exact
 	PatientID string // devices currently assigned to this patient
+	After     string // ids above this one only (keyset paging)
 	Offset    int
 	Limit     int
 }
@@ -209,7 +213,7 @@ type PatientStore interface {
 	// FindPatientByID returns ENOTFOUND if there is no such patient.
 	FindPatientByID(ctx context.Context, id string) (*Patient, error)
 	// FindPatients returns the matching patients ordered by id and the total
-	// number of matches ignoring Offset and Limit.
+	// number of matches ignoring After, Offset and Limit.
 	FindPatients(ctx context.Context, f PatientFilter) ([]*Patient, int, error)
 }
 

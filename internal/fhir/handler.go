@@ -8,9 +8,9 @@
 // Search parameters (every search also takes _summary=count):
 //
 //	Patient      _id, identifier ([system|]value), name, family, given (prefixes,
-//	             case-insensitive), gender, birthdate (date prefixes), _count, _offset
-//	Device       _id, identifier ([system|]serial), patient, _count, _offset
-//	DeviceMetric _id, source (Device), type (LOINC), category, _count, _offset
+//	             case-insensitive), gender, birthdate (date prefixes), _count, _cursor
+//	Device       _id, identifier ([system|]serial), patient, _count, _cursor
+//	DeviceMetric _id, source (Device), type (LOINC), category, _count, _cursor
 //	Observation  patient (or subject=Patient/id; required), code ([system|]code, comma = OR),
 //	             category, date (eq, ne, gt, lt, ge, le, sa, eb, ap; repeat to AND),
 //	             device, _count (≤ 1000), _sort (date or -date), _cursor (from next links),
@@ -347,6 +347,15 @@ func nextLink(r *http.Request, set map[string]string) string {
 	return baseURL(r) + strings.TrimPrefix(r.URL.Path, Base) + "?" + q.Encode()
 }
 
+// cursorLink is the next page after the resource with id last (keyset
+// paging by id: a page never repeats or skips one when others are added).
+func cursorLink(r *http.Request, last string) string {
+	q := r.URL.Query()
+	q.Del("_offset")
+	q.Set("_cursor", last)
+	return baseURL(r) + strings.TrimPrefix(r.URL.Path, Base) + "?" + q.Encode()
+}
+
 func searchset(r *http.Request, total *int, next string) *Bundle {
 	b := &Bundle{ResourceType: "Bundle", Type: "searchset", Total: total, Link: []BundleLink{{Relation: "self", URL: selfLink(r)}}}
 	if next != "" {
@@ -401,11 +410,11 @@ func (h *handler) readPatient(w http.ResponseWriter, r *http.Request, p *vigil.P
 }
 
 func (h *handler) searchPatients(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	q, err := params(r, "_id", "identifier", "name", "family", "given", "gender", "birthdate", "_count", "_offset", "_summary")
+	q, err := params(r, "_id", "identifier", "name", "family", "given", "gender", "birthdate", "_count", "_offset", "_cursor", "_summary")
 	if err != nil {
 		return err
 	}
-	f := vigil.PatientFilter{ID: q.Get("_id"), Family: q.Get("family"), Given: q.Get("given"), Name: q.Get("name"), Gender: q.Get("gender")}
+	f := vigil.PatientFilter{ID: q.Get("_id"), Family: q.Get("family"), Given: q.Get("given"), Name: q.Get("name"), Gender: q.Get("gender"), After: q.Get("_cursor")}
 	if v := q.Get("identifier"); v != "" {
 		sys, val, hasSys := tokenParam(v)
 		if hasSys && sys != "" && sys != SystemIdentifier {
@@ -433,7 +442,8 @@ func (h *handler) searchPatients(w http.ResponseWriter, r *http.Request, p *vigi
 		return err
 	}
 	var ps []*vigil.Patient
-	total := 0
+	total, limit := 0, f.Limit
+	f.Limit++ // one more than a page: is there a next one?
 	if scoped := p.Role != vigil.RoleAdmin && len(p.Wards) > 0; scoped {
 		// A clinician with wards pages and counts only the patients they
 		// see: filter all matches, then take the page.
@@ -444,7 +454,10 @@ func (h *handler) searchPatients(w http.ResponseWriter, r *http.Request, p *vigi
 		}
 		ps = slices.DeleteFunc(ps, func(pt *vigil.Patient) bool { return !p.Sees(pt.ID, pt.Ward) })
 		total = len(ps)
-		ps = ps[min(f.Offset, total):min(f.Offset+f.Limit, total)]
+		if f.After != "" {
+			ps = slices.DeleteFunc(ps, func(pt *vigil.Patient) bool { return pt.ID <= f.After })
+		}
+		ps = ps[min(f.Offset, len(ps)):min(f.Offset+f.Limit, len(ps))]
 	} else if ps, total, err = h.o.Patients.FindPatients(r.Context(), f); err != nil {
 		return err
 	}
@@ -453,8 +466,9 @@ func (h *handler) searchPatients(w http.ResponseWriter, r *http.Request, p *vigi
 		return nil
 	}
 	next := ""
-	if f.Offset+len(ps) < total {
-		next = nextLink(r, map[string]string{"_offset": strconv.Itoa(f.Offset + len(ps))})
+	if len(ps) > limit {
+		ps = ps[:limit]
+		next = cursorLink(r, ps[len(ps)-1].ID)
 	}
 	b := searchset(r, &total, next)
 	for _, pt := range ps {
@@ -494,11 +508,11 @@ func (h *handler) readDevice(w http.ResponseWriter, r *http.Request, p *vigil.Pr
 }
 
 func (h *handler) searchDevices(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	q, err := params(r, "_id", "identifier", "patient", "_count", "_offset", "_summary")
+	q, err := params(r, "_id", "identifier", "patient", "_count", "_offset", "_cursor", "_summary")
 	if err != nil {
 		return err
 	}
-	f := vigil.DeviceFilter{ID: q.Get("_id"), PatientID: strings.TrimPrefix(q.Get("patient"), "Patient/")}
+	f := vigil.DeviceFilter{ID: q.Get("_id"), PatientID: strings.TrimPrefix(q.Get("patient"), "Patient/"), After: q.Get("_cursor")}
 	if v := q.Get("identifier"); v != "" {
 		sys, val, hasSys := tokenParam(v)
 		if hasSys && sys != "" && sys != SystemSerial {
@@ -522,6 +536,8 @@ func (h *handler) searchDevices(w http.ResponseWriter, r *http.Request, p *vigil
 	if f.Offset, err = offset(q); err != nil {
 		return err
 	}
+	limit := f.Limit
+	f.Limit++ // one more than a page: is there a next one?
 	ds, total, err := h.o.Devices.FindDevices(r.Context(), f)
 	if err != nil {
 		return err
@@ -531,8 +547,9 @@ func (h *handler) searchDevices(w http.ResponseWriter, r *http.Request, p *vigil
 		return nil
 	}
 	next := ""
-	if f.Offset+len(ds) < total {
-		next = nextLink(r, map[string]string{"_offset": strconv.Itoa(f.Offset + len(ds))})
+	if len(ds) > limit {
+		ds = ds[:limit]
+		next = cursorLink(r, ds[len(ds)-1].ID)
 	}
 	b := searchset(r, &total, next)
 	for _, d := range ds {
@@ -625,7 +642,7 @@ func cutLast(s, sep string) (string, string, bool) {
 }
 
 func (h *handler) searchDeviceMetrics(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	q, err := params(r, "_id", "source", "type", "category", "_count", "_offset", "_summary")
+	q, err := params(r, "_id", "source", "type", "category", "_count", "_offset", "_cursor", "_summary")
 	if err != nil {
 		return err
 	}
@@ -673,10 +690,17 @@ func (h *handler) searchDeviceMetrics(w http.ResponseWriter, r *http.Request, p 
 		writeCount(w, r, total)
 		return nil
 	}
-	chans = chans[min(off, total):min(off+n, total)]
+	slices.SortFunc(chans, func(a, b vigil.Channel) int {
+		return strings.Compare(DeviceMetricID(a.Device, a.Code), DeviceMetricID(b.Device, b.Code))
+	})
+	if after := q.Get("_cursor"); after != "" {
+		chans = slices.DeleteFunc(chans, func(c vigil.Channel) bool { return DeviceMetricID(c.Device, c.Code) <= after })
+	}
+	chans = chans[min(off, len(chans)):]
 	next := ""
-	if off+len(chans) < total {
-		next = nextLink(r, map[string]string{"_offset": strconv.Itoa(off + len(chans))})
+	if len(chans) > n {
+		chans = chans[:n]
+		next = cursorLink(r, DeviceMetricID(chans[len(chans)-1].Device, chans[len(chans)-1].Code))
 	}
 	b := searchset(r, &total, next)
 	for _, c := range chans {

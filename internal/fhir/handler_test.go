@@ -664,3 +664,37 @@ func TestScopes(t *testing.T) {
 		t.Errorf("create without a create scope: %d %v", st, b)
 	}
 }
+
+// Patient pages are keyed by id: a patient added while a client pages
+// (before its position) makes no other patient repeat or go missing.
+func TestPatientPaging(t *testing.T) {
+	srv, st := setup(t)
+	for i := 3; i <= 9; i++ {
+		must(t, st.CreatePatient(ctx, &vigil.Patient{ID: fmt.Sprint("p", i)}))
+	}
+	seen := map[string]int{}
+	next := srv.URL + "/fhir/R4/Patient?_count=3"
+	for pages := 0; next != ""; pages++ {
+		u, err := url.Parse(next)
+		must(t, err)
+		st1, b := get(t, srv, "dr", u.RequestURI())
+		if st1 != 200 || b["total"].(float64) < 9 {
+			t.Fatalf("page %d: %d %v", pages, st1, b)
+		}
+		for _, e := range entries(b) {
+			seen[e["id"].(string)]++
+		}
+		if pages == 0 {
+			must(t, st.CreatePatient(ctx, &vigil.Patient{ID: "p0"})) // sorts before every page
+		}
+		next = link(b, "next")
+		if pages > 5 {
+			t.Fatal("paging does not end")
+		}
+	}
+	for i := 1; i <= 9; i++ {
+		if seen[fmt.Sprint("p", i)] != 1 {
+			t.Fatalf("seen %v: every patient once", seen)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -75,7 +76,7 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 		if !f.Matches(p) {
 			return nil, 0, nil
 		}
-		return page([]*vigil.Patient{p}, f.Offset, f.Limit)
+		return page([]*vigil.Patient{p}, f.After, f.Offset, f.Limit, patientID)
 	}
 	var out []*vigil.Patient
 	err := scan(s.db, prefixKey(pPatient), false, func(_, v []byte) (bool, error) {
@@ -91,15 +92,23 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 	if err != nil {
 		return nil, 0, err
 	}
-	return page(out, f.Offset, f.Limit)
+	return page(out, f.After, f.Offset, f.Limit, patientID)
 }
 
-func page[T any](all []T, offset, limit int) ([]T, int, error) {
+func patientID(p *vigil.Patient) string { return p.ID }
+func deviceID(d *vigil.Device) string   { return d.ID }
+
+// page returns one page of all (sorted by id) and the total: the items
+// with an id above after, from offset, at most limit.
+func page[T any](all []T, after string, offset, limit int, id func(T) string) ([]T, int, error) {
 	if limit <= 0 {
 		limit = defaultLimit
 	}
 	total := len(all)
-	if offset >= total {
+	if after != "" {
+		all = all[sort.Search(len(all), func(i int) bool { return id(all[i]) > after }):]
+	}
+	if offset >= len(all) {
 		return nil, total, nil
 	}
 	all = all[offset:]
@@ -188,7 +197,7 @@ func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil
 			return nil, 0, err
 		}
 	}
-	return page(out, f.Offset, f.Limit)
+	return page(out, f.After, f.Offset, f.Limit, deviceID)
 }
 
 // AssignDevice assigns the device to the patient from the given time on,

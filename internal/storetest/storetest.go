@@ -121,6 +121,9 @@ func testPatients(t *testing.T, s vigil.Store) {
 		{vigil.PatientFilter{ID: "p2"}, []string{"p2"}, 1},
 		{vigil.PatientFilter{ID: "p2", Ward: "ICU"}, nil, 0},
 		{vigil.PatientFilter{Offset: 1, Limit: 1}, []string{"p2"}, 3},
+		{vigil.PatientFilter{After: "p1", Limit: 1}, []string{"p2"}, 3},
+		{vigil.PatientFilter{After: "p0"}, []string{"p1", "p2", "p3"}, 3},
+		{vigil.PatientFilter{After: "p3"}, nil, 3},
 		{vigil.PatientFilter{Name: "do"}, []string{"p1", "p2", "p3"}, 3}, // Doe, Dorothy, doherty
 		{vigil.PatientFilter{Name: "jan"}, []string{"p1"}, 1},
 		{vigil.PatientFilter{Given: "do"}, []string{"p2"}, 1},
@@ -163,6 +166,11 @@ func testDevices(t *testing.T, s vigil.Store) {
 	must(t, err)
 	if len(ds) != 2 || total != 2 || ds[0].ID != "cuff-1" {
 		t.Fatalf("FindDevices: %d (total %d)", len(ds), total)
+	}
+	ds, total, err = s.FindDevices(ctx, vigil.DeviceFilter{After: "cuff-1"})
+	must(t, err)
+	if len(ds) != 1 || total != 2 || ds[0].ID != "mon-1" {
+		t.Fatalf("FindDevices after cuff-1: %d (total %d)", len(ds), total)
 	}
 	ds, total, err = s.FindDevices(ctx, vigil.DeviceFilter{Serial: "SN1"})
 	must(t, err)

@@ -221,8 +221,8 @@ func (h *handler) scoped(r *http.Request, p *vigil.Principal, typ string, intera
 
 // outcome codes per Vigil error code.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if pf, ok := err.(errPrecondition); ok {
-		writeOutcome(w, http.StatusPreconditionFailed, "conflict", pf.msg, "")
+	if se, ok := err.(statusError); ok {
+		writeOutcome(w, se.status, se.code, se.msg, "")
 		return
 	}
 	e, ok := err.(*vigil.Error)

@@ -607,7 +607,18 @@ func TestVersionedUpdate(t *testing.T) {
 	if d, _ := st.FindDeviceByID(ctx, "mon"); d.Firmware != "4.2.0" || d.Manufacturer != "Acme Medical" || d.Kind != vigil.DeviceBedsideMonitor {
 		t.Fatalf("stored device: %+v", d)
 	}
-	req, _ := http.NewRequest("PUT", srv.URL+"/fhir/R4/Observation/x", strings.NewReader("{}"))
+	req, _ := http.NewRequest("PUT", srv.URL+"/fhir/R4/Patient/p1", strings.NewReader(jane))
+	req.Header.Set("Authorization", "Bearer admin")
+	req.Header.Set("Content-Type", "application/xml")
+	if st, b := fetch(t, req); st != 415 {
+		t.Errorf("PUT as XML: %d %v", st, b)
+	}
+	req, _ = http.NewRequest("PUT", srv.URL+"/fhir/R4/Patient/p1", strings.NewReader(strings.Repeat(" ", 300<<10)+jane))
+	req.Header.Set("Authorization", "Bearer admin")
+	if st, b := fetch(t, req); st != 413 {
+		t.Errorf("PUT too large: %d %v", st, b)
+	}
+	req, _ = http.NewRequest("PUT", srv.URL+"/fhir/R4/Observation/x", strings.NewReader("{}"))
 	req.Header.Set("Authorization", "Bearer admin")
 	if st, _ := fetch(t, req); st != 405 {
 		t.Errorf("PUT Observation: %d", st)

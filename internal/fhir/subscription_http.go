@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -23,8 +24,11 @@ func (h *handler) subscriptions() (*Subscriptions, error) {
 // subscriptionBody reads and checks a Subscription the caller may hold.
 func (h *handler) subscriptionBody(r *http.Request, p *vigil.Principal) (*vigil.Subscription, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
-	if err != nil || len(body) > h.o.MaxBody {
-		return nil, vigil.Errorf(vigil.EINVALID, "cannot read the Subscription (at most %d bytes)", h.o.MaxBody)
+	if err != nil {
+		return nil, vigil.Errorf(vigil.EINVALID, "cannot read the Subscription")
+	}
+	if len(body) > h.o.MaxBody {
+		return nil, statusError{http.StatusRequestEntityTooLarge, "too-costly", fmt.Sprintf("the Subscription exceeds %d bytes", h.o.MaxBody)}
 	}
 	s, err := parseSubscription(body, h.o.Now())
 	if err != nil {

@@ -55,7 +55,7 @@ func (h *handler) readBody(r *http.Request, typ string, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, _ := mime.ParseMediaType(ct)
 		if mt != "application/fhir+json" && mt != "application/json" {
-			return vigil.Errorf(vigil.EINVALID, "send the %s as application/fhir+json (Vigil speaks JSON only), not %s", typ, mt)
+			return statusError{http.StatusUnsupportedMediaType, "not-supported", fmt.Sprintf("send the %s as application/fhir+json (Vigil speaks JSON only), not %s", typ, mt)}
 		}
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
@@ -63,7 +63,7 @@ func (h *handler) readBody(r *http.Request, typ string, v any) error {
 		return vigil.Errorf(vigil.EINVALID, "cannot read the request body")
 	}
 	if len(body) > h.o.MaxBody {
-		return vigil.Errorf(vigil.EINVALID, "the body exceeds %d bytes", h.o.MaxBody)
+		return statusError{http.StatusRequestEntityTooLarge, "too-costly", fmt.Sprintf("the body exceeds %d bytes", h.o.MaxBody)}
 	}
 	var head struct {
 		ResourceType string `json:"resourceType"`
@@ -97,16 +97,24 @@ func ifMatch(r *http.Request) (int, error) {
 	return n, nil
 }
 
-// errPrecondition is a failed If-Match (412).
-type errPrecondition struct{ msg string }
+// statusError is an error whose HTTP status has no Vigil error code: a
+// failed If-Match (412), a body too large (413) or of the wrong media
+// type (415).
+type statusError struct {
+	status int
+	code   string // OperationOutcome issue code
+	msg    string
+}
 
-func (e errPrecondition) Error() string { return e.msg }
+func (e statusError) Error() string { return e.msg }
+
+func errPrecondition(msg string) error { return statusError{http.StatusPreconditionFailed, "conflict", msg} }
 
 func preconditionFailed(typ, id string, have, want int) error {
 	if want == 0 {
-		return errPrecondition{fmt.Sprintf("%s/%s exists (version %d): Vigil needs version-aware updates — read it and send If-Match: W/\"%d\" with your change", typ, id, have, have)}
+		return errPrecondition(fmt.Sprintf("%s/%s exists (version %d): Vigil needs version-aware updates — read it and send If-Match: W/\"%d\" with your change", typ, id, have, have))
 	}
-	return errPrecondition{fmt.Sprintf("%s/%s is at version %d, not %d: someone changed it since you read it; read it again, merge and retry", typ, id, have, want)}
+	return errPrecondition(fmt.Sprintf("%s/%s is at version %d, not %d: someone changed it since you read it; read it again, merge and retry", typ, id, have, want))
 }
 
 func adminOnly(p *vigil.Principal, typ string) error {

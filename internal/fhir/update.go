@@ -108,7 +108,9 @@ type statusError struct {
 
 func (e statusError) Error() string { return e.msg }
 
-func errPrecondition(msg string) error { return statusError{http.StatusPreconditionFailed, "conflict", msg} }
+func errPrecondition(msg string) error {
+	return statusError{http.StatusPreconditionFailed, "conflict", msg}
+}
 
 func preconditionFailed(typ, id string, have, want int) error {
 	if want == 0 {

@@ -104,8 +104,9 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 			} else {
 				opts.EHRToken = os.Getenv("VIGIL_EHR_TOKEN")
 			}
-			if u := opts.EHRURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://127.") && !strings.HasPrefix(u, "http://localhost") {
-				return fmt.Errorf("--ehr-url %s: patient data goes to the EHR only over https (plain http only to this machine)", u)
+			if u := opts.EHRURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "mllps://") &&
+				!strings.HasPrefix(u, "http://127.") && !strings.HasPrefix(u, "http://localhost") && !strings.HasPrefix(u, "mllp://127.") && !strings.HasPrefix(u, "mllp://localhost") {
+				return fmt.Errorf("--ehr-url %s: patient data leaves this machine only over TLS: https:// (FHIR) or mllps:// (HL7 v2); plain http:// or mllp:// only to this machine", u)
 			}
 			log, err := g.logger()
 			if err != nil {
@@ -182,7 +183,7 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
 	f.Float64Var(&opts.MQTTRate, "mqtt-rate", broker.DefaultRatePerDevice, "MQTT messages per second per device (bursts of twice that); past it Vigil reads that device's connection more slowly, refusing nothing (-1: no limit)")
-	f.StringVar(&opts.EHRURL, "ehr-url", envOr("VIGIL_EHR_URL", ""), "push every Observation to this EHR's FHIR R4 base (conditional updates, batched, retried; env VIGIL_EHR_URL; empty: off)")
+	f.StringVar(&opts.EHRURL, "ehr-url", envOr("VIGIL_EHR_URL", ""), "push every Observation to this EHR: its FHIR R4 base https://… (conditional updates, batched, retried) or an HL7 v2 interface engine mllps://host:port (ORU^R01 over MLLP); env VIGIL_EHR_URL; empty: off")
 	f.StringVar(&ehrTokenFile, "ehr-token-file", "", "file holding the EHR's bearer token (or env VIGIL_EHR_TOKEN)")
 	f.BoolVar(&opts.EHRAlerts, "ehr-alerts", false, "also push alerts to the EHR, as DetectedIssue")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")

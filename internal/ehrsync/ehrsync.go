@@ -83,6 +83,7 @@ type Options struct {
 // Syncer runs the push loop.
 type Syncer struct {
 	o      Options
+	dest   destination
 	kick   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -97,10 +98,33 @@ type Syncer struct {
 	pushedN, deadLettered int
 }
 
+// destination is where the sync sends: an EHR's FHIR API (fhirDest) or
+// an interface engine's MLLP listener (hl7Dest, hl7out.go).
+type destination interface {
+	// build turns feed entries into what to send; entries with nothing
+	// to send are returned in skip.
+	build(ctx context.Context, es []vigil.FeedEntry) ([]item, []uint64, error)
+	// send delivers items and says, per item, whether the receiver took
+	// it; an error means nothing is settled (retry the batch).
+	send(ctx context.Context, items []item) ([]result, time.Duration, error)
+	close()
+}
+
+type fhirDest struct{ s *Syncer }
+
+func (d fhirDest) build(ctx context.Context, es []vigil.FeedEntry) ([]item, []uint64, error) {
+	return d.s.resources(ctx, es)
+}
+func (d fhirDest) send(ctx context.Context, items []item) ([]result, time.Duration, error) {
+	return d.s.post(ctx, items)
+}
+func (fhirDest) close() {}
+
 // Start begins pushing.
 func Start(o Options) (*Syncer, error) {
-	if _, err := url.Parse(o.URL); err != nil || !strings.HasPrefix(o.URL, "http") {
-		return nil, fmt.Errorf("EHR FHIR URL %q: give the base of its FHIR API, e.g. https://ehr.example/fhir/R4", o.URL)
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "mllp" && u.Scheme != "mllps") {
+		return nil, fmt.Errorf("EHR URL %q: give the base of its FHIR API (https://ehr.example/fhir/R4) or an HL7 v2 MLLP listener (mllps://engine.example:2575)", o.URL)
 	}
 	o.URL = strings.TrimSuffix(o.URL, "/")
 	if o.Client == nil {
@@ -136,6 +160,12 @@ func Start(o Options) (*Syncer, error) {
 				return nil, err
 			}
 		}
+	}
+	switch u.Scheme {
+	case "mllp", "mllps":
+		s.dest = &hl7Dest{s: s, addr: u.Host, tls: u.Scheme == "mllps", serverName: u.Hostname()}
+	default:
+		s.dest = fhirDest{s}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -174,6 +204,7 @@ func (s *Syncer) Status() Status {
 
 func (s *Syncer) loop(ctx context.Context) {
 	defer close(s.done)
+	defer s.dest.close()
 	delay := s.o.Backoff
 	for {
 		n, retryAfter, err := s.once(ctx)
@@ -220,10 +251,11 @@ func (s *Syncer) loop(ctx context.Context) {
 
 type item struct {
 	seq  []uint64 // feed entries this resource settles
-	typ  string   // Observation or DetectedIssue
+	typ  string   // Observation, DetectedIssue or ORU^R01
 	id   string
-	url  string
-	body map[string]any
+	url  string         // FHIR: the conditional update; HL7: the control id
+	body map[string]any // FHIR
+	msg  []byte         // HL7 v2
 }
 
 // once pushes one batch. It returns how many feed entries it settled and,
@@ -245,14 +277,14 @@ func (s *Syncer) once(ctx context.Context) (int, time.Duration, error) {
 	if !oldest.IsZero() {
 		s.lag.Set(s.o.Now().Sub(oldest).Seconds())
 	}
-	items, skip, err := s.resources(ctx, es)
+	items, skip, err := s.dest.build(ctx, es)
 	if err != nil {
 		return 0, 0, err
 	}
 	var settled []uint64
 	settled = append(settled, skip...)
 	if len(items) > 0 {
-		results, retryAfter, err := s.post(ctx, items)
+		results, retryAfter, err := s.dest.send(ctx, items)
 		if err != nil {
 			return 0, retryAfter, err
 		}
@@ -470,8 +502,12 @@ func outcomeText(b []byte) string {
 
 // deadLetter keeps a resource the EHR refused, with its reason.
 func (s *Syncer) deadLetter(ctx context.Context, it item, why string) error {
-	payload, _ := json.Marshal(it.body)
-	d := &vigil.DeadLetter{Time: s.o.Now().UTC(), Source: "ehr-sync", Format: "fhir", Topic: it.url, Reason: "ehr-refused", Message: why, Payload: payload}
+	payload, format := it.msg, "hl7v2"
+	if it.body != nil {
+		payload, _ = json.Marshal(it.body)
+		format = "fhir"
+	}
+	d := &vigil.DeadLetter{Time: s.o.Now().UTC(), Source: "ehr-sync", Format: format, Topic: it.url, Reason: "ehr-refused", Message: why, Payload: payload}
 	if err := s.o.Store.AddDeadLetter(ctx, d); err != nil {
 		return err
 	}

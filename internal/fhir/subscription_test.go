@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/live"
@@ -329,21 +330,21 @@ func TestSubscriptionWebsocketAlerts(t *testing.T) {
 			wsURL = p["valueUrl"].(string)
 		}
 	}
-	conn, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
+	conn, _, err := websocket.Dial(ctx, wsURL, nil)
 	must(t, err)
-	defer conn.Close()
+	defer conn.CloseNow()
 	got := make(chan map[string]any, 10)
 	go func() {
 		for {
 			var b map[string]any
-			if err := conn.ReadJSON(&b); err != nil {
+			if err := wsjson.Read(ctx, conn, &b); err != nil {
 				close(got)
 				return
 			}
 			got <- b
 		}
 	}()
-	must(t, conn.WriteMessage(websocket.TextMessage, []byte("bind-with-token "+token)))
+	must(t, conn.Write(ctx, websocket.MessageText, []byte("bind-with-token "+token)))
 	next(t, got, "handshake")
 	// An alert on W1 (not her ward) is not sent; one on W2 is.
 	now := t0.Add(6 * time.Hour)
@@ -388,12 +389,12 @@ func TestSubscriptionWebsocketAlerts(t *testing.T) {
 		t.Fatalf("DetectedIssue search: %v", search)
 	}
 	// A used binding token does not bind again.
-	c2, _, err := websocket.DefaultDialer.Dial(wsURL, nil)
+	c2, _, err := websocket.Dial(ctx, wsURL, nil)
 	must(t, err)
-	defer c2.Close()
-	must(t, c2.WriteMessage(websocket.TextMessage, []byte("bind-with-token "+token)))
+	defer c2.CloseNow()
+	must(t, c2.Write(ctx, websocket.MessageText, []byte("bind-with-token "+token)))
 	var refusal map[string]string
-	if err := c2.ReadJSON(&refusal); err != nil || !strings.Contains(refusal["error"], "binding token") {
+	if err := wsjson.Read(ctx, c2, &refusal); err != nil || !strings.Contains(refusal["error"], "binding token") {
 		t.Fatalf("reused token: %v %v", refusal, err)
 	}
 	_, meta := get(t, e.srv, "", "/fhir/R4/metadata")

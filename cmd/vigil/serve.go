@@ -19,6 +19,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/certs"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/notify"
+	"github.com/vigil-iomt/vigil/internal/web"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -26,7 +27,8 @@ func newServeCmd(g *globals) *cobra.Command {
 	var allow []string
 	var limitsFile string
 	var webhooks []string
-	var webhookSecretFile, ehrTokenFile string
+	var webhookSecretFile, ehrTokenFile, oidcSecretFile string
+	var oidcCfg web.OIDC
 	var plaintext bool
 	var tlsCert, tlsKey string
 	var cpuProfile string
@@ -94,6 +96,23 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 					return fmt.Errorf("bad --mllp-allow %q: use CIDR notation such as 10.20.0.0/16", a)
 				}
 				opts.MLLPAllow = append(opts.MLLPAllow, n)
+			}
+			if oidcCfg.Issuer != "" {
+				if !strings.HasPrefix(oidcCfg.Issuer, "https://") && !strings.HasPrefix(oidcCfg.Issuer, "http://127.") && !strings.HasPrefix(oidcCfg.Issuer, "http://localhost") {
+					return fmt.Errorf("--oidc-issuer %s: the identity provider must be reached over https", oidcCfg.Issuer)
+				}
+				if oidcCfg.ClientID == "" {
+					return fmt.Errorf("--oidc-issuer needs --oidc-client-id (the client Vigil is registered as at the identity provider)")
+				}
+				oidcCfg.ClientSecret = os.Getenv("VIGIL_OIDC_CLIENT_SECRET")
+				if oidcSecretFile != "" {
+					b, err := os.ReadFile(oidcSecretFile)
+					if err != nil {
+						return fmt.Errorf("--oidc-client-secret-file: %w", err)
+					}
+					oidcCfg.ClientSecret = strings.TrimSpace(string(b))
+				}
+				opts.OIDC = &oidcCfg
 			}
 			if ehrTokenFile != "" {
 				b, err := os.ReadFile(ehrTokenFile)
@@ -186,6 +205,12 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f.StringVar(&opts.EHRURL, "ehr-url", envOr("VIGIL_EHR_URL", ""), "push every Observation to this EHR: its FHIR R4 base https://… (conditional updates, batched, retried) or an HL7 v2 interface engine mllps://host:port (ORU^R01 over MLLP); env VIGIL_EHR_URL; empty: off")
 	f.StringVar(&ehrTokenFile, "ehr-token-file", "", "file holding the EHR's bearer token (or env VIGIL_EHR_TOKEN)")
 	f.BoolVar(&opts.EHRAlerts, "ehr-alerts", false, "also push alerts to the EHR, as DetectedIssue")
+	f.StringVar(&oidcCfg.Issuer, "oidc-issuer", envOr("VIGIL_OIDC_ISSUER", ""), "hospital single sign-on: the OpenID Connect issuer URL (env VIGIL_OIDC_ISSUER; empty: passwords only)")
+	f.StringVar(&oidcCfg.ClientID, "oidc-client-id", envOr("VIGIL_OIDC_CLIENT_ID", ""), "the client id Vigil is registered as at the identity provider")
+	f.StringVar(&oidcSecretFile, "oidc-client-secret-file", "", "file holding the client secret (or env VIGIL_OIDC_CLIENT_SECRET)")
+	f.StringVar(&oidcCfg.UserClaim, "oidc-user-claim", "preferred_username", "ID-token claim holding the Vigil user id (the user must exist in Vigil: the provider says who, Vigil what they may do)")
+	f.StringVar(&oidcCfg.RedirectURL, "oidc-redirect-url", "", "Vigil's https://…/login/oidc/callback as registered at the provider (default: from the request's host)")
+	f.StringVar(&oidcCfg.Label, "oidc-label", "Hospital sign-in", "the sign-in button's text")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd

@@ -93,7 +93,9 @@ type Options struct {
 	// RequireTOTP demands an authenticator code from clinicians and admins
 	// at web sign-in (vigil serve sets it; the demo does not).
 	RequireTOTP bool
-	MaxPayload  int // bytes per message; default 256 KiB
+	// OIDC enables hospital single sign-on on the web app (nil: off).
+	OIDC       *web.OIDC
+	MaxPayload int // bytes per message; default 256 KiB
 	// MQTTRate is messages per second per device over MQTT (0: the
 	// broker's default, 1000; < 0: no limit); see broker.Options.
 	MQTTRate      float64
@@ -385,6 +387,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Audit:       n.audit,
 		IdleTimeout: opts.SessionIdle,
 		RequireTOTP: opts.RequireTOTP,
+		OIDC:        opts.OIDC,
 		NEWS2:       n.News2.Compute,
 		NEWS2Record: n.News2.Record,
 		DeviceState: n.deviceState,

@@ -158,6 +158,15 @@ func sameOrigin(r *http.Request) bool {
 type loginData struct {
 	Error string
 	User  string
+	SSO   string // the single sign-on button's label ("" without SSO)
+}
+
+func (h *handler) loginData(msg, user string) loginData {
+	d := loginData{Error: msg, User: user}
+	if h.oidc != nil {
+		d.SSO = h.oidc.cfg.Label
+	}
+	return d
 }
 
 func (h *handler) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +174,7 @@ func (h *handler) loginPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	h.render(w, http.StatusOK, "login.html", loginData{})
+	h.render(w, http.StatusOK, "login.html", h.loginData("", ""))
 }
 
 // login checks the form's credentials and starts a session. Every
@@ -173,13 +182,13 @@ func (h *handler) loginPage(w http.ResponseWriter, r *http.Request) {
 // names exist.
 func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r) {
-		h.render(w, http.StatusForbidden, "login.html", loginData{Error: "Sign-in refused: the form was sent from another site."})
+		h.render(w, http.StatusForbidden, "login.html", h.loginData("Sign-in refused: the form was sent from another site.", ""))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
 	userID, password := r.PostFormValue("user"), r.PostFormValue("password")
 	fail := func(status int, msg string) {
-		h.render(w, status, "login.html", loginData{Error: msg, User: userID})
+		h.render(w, status, "login.html", h.loginData(msg, userID))
 	}
 	u, err := h.opts.Auth.Login(r.Context(), userID, password)
 	h.audit(r, "login", userID, "", err)
@@ -212,11 +221,19 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, "Wrong or reused authenticator code: enter the 6-digit code your authenticator app shows now.")
 		return
 	}
+	if err := h.startSession(w, r, u); err != nil {
+		fail(http.StatusInternalServerError, "Sign-in is not possible right now. Try again, or call IT support.")
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// startSession issues a session token for u and sets its cookie.
+func (h *handler) startSession(w http.ResponseWriter, r *http.Request, u *vigil.User) error {
 	tok, _, err := h.opts.Auth.IssueToken(r.Context(), u.ID, "session", "web", h.opts.SessionTTL)
 	if err != nil {
 		h.log.Error("web login: issue session", "err", err)
-		fail(http.StatusInternalServerError, "Sign-in is not possible right now. Try again, or call IT support.")
-		return
+		return err
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name:     SessionCookie,
@@ -227,7 +244,7 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 		Secure:   h.opts.SecureCookies,
 		SameSite: http.SameSiteStrictMode,
 	})
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	return nil
 }
 
 // logout revokes the session token and clears the cookie.

@@ -132,6 +132,8 @@ type Options struct {
 	// Connected returns the devices with an MQTT connection open now
 	// (nil: none known).
 	Connected func() map[string]bool
+	// OIDC enables hospital single sign-on (nil: passwords only).
+	OIDC *OIDC
 	// SessionTTL is how long a login lasts; 0 means 12 hours.
 	SessionTTL time.Duration
 	// RequireTOTP demands an authenticator code from clinicians and
@@ -166,9 +168,12 @@ type handler struct {
 	pages  *template.Template
 	static http.Handler
 	mux    *http.ServeMux
-	routes []string // registered patterns, for the authorization-matrix test
-	active sync.Map // session token id → time.Time of the last request
+	routes []string    // registered patterns, for the authorization-matrix test
+	active sync.Map    // session token id → time.Time of the last request
+	oidc   *oidcClient // nil without single sign-on
 }
+
+func (h *handler) now() time.Time { return h.opts.Now() }
 
 // NewHandler returns the web app's handler, to be mounted at "/". It is
 // safe for concurrent use.
@@ -203,6 +208,11 @@ func NewHandler(opts Options) http.Handler {
 	m := h.mux
 	h.handle("GET /login", h.loginPage)
 	h.handle("POST /login", h.login)
+	if opts.OIDC != nil {
+		h.oidc = newOIDCClient(*opts.OIDC)
+		h.handle("GET /login/oidc", h.oidcStart)
+		h.handle("GET /login/oidc/callback", h.oidcCallback)
+	}
 	h.handle("POST /logout", h.session(h.logout))
 	h.handle("GET /{$}", h.wardPage)
 	h.routes = append(h.routes, "GET /web/static/")

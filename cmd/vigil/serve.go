@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -27,7 +30,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var allow []string
 	var limitsFile string
 	var webhooks []string
-	var webhookSecretFile, ehrTokenFile, oidcSecretFile string
+	var webhookSecretFile, ehrTokenFile, oidcSecretFile, syslogURL, syslogCA string
 	var oidcCfg web.OIDC
 	var plaintext bool
 	var tlsCert, tlsKey string
@@ -113,6 +116,30 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 					oidcCfg.ClientSecret = strings.TrimSpace(string(b))
 				}
 				opts.OIDC = &oidcCfg
+			}
+			if syslogURL != "" {
+				u, err := url.Parse(syslogURL)
+				if err != nil || u.Host == "" || (u.Scheme != "tls" && u.Scheme != "tcp") {
+					return fmt.Errorf("--audit-syslog %s: use tls://collector:6514 (or tcp://127.0.0.1:514 on this machine)", syslogURL)
+				}
+				if u.Scheme == "tcp" && !strings.HasPrefix(u.Hostname(), "127.") && u.Hostname() != "localhost" {
+					return fmt.Errorf("--audit-syslog %s: the audit trail leaves this machine only over TLS (tls://…)", syslogURL)
+				}
+				opts.AuditSyslogAddr = u.Host
+				if u.Scheme == "tls" {
+					opts.AuditSyslogTLS = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+					if syslogCA != "" {
+						pem, err := os.ReadFile(syslogCA)
+						if err != nil {
+							return fmt.Errorf("--audit-syslog-ca: %w", err)
+						}
+						pool := x509.NewCertPool()
+						if !pool.AppendCertsFromPEM(pem) {
+							return fmt.Errorf("--audit-syslog-ca %s holds no PEM certificate", syslogCA)
+						}
+						opts.AuditSyslogTLS.RootCAs = pool
+					}
+				}
 			}
 			if ehrTokenFile != "" {
 				b, err := os.ReadFile(ehrTokenFile)
@@ -211,6 +238,8 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f.StringVar(&oidcCfg.UserClaim, "oidc-user-claim", "preferred_username", "ID-token claim holding the Vigil user id (the user must exist in Vigil: the provider says who, Vigil what they may do)")
 	f.StringVar(&oidcCfg.RedirectURL, "oidc-redirect-url", "", "Vigil's https://…/login/oidc/callback as registered at the provider (default: from the request's host)")
 	f.StringVar(&oidcCfg.Label, "oidc-label", "Hospital sign-in", "the sign-in button's text")
+	f.StringVar(&syslogURL, "audit-syslog", envOr("VIGIL_AUDIT_SYSLOG", ""), "also send every audit entry as RFC 5424 syslog to tls://collector:6514 (tcp:// only to this machine); resumes where it stopped")
+	f.StringVar(&syslogCA, "audit-syslog-ca", "", "CA certificate (PEM) that signed the collector's certificate (default: the system's)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd

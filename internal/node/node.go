@@ -94,8 +94,13 @@ type Options struct {
 	// at web sign-in (vigil serve sets it; the demo does not).
 	RequireTOTP bool
 	// OIDC enables hospital single sign-on on the web app (nil: off).
-	OIDC       *web.OIDC
-	MaxPayload int // bytes per message; default 256 KiB
+	OIDC *web.OIDC
+	// AuditSyslogAddr sends every audit entry as RFC 5424 syslog to this
+	// host:port, over TLS with AuditSyslogTLS (nil: plain TCP, which vigil
+	// serve allows only to this machine). Empty: off.
+	AuditSyslogAddr string
+	AuditSyslogTLS  *tls.Config
+	MaxPayload      int // bytes per message; default 256 KiB
 	// MQTTRate is messages per second per device over MQTT (0: the
 	// broker's default, 1000; < 0: no limit); see broker.Options.
 	MQTTRate      float64
@@ -135,7 +140,9 @@ type Node struct {
 	News2     *news2.Evaluator
 	Baseline  *baseline.Detector
 	// AuditLog is the tamper-evident audit log (DATA/audit-key signs it).
-	AuditLog    *audit.Log
+	AuditLog *audit.Log
+	// AuditSyslog ships the audit log to a syslog collector (nil: off).
+	AuditSyslog *audit.Shipper
 	audit       audit.Recorder
 	auditVerify func(ctx context.Context) (*audit.Report, error)
 	routes      []string
@@ -229,10 +236,19 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 	auditErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_audit_errors_total", Help: "Audit entries that could not be stored (the request itself went on)."})
 	n.Registry.MustRegister(auditErrs)
+	if opts.AuditSyslogAddr != "" {
+		if n.AuditSyslog, err = audit.StartSyslog(audit.SyslogOptions{Addr: opts.AuditSyslogAddr, TLS: opts.AuditSyslogTLS, Store: n.Store,
+			CursorFile: filepath.Join(opts.DataDir, "audit-syslog.cursor"), Logger: log}); err != nil {
+			return nil, fmt.Errorf("audit syslog export: %w", err)
+		}
+	}
 	n.audit = func(ctx context.Context, e audit.Entry) {
 		if err := n.AuditLog.Record(context.WithoutCancel(ctx), e); err != nil {
 			auditErrs.Inc()
 			log.Error("audit entry not stored", "action", e.Action, "err", err)
+		}
+		if n.AuditSyslog != nil {
+			n.AuditSyslog.Kick()
 		}
 	}
 	apub := akey.Public().(ed25519.PublicKey)
@@ -730,6 +746,9 @@ func (n *Node) close() error {
 	}
 	if n.EHRSync != nil {
 		n.EHRSync.Close() // what it has not pushed stays in the feed for the next start
+	}
+	if n.AuditSyslog != nil {
+		n.AuditSyslog.Close() // its cursor stays: the next start sends the rest
 	}
 	if n.Exporter != nil {
 		if err := n.Exporter.Close(); err != nil { // after HTTP: no new jobs; before the store

@@ -330,4 +330,3 @@ func header(s string) string {
 func sdEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, `]`, `\]`).Replace(s)
 }
-

@@ -24,9 +24,9 @@ import (
 // collector is a syslog-over-TLS receiver (RFC 5425) that records every
 // message and can be stopped and started on the same address.
 type collector struct {
-	t    *testing.T
-	cfg  *tls.Config
-	addr string
+	t     *testing.T
+	cfg   *tls.Config
+	addr  string
 	mu    sync.Mutex
 	msgs  []string
 	ln    net.Listener

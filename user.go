@@ -66,8 +66,11 @@ type Token struct {
 	// role everywhere.
 	Scopes []string `json:"scopes,omitempty"`
 	// Patient is the launch patient of patient/ scopes: the one patient
-	// whose compartment they open.
+	// whose compartment they open; for a share link, the shared patient.
 	Patient string `json:"patient,omitempty"`
+	// Reason is why a share link was made (kind "share"; Name is the
+	// external clinician it is for, UserID who made it).
+	Reason string `json:"reason,omitempty"`
 }
 
 // BreakGlass is one emergency access: a user reads a patient outside
@@ -89,6 +92,10 @@ type Principal struct {
 	// Scopes and LaunchPatient come from a scoped token (see Token).
 	Scopes        []string
 	LaunchPatient string
+	// Guest is the external clinician a share link is for: such a
+	// principal has the patient role for the shared patient (read-only,
+	// that patient only) in the web app, and nothing elsewhere.
+	Guest string
 }
 
 // Sees reports whether the principal may see a patient on ward: admins

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"strings"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -286,4 +287,51 @@ func (s *Service) CreateToken(ctx context.Context, userID string, spec TokenSpec
 // (for a QR code) and the secret, shown once.
 func (s *Service) EnrollTOTP(ctx context.Context, userID string) (url, secret string, err error) {
 	return s.Auth.EnrollTOTP(ctx, userID, "Vigil")
+}
+
+// ShareLink is a time-limited link that shows one patient, read-only, to a
+// named external clinician (a remote consultation). URL is shown once.
+type ShareLink struct {
+	ID      string    `json:"id"`
+	Patient string    `json:"patient"`
+	Guest   string    `json:"guest"`
+	Reason  string    `json:"reason"`
+	Expires time.Time `json:"expires"`
+	Token   string    `json:"token,omitempty"` // the link's secret: /share/{token}
+}
+
+// CreateShare makes a share link for hours (1 to 72) on behalf of maker.
+func (s *Service) CreateShare(ctx context.Context, maker, patientID, guest, reason string, hours int) (*ShareLink, error) {
+	if len(strings.TrimSpace(guest)) < 3 {
+		return nil, vigil.FieldErrorf("guest", "required", "name the clinician the link is for (for example \"Dr Ana Silva, St Elsewhere cardiology\"): it is audited")
+	}
+	if len(strings.TrimSpace(reason)) < 10 {
+		return nil, vigil.FieldErrorf("reason", "required", "say why the patient is shared (at least 10 characters): it is audited")
+	}
+	if hours == 0 {
+		hours = 4
+	}
+	if hours < 1 || hours > 72 {
+		return nil, vigil.FieldErrorf("hours", "invalid", "a share link lasts 1 to 72 hours")
+	}
+	if _, err := s.Store.FindPatientByID(ctx, patientID); err != nil {
+		return nil, err
+	}
+	tok, t, err := s.Auth.IssueShare(ctx, maker, patientID, guest, reason, time.Duration(hours)*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return &ShareLink{ID: t.ID, Patient: patientID, Guest: guest, Reason: reason, Expires: t.Expires, Token: tok}, nil
+}
+
+// RevokeShare ends a share link at once; its maker or an admin may.
+func (s *Service) RevokeShare(ctx context.Context, p *vigil.Principal, id string) error {
+	t, err := s.Store.FindTokenByID(ctx, id)
+	if err != nil || t.Kind != "share" {
+		return vigil.Errorf(vigil.ENOTFOUND, "no share link %s", id)
+	}
+	if t.UserID != p.UserID && p.Role != vigil.RoleAdmin {
+		return vigil.Errorf(vigil.EFORBIDDEN, "only the clinician who made share link %s, or an admin, may end it", id)
+	}
+	return s.Auth.RevokeToken(ctx, id)
 }

@@ -299,7 +299,7 @@ func (a *Authenticator) IssueScopedToken(ctx context.Context, userID, name strin
 
 func (a *Authenticator) issue(ctx context.Context, t *vigil.Token, ttl time.Duration) (string, *vigil.Token, error) {
 	userID, kind := t.UserID, t.Kind
-	if kind != "api" && kind != "session" {
+	if kind != "api" && kind != "session" && kind != "share" {
 		return "", nil, vigil.FieldErrorf("kind", "invalid", "token kind must be api or session")
 	}
 	if ttl < 0 {
@@ -358,8 +358,22 @@ func (a *Authenticator) Principal(ctx context.Context, token string) (*vigil.Pri
 	if err != nil {
 		return nil, err
 	}
+	if t.Kind == "share" {
+		// A share link opens one patient, read-only, to the external
+		// clinician it names, while its maker's account exists.
+		return &vigil.Principal{UserID: "share:" + t.ID, Role: vigil.RolePatient, PatientID: t.Patient, Guest: t.Name}, nil
+	}
 	p.Scopes, p.LaunchPatient = t.Scopes, t.Patient
 	return p, nil
+}
+
+// IssueShare creates a share link's token: the named external clinician
+// sees one patient, read-only, in the web app until ttl has passed.
+func (a *Authenticator) IssueShare(ctx context.Context, maker, patientID, guest, reason string, ttl time.Duration) (string, *vigil.Token, error) {
+	if ttl <= 0 {
+		return "", nil, vigil.FieldErrorf("hours", "invalid", "a share link must end")
+	}
+	return a.issue(ctx, &vigil.Token{UserID: maker, Kind: "share", Name: guest, Patient: patientID, Reason: reason}, ttl)
 }
 
 // UserPrincipal returns what a user may do now (role, wards, open

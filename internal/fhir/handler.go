@@ -177,6 +177,9 @@ func (h *handler) auth(typ string, interaction byte, c call) http.HandlerFunc {
 				err = vigil.Errorf(vigil.EFORBIDDEN, "role %s may not read clinical data", p.Role)
 			}
 		}
+		if err == nil && p.Guest != "" {
+			err = vigil.Errorf(vigil.EFORBIDDEN, "a share link opens the web app's view of one patient, not the FHIR API")
+		}
 		acting := p
 		if err == nil && len(p.Scopes) > 0 && typ != "" {
 			acting, err = h.scoped(r, p, typ, interaction)

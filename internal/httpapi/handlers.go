@@ -772,3 +772,48 @@ func (s *Server) breakGlassReport(w http.ResponseWriter, r *http.Request, _ *vig
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// ShareRequest asks for a share link: who it is for, why, how long.
+type ShareRequest struct {
+	Guest  string `json:"guest"`
+	Reason string `json:"reason"`
+	Hours  int    `json:"hours,omitempty"` // 1 to 72; default 4
+}
+
+// createShare makes a time-limited, read-only link to one patient for a
+// named external clinician; audited as SHARE with who, for whom and why.
+// The link (url) is shown once.
+func (s *Server) createShare(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	var req ShareRequest
+	if err := s.decode(r, &req); err != nil {
+		return err
+	}
+	sh, err := s.o.Admin.CreateShare(r.Context(), p.UserID, r.PathValue("id"), req.Guest, req.Reason, req.Hours)
+	if err != nil {
+		return err
+	}
+	if s.o.Audit != nil {
+		e := audit.FromRequest(r, p.UserID, p.Role, nil)
+		e.Action, e.Detail = "SHARE", fmt.Sprintf("share:%s for %s until %s: %s", sh.ID, sh.Guest, sh.Expires.Format(time.RFC3339), sh.Reason)
+		s.o.Audit(r.Context(), e)
+	}
+	s.log.Warn("SHARE: a patient is open to an external clinician", "user", p.UserID, "patient_id", sh.Patient, "share", sh.ID, "until", sh.Expires)
+	scheme := "http"
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		scheme = "https"
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, struct {
+		*admin.ShareLink
+		URL string `json:"url"`
+	}{sh, scheme + "://" + r.Host + "/share/" + sh.Token})
+	return nil
+}
+
+func (s *Server) revokeShare(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	if err := s.o.Admin.RevokeShare(r.Context(), p, r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -181,6 +181,8 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/audit/verify", s.with(oversight, s.auditVerify))
 	m.HandleFunc("POST /api/v1/patients/{id}/break-glass", s.with([]string{vigil.RoleClinician, vigil.RoleNurse}, s.breakGlass))
 	m.HandleFunc("GET /api/v1/reports/break-glass", s.with(oversight, s.breakGlassReport))
+	m.HandleFunc("POST /api/v1/patients/{id}/shares", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.createShare))
+	m.HandleFunc("DELETE /api/v1/shares/{id}", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.revokeShare))
 	m.HandleFunc("GET /api/v1/rules", s.with(care, s.listRules))
 	m.HandleFunc("GET /api/v1/rules/{id}", s.with(care, s.getRule))
 	m.HandleFunc("GET /api/v1/rules/{id}/history", s.with(care, s.ruleHistory))
@@ -393,6 +395,9 @@ func (s *Server) principal(r *http.Request, roles []string) (*vigil.Principal, e
 	}
 	if len(p.Scopes) > 0 {
 		return nil, vigil.Errorf(vigil.EFORBIDDEN, "this token carries SMART scopes (%s) and works on the FHIR API (/fhir/R4) only", strings.Join(p.Scopes, " "))
+	}
+	if p.Guest != "" {
+		return nil, vigil.Errorf(vigil.EFORBIDDEN, "a share link opens the web app's view of one patient, not the API")
 	}
 	for _, role := range roles {
 		if p.Role == role {

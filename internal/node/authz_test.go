@@ -99,6 +99,9 @@ var access = map[string]string{
 	"GET /fhir/R4/Device/{id}":                              "admin,clinician,nurse,patient",
 	"GET /fhir/R4/DeviceMetric":                             "admin,clinician,nurse,patient",
 	"PUT /fhir/R4/Patient/{id}":                             "admin",
+	"POST /api/v1/patients/{id}/shares":                     "admin,clinician", // ward scoping applies
+	"DELETE /api/v1/shares/{id}":                            "admin,clinician", // its maker or an admin (TestShareLinks)
+	"GET /share/{token}":                                    "public",          // the link's token is the credential; a bad one is 404
 	"GET /fhir/R4/DetectedIssue":                            "admin,clinician,nurse,patient",
 	"GET /fhir/R4/DetectedIssue/{id}":                       "admin,clinician,nurse,patient",
 	"POST /fhir/R4/Subscription":                            "admin,clinician,nurse,patient", // events limited to what the owner sees

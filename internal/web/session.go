@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -407,6 +409,9 @@ func (h *handler) audit(r *http.Request, action, actor, role string, err error) 
 	if h.opts.Audit == nil {
 		return
 	}
+	if strings.HasPrefix(actor, "share:") {
+		role = "guest" // a share link's external clinician (patient-role view of one patient)
+	}
 	e := audit.FromRequest(r, actor, role, err)
 	if action != "" {
 		e.Action = action
@@ -451,4 +456,35 @@ func (h *handler) proxyAPI(w http.ResponseWriter, r *http.Request, s *session) {
 	r2.Header.Del(csrfHeader)
 	r2.Header.Set("Authorization", "Bearer "+s.token)
 	h.opts.API.ServeHTTP(w, r2)
+}
+
+// openShare is a share link: it opens the web app's read-only view of one
+// patient to the external clinician it names, as a session that ends with
+// the link (or earlier, when idle or revoked).
+func (h *handler) openShare(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	// The token is the link's secret: keep it out of the audit log and of
+	// any Referer.
+	redacted := r.Clone(r.Context())
+	redacted.URL.Path, redacted.URL.RawPath = "/share/(secret)", ""
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	p, err := h.opts.Auth.Principal(r.Context(), tok)
+	if err != nil || p.Guest == "" {
+		if err == nil {
+			err = vigil.Errorf(vigil.EUNAUTHORIZED, "not a share link")
+		}
+		h.audit(redacted, "open share link", "", "", err)
+		h.render(w, http.StatusNotFound, "login.html", h.loginData("This share link has ended or is not valid. Ask the clinician who sent it for a new one.", ""))
+		return
+	}
+	h.audit(redacted, "open share link", p.UserID, p.Role, nil)
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: tok, Path: "/", HttpOnly: true, Secure: h.opts.SecureCookies, SameSite: http.SameSiteStrictMode})
+	// The link comes from an e-mail or another site: the Strict cookie is
+	// not sent on the rest of a cross-site redirect, so go on from here.
+	target := "/patients/" + url.PathEscape(p.PatientID)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Refresh", "0; url="+target)
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0; url=%s"><title>Shared patient — Vigil</title></head><body><p>Opening the shared patient for %s. <a href="%s">Continue</a>.</p></body></html>`,
+		template.HTMLEscapeString(target), template.HTMLEscapeString(p.Guest), template.HTMLEscapeString(target))
 }

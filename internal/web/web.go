@@ -207,6 +207,7 @@ func NewHandler(opts Options) http.Handler {
 	}
 	m := h.mux
 	h.handle("GET /login", h.loginPage)
+	h.handle("GET /share/{token}", h.openShare)
 	h.handle("POST /login", h.login)
 	if opts.OIDC != nil {
 		h.oidc = newOIDCClient(*opts.OIDC)

@@ -103,10 +103,36 @@ type Device struct {
 	// issued by Vigil's CA (vigil device cert); only that one is accepted.
 	CertSerial    string    `json:"certSerial,omitempty"`
 	EnrollExpires time.Time `json:"enrollExpires,omitzero"`
-	Version       int       `json:"version"`
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
-	LastSeen      time.Time `json:"lastSeen,omitzero"`
+	// CommandSeq is the counter of the last command sent to the device
+	// (each command carries the next one, against replay); Commands are
+	// the latest commands with their outcome (at most 50 kept).
+	CommandSeq uint64          `json:"commandSeq,omitempty"`
+	Commands   []DeviceCommand `json:"commands,omitempty"`
+	Version    int             `json:"version"`
+	Created    time.Time       `json:"created"`
+	Updated    time.Time       `json:"updated"`
+	LastSeen   time.Time       `json:"lastSeen,omitzero"`
+}
+
+// Device command states.
+const (
+	CommandSent     = "sent"
+	CommandApplied  = "applied"
+	CommandRejected = "rejected"
+)
+
+// DeviceCommand is a command Vigil sent a device (signed, with its
+// counter; see internal/devcmd) and what the device answered.
+type DeviceCommand struct {
+	Seq      uint64    `json:"seq"`
+	Type     string    `json:"type"`
+	Params   string    `json:"params,omitempty"` // JSON
+	By       string    `json:"by"`
+	Issued   time.Time `json:"issued"`
+	Expires  time.Time `json:"expires"`
+	Status   string    `json:"status"`
+	Reason   string    `json:"reason,omitempty"` // the device's, when it rejected it
+	Answered time.Time `json:"answered,omitzero"`
 }
 
 // Assignment records that a device measured a patient from From

@@ -7,8 +7,12 @@ package admin
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
+	"github.com/vigil-iomt/vigil/internal/devcmd"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +38,10 @@ type Service struct {
 	// OnCredentialChanged, if set, is called after a device's secret was
 	// rotated or the device revoked (the node disconnects its sessions).
 	OnCredentialChanged func(id string)
+	// CommandKey signs device commands; PublishCommand sends one to a
+	// device (nil: commands cannot be sent).
+	CommandKey     ed25519.PrivateKey
+	PublishCommand func(deviceID string, payload []byte) error
 }
 
 // MinPasswordLen is the shortest password AddUser accepts.
@@ -334,4 +342,81 @@ func (s *Service) RevokeShare(ctx context.Context, p *vigil.Principal, id string
 		return vigil.Errorf(vigil.EFORBIDDEN, "only the clinician who made share link %s, or an admin, may end it", id)
 	}
 	return s.Auth.RevokeToken(ctx, id)
+}
+
+// SendCommand signs a command for a device with the next counter, records
+// it on the device and publishes it. The device applies it only if the
+// signature verifies and the counter is above the last it applied.
+func (s *Service) SendCommand(ctx context.Context, by, deviceID, typ string, params json.RawMessage, ttl time.Duration) (*vigil.DeviceCommand, error) {
+	if s.CommandKey == nil || s.PublishCommand == nil {
+		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "this server sends no device commands")
+	}
+	if typ == "" || len(typ) > 64 || strings.ContainsAny(typ, " \n") {
+		return nil, vigil.FieldErrorf("type", "invalid", "a command type is a short word such as set-interval")
+	}
+	if ttl <= 0 {
+		ttl = 10 * time.Minute
+	}
+	if ttl > 24*time.Hour {
+		return nil, vigil.FieldErrorf("ttl", "invalid", "a command may wait at most 24 hours for its device")
+	}
+	for attempt := 0; ; attempt++ {
+		d, err := s.Store.FindDeviceByID(ctx, deviceID)
+		if err != nil {
+			return nil, err
+		}
+		if d.Revoked {
+			return nil, vigil.Errorf(vigil.EINVALID, "device %s is revoked", deviceID)
+		}
+		now := s.now().UTC()
+		c := &devcmd.Command{Device: d.ID, Seq: d.CommandSeq + 1, Type: typ, Params: params, Issued: now, Expires: now.Add(ttl)}
+		raw, err := devcmd.Sign(s.CommandKey, c)
+		if err != nil {
+			return nil, vigil.FieldErrorf("params", "invalid", "%v", err)
+		}
+		dc := vigil.DeviceCommand{Seq: c.Seq, Type: typ, Params: string(c.Params), By: by, Issued: c.Issued, Expires: c.Expires, Status: vigil.CommandSent}
+		d.CommandSeq = c.Seq
+		d.Commands = append(d.Commands, dc)
+		if n := len(d.Commands); n > 50 {
+			d.Commands = d.Commands[n-50:]
+		}
+		// The counter is durable before the command leaves: a restart
+		// never reuses one.
+		err = s.Store.UpdateDevice(ctx, d, d.Version)
+		if vigil.ErrorCode(err) == vigil.ECONFLICT && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := s.PublishCommand(d.ID, raw); err != nil {
+			return nil, err
+		}
+		return &dc, nil
+	}
+}
+
+// CommandAck records a device's answer to a command it was sent; an
+// answer for a counter that is not waiting is ignored (and reported).
+func (s *Service) CommandAck(ctx context.Context, deviceID string, payload []byte) error {
+	var a devcmd.Ack
+	if err := json.Unmarshal(payload, &a); err != nil || (a.Status != vigil.CommandApplied && a.Status != vigil.CommandRejected) {
+		return vigil.Errorf(vigil.EINVALID, "a command ack is {\"seq\": N, \"status\": \"applied\" | \"rejected\", \"reason\": \"...\"}")
+	}
+	for attempt := 0; ; attempt++ {
+		d, err := s.Store.FindDeviceByID(ctx, deviceID)
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(d.Commands, func(c vigil.DeviceCommand) bool { return c.Seq == a.Seq })
+		if i < 0 || d.Commands[i].Status != vigil.CommandSent {
+			return vigil.Errorf(vigil.EINVALID, "device %s answered command %d, which is not waiting for an answer", deviceID, a.Seq)
+		}
+		d.Commands[i].Status, d.Commands[i].Reason, d.Commands[i].Answered = a.Status, a.Reason, s.now().UTC()
+		err = s.Store.UpdateDevice(ctx, d, d.Version)
+		if vigil.ErrorCode(err) == vigil.ECONFLICT && attempt < 3 {
+			continue
+		}
+		return err
+	}
 }

@@ -25,6 +25,16 @@ func allowed(deviceID, topic string) bool {
 	return len(topic) > len(prefix) && strings.HasPrefix(topic, prefix)
 }
 
+// CommandsTopic is where Vigil sends a device its commands (only Vigil
+// publishes there); the device answers on CommandsTopic + "/ack".
+func CommandsTopic(deviceID string) string { return TopicRoot + deviceID + "/commands" }
+
+// mayWrite reports whether a device may publish on topic: its own topics,
+// except its commands topic, where only Vigil speaks.
+func mayWrite(deviceID, topic string) bool {
+	return allowed(deviceID, topic) && topic != CommandsTopic(deviceID)
+}
+
 // AlertsRoot is the prefix of the alert topics Vigil publishes for
 // nurse-call systems: AlertsRoot + "{ward}/{patient}/{alert id}". Only
 // devices of kind nurse-call may subscribe to them; nobody may publish.

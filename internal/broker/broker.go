@@ -103,6 +103,9 @@ type Options struct {
 	// lost, and one flooding device cannot take the ingest capacity of the
 	// others. 0 means DefaultRatePerDevice; < 0, no limit.
 	RatePerDevice float64
+	// OnCommandAck receives what a device publishes on its
+	// CommandsTopic + "/ack" (nil: ignored).
+	OnCommandAck func(deviceID string, payload []byte)
 }
 
 // DefaultRatePerDevice is generous for any bedside or wearable device
@@ -401,6 +404,12 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			}
 		}()
 	}
+}
+
+// PublishCommand sends a (signed) command to a device on its commands
+// topic at QoS 1; it reaches the device if it is subscribed.
+func (b *Broker) PublishCommand(deviceID string, payload []byte) error {
+	return b.server.Publish(CommandsTopic(deviceID), payload, false, 1)
 }
 
 // PublishAlert publishes payload on topic (under AlertsRoot) to the

@@ -149,7 +149,7 @@ func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 // acknowledgements to be written.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	dev := deviceOf(cl)
-	if write && allowed(dev, topic) || !write && mayRead(dev, h.isNurseCall(dev), topic) {
+	if write && mayWrite(dev, topic) || !write && mayRead(dev, h.isNurseCall(dev), topic) {
 		return true
 	}
 	if write {
@@ -183,6 +183,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.ErrRejectPacket
 	}
 	format, ingest := ingestFormat(s.device, pk.TopicName)
+	if pk.TopicName == CommandsTopic(s.device)+"/ack" && h.b.opts.OnCommandAck != nil {
+		h.b.opts.OnCommandAck(s.device, pk.Payload)
+	}
 	if !ingest {
 		if pk.FixedHeader.Qos > 0 {
 			s.barrier() // mochi acknowledges it when we return

@@ -2,6 +2,9 @@ package httpapi
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -816,4 +819,56 @@ func (s *Server) revokeShare(w http.ResponseWriter, r *http.Request, p *vigil.Pr
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// CommandRequest is a command to send a device.
+type CommandRequest struct {
+	Type   string          `json:"type"`
+	Params json.RawMessage `json:"params,omitempty"`
+	TTL    string          `json:"ttl,omitempty"` // how long it may wait for the device (default 10m, at most 24h)
+}
+
+// sendCommand signs and sends a command to a device (audited as a POST).
+func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
+	var req CommandRequest
+	if err := s.decode(r, &req); err != nil {
+		return err
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		var err error
+		if ttl, err = time.ParseDuration(req.TTL); err != nil {
+			return vigil.FieldErrorf("ttl", "invalid", "ttl %q is not a duration such as 10m", req.TTL)
+		}
+	}
+	c, err := s.o.Admin.SendCommand(r.Context(), p.UserID, r.PathValue("id"), req.Type, req.Params, ttl)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, c)
+	return nil
+}
+
+func (s *Server) listCommands(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	d, err := s.o.Store.FindDeviceByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := d.Commands
+	if out == nil {
+		out = []vigil.DeviceCommand{}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// commandKey serves the public key devices verify commands with (not a
+// secret: it only verifies).
+func (s *Server) commandKey(w http.ResponseWriter, r *http.Request) {
+	if s.o.Admin == nil || s.o.Admin.CommandKey == nil {
+		writeProblem(w, problemFor(vigil.Errorf(vigil.ENOTFOUND, "this server sends no device commands")))
+		return
+	}
+	pub := s.o.Admin.CommandKey.Public().(ed25519.PublicKey)
+	writeJSON(w, http.StatusOK, map[string]string{"alg": "Ed25519", "publicKey": base64.StdEncoding.EncodeToString(pub)})
 }

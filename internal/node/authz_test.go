@@ -49,6 +49,9 @@ var access = map[string]string{
 	"GET /api/v1/patients/{id}/reviews":                     "admin,clinician,nurse",
 	"POST /api/v1/patients/{id}/news2-inputs":               "admin,clinician,nurse",
 	"GET /api/v1/devices/{id}/status":                       "admin,clinician,nurse",
+	"POST /api/v1/devices/{id}/commands":                    "admin,clinician", // signed, counted (TestDeviceCommands)
+	"GET /api/v1/devices/{id}/commands":                     "admin,clinician,nurse",
+	"GET /api/v1/commands/key":                              "public", // a public key: devices verify commands with it
 	"GET /api/v1/audit":                                     "admin,auditor",
 	"GET /api/v1/audit/verify":                              "admin,auditor",
 	"POST /api/v1/patients/{id}/break-glass":                "clinician,nurse",

@@ -324,11 +324,21 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		n.Notifier = notify.Start(notify.Options{Targets: opts.Webhooks, Hub: n.Hub, DeadLetters: n.Store, Now: opts.Now, Logger: log, Registerer: n.Registry})
 	}
 
+	// Device commands are signed with the node's command key (devices hold
+	// its public key: GET /api/v1/commands/key).
+	ckey, err := audit.LoadOrCreateKey(filepath.Join(opts.DataDir, CommandKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("command key: %w", err)
+	}
 	n.Admin = &admin.Service{Store: n.Store, Auth: n.Auth, Now: opts.Now, OnDeviceChanged: n.deviceChanged,
 		OnCredentialChanged: func(id string) {
 			if n.Broker != nil {
 				n.Broker.Disconnect(id)
 			}
+		},
+		CommandKey: ckey,
+		PublishCommand: func(deviceID string, payload []byte) error {
+			return n.Broker.PublishCommand(deviceID, payload)
 		}}
 
 	bopts := broker.DefaultOptions()
@@ -340,6 +350,11 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	bopts.Registerer = n.Registry
 	bopts.TLSConfig = opts.TLS
 	bopts.RatePerDevice = opts.MQTTRate
+	bopts.OnCommandAck = func(deviceID string, payload []byte) {
+		if err := n.Admin.CommandAck(context.Background(), deviceID, payload); err != nil {
+			log.Warn("device command answer not recorded", "device", deviceID, "err", err)
+		}
+	}
 	if n.Broker, err = broker.New(bopts); err != nil {
 		return nil, fmt.Errorf("start MQTT broker: %w", err)
 	}
@@ -505,6 +520,10 @@ func (n *Node) authenticateRequest(r *http.Request) (*vigil.Principal, error) {
 	}
 	return n.Auth.Principal(r.Context(), tok)
 }
+
+// CommandKeyFile (in the data directory) holds the Ed25519 key that signs
+// device commands.
+const CommandKeyFile = "command-key"
 
 // deviceAlarms raises and resolves alerts from an ORU^R40 (IHE PCD ACM).
 func (n *Node) deviceAlarms(ctx context.Context, sender string, received time.Time, m *hl7.Message) error {

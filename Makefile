@@ -1,8 +1,12 @@
 # Vigil — the two commands of the quick start are `make demo` and `make test`.
 GO ?= go
 BIN ?= bin/vigil
+# Build with the toolchain go.mod names (go1.26.11: standard-library
+# security fixes govulncheck found in go1.26.8), downloaded through the Go
+# module proxy when the machine's own Go is older.
+export GOTOOLCHAIN ?= auto
 
-.PHONY: build demo test test-short bench fuzz vet fmt tools clean sbom
+.PHONY: build demo test test-short bench fuzz vet fmt tools clean sbom vuln
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vigil
@@ -54,3 +58,7 @@ clean:
 sbom:
 	$(GO) run github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0 mod -json -licenses -output sbom.cdx.json .
 	@echo "wrote sbom.cdx.json"
+
+## vuln: govulncheck against a local copy of the Go vulnerability database (built from golang.org/x/vulndb through the module proxy; see tools/vulncheck/run.sh).
+vuln:
+	./tools/vulncheck/run.sh

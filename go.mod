@@ -2,6 +2,8 @@ module github.com/vigil-iomt/vigil
 
 go 1.26.8
 
+toolchain go1.26.11
+
 require (
 	cel.dev/cel-go v0.33.2
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0

@@ -14,13 +14,17 @@ const (
 	// RoleAuditor reads the audit log and the break-glass report, and no
 	// patient's data.
 	RoleAuditor = "auditor"
+	// RoleAnalyst is for public-health and research analysts: no
+	// patient's data anywhere (records, readings, the web app); only
+	// anonymised aggregates, which come with the public-health issue.
+	RoleAnalyst = "analyst"
 	RoleDevice  = "device"
 )
 
 // ValidUserRole reports whether r is a role a person may have.
 func ValidUserRole(r string) bool {
 	switch r {
-	case RoleAdmin, RoleClinician, RoleNurse, RolePatient, RoleAuditor:
+	case RoleAdmin, RoleClinician, RoleNurse, RolePatient, RoleAuditor, RoleAnalyst:
 		return true
 	}
 	return false

@@ -275,7 +275,7 @@ func newUserCmd(g *globals) *cobra.Command {
 	f := add.Flags()
 	f.StringVar(&u.ID, "id", "", "login name (required)")
 	f.StringVar(&u.Name, "name", "", "display name")
-	f.StringVar(&u.Role, "role", "", "admin, clinician, nurse, patient or auditor (reads the audit log, sees no patient data) (required)")
+	f.StringVar(&u.Role, "role", "", "admin, clinician, nurse, patient, auditor (reads the audit log, sees no patient data) or analyst (no patient data; aggregates only) (required)")
 	f.StringVar(&u.PatientID, "patient", "", "for the patient role: the patient's own id")
 	f.StringSliceVar(&u.Wards, "ward", nil, "for clinicians and nurses: a ward (care team) whose patients they see (repeatable; none: every patient)")
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password from stdin without prompting")

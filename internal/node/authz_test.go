@@ -176,6 +176,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{ID: "nurse-w1", Role: vigil.RoleNurse, Wards: []string{"W1"}},
 		{ID: "pt-a", Role: vigil.RolePatient, PatientID: "w1-a"},
 		{ID: "auditor", Role: vigil.RoleAuditor},
+		{ID: "analyst", Role: vigil.RoleAnalyst},
 	} {
 		must(t, e.n.Admin.AddUser(ctx, &u, "correct horse battery"))
 		tok, _, err := e.n.Admin.CreateToken(ctx, u.ID, admin.TokenSpec{Name: "matrix", TTL: time.Hour})
@@ -189,10 +190,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		resp, err := wc.Do(req)
 		must(t, err)
 		resp.Body.Close()
-		if u.Role == vigil.RoleAuditor {
-			// Auditors have no web session: the sign-in is refused.
+		if u.Role == vigil.RoleAuditor || u.Role == vigil.RoleAnalyst {
+			// Auditors and analysts have no web session: the sign-in is refused.
 			if resp.StatusCode != http.StatusForbidden {
-				t.Fatalf("web sign-in of an auditor: %d, want 403", resp.StatusCode)
+				t.Fatalf("web sign-in of an %s: %d, want 403", u.Role, resp.StatusCode)
 			}
 			users = append(users, who{name: u.ID, role: u.Role, token: tok})
 			continue

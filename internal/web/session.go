@@ -209,6 +209,10 @@ func (h *handler) login(w http.ResponseWriter, r *http.Request) {
 		h.audit(r, "login", userID, u.Role, vigil.Errorf(vigil.EFORBIDDEN, "auditors have no ward view"))
 		fail(http.StatusForbidden, "Auditors have no ward view: read the audit log with an API token (GET /api/v1/audit).")
 		return
+	case vigil.RoleAnalyst:
+		h.audit(r, "login", userID, u.Role, vigil.Errorf(vigil.EFORBIDDEN, "analysts have no ward view"))
+		fail(http.StatusForbidden, "Analysts see no patient's data, so there is no ward view for them: anonymised aggregates come through the analyst API.")
+		return
 	default:
 		fail(http.StatusUnauthorized, "Wrong user name or password.")
 		return

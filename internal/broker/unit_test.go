@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/vigil-iomt/vigil"
 )
 
 func TestAllowed(t *testing.T) {
@@ -87,4 +89,49 @@ func TestRedactHandler(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, got)
 		}
 	}
+}
+
+// matches is MQTT filter matching (+ one level, # the rest).
+func matches(filter, topic string) bool {
+	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, part := range f {
+		switch {
+		case part == "#":
+			return true
+		case i >= len(t):
+			return false
+		case part != "+" && part != t[i]:
+			return false
+		}
+	}
+	return len(f) == len(t)
+}
+
+// No filter or topic the ACL grants one device reaches another device's
+// topics or the alert topics, whatever the device ids and filters.
+func FuzzTopicACL(f *testing.F) {
+	for _, s := range [][3]string{
+		{"mon-1", "mon-2", "vigil/v1/devices/mon-2/#"}, {"mon", "mon-1", "vigil/v1/devices/mon-1/readings"},
+		{"a", "b", "#"}, {"a", "b", "+/+/+/+/+"}, {"a", "b", "vigil/v1/devices/a/../b/readings"}, {"a", "b", "$share/g/vigil/v1/devices/b/#"},
+		{"a", "b", "vigil/v1/devices/a/#"}, {"a", "b", "vigil/v1/devices/a"}, {"a", "b", "vigil/v1/devices/+/readings"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, dev, other, filter string) {
+		if !vigil.ValidID(dev) || !vigil.ValidID(other) || dev == other {
+			return
+		}
+		read, write := mayRead(dev, false, filter), mayWrite(dev, filter)
+		if !read && !write {
+			return
+		}
+		for _, victim := range []string{ReadingsTopic(other), CommandsTopic(other), TopicRoot + other + "/x/y", AlertsRoot + "W1/p1/a1"} {
+			if matches(filter, victim) {
+				t.Fatalf("device %q may use %q, which reaches %q", dev, filter, victim)
+			}
+		}
+		if write && filter == CommandsTopic(dev) {
+			t.Fatalf("device %q may publish its own commands", dev)
+		}
+	})
 }

@@ -103,6 +103,9 @@ type Options struct {
 	// lost, and one flooding device cannot take the ingest capacity of the
 	// others. 0 means DefaultRatePerDevice; < 0, no limit.
 	RatePerDevice float64
+	// WrapListener, if set, wraps the raw TCP listener (connection caps
+	// and metrics: internal/netlimit) before TLS.
+	WrapListener func(net.Listener) net.Listener
 	// OnCommandAck receives what a device publishes on its
 	// CommandsTopic + "/ack" (nil: ignored).
 	OnCommandAck func(deviceID string, payload []byte)
@@ -235,6 +238,9 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("mqtt: address %s is already in use; choose another with --mqtt: %w", b.opts.Addr, err)
 	} else if err != nil {
 		return fmt.Errorf("mqtt: listen on %s (change it with --mqtt): %w", b.opts.Addr, err)
+	}
+	if b.opts.WrapListener != nil {
+		ln = b.opts.WrapListener(ln)
 	}
 	proto := "tcp"
 	if b.opts.TLSConfig != nil {

@@ -38,9 +38,12 @@ type Devices interface {
 
 // Options configure a Server.
 type Options struct {
-	Addr     string
-	Ingester vigil.Ingester
-	Devices  Devices
+	Addr string
+	// WrapListener, if set, wraps the raw TCP listener (connection caps
+	// and metrics: internal/netlimit) before TLS.
+	WrapListener func(net.Listener) net.Listener
+	Ingester     vigil.Ingester
+	Devices      Devices
 	// Alarms handles ORU^R40 device alarms (IHE PCD ACM); it returns after
 	// they are stored. nil: ORU^R40 is refused.
 	Alarms      func(ctx context.Context, sender string, received time.Time, m *hl7.Message) error
@@ -85,6 +88,9 @@ func Start(o Options) (*Server, error) {
 		o.Allow = []*net.IPNet{v4, v6}
 	}
 	ln, err := net.Listen("tcp", o.Addr)
+	if err == nil && o.WrapListener != nil {
+		ln = o.WrapListener(ln)
+	}
 	if err == nil && o.TLS != nil {
 		ln = tls.NewListener(ln, o.TLS)
 	}

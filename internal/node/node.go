@@ -43,6 +43,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/mapping"
 	"github.com/vigil-iomt/vigil/internal/medtech"
 	"github.com/vigil-iomt/vigil/internal/mllp"
+	"github.com/vigil-iomt/vigil/internal/netlimit"
 	"github.com/vigil-iomt/vigil/internal/news2"
 	"github.com/vigil-iomt/vigil/internal/notify"
 	"github.com/vigil-iomt/vigil/internal/nursecall"
@@ -350,6 +351,12 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	bopts.Registerer = n.Registry
 	bopts.TLSConfig = opts.TLS
 	bopts.RatePerDevice = opts.MQTTRate
+	// Connection caps: no host can exhaust a listener; loopback clients
+	// have no per-address cap. Refusals and slow clients are counted.
+	conns := netlimit.NewMetrics(n.Registry)
+	bopts.WrapListener = func(ln net.Listener) net.Listener {
+		return netlimit.Wrap(ln, "mqtt", netlimit.Limits{Total: 50000, PerAddr: 2048}, conns)
+	}
 	bopts.OnCommandAck = func(deviceID string, payload []byte) {
 		if err := n.Admin.CommandAck(context.Background(), deviceID, payload); err != nil {
 			log.Warn("device command answer not recorded", "device", deviceID, "err", err)
@@ -367,6 +374,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 
 	if opts.MLLPAddr != "" {
 		if n.MLLP, err = mllp.Start(mllp.Options{Addr: opts.MLLPAddr, Ingester: n.Pipeline, Devices: n.Store, Allow: opts.MLLPAllow, TLS: opts.TLS,
+			WrapListener: func(ln net.Listener) net.Listener {
+				return netlimit.Wrap(ln, "mllp", netlimit.Limits{Total: 1024, PerAddr: 256}, conns)
+			},
 			Alarms: n.deviceAlarms, Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
 			return nil, err
 		}
@@ -375,6 +385,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if n.httpLn, err = net.Listen("tcp", opts.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("listen for HTTP on %s: %w (is another server using it? choose another address with --http)", opts.HTTPAddr, err)
 	}
+	n.httpLn = netlimit.Wrap(n.httpLn, "http", netlimit.Limits{Total: 10000, PerAddr: 512}, conns)
 	if opts.TLS != nil {
 		n.httpLn = tls.NewListener(n.httpLn, opts.TLS)
 	}

@@ -30,7 +30,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var allow []string
 	var limitsFile string
 	var webhooks []string
-	var webhookSecretFile, ehrTokenFile, oidcSecretFile, syslogURL, syslogCA string
+	var webhookSecretFile, ehrTokenFile, oidcSecretFile, syslogURL, syslogCA, syslogCert, syslogKey string
 	var oidcCfg web.OIDC
 	var plaintext bool
 	var tlsCert, tlsKey string
@@ -139,6 +139,19 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 						}
 						opts.AuditSyslogTLS.RootCAs = pool
 					}
+					if syslogCert != "" || syslogKey != "" {
+						// Mutual TLS, as IHE ATNA repositories require.
+						cert, err := tls.LoadX509KeyPair(syslogCert, syslogKey)
+						if err != nil {
+							return fmt.Errorf("--audit-syslog-cert/--audit-syslog-key: %w", err)
+						}
+						opts.AuditSyslogTLS.Certificates = []tls.Certificate{cert}
+					}
+				}
+				switch opts.AuditSyslogFormat {
+				case "vigil", "atna":
+				default:
+					return fmt.Errorf("--audit-syslog-format %q: use vigil (structured data, for a SIEM) or atna (IHE ATNA DICOM audit messages, for an audit record repository)", opts.AuditSyslogFormat)
 				}
 			}
 			if ehrTokenFile != "" {
@@ -240,6 +253,9 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f.StringVar(&oidcCfg.Label, "oidc-label", "Hospital sign-in", "the sign-in button's text")
 	f.StringVar(&syslogURL, "audit-syslog", envOr("VIGIL_AUDIT_SYSLOG", ""), "also send every audit entry as RFC 5424 syslog to tls://collector:6514 (tcp:// only to this machine); resumes where it stopped")
 	f.StringVar(&syslogCA, "audit-syslog-ca", "", "CA certificate (PEM) that signed the collector's certificate (default: the system's)")
+	f.StringVar(&syslogCert, "audit-syslog-cert", "", "client certificate (PEM) for mutual TLS with the collector (IHE ATNA requires it)")
+	f.StringVar(&syslogKey, "audit-syslog-key", "", "its private key (PEM)")
+	f.StringVar(&opts.AuditSyslogFormat, "audit-syslog-format", "vigil", "vigil (RFC 5424 structured data, for a SIEM) or atna (IHE ATNA ITI-20: DICOM audit message XML, for an audit record repository)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd

@@ -36,9 +36,13 @@ type SyslogOptions struct {
 	Store      Store
 	CursorFile string
 	Hostname   string // RFC 5424 HOSTNAME (default: os.Hostname)
-	Backoff    time.Duration
-	Poll       time.Duration
-	Logger     *slog.Logger
+	// Format is "vigil" (structured data, the default) or "atna": the
+	// DICOM audit message XML an IHE ATNA audit record repository takes
+	// (ITI-20; MSGID IHE+RFC-3881).
+	Format  string
+	Backoff time.Duration
+	Poll    time.Duration
+	Logger  *slog.Logger
 }
 
 // Shipper sends the audit log to syslog.
@@ -177,7 +181,11 @@ func (s *Shipper) ship(ctx context.Context, conn *net.Conn) error {
 				return fmt.Errorf("audit record %d is corrupt: %w", index, err)
 			}
 			e.Index = index
-			msgs = append(msgs, frame(RFC5424(e, s.o.Hostname)))
+			if s.o.Format == "atna" {
+				msgs = append(msgs, frame(ATNASyslog(e, s.o.Hostname)))
+			} else {
+				msgs = append(msgs, frame(RFC5424(e, s.o.Hostname)))
+			}
 			last = index + 1
 			if len(msgs) == 500 {
 				return errBatch
@@ -307,6 +315,17 @@ func RFC5424(e Entry, hostname string) []byte {
 	}
 	msg := fmt.Sprintf("%s %s: %s", actor, e.Action, e.Outcome)
 	return []byte(fmt.Sprintf("<%d>1 %s %s vigil - audit %s \ufeff%s", pri, e.Time.UTC().Format("2006-01-02T15:04:05.000000Z"), header(hostname), sd.String(), msg))
+}
+
+// ATNASyslog is an entry as an IHE ATNA syslog message (RFC 5424 with
+// MSGID IHE+RFC-3881, no structured data, the DICOM XML as the message).
+func ATNASyslog(e Entry, hostname string) []byte {
+	pri := 10*8 + 5
+	if e.Outcome != Success {
+		pri = 10*8 + 4
+	}
+	head := fmt.Sprintf("<%d>1 %s %s vigil - IHE+RFC-3881 - ", pri, e.Time.UTC().Format("2006-01-02T15:04:05.000000Z"), header(hostname))
+	return append([]byte(head), ATNA(e, "vigil@"+header(hostname))...)
 }
 
 // header makes an RFC 5424 header field: printable ASCII without spaces,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net"
@@ -197,5 +198,46 @@ func waitFor(t *testing.T, ok func() bool, status ...func() string) {
 			t.Fatal(msg)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An ATNA audit message is well-formed DICOM audit XML with the event,
+// outcome, user, source and patient.
+func TestATNA(t *testing.T) {
+	e := Entry{Index: 4, Time: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), Actor: "dr", Role: "clinician", Action: "GET /fhir/R4/Observation",
+		Patient: "p1", Outcome: Denied, Detail: "forbidden", Remote: "10.0.0.7"}
+	msg := string(ATNASyslog(e, "ward-3"))
+	head, body, ok := strings.Cut(msg, " - <?xml")
+	if !ok || head != "<84>1 2026-12-01T10:00:00.000000Z ward-3 vigil - IHE+RFC-3881" {
+		t.Fatalf("header: %q", msg)
+	}
+	var m struct {
+		Event struct {
+			Action  string `xml:"EventActionCode,attr"`
+			Outcome string `xml:"EventOutcomeIndicator,attr"`
+			ID      struct {
+				Code string `xml:"csd-code,attr"`
+			} `xml:"EventID"`
+		} `xml:"EventIdentification"`
+		User struct {
+			ID, AP string
+		} `xml:"ActiveParticipant"`
+		Source struct {
+			ID string `xml:"AuditSourceID,attr"`
+		} `xml:"AuditSourceIdentification"`
+		Object struct {
+			ID   string `xml:"ParticipantObjectID,attr"`
+			Type string `xml:"ParticipantObjectTypeCode,attr"`
+		} `xml:"ParticipantObjectIdentification"`
+	}
+	if err := xml.Unmarshal([]byte("<?xml"+body), &m); err != nil {
+		t.Fatalf("not XML: %v\n%s", err, body)
+	}
+	if m.Event.Action != "R" || m.Event.Outcome != "4" || m.Event.ID.Code != "110110" || m.Source.ID != "vigil@ward-3" || m.Object.ID != "p1" || m.Object.Type != "1" ||
+		!strings.Contains(body, `UserID="dr"`) || !strings.Contains(body, `NetworkAccessPointID="10.0.0.7"`) {
+		t.Fatalf("ATNA message: %+v\n%s", m, body)
+	}
+	if login := string(ATNA(Entry{Action: "login", Actor: "dr", Outcome: Success}, "vigil@x")); !strings.Contains(login, `csd-code="110114"`) || !strings.Contains(login, `EventActionCode="E"`) {
+		t.Fatalf("login: %s", login)
 	}
 }

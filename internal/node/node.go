@@ -101,7 +101,10 @@ type Options struct {
 	// serve allows only to this machine). Empty: off.
 	AuditSyslogAddr string
 	AuditSyslogTLS  *tls.Config
-	MaxPayload      int // bytes per message; default 256 KiB
+	// AuditSyslogFormat is "vigil" (structured data) or "atna" (IHE ATNA
+	// DICOM audit XML); see audit.SyslogOptions.
+	AuditSyslogFormat string
+	MaxPayload        int // bytes per message; default 256 KiB
 	// MQTTRate is messages per second per device over MQTT (0: the
 	// broker's default, 1000; < 0: no limit); see broker.Options.
 	MQTTRate      float64
@@ -238,7 +241,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	auditErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_audit_errors_total", Help: "Audit entries that could not be stored (the request itself went on)."})
 	n.Registry.MustRegister(auditErrs)
 	if opts.AuditSyslogAddr != "" {
-		if n.AuditSyslog, err = audit.StartSyslog(audit.SyslogOptions{Addr: opts.AuditSyslogAddr, TLS: opts.AuditSyslogTLS, Store: n.Store,
+		if n.AuditSyslog, err = audit.StartSyslog(audit.SyslogOptions{Addr: opts.AuditSyslogAddr, TLS: opts.AuditSyslogTLS, Store: n.Store, Format: opts.AuditSyslogFormat,
 			CursorFile: filepath.Join(opts.DataDir, "audit-syslog.cursor"), Logger: log}); err != nil {
 			return nil, fmt.Errorf("audit syslog export: %w", err)
 		}

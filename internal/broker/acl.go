@@ -1,6 +1,9 @@
 package broker
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // TopicRoot is the prefix of every device topic: a device owns
 // TopicRoot + "{device id}/" and everything under it.
@@ -63,4 +66,16 @@ func ingestFormat(deviceID, topic string) (string, bool) {
 	}
 	f, ok := ingestTopics[rest]
 	return f, ok
+}
+
+// DeviceTopics are the topics under a device's own prefix that mean
+// something to Vigil (TopicRoot + id + "/" + each), for the authorization
+// matrix: the ingest topics, the commands topic and its acks.
+func DeviceTopics() []string {
+	out := []string{"commands", "commands/ack"}
+	for t := range ingestTopics {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/vigil-iomt/vigil/internal/broker"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -352,5 +354,62 @@ func do(t *testing.T, c *http.Client, method, base, path, token, csrf string) in
 			continue
 		}
 		return resp.StatusCode
+	}
+}
+
+// mqttAccess says, per topic under a device's own prefix, whether the
+// device may publish and subscribe there (another device's are always
+// refused). A topic the broker knows without an entry fails the test.
+var mqttAccess = map[string]struct{ publish, subscribe bool }{
+	"readings":     {true, true},
+	"gatt":         {true, true},
+	"omh":          {true, true},
+	"medtech":      {true, true},
+	"commands":     {false, true}, // only Vigil sends commands
+	"commands/ack": {true, true},
+}
+
+// TestMQTTAuthorizationMatrix walks every MQTT topic Vigil uses × a
+// device (own and another device's topics) and a nurse-call system, for
+// publish and subscribe.
+func TestMQTTAuthorizationMatrix(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	_, err := e.n.Admin.AddDevice(ctx, &vigil.Device{ID: "dev-b", Kind: vigil.DeviceWearable})
+	must(t, err)
+	ncSecret, err := e.n.Admin.AddDevice(ctx, &vigil.Device{ID: "nc-1", Kind: vigil.DeviceNurseCall})
+	must(t, err)
+	a := mqtt5(t, e.n.MQTTAddr(), e.device, e.secret)
+	nc := mqtt5(t, e.n.MQTTAddr(), "nc-1", ncSecret)
+	pub := func(c *paho.Client, topic string) bool {
+		pr, _ := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(`{}`)})
+		return pr != nil && pr.ReasonCode != 0x87
+	}
+	sub := func(c *paho.Client, topic string) bool {
+		sa, _ := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}})
+		return sa != nil && sa.Reasons[0] < 0x80
+	}
+	for _, suffix := range broker.DeviceTopics() {
+		want, ok := mqttAccess[suffix]
+		if !ok {
+			t.Errorf("MQTT topic .../%s has no entry in the authorization matrix (internal/node/authz_test.go)", suffix)
+			continue
+		}
+		own, other := broker.TopicRoot+e.device+"/"+suffix, broker.TopicRoot+"dev-b/"+suffix
+		if got := pub(a, own); got != want.publish {
+			t.Errorf("device publishing on its own %s: %v, want %v", suffix, got, want.publish)
+		}
+		if got := sub(a, own); got != want.subscribe {
+			t.Errorf("device subscribing to its own %s: %v, want %v", suffix, got, want.subscribe)
+		}
+		for name, c := range map[string]*paho.Client{"device": a, "nurse-call": nc} {
+			if pub(c, other) || sub(c, other) {
+				t.Errorf("%s reached another device's %s", name, suffix)
+			}
+		}
+	}
+	alerts := broker.AlertsRoot + "#"
+	if sub(a, alerts) || !sub(nc, alerts) || pub(nc, broker.AlertsRoot+"W1/p1/a1") || pub(a, broker.AlertsRoot+"W1/p1/a1") {
+		t.Error("alert topics: only a nurse-call system may subscribe, and nobody may publish")
 	}
 }

@@ -1,19 +1,16 @@
 package ehrsync
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/npmtools"
 	"github.com/vigil-iomt/vigil/internal/pebble"
 )
 
@@ -26,30 +23,8 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// ehr starts tools/fhirserver (Medplum's FhirRouter and in-memory
-// repository from npm) with the given environment and returns its base URL.
-func ehr(t *testing.T, env ...string) string {
-	t.Helper()
-	dir, _ := filepath.Abs("../../tools/fhirserver")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
-		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
-			t.Fatalf("tools/fhirserver is not installed: run make tools")
-		}
-		t.Skip("tools/fhirserver not installed (make tools)")
-	}
-	cmd := exec.Command("node", filepath.Join(dir, "server.mjs"))
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.StdoutPipe()
-	must(t, err)
-	cmd.Stderr = os.Stderr
-	must(t, cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	must(t, err)
-	var hello struct{ URL string }
-	must(t, json.Unmarshal([]byte(line), &hello))
-	return hello.URL
-}
+// ehr starts a real FHIR server standing in for the EHR.
+func ehr(t *testing.T, env ...string) string { return npmtools.FHIRServer(t, env...) }
 
 // search asks the EHR for resources of a type.
 func search(t *testing.T, base, token, query string) []map[string]any {

@@ -1,15 +1,13 @@
 package fhir
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/vigil-iomt/vigil/internal/npmtools"
 )
 
 // BenchmarkSearchVsMedplum serves the same search — a patient's 250 heart
@@ -77,25 +75,4 @@ func get2(b testing.TB, url, token string) (int, map[string]any) {
 }
 
 // medplum starts tools/fhirserver and returns its base URL.
-func medplum(b testing.TB) string {
-	dir, _ := filepath.Abs("../../tools/fhirserver")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
-		b.Skip("tools/fhirserver not installed (make tools)")
-	}
-	cmd := exec.Command("node", filepath.Join(dir, "server.mjs"))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		b.Fatal(err)
-	}
-	var hello struct{ URL string }
-	json.Unmarshal([]byte(line), &hello)
-	return hello.URL
-}
+func medplum(b testing.TB) string { return npmtools.FHIRServer(b) }

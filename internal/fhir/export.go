@@ -468,15 +468,21 @@ func (h *handler) exportObservations(ctx context.Context, patientID string, sinc
 	}
 }
 
+// ownJob finds the export job in the URL among the caller's.
+func (h *handler) ownJob(r *http.Request, p *vigil.Principal) (*Exporter, *exportJob, error) {
+	x := h.o.Exporter
+	if x == nil {
+		return nil, nil, vigil.Errorf(vigil.ENOTFOUND, "bulk export is not enabled on this server")
+	}
+	j, err := x.job(r.PathValue("job"), p.UserID)
+	return x, j, err
+}
+
 // exportStatus answers a status poll: 202 with X-Progress while the job
 // runs, the manifest when it is done, 500 with an OperationOutcome when
 // it failed.
 func (h *handler) exportStatus(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	x := h.o.Exporter
-	if x == nil {
-		return vigil.Errorf(vigil.ENOTFOUND, "bulk export is not enabled on this server")
-	}
-	j, err := x.job(r.PathValue("job"), p.UserID)
+	x, j, err := h.ownJob(r, p)
 	if err != nil {
 		return err
 	}
@@ -515,11 +521,7 @@ func (h *handler) exportStatus(w http.ResponseWriter, r *http.Request, p *vigil.
 
 // cancelExport deletes a job: a running one stops, its files go.
 func (h *handler) cancelExport(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	x := h.o.Exporter
-	if x == nil {
-		return vigil.Errorf(vigil.ENOTFOUND, "bulk export is not enabled on this server")
-	}
-	j, err := x.job(r.PathValue("job"), p.UserID)
+	x, j, err := h.ownJob(r, p)
 	if err != nil {
 		return err
 	}
@@ -537,11 +539,7 @@ func (h *handler) cancelExport(w http.ResponseWriter, r *http.Request, p *vigil.
 
 // exportFileHandler streams one file of a finished job to its owner.
 func (h *handler) exportFileHandler(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	x := h.o.Exporter
-	if x == nil {
-		return vigil.Errorf(vigil.ENOTFOUND, "bulk export is not enabled on this server")
-	}
-	j, err := x.job(r.PathValue("job"), p.UserID)
+	x, j, err := h.ownJob(r, p)
 	if err != nil {
 		return err
 	}

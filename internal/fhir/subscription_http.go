@@ -22,6 +22,17 @@ func (h *handler) subscriptions() (*Subscriptions, error) {
 }
 
 // subscriptionBody reads and checks a Subscription the caller may hold.
+// ownSubscription finds the subscription in the URL among the caller's
+// (an admin's: any).
+func (h *handler) ownSubscription(r *http.Request, p *vigil.Principal) (*Subscriptions, *vigil.Subscription, error) {
+	m, err := h.subscriptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := m.get(r.PathValue("id"), p)
+	return m, s, err
+}
+
 func (h *handler) subscriptionBody(r *http.Request, p *vigil.Principal) (*vigil.Subscription, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
 	if err != nil {
@@ -79,19 +90,15 @@ func (h *handler) createSubscription(w http.ResponseWriter, r *http.Request, p *
 }
 
 func (h *handler) updateSubscription(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	m, err := h.subscriptions()
+	m, old, err := h.ownSubscription(r, p)
 	if err != nil {
-		return err
-	}
-	id := r.PathValue("id")
-	if _, err := m.get(id, p); err != nil {
 		return err
 	}
 	s, err := h.subscriptionBody(r, p)
 	if err != nil {
 		return err
 	}
-	if s, err = m.replace(r.Context(), id, s); err != nil {
+	if s, err = m.replace(r.Context(), old.ID, s); err != nil {
 		return err
 	}
 	writeResource(w, http.StatusOK, SubscriptionResource(s))
@@ -99,11 +106,7 @@ func (h *handler) updateSubscription(w http.ResponseWriter, r *http.Request, p *
 }
 
 func (h *handler) readSubscription(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	m, err := h.subscriptions()
-	if err != nil {
-		return err
-	}
-	s, err := m.get(r.PathValue("id"), p)
+	_, s, err := h.ownSubscription(r, p)
 	if err != nil {
 		return err
 	}
@@ -142,29 +145,21 @@ func (h *handler) searchSubscriptions(w http.ResponseWriter, r *http.Request, p 
 }
 
 func (h *handler) deleteSubscription(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	m, err := h.subscriptions()
+	m, s, err := h.ownSubscription(r, p)
 	if err != nil {
 		return err
 	}
-	id := r.PathValue("id")
-	if _, err := m.get(id, p); err != nil {
+	if err := m.remove(r.Context(), s.ID); err != nil {
 		return err
 	}
-	if err := m.remove(r.Context(), id); err != nil {
-		return err
-	}
-	writeOutcomeInfo(w, http.StatusOK, "Subscription/"+id+" deleted")
+	writeOutcomeInfo(w, http.StatusOK, "Subscription/"+s.ID+" deleted")
 	return nil
 }
 
 // subscriptionStatus is $status: a searchset with the subscription-status
 // Parameters (type query-status): status, error, events so far.
 func (h *handler) subscriptionStatus(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	m, err := h.subscriptions()
-	if err != nil {
-		return err
-	}
-	s, err := m.get(r.PathValue("id"), p)
+	_, s, err := h.ownSubscription(r, p)
 	if err != nil {
 		return err
 	}
@@ -177,11 +172,7 @@ func (h *handler) subscriptionStatus(w http.ResponseWriter, r *http.Request, p *
 
 // wsBindingToken is $get-ws-binding-token for a websocket subscription.
 func (h *handler) wsBindingToken(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
-	m, err := h.subscriptions()
-	if err != nil {
-		return err
-	}
-	s, err := m.get(r.PathValue("id"), p)
+	m, s, err := h.ownSubscription(r, p)
 	if err != nil {
 		return err
 	}

@@ -1,19 +1,16 @@
 package node_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/npmtools"
 )
 
 // vigil serve --ehr-url: a device's reading, acknowledged by the node,
@@ -21,23 +18,7 @@ import (
 // Observation; the time from the device's request to the EHR having it
 // is logged.
 func TestEHRSyncEndToEnd(t *testing.T) {
-	dir, _ := filepath.Abs("../../tools/fhirserver")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
-		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
-			t.Fatalf("tools/fhirserver is not installed: run make tools")
-		}
-		t.Skip("tools/fhirserver not installed (make tools)")
-	}
-	cmd := exec.Command("node", filepath.Join(dir, "server.mjs"))
-	cmd.Env = append(os.Environ(), "TOKEN=ehr-secret")
-	out, err := cmd.StdoutPipe()
-	must(t, err)
-	must(t, cmd.Start())
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	must(t, err)
-	var hello struct{ URL string }
-	must(t, json.Unmarshal([]byte(line), &hello))
+	hello := struct{ URL string }{npmtools.FHIRServer(t, "TOKEN=ehr-secret")}
 
 	ctx := context.Background()
 	n, err := node.Start(ctx, node.Options{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", EHRURL: hello.URL, EHRToken: "ehr-secret", EHRAlerts: true})

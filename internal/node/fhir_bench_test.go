@@ -1,16 +1,12 @@
 package node_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +16,7 @@ import (
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/npmtools"
 )
 
 // BenchmarkDeviceToFHIR measures, one reading at a time, how long a
@@ -31,19 +28,7 @@ import (
 //
 //	go test -run - -bench DeviceToFHIR -benchtime 200x ./internal/node
 func BenchmarkDeviceToFHIR(b *testing.B) {
-	dir, _ := filepath.Abs("../../tools/fhirserver")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
-		b.Skip("tools/fhirserver not installed (make tools)")
-	}
-	cmd := exec.Command("node", filepath.Join(dir, "server.mjs"))
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	var ehr struct{ URL string }
-	json.Unmarshal([]byte(line), &ehr)
+	ehr := struct{ URL string }{npmtools.FHIRServer(b)}
 
 	// The EHR's arrivals: the sync's batch POSTs pass through this proxy,
 	// which notes when each Observation identifier arrived.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/npmtools"
 )
 
 // A real FHIR client (fhir-kit-client from npm, tools/fhirclient) reads
@@ -21,13 +21,7 @@ import (
 // counts, runs $lastn, follows _include, updates with If-Match (and is
 // refused with 412 when stale) and gets OperationOutcomes for errors.
 func TestFHIRKitClient(t *testing.T) {
-	dir, _ := filepath.Abs("../../tools/fhirclient")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
-		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
-			t.Fatalf("fhir-kit-client not installed: run make tools (npm ci in %s)", dir)
-		}
-		t.Skip("fhir-kit-client not installed (make tools)")
-	}
+	dir := npmtools.Dir(t, "fhirclient")
 	e := start(t)
 	// 50 heart rates and SpO2 values from the monitor, over HTTP.
 	var msgs []string

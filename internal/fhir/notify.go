@@ -38,6 +38,33 @@ type Subscriptions struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// owners caches the owners' permissions for the dispatcher (its own
+	// goroutine only): a change of wards or a break-glass reaches
+	// notifications within ownerTTL.
+	owners map[string]ownerEntry
+}
+
+type ownerEntry struct {
+	p   *vigil.Principal
+	err error
+	at  time.Time
+}
+
+const ownerTTL = 10 * time.Second
+
+// owner returns a subscription owner's current permissions.
+func (m *Subscriptions) owner(ctx context.Context, userID string) (*vigil.Principal, error) {
+	now := time.Now()
+	if e, ok := m.owners[userID]; ok && now.Sub(e.at) < ownerTTL {
+		return e.p, e.err
+	}
+	p, err := m.o.Principal(ctx, userID)
+	if m.owners == nil || len(m.owners) > 10000 {
+		m.owners = map[string]ownerEntry{}
+	}
+	m.owners[userID] = ownerEntry{p, err, now}
+	return p, err
 }
 
 // SubscriptionOptions configure Subscriptions.
@@ -250,7 +277,7 @@ func (m *Subscriptions) route(e live.Event) {
 		m.mu.Lock()
 		owner := st.s.Owner
 		m.mu.Unlock()
-		p, err := m.o.Principal(ctx, owner)
+		p, err := m.owner(ctx, owner)
 		if err != nil || !p.Sees(pt.ID, pt.Ward) {
 			continue
 		}

@@ -27,7 +27,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	var profile string
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure acknowledged MQTT QoS 1 readings/s and latency, against a peer broker in the same run",
+		Short: "Measure acknowledged readings/s and latency over MQTT (against a peer broker in the same run) or HTTP",
 		Long: `Start a fresh Vigil server (a child process on a temporary data directory, every
 reading made durable before its PUBACK), register one device per publisher, and
 drive it with MQTT QoS 1 publishes of canonical reading messages: N connections,
@@ -35,18 +35,29 @@ up to --inflight unacknowledged publishes each, for --duration. Then drive the
 peer broker (--peer, Mosquitto by default, which does not make messages durable)
 with the same load tool, payloads and shape, and report both with the ratio.
 
-The benchmarked server runs without its per-device MQTT rate limit (--mqtt-rate -1),
-as the peer has none: each load-tool device sends thousands of messages a second.
+The benchmarked server runs without its per-device MQTT rate limit (--mqtt-rate -1)
+and its HTTP rate limits (--no-http-rate-limits), as the peer has none: each
+load-tool device sends thousands of messages a second.
 --server-cpuprofile FILE writes the server's CPU profile for go tool pprof.
 
+--protocol http drives Vigil's HTTP ingest instead (POST /api/v1/devices/{id}/readings
+with each device's credentials, --inflight requests at a time per device; a 2xx,
+sent after the reading is durable, is the acknowledgement). No peer speaks Vigil's
+HTTP ingest, so an HTTP run reports Vigil alone.
+
+Latencies are HDR histograms (p50, p90, p99, p99.9, max); --json gives the report.
 Figures come from this machine in this run; the machine's other load shows in
 both.`,
 		Example: `  vigil bench                                   # 16 publishers x 32 in flight, 10 s, vs Mosquitto at 127.0.0.1:1883
   vigil bench --publishers 200 --inflight 1 --rate 1   # many devices at a steady rate
-  vigil bench --publishers 4 --inflight 256 --json      # a few gateways with deep pipelines`,
+  vigil bench --publishers 4 --inflight 256 --json      # a few gateways with deep pipelines
+  vigil bench --protocol http --publishers 32 --inflight 4   # HTTP ingest`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if o.Protocol != "mqtt" && o.Protocol != "http" {
+				return fmt.Errorf("--protocol %q: use mqtt or http", o.Protocol)
+			}
 			if !g.json {
 				o.Progress = g.stderr
 			}
@@ -59,7 +70,7 @@ both.`,
 				Peer  *bench.Report `json:"peer,omitempty"`
 				Ratio float64       `json:"ratio,omitempty"`
 			}{Vigil: vr}
-			if peer != "" {
+			if peer != "" && o.Protocol != "http" {
 				po := o
 				po.Addr = peer
 				po.Creds = nil
@@ -85,7 +96,8 @@ both.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&o.Publishers, "publishers", 16, "MQTT connections (one device each)")
+	f.StringVar(&o.Protocol, "protocol", "mqtt", "mqtt (QoS 1 publishes, with the peer broker) or http (Vigil's HTTP ingest)")
+	f.IntVar(&o.Publishers, "publishers", 16, "devices, each on its own MQTT connection or HTTP client")
 	f.IntVar(&o.InFlight, "inflight", 32, "unacknowledged QoS 1 publishes allowed per connection")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish against each target")
 	f.Float64Var(&o.Rate, "rate", 0, "messages/s per publisher (0: as fast as acknowledged)")
@@ -130,7 +142,7 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 	defer logf.Close()
 	// No per-device rate limit: the peer has none, and the load tool's
 	// devices publish thousands of messages a second each.
-	args := []string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn", "--plaintext", "--mqtt-rate", "-1"}
+	args := []string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn", "--plaintext", "--mqtt-rate", "-1", "--no-http-rate-limits"}
 	if profile != "" {
 		args = append(args, "--cpuprofile", profile)
 	}
@@ -161,7 +173,7 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 			return bench.Report{}, err
 		}
 	}
-	o.Addr = c.MQTTAddr
+	o.Addr, o.URL = c.MQTTAddr, c.HTTPURL
 	o.Creds = func(i int) (string, string) { return benchDevice(i), secrets[i] }
 	o.Topic = benchTopic
 	o.Payload = benchPayload

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/certs"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/notify"
 	"github.com/vigil-iomt/vigil/internal/web"
@@ -31,6 +32,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var limitsFile string
 	var webhooks []string
 	var webhookSecretFile, ehrTokenFile, oidcSecretFile, syslogURL, syslogCA, syslogCert, syslogKey string
+	var noHTTPLimits bool
 	var oidcCfg web.OIDC
 	var plaintext bool
 	var tlsCert, tlsKey string
@@ -116,6 +118,10 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 					oidcCfg.ClientSecret = strings.TrimSpace(string(b))
 				}
 				opts.OIDC = &oidcCfg
+			}
+			if noHTTPLimits {
+				const huge = 1e9 // no limit in practice
+				opts.HTTPLimits = httpapi.Limits{Address: huge, AddressBurst: 1 << 30, User: huge, UserBurst: 1 << 30, Device: huge, DeviceBurst: 1 << 30}
 			}
 			if syslogURL != "" {
 				u, err := url.Parse(syslogURL)
@@ -241,6 +247,7 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 	f.StringVar(&webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (or env VIGIL_WEBHOOK_SECRET)")
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
+	f.BoolVar(&noHTTPLimits, "no-http-rate-limits", false, "lift the HTTP rate limits (per address, user and device) — for load tests only: they protect the server from a flood")
 	f.Float64Var(&opts.MQTTRate, "mqtt-rate", broker.DefaultRatePerDevice, "MQTT messages per second per device (bursts of twice that); past it Vigil reads that device's connection more slowly, refusing nothing (-1: no limit)")
 	f.StringVar(&opts.EHRURL, "ehr-url", envOr("VIGIL_EHR_URL", ""), "push every Observation to this EHR: its FHIR R4 base https://… (conditional updates, batched, retried) or an HL7 v2 interface engine mllps://host:port (ORU^R01 over MLLP); env VIGIL_EHR_URL; empty: off")
 	f.StringVar(&ehrTokenFile, "ehr-token-file", "", "file holding the EHR's bearer token (or env VIGIL_EHR_TOKEN)")

@@ -29,7 +29,11 @@ import (
 
 // Options describe one load run.
 type Options struct {
-	Addr       string        // host:port of the broker
+	// Protocol is "mqtt" (the default: QoS 1 publishes to Addr) or
+	// "http" (Vigil's HTTP ingest at URL, HTTP Basic with Creds).
+	Protocol   string
+	URL        string        // HTTP: the server's base URL
+	Addr       string        // MQTT: host:port of the broker
 	Publishers int           // concurrent connections (default 1)
 	InFlight   int           // unacknowledged QoS 1 publishes per connection (default 16)
 	Duration   time.Duration // measured duration (default 10 s), after a 1 s warm-up
@@ -58,12 +62,26 @@ type Report struct {
 	P50        time.Duration `json:"p50_ns"`
 	P90        time.Duration `json:"p90_ns"`
 	P99        time.Duration `json:"p99_ns"`
+	P999       time.Duration `json:"p999_ns"`
 	Max        time.Duration `json:"max_ns"`
 }
 
+// publisher is one device's connection (MQTT) or client (HTTP).
+type publisher interface {
+	publish(ctx context.Context, o Options, i int, measuring *atomic.Bool, h *hdrhistogram.Histogram) (sent, acked uint64, err error)
+	close()
+}
+
+func open(ctx context.Context, o Options, i int) (publisher, error) {
+	if o.Protocol == "http" {
+		return dialHTTP(o, i)
+	}
+	return dial(ctx, o, i)
+}
+
 func (r Report) String() string {
-	return fmt.Sprintf("%-20s %9.0f acked/s  p50 %-9s p90 %-9s p99 %-9s max %-9s (%d publishers x %d in flight, %s; %d sent, %d acked, %d errors)",
-		r.Target, r.PerSecond, r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond),
+	return fmt.Sprintf("%-20s %9.0f acked/s  p50 %-9s p90 %-9s p99 %-9s p99.9 %-9s max %-9s (%d publishers x %d in flight, %s; %d sent, %d acked, %d errors)",
+		r.Target, r.PerSecond, r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.P999.Round(time.Microsecond), r.Max.Round(time.Microsecond),
 		r.Publishers, r.InFlight, r.Duration.Round(time.Millisecond), r.Sent, r.Acked, r.Errors)
 }
 
@@ -84,14 +102,18 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if o.Duration <= 0 {
 		o.Duration = 10 * time.Second
 	}
-	if o.Topic == nil || o.Payload == nil {
+	if (o.Topic == nil && o.Protocol != "http") || o.Payload == nil {
 		return Report{}, errors.New("bench: Topic and Payload are required")
 	}
-	rep := Report{Target: o.Addr, Publishers: o.Publishers, InFlight: o.InFlight}
-	conns := make([]*conn, o.Publishers)
+	target := o.Addr
+	if o.Protocol == "http" {
+		target = o.URL
+	}
+	rep := Report{Target: target, Publishers: o.Publishers, InFlight: o.InFlight}
+	conns := make([]publisher, o.Publishers)
 	var connErr error
 	for i := range conns {
-		c, err := dial(ctx, o, i)
+		c, err := open(ctx, o, i)
 		if err != nil {
 			connErr = err
 			rep.Errors++
@@ -106,7 +128,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		}
 	}
 	if live == 0 {
-		return rep, fmt.Errorf("no publisher could connect to %s: %w", o.Addr, connErr)
+		return rep, fmt.Errorf("no publisher could connect to %s: %w", target, connErr)
 	}
 
 	var measuring atomic.Bool
@@ -117,7 +139,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	var bar *progressbar.ProgressBar
 	if o.Progress != nil {
 		bar = progressbar.NewOptions64(int64((warmup+o.Duration)/(100*time.Millisecond)),
-			progressbar.OptionSetWriter(o.Progress), progressbar.OptionSetDescription("bench "+o.Addr),
+			progressbar.OptionSetWriter(o.Progress), progressbar.OptionSetDescription("bench "+target),
 			progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
 		go func() {
 			t := time.NewTicker(100 * time.Millisecond)
@@ -145,7 +167,9 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			s, a, err := c.publish(runCtx, o, i, &measuring, hist[i])
 			sent.Add(s)
 			acked.Add(a)
-			if err != nil && runCtx.Err() == nil {
+			// An MQTT error after the run is the connection closing; an
+			// HTTP driver reports only refusals and failed requests.
+			if err != nil && (runCtx.Err() == nil || o.Protocol == "http") {
 				errs.Add(1)
 			}
 		}()
@@ -173,7 +197,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	rep.Duration = elapsed
 	rep.Sent, rep.Acked, rep.Errors = sent.Load(), acked.Load(), rep.Errors+errs.Load()
 	rep.PerSecond = float64(rep.Acked) / elapsed.Seconds()
-	rep.P50, rep.P90, rep.P99 = us(50), us(90), us(99)
+	rep.P50, rep.P90, rep.P99, rep.P999 = us(50), us(90), us(99), us(99.9)
 	rep.Max = time.Duration(all.Max()) * time.Microsecond
 	return rep, ctx.Err()
 }

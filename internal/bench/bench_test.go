@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,4 +112,39 @@ func TestAgainstMosquitto(t *testing.T) {
 
 func (anyDevice) DeviceByCert(_ context.Context, id, _ string) (*vigil.Device, error) {
 	return &vigil.Device{ID: id}, nil
+}
+
+// The HTTP driver posts each device's readings with its credentials,
+// InFlight at a time, and counts only 2xx answers as acknowledged.
+func TestHTTPDriver(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, ok := r.BasicAuth()
+		if !ok || pass != "pw-"+user || r.URL.Path != "/api/v1/devices/"+user+"/readings" {
+			http.Error(w, "no", 401)
+			return
+		}
+		mu.Lock()
+		seen[user]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	o := opts("")
+	o.Protocol, o.URL, o.Duration = "http", srv.URL, time.Second
+	r, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, r)
+	if len(seen) != 4 || r.P999 < r.P99 || r.P999 > r.Max {
+		t.Fatalf("devices %v, report %s", seen, r)
+	}
+	// Refusals are not acknowledgements.
+	o.Creds = func(i int) (string, string) { return fmt.Sprint("d", i), "wrong" }
+	o.Duration = 300 * time.Millisecond
+	if r, _ := Run(context.Background(), o); r.Acked != 0 || r.Errors == 0 {
+		t.Fatalf("refused posts counted: %s", r)
+	}
 }

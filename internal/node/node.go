@@ -107,7 +107,10 @@ type Options struct {
 	MaxPayload        int // bytes per message; default 256 KiB
 	// MQTTRate is messages per second per device over MQTT (0: the
 	// broker's default, 1000; < 0: no limit); see broker.Options.
-	MQTTRate      float64
+	MQTTRate float64
+	// HTTPLimits are the HTTP rate limits (zero fields: the defaults,
+	// httpapi.DefaultLimits).
+	HTTPLimits    httpapi.Limits
 	MaxReadingAge time.Duration            // oldest accepted reading time; 0: ingest's default (30 days); negative: unlimited
 	PublicMetrics bool                     // serve /metrics without authentication
 	Thresholds    []vigil.Threshold        // nil: alerting.DefaultThresholds()
@@ -468,6 +471,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Ready:         n.readyErr,
 		MaxBody:       opts.MaxPayload,
 		PublicMetrics: opts.PublicMetrics,
+		Limits:        opts.HTTPLimits,
 		Now:           opts.Now,
 		Logger:        log,
 		Registerer:    n.Registry,

@@ -122,23 +122,37 @@ func TestBatteryStatus(t *testing.T) {
 	}
 	post("b1", 15)
 	post("b2", 180) // refused
-	req, _ := http.NewRequest("GET", e.n.URL()+"/api/v1/devices/"+e.device+"/status", nil)
-	req.Header.Set("Authorization", "Bearer "+e.token)
-	resp, err := http.DefaultClient.Do(req)
-	must(t, err)
+	// The alert engine sees a reading after its acknowledgement (off the
+	// commit path): wait for it.
 	var st struct {
 		Device   string
 		LastSeen time.Time
 		Battery  *float64
 	}
-	json.NewDecoder(resp.Body).Decode(&st)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || st.Battery == nil || *st.Battery != 15 || st.LastSeen.IsZero() {
-		t.Fatalf("status: %d %+v", resp.StatusCode, st)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		req, _ := http.NewRequest("GET", e.n.URL()+"/api/v1/devices/"+e.device+"/status", nil)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && st.Battery != nil && *st.Battery == 15 && !st.LastSeen.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status: %d %+v", resp.StatusCode, st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	as, err := e.n.Alerts.Alerts(context.Background(), vigil.AlertFilter{PatientID: "p1"})
-	must(t, err)
-	if len(as) != 1 || as[0].RuleID != "device:"+e.device+":battery-low" {
-		t.Fatalf("alerts: %+v", as)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		as, err := e.n.Alerts.Alerts(context.Background(), vigil.AlertFilter{PatientID: "p1"})
+		must(t, err)
+		if len(as) == 1 && as[0].RuleID == "device:"+e.device+":battery-low" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alerts: %+v", as)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/bench"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/pcd"
 )
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -40,6 +41,12 @@ and its HTTP rate limits (--no-http-rate-limits), as the peer has none: each
 load-tool device sends thousands of messages a second.
 --server-cpuprofile FILE writes the server's CPU profile for go tool pprof.
 
+--protocol mllp sends HL7 v2 ORU^R01 (IHE PCD-01) over MLLP, one connection per
+sending gateway, --inflight messages before their ACKs; an ACK AA, sent after the
+readings are durable, is the acknowledgement. --peer names an MLLP server to measure
+in the same run (for example simple-hl7's, which ACKs at once and stores nothing:
+node tools/hl7send/peer.js 2576 → --peer 127.0.0.1:2576).
+
 --protocol http drives Vigil's HTTP ingest instead (POST /api/v1/devices/{id}/readings
 with each device's credentials, --inflight requests at a time per device; a 2xx,
 sent after the reading is durable, is the acknowledgement). No peer speaks Vigil's
@@ -51,12 +58,19 @@ both.`,
 		Example: `  vigil bench                                   # 16 publishers x 32 in flight, 10 s, vs Mosquitto at 127.0.0.1:1883
   vigil bench --publishers 200 --inflight 1 --rate 1   # many devices at a steady rate
   vigil bench --publishers 4 --inflight 256 --json      # a few gateways with deep pipelines
-  vigil bench --protocol http --publishers 32 --inflight 4   # HTTP ingest`,
+  vigil bench --protocol http --publishers 32 --inflight 4   # HTTP ingest
+  vigil bench --protocol mllp --publishers 16 --inflight 8 --peer 127.0.0.1:2576   # HL7 v2 vs simple-hl7`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if o.Protocol != "mqtt" && o.Protocol != "http" {
-				return fmt.Errorf("--protocol %q: use mqtt or http", o.Protocol)
+			switch o.Protocol {
+			case "mqtt", "http":
+			case "mllp":
+				if !cmd.Flags().Changed("peer") {
+					peer = "" // no MLLP peer unless one is named
+				}
+			default:
+				return fmt.Errorf("--protocol %q: use mqtt, http or mllp", o.Protocol)
 			}
 			if !g.json {
 				o.Progress = g.stderr
@@ -76,6 +90,9 @@ both.`,
 				po.Creds = nil
 				po.Topic = benchTopic
 				po.Payload = benchPayload
+				if o.Protocol == "mllp" {
+					po.Payload = benchHL7
+				}
 				pr, err := bench.Run(ctx, po)
 				if err != nil {
 					return fmt.Errorf("peer %s: %w", peer, err)
@@ -90,18 +107,22 @@ both.`,
 				fmt.Fprintf(w, "\n%s\n", vr)
 				if result.Peer != nil {
 					fmt.Fprintf(w, "%s\n", result.Peer)
-					fmt.Fprintf(w, "ratio vigil/peer: %.2fx acknowledged readings/s (vigil makes every reading durable before PUBACK)\n", result.Ratio)
+					ack := "PUBACK"
+					if o.Protocol == "mllp" {
+						ack = "ACK"
+					}
+					fmt.Fprintf(w, "ratio vigil/peer: %.2fx acknowledged readings/s (vigil makes every reading durable before its %s)\n", result.Ratio, ack)
 				}
 			})
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Protocol, "protocol", "mqtt", "mqtt (QoS 1 publishes, with the peer broker) or http (Vigil's HTTP ingest)")
+	f.StringVar(&o.Protocol, "protocol", "mqtt", "mqtt (QoS 1 publishes, with the peer broker), http (Vigil's HTTP ingest) or mllp (HL7 v2 ORU^R01)")
 	f.IntVar(&o.Publishers, "publishers", 16, "devices, each on its own MQTT connection or HTTP client")
 	f.IntVar(&o.InFlight, "inflight", 32, "unacknowledged QoS 1 publishes allowed per connection")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish against each target")
 	f.Float64Var(&o.Rate, "rate", 0, "messages/s per publisher (0: as fast as acknowledged)")
-	f.StringVar(&peer, "peer", "127.0.0.1:1883", "peer MQTT broker measured in the same run (\"\" to skip)")
+	f.StringVar(&peer, "peer", "127.0.0.1:1883", "peer measured in the same run: an MQTT broker, or with --protocol mllp an MLLP server (\"\" to skip)")
 	f.StringVar(&profile, "server-cpuprofile", "", "write the benchmarked server's CPU profile to this file (go tool pprof)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary data directory of the benchmarked server")
 	return cmd
@@ -120,6 +141,17 @@ func benchPayload(i int, seq uint64) []byte {
 		"values": []map[string]any{{"code": vigil.LOINCHeartRate, "value": 60 + seq%40, "unit": "/min"}},
 	})
 	return b
+}
+
+func benchGateway(i int) string { return "bench-gw-" + strconv.Itoa(i) }
+
+// benchHL7 is one IHE PCD-01 ORU^R01 from gateway i about patient
+// BENCH-i: a unique control id per message, the current time, a heart rate.
+func benchHL7(i int, seq uint64) []byte {
+	now := time.Now()
+	return pcd.EncodeORU(pcd.ORU{Sender: benchGateway(i), ControlID: "B" + strconv.Itoa(i) + "-" + strconv.FormatUint(seq, 10), Sent: now,
+		MRN: "BENCH-" + strconv.Itoa(i), ObservedAt: now,
+		Results: []pcd.Result{{Code: vigil.LOINCHeartRate, Display: "Heart rate", Value: float64(60 + seq%40), Unit: "/min", Time: now}}})
 }
 
 // benchVigil runs the load against a fresh `vigil serve` child process.
@@ -143,6 +175,9 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 	// No per-device rate limit: the peer has none, and the load tool's
 	// devices publish thousands of messages a second each.
 	args := []string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "warn", "--plaintext", "--mqtt-rate", "-1", "--no-http-rate-limits"}
+	if o.Protocol == "mllp" {
+		args = append(args, "--mllp", "127.0.0.1:0")
+	}
 	if profile != "" {
 		args = append(args, "--cpuprofile", profile)
 	}
@@ -163,7 +198,7 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 	secrets := make([]string, o.Publishers)
 	for i := range o.Publishers {
 		pid := "bench-p" + strconv.Itoa(i)
-		if err := reg.AddPatient(ctx, &vigil.Patient{ID: pid, Family: "Bench", Given: strconv.Itoa(i)}); err != nil {
+		if err := reg.AddPatient(ctx, &vigil.Patient{ID: pid, Identifier: "BENCH-" + strconv.Itoa(i), Family: "Bench", Given: strconv.Itoa(i)}); err != nil {
 			return bench.Report{}, err
 		}
 		if secrets[i], err = reg.AddDevice(ctx, &vigil.Device{ID: benchDevice(i), Kind: vigil.DeviceWearable}); err != nil {
@@ -177,6 +212,15 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 	o.Creds = func(i int) (string, string) { return benchDevice(i), secrets[i] }
 	o.Topic = benchTopic
 	o.Payload = benchPayload
+	if o.Protocol == "mllp" {
+		// Each publisher is a gateway (MSH-3 names it) reporting its patient by MRN.
+		for i := range o.Publishers {
+			if _, err := reg.AddDevice(ctx, &vigil.Device{ID: benchGateway(i), Kind: vigil.DeviceGateway}); err != nil {
+				return bench.Report{}, err
+			}
+		}
+		o.Addr, o.Payload = c.MLLPAddr, benchHL7
+	}
 	r, err := bench.Run(ctx, o)
 	r.Target = "vigil (durable)"
 	return r, err

@@ -34,3 +34,23 @@ func TestBenchHTTP(t *testing.T) {
 		t.Fatalf("an unknown protocol was accepted: %s", out)
 	}
 }
+
+// vigil bench --protocol mllp sends IHE PCD-01 messages over MLLP to a
+// fresh server's listener and counts the ACK AA answers.
+func TestBenchMLLP(t *testing.T) {
+	t.Setenv("VIGIL_TEST_MAIN", "1")
+	out, err := vigilCmd(t, "", "bench", "--protocol", "mllp", "--publishers", "2", "--inflight", "4", "--duration", "1s", "--json")
+	if err != nil {
+		t.Fatalf("vigil bench: %v\n%s", err, out)
+	}
+	var rep struct {
+		Vigil struct {
+			Acked  uint64 `json:"acked"`
+			Errors uint64 `json:"errors"`
+		} `json:"vigil"`
+		Peer any `json:"peer"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 || rep.Peer != nil {
+		t.Fatalf("report: %v %+v\n%s", err, rep, out)
+	}
+}

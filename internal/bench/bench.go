@@ -29,8 +29,9 @@ import (
 
 // Options describe one load run.
 type Options struct {
-	// Protocol is "mqtt" (the default: QoS 1 publishes to Addr) or
-	// "http" (Vigil's HTTP ingest at URL, HTTP Basic with Creds).
+	// Protocol is "mqtt" (the default: QoS 1 publishes to Addr), "http"
+	// (Vigil's HTTP ingest at URL, HTTP Basic with Creds) or "mllp" (HL7
+	// v2 messages from Payload over MLLP to Addr, ACK AA acknowledges).
 	Protocol   string
 	URL        string        // HTTP: the server's base URL
 	Addr       string        // MQTT: host:port of the broker
@@ -73,8 +74,11 @@ type publisher interface {
 }
 
 func open(ctx context.Context, o Options, i int) (publisher, error) {
-	if o.Protocol == "http" {
+	switch o.Protocol {
+	case "http":
 		return dialHTTP(o, i)
+	case "mllp":
+		return dialMLLP(ctx, o)
 	}
 	return dial(ctx, o, i)
 }
@@ -102,7 +106,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if o.Duration <= 0 {
 		o.Duration = 10 * time.Second
 	}
-	if (o.Topic == nil && o.Protocol != "http") || o.Payload == nil {
+	if (o.Topic == nil && o.Protocol != "http" && o.Protocol != "mllp") || o.Payload == nil {
 		return Report{}, errors.New("bench: Topic and Payload are required")
 	}
 	target := o.Addr

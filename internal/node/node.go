@@ -70,6 +70,7 @@ type Control struct {
 	PID      int    `json:"pid"`
 	HTTPURL  string `json:"http_url"`
 	MQTTAddr string `json:"mqtt_addr"`
+	MLLPAddr string `json:"mllp_addr,omitempty"`
 	Token    string `json:"token"`
 }
 
@@ -605,7 +606,11 @@ func (n *Node) writeControl(ctx context.Context) error {
 		return fmt.Errorf("issue local admin token: %w", err)
 	}
 	n.tokenID = t.ID
-	b, err := json.MarshalIndent(Control{PID: os.Getpid(), HTTPURL: n.URL(), MQTTAddr: n.MQTTAddr(), Token: tok}, "", "  ")
+	c := Control{PID: os.Getpid(), HTTPURL: n.URL(), MQTTAddr: n.MQTTAddr(), Token: tok}
+	if n.MLLP != nil {
+		c.MLLPAddr = dialable(n.MLLP.Addr())
+	}
+	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return err
 	}

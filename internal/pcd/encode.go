@@ -11,6 +11,7 @@ import (
 // ORU is an ORU^R01 observation report to send (IHE PCD-01 shape): one
 // patient, one OBR, one numeric OBX per result.
 type ORU struct {
+	Sender    string // MSH-3, the sending application (default VIGIL)
 	ControlID string // MSH-10: stable for a resend, so a receiver stores it once
 	Sent      time.Time
 	// PID: the patient's identifier (PID-3, type MR) and demographics.
@@ -39,7 +40,11 @@ func EncodeORU(o ORU) []byte {
 		b.WriteString(strings.Join(fields, "|"))
 		b.WriteByte('\r')
 	}
-	seg("MSH", `^~\&`, "VIGIL", "VIGIL", "", "", ts(o.Sent), "", "ORU^R01^ORU_R01", esc(o.ControlID), "P", "2.6", "", "", "NE", "AL", "", "UNICODE UTF-8", "", "", "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO")
+	sender := o.Sender
+	if sender == "" {
+		sender = "VIGIL"
+	}
+	seg("MSH", `^~\&`, esc(sender), "VIGIL", "", "", ts(o.Sent), "", "ORU^R01^ORU_R01", esc(o.ControlID), "P", "2.6", "", "", "NE", "AL", "", "UNICODE UTF-8", "", "", "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO")
 	sex := map[string]string{"male": "M", "female": "F", "other": "O", "unknown": "U"}[o.Sex]
 	seg("PID", "1", "", esc(o.MRN)+"^^^^MR", "", esc(o.Family)+"^"+esc(o.Given), "", strings.ReplaceAll(o.BirthDate, "-", ""), sex)
 	seg("OBR", "1", esc(o.ControlID), "", "182777000^monitoring of patient^SCT", "", "", ts(o.ObservedAt))

@@ -35,8 +35,16 @@ func (p *mllpPub) publish(ctx context.Context, o Options, i int, measuring *atom
 	var mu sync.Mutex
 	var times []time.Time // send times of messages awaiting their ACK, in order
 	readErr := make(chan error, 1)
+	readDone := make(chan struct{})
 	var a atomic.Uint64
+	// The reader records into h: it must be done before publish returns
+	// (the caller then merges the histograms).
+	defer func() {
+		p.conn.Close()
+		<-readDone
+	}()
 	go func() {
+		defer close(readDone)
 		fr := hl7.NewFrameReader(p.conn, 1<<20)
 		for {
 			b, err := fr.Read()

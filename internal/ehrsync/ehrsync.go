@@ -370,17 +370,9 @@ func (s *Syncer) resources(ctx context.Context, es []vigil.FeedEntry) ([]item, [
 	for _, e := range es {
 		switch e.Kind {
 		case vigil.FeedReading:
-			t := e.Time.Truncate(time.Millisecond)
-			obs, _, err := s.o.Store.FindObservations(ctx, vigil.ObservationFilter{PatientID: e.PatientID, DeviceID: e.DeviceID, From: t, To: t.Add(time.Millisecond), Limit: 1000})
+			obs, err := fhir.ReadingObservations(ctx, s.o.Store, e.PatientID, e.DeviceID, e.Time)
 			if err != nil {
 				return nil, nil, err
-			}
-			if os, ok := s.o.Store.(interface {
-				FillOrigins(context.Context, []*vigil.Observation) error
-			}); ok {
-				if err := os.FillOrigins(ctx, obs); err != nil {
-					return nil, nil, err
-				}
 			}
 			if len(obs) == 0 {
 				skip = append(skip, e.Seq)

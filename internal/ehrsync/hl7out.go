@@ -1,6 +1,7 @@
 package ehrsync
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -49,8 +50,7 @@ func (d *hl7Dest) build(ctx context.Context, es []vigil.FeedEntry) ([]item, []ui
 			skip = append(skip, e.Seq)
 			continue
 		}
-		t := e.Time.Truncate(time.Millisecond)
-		obs, _, err := s.o.Store.FindObservations(ctx, vigil.ObservationFilter{PatientID: e.PatientID, DeviceID: e.DeviceID, From: t, To: t.Add(time.Millisecond), Limit: 1000})
+		obs, err := fhir.ReadingObservations(ctx, s.o.Store, e.PatientID, e.DeviceID, e.Time)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -66,28 +66,20 @@ func (d *hl7Dest) build(ctx context.Context, es []vigil.FeedEntry) ([]item, []ui
 			p = &vigil.Patient{ID: e.PatientID}
 		}
 		h := sha256.Sum256([]byte(e.DeviceID + "\x00" + e.ReadingID))
-		o := pcd.ORU{ControlID: "VGL" + hex.EncodeToString(h[:12]), Sent: s.o.Now(), MRN: cmpOr(p.Identifier, p.ID), Family: p.Family, Given: p.Given,
-			BirthDate: p.BirthDate, Sex: p.Sex, ObservedAt: t}
+		o := pcd.ORU{ControlID: "VGL" + hex.EncodeToString(h[:12]), Sent: s.o.Now(), MRN: cmp.Or(p.Identifier, p.ID), Family: p.Family, Given: p.Given,
+			BirthDate: p.BirthDate, Sex: p.Sex, ObservedAt: e.Time}
 		for _, ob := range obs {
 			parts := []vigil.Measurement{{Code: ob.Code, Value: ob.Value, Unit: ob.Unit}}
 			if ob.Code == vigil.LOINCBPPanel {
 				parts = ob.Components
 			}
 			for _, m := range parts {
-				r := fhir.ObservationResource(&vigil.Observation{Code: m.Code, Value: m.Value, Unit: m.Unit})
-				o.Results = append(o.Results, pcd.Result{Code: m.Code, Display: r.Code.Text, Value: m.Value, Unit: m.Unit, Time: ob.Time, Equipment: ob.DeviceID})
+				o.Results = append(o.Results, pcd.Result{Code: m.Code, Display: fhir.CodeDisplay(m.Code), Value: m.Value, Unit: m.Unit, Time: ob.Time, Equipment: ob.DeviceID})
 			}
 		}
 		items = append(items, item{seq: []uint64{e.Seq}, typ: "ORU^R01", id: o.ControlID, url: o.ControlID, msg: pcd.EncodeORU(o)})
 	}
 	return items, skip, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (d *hl7Dest) dial(ctx context.Context) error {

@@ -316,15 +316,10 @@ func (m *Subscriptions) matches(st *subState, it notification) bool {
 
 // readingItems returns the stored Observations of a reading.
 func (m *Subscriptions) readingItems(ctx context.Context, r *vigil.Reading) []notification {
-	obs, _, err := m.o.Observations.FindObservations(ctx, vigil.ObservationFilter{
-		PatientID: r.PatientID, DeviceID: r.DeviceID, From: r.Time.Truncate(time.Millisecond), To: r.Time.Truncate(time.Millisecond).Add(time.Millisecond), Limit: maxCount,
-	})
+	obs, err := ReadingObservations(ctx, m.o.Observations, r.PatientID, r.DeviceID, r.Time)
 	if err != nil {
 		m.o.Logger.Error("subscriptions: find a reading's observations", "err", err)
 		return nil
-	}
-	if os, ok := m.o.Observations.(originStore); ok {
-		os.FillOrigins(ctx, obs)
 	}
 	var out []notification
 	for _, o := range obs {

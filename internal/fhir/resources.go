@@ -202,12 +202,16 @@ func quantity(code string, v float64, ucum string) *Quantity {
 	return &Quantity{Value: v, Unit: unit, System: vigil.SystemUCUM, Code: ucum}
 }
 
-func concept(code string) CodeableConcept {
-	ci, ok := codes[code]
-	display := ci.display
-	if !ok {
-		display = code
+// CodeDisplay is how Vigil names a code (the code itself when unknown).
+func CodeDisplay(code string) string {
+	if ci, ok := codes[code]; ok {
+		return ci.display
 	}
+	return code
+}
+
+func concept(code string) CodeableConcept {
+	display := CodeDisplay(code)
 	system := vigil.SystemLOINC
 	if code == vigil.LOINCNEWS2 {
 		system = "http://snomed.info/sct" // a SNOMED CT concept, not LOINC

@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -242,7 +243,7 @@ func SubscriptionResource(s *vigil.Subscription) map[string]any {
 		"id":           s.ID,
 		"meta":         map[string]any{"versionId": strconv.Itoa(max(s.Version, 1)), "lastUpdated": instant(s.Updated), "profile": []string{profileSubscripton}},
 		"status":       s.Status,
-		"reason":       cmpOr(s.Reason, "notifications on "+s.Topic),
+		"reason":       cmp.Or(s.Reason, "notifications on "+s.Topic),
 		"criteria":     s.Topic,
 		"channel":      ch,
 	}
@@ -256,13 +257,6 @@ func SubscriptionResource(s *vigil.Subscription) map[string]any {
 		r["end"] = instant(s.End)
 	}
 	return r
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // statusParameters is the subscription-status resource that leads every

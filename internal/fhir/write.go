@@ -154,11 +154,27 @@ func (h *handler) locate(ctx context.Context, r *vigil.Reading) *vigil.Observati
 	if code == vigil.LOINCSystolic || code == vigil.LOINCDiastolic {
 		code = vigil.LOINCBPPanel
 	}
-	obs, _, err := h.o.Observations.FindObservations(ctx, vigil.ObservationFilter{
-		PatientID: r.PatientID, Codes: []string{code}, DeviceID: r.DeviceID, From: r.Time.Truncate(time.Millisecond), To: r.Time.Truncate(time.Millisecond).Add(time.Millisecond), Limit: 1,
-	})
+	obs, err := ReadingObservations(ctx, h.o.Observations, r.PatientID, r.DeviceID, r.Time, code)
 	if err != nil || len(obs) == 0 {
 		return nil
 	}
 	return obs[0]
+}
+
+// ReadingObservations returns the stored Observations of one reading —
+// its patient's values from its device at its time, to the store's
+// millisecond — with where they were taken when the store keeps that.
+// codes, when given, narrow them.
+func ReadingObservations(ctx context.Context, st vigil.ObservationStore, patientID, deviceID string, t time.Time, codes ...string) ([]*vigil.Observation, error) {
+	t = t.Truncate(time.Millisecond)
+	obs, _, err := st.FindObservations(ctx, vigil.ObservationFilter{PatientID: patientID, DeviceID: deviceID, Codes: codes, From: t, To: t.Add(time.Millisecond), Limit: maxCount})
+	if err != nil {
+		return nil, err
+	}
+	if os, ok := st.(originStore); ok {
+		if err := os.FillOrigins(ctx, obs); err != nil {
+			return nil, err
+		}
+	}
+	return obs, nil
 }

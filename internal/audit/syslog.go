@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigil-iomt/vigil/internal/pump"
 )
 
 // Syslog export: every audit entry, in log order, as an RFC 5424 message
@@ -119,8 +121,7 @@ func (s *Shipper) loop(ctx context.Context) {
 			conn.Close()
 		}
 	}()
-	delay := s.o.Backoff
-	for {
+	pump.Run(ctx, s.kick, s.o.Poll, s.o.Backoff, time.Minute, func(ctx context.Context) (bool, time.Duration, error) {
 		err := s.ship(ctx, &conn)
 		s.mu.Lock()
 		s.last = ""
@@ -128,30 +129,15 @@ func (s *Shipper) loop(ctx context.Context) {
 			s.last = err.Error()
 		}
 		s.mu.Unlock()
-		wait := s.o.Poll
 		if err != nil {
 			if conn != nil {
 				conn.Close()
 				conn = nil
 			}
-			s.o.Logger.Warn("audit syslog export: retrying", "addr", s.o.Addr, "err", err, "in", delay)
-			wait, delay = delay, min(2*delay, time.Minute)
-		} else {
-			delay = s.o.Backoff
+			s.o.Logger.Warn("audit syslog export: retrying", "addr", s.o.Addr, "err", err)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-s.kick:
-			if err != nil {
-				<-t.C // a retry keeps its backoff
-			}
-		case <-t.C:
-		}
-		t.Stop()
-	}
+		return false, 0, err // ship sends everything there is
+	})
 }
 
 var errBatch = errors.New("batch full")

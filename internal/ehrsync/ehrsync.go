@@ -36,6 +36,7 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/fhir"
+	"github.com/vigil-iomt/vigil/internal/pump"
 )
 
 // Identifier systems of what Vigil pushes.
@@ -205,48 +206,17 @@ func (s *Syncer) Status() Status {
 func (s *Syncer) loop(ctx context.Context) {
 	defer close(s.done)
 	defer s.dest.close()
-	delay := s.o.Backoff
-	for {
+	pump.Run(ctx, s.kick, s.o.Poll, s.o.Backoff, s.o.MaxBackoff, func(ctx context.Context) (bool, time.Duration, error) {
 		n, retryAfter, err := s.once(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		wait := time.Duration(0)
-		switch {
-		case err != nil:
+		if err != nil && ctx.Err() == nil {
 			s.failures.Inc()
 			s.mu.Lock()
 			s.lastError = err.Error()
 			s.mu.Unlock()
-			s.o.Logger.Warn("EHR sync: batch not taken; retrying", "err", err, "in", max(delay, retryAfter))
-			wait = max(delay, retryAfter)
-			delay = min(2*delay, s.o.MaxBackoff)
-		case n == 0:
-			wait = s.o.Poll
-			delay = s.o.Backoff
-		default:
-			delay = s.o.Backoff
+			s.o.Logger.Warn("EHR sync: batch not taken; retrying", "err", err)
 		}
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-s.kick:
-				if err != nil { // a retry waits its backoff even when new data comes
-					select {
-					case <-ctx.Done():
-						t.Stop()
-						return
-					case <-t.C:
-					}
-				}
-			case <-t.C:
-			}
-			t.Stop()
-		}
-	}
+		return n > 0, retryAfter, err
+	})
 }
 
 type item struct {

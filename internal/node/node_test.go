@@ -402,3 +402,25 @@ func TestAlertRaisedAndAcknowledged(t *testing.T) {
 		t.Fatalf("ack: %d %+v", code, acked)
 	}
 }
+
+// call makes an API or FHIR request with a bearer token and a JSON body
+// (nil: none), decodes the answer into out (nil: ignored) and returns the
+// status.
+func (e *env) call(t *testing.T, method, path, token string, body, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, e.n.URL()+path, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	if out != nil {
+		json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}

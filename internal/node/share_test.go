@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -32,23 +31,9 @@ func TestShareLinks(t *testing.T) {
 		return s
 	}
 	drW1, drOther := tok("dr-w1"), tok("dr-other")
-	call := func(method, path, token string, body any, out any) int {
+	call := func(method, path, token string, body, out any) int {
 		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequest(method, e.n.URL()+path, rd)
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		must(t, err)
-		defer resp.Body.Close()
-		if out != nil {
-			json.NewDecoder(resp.Body).Decode(out)
-		}
-		return resp.StatusCode
+		return e.call(t, method, path, token, body, out)
 	}
 	consult := map[string]any{"guest": "Dr Ana Silva, St Elsewhere cardiology", "reason": "remote cardiology consultation on the arrhythmia", "hours": 4}
 	for _, c := range []struct {

@@ -1,10 +1,7 @@
 package node_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -23,23 +20,7 @@ func TestScopedTokens(t *testing.T) {
 	adminTok := e.adminToken(t)
 	call := func(method, path, token string, body, out any) int {
 		t.Helper()
-		var rd *bytes.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		} else {
-			rd = bytes.NewReader(nil)
-		}
-		req, _ := http.NewRequest(method, e.n.URL()+path, rd)
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		must(t, err)
-		defer resp.Body.Close()
-		if out != nil {
-			json.NewDecoder(resp.Body).Decode(out)
-		}
-		return resp.StatusCode
+		return e.call(t, method, path, token, body, out)
 	}
 	issue := func(req httpapi.TokenRequest) (int, string, string) {
 		var out struct {

@@ -41,6 +41,58 @@ type Measurement struct {
 	OrigCode   string `json:"origCode,omitempty"`
 	OrigSystem string `json:"origSystem,omitempty"`
 	OrigUnit   string `json:"origUnit,omitempty"`
+	// Method is the device's own code for how the value was measured
+	// (an IEEE 11073 MDC code, e.g. 149530 pulse rate from the
+	// oximeter), set when Code alone does not tell apart values a device
+	// reports at one time: heart rate from the ECG and pulse rate from
+	// the oximeter are both LOINC 8867-4. Values with different methods
+	// are kept apart (stores keep one series per method).
+	Method string `json:"method,omitempty"`
+	// A value that is not a number (Value is then 0 and Unit ""): Text
+	// is a text value (FHIR valueString), Concept a coded one (FHIR
+	// valueCodeableConcept), as MedTech String and CodeableConcept
+	// mappings produce. Rules, scores and charts use numeric values only.
+	Text    string   `json:"text,omitempty"`
+	Concept *Concept `json:"concept,omitempty"`
+	// Sampling, from a MedTech SampledData mapping, is how FHIR presents
+	// this code's values from this device: one Observation per interval
+	// holding the values at their period (stores keep each value).
+	Sampling *Sampling `json:"sampling,omitempty"`
+}
+
+// Sampling is a MedTech SampledData mapping's grouping: values every
+// PeriodMS milliseconds, one Observation per IntervalMin minutes (0: one
+// per time a value was taken, 60: per hour, 1440: per UTC day).
+type Sampling struct {
+	PeriodMS    float64 `json:"periodMs"`
+	IntervalMin int     `json:"intervalMin"`
+}
+
+// SampledData is an observation that groups a period's values of a
+// sampled series (FHIR valueSampledData): Data holds one value per
+// PeriodMS from the observation's Time to End, "E" where none was taken.
+type SampledData struct {
+	PeriodMS float64   `json:"periodMs"`
+	End      time.Time `json:"end"`
+	Data     string    `json:"data"`
+	Count    int       `json:"count"` // values present
+}
+
+// Textual says whether the measurement holds text or a concept rather
+// than a number.
+func (m Measurement) Textual() bool { return m.Text != "" || m.Concept != nil }
+
+// Concept is a coded value (a FHIR CodeableConcept).
+type Concept struct {
+	Text   string   `json:"text,omitempty"`
+	Coding []Coding `json:"coding,omitempty"`
+}
+
+// Coding is one code from a code system.
+type Coding struct {
+	System  string `json:"system,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Display string `json:"display,omitempty"`
 }
 
 // Reading is one message from a device after validation and
@@ -93,14 +145,21 @@ type ReadingStore interface {
 // sees it. ID is stable and derived from the stored sample so it can be
 // read back by id.
 type Observation struct {
-	ID        string    `json:"id"`
-	PatientID string    `json:"patient"`
-	DeviceID  string    `json:"device"`
-	Code      string    `json:"code"`
-	Value     float64   `json:"value"`
-	Unit      string    `json:"unit"`
-	Time      time.Time `json:"time"`     // device time
-	Received  time.Time `json:"received"` // receive time (at 1 s resolution once compacted)
+	ID        string   `json:"id"`
+	PatientID string   `json:"patient"`
+	DeviceID  string   `json:"device"`
+	Code      string   `json:"code"`
+	Value     float64  `json:"value"`
+	Unit      string   `json:"unit"`
+	Method    string   `json:"method,omitempty"` // as Measurement.Method
+	Text      string   `json:"text,omitempty"`   // as Measurement.Text
+	Concept   *Concept `json:"concept,omitempty"`
+	// Sampled is set on the one observation per period that
+	// ObservationFilter.SampledData asks for; Value is then the period's
+	// last value.
+	Sampled  *SampledData `json:"sampled,omitempty"`
+	Time     time.Time    `json:"time"`     // device time
+	Received time.Time    `json:"received"` // receive time (at 1 s resolution once compacted)
 	// Components hold the systolic and diastolic values of a blood
 	// pressure panel (Code LOINCBPPanel); empty for other codes.
 	Components []Measurement `json:"components,omitempty"`
@@ -121,6 +180,12 @@ type ObservationFilter struct {
 	// Exclude drops observations whose time falls in any of these
 	// periods (FHIR's date=ne...).
 	Exclude []Period
+	// SampledData serves each series with a Sampling as one observation
+	// per period (Observation.Sampled) instead of one per value, as a
+	// MedTech user's FHIR server holds them. The observation's time is
+	// the period's start, and it is found when any of its values is in
+	// [From, To).
+	SampledData bool
 }
 
 // Channel is one kind of value a device has reported: a LOINC code and

@@ -66,7 +66,18 @@ JSON path of the offending field). Nothing is stored; no server is needed.`,
 					if v.OrigUnit != "" {
 						orig = " (sent as " + v.OrigUnit + ")"
 					}
-					fmt.Fprintf(w, "  %s\t%g %s%s\n", v.Code, v.Value, v.Unit, orig)
+					switch {
+					case v.Text != "":
+						fmt.Fprintf(w, "  %s\t%q\n", v.Code, v.Text)
+					case v.Concept != nil:
+						fmt.Fprintf(w, "  %s\t%s", v.Code, v.Concept.Text)
+						for _, c := range v.Concept.Coding {
+							fmt.Fprintf(w, " [%s|%s]", c.System, c.Code)
+						}
+						fmt.Fprintln(w)
+					default:
+						fmt.Fprintf(w, "  %s\t%g %s%s\n", v.Code, v.Value, v.Unit, orig)
+					}
 				}
 				fmt.Fprintf(w, "FHIR Observations: %d (use --json to see them)\n", len(res.Observations))
 				for _, e := range res.Errors {

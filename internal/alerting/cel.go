@@ -135,6 +135,9 @@ func (e *Engine) observeRules(ctx context.Context, r *vigil.Reading) bool {
 	}
 	var due []int
 	for _, m := range r.Values {
+		if m.Textual() {
+			continue // rules read numbers
+		}
 		e.windows.Add(r.PatientID, m.Code, r.Time, m.Value)
 		due = append(due, e.celByCode[m.Code]...)
 	}

@@ -431,6 +431,9 @@ func (e *Engine) Observe(ctx context.Context, rs []*vigil.Reading) {
 		}
 		e.noteSeen(ctx, r)
 		for _, m := range r.Values {
+			if m.Textual() {
+				continue // thresholds compare numbers
+			}
 			for _, i := range e.byCode[m.Code] {
 				if e.apply(ctx, &e.rules[i], r, m) {
 					changed = true

@@ -69,18 +69,33 @@ func (d *hl7Dest) build(ctx context.Context, es []vigil.FeedEntry) ([]item, []ui
 		o := pcd.ORU{ControlID: "VGL" + hex.EncodeToString(h[:12]), Sent: s.o.Now(), MRN: cmp.Or(p.Identifier, p.ID), Family: p.Family, Given: p.Given,
 			BirthDate: p.BirthDate, Sex: p.Sex, ObservedAt: e.Time}
 		for _, ob := range obs {
-			parts := []vigil.Measurement{{Code: ob.Code, Value: ob.Value, Unit: ob.Unit}}
+			parts := []vigil.Measurement{{Code: ob.Code, Value: ob.Value, Unit: ob.Unit, Text: ob.Text, Concept: ob.Concept}}
 			if ob.Code == vigil.LOINCBPPanel {
 				parts = ob.Components
 			}
 			for _, m := range parts {
-				o.Results = append(o.Results, pcd.Result{Code: m.Code, Display: fhir.CodeDisplay(m.Code), Value: m.Value, Unit: m.Unit, Time: ob.Time, Equipment: ob.DeviceID})
+				r := pcd.Result{Code: m.Code, Display: fhir.CodeDisplay(m.Code), Value: m.Value, Unit: m.Unit, Text: m.Text, Time: ob.Time, Equipment: ob.DeviceID}
+				if c := m.Concept; c != nil {
+					r.Text = c.Text
+					if len(c.Coding) > 0 {
+						if sys, ok := hl7CodingSystems[c.Coding[0].System]; ok {
+							r.CodedValue = &pcd.Coded{Code: c.Coding[0].Code, Text: cmp.Or(c.Coding[0].Display, c.Text), System: sys}
+						} else if r.Text == "" {
+							r.Text = cmp.Or(c.Coding[0].Display, c.Coding[0].Code)
+						}
+					}
+				}
+				o.Results = append(o.Results, r)
 			}
 		}
 		items = append(items, item{seq: []uint64{e.Seq}, typ: "ORU^R01", id: o.ControlID, url: o.ControlID, msg: pcd.EncodeORU(o)})
 	}
 	return items, skip, nil
 }
+
+// hl7CodingSystems names FHIR code systems as HL7 v2 table 0396 does; a
+// coded value in another system goes as text (ST).
+var hl7CodingSystems = map[string]string{"http://snomed.info/sct": "SCT", vigil.SystemLOINC: "LN", vigil.SystemMDC: "MDC"}
 
 func (d *hl7Dest) dial(ctx context.Context) error {
 	if d.conn != nil {

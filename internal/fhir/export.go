@@ -444,7 +444,7 @@ func (h *handler) exportDevices(ctx context.Context, req *exportRequest, patient
 }
 
 func (h *handler) exportObservations(ctx context.Context, patientID string, since time.Time, out *ndjsonFile) error {
-	f := vigil.ObservationFilter{PatientID: patientID, From: since, Limit: maxCount}
+	f := vigil.ObservationFilter{PatientID: patientID, From: since, Limit: maxCount, SampledData: true}
 	for {
 		obs, cursor, err := h.o.Observations.FindObservations(ctx, f)
 		if err != nil {

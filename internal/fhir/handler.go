@@ -797,7 +797,7 @@ func (h *handler) searchObservations(w http.ResponseWriter, r *http.Request, p *
 	if err != nil {
 		return err
 	}
-	f := vigil.ObservationFilter{DeviceID: strings.TrimPrefix(q.Get("device"), "Device/"), Cursor: q.Get("_cursor")}
+	f := vigil.ObservationFilter{DeviceID: strings.TrimPrefix(q.Get("device"), "Device/"), Cursor: q.Get("_cursor"), SampledData: true}
 	if f.PatientID, err = patientParam(q, p); err == nil {
 		err = h.sees(r.Context(), p, f.PatientID)
 	}

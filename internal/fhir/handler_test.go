@@ -475,7 +475,27 @@ func TestResourcesAndLastN(t *testing.T) {
 	if len(withOrigin.Extension) != 3 {
 		t.Fatalf("extensions: %+v", withOrigin.Extension)
 	}
-	all = append(all, b, pt, dev, ps, ds, oo, withOrigin)
+	// Values that are not numbers (MedTech String and CodeableConcept
+	// mappings), and a heart rate with the monitor's MDC method.
+	now := time.Now().UTC()
+	text := ObservationResource(&vigil.Observation{ID: "x.2", PatientID: "p1", DeviceID: "band", Code: "8361-8", Text: "lying on the left side", Time: now})
+	coded := ObservationResource(&vigil.Observation{ID: "x.3", PatientID: "p1", DeviceID: "band", Code: "8361-8", Time: now,
+		Concept: &vigil.Concept{Text: "Lying", Coding: []vigil.Coding{{System: "http://snomed.info/sct", Code: "102538003", Display: "Recumbent body position"}}}})
+	method := ObservationResource(&vigil.Observation{ID: "x.4", PatientID: "p1", DeviceID: "mon", Code: vigil.LOINCHeartRate, Value: 61, Unit: "/min", Method: "149530", Time: now})
+	if text.ValueString != "lying on the left side" || text.ValueQuantity != nil || text.Category != nil ||
+		coded.ValueConcept == nil || coded.ValueConcept.Coding[0].Code != "102538003" || coded.ValueQuantity != nil {
+		t.Fatalf("text and coded values: %+v %+v", text, coded)
+	}
+	if c := method.Code.Coding; len(c) != 2 || c[1].System != vigil.SystemMDC || c[1].Code != "149530" || c[1].Display != "MDC_PULS_OXIM_PULS_RATE" {
+		t.Fatalf("method coding: %+v", c)
+	}
+	hour := now.Truncate(time.Hour)
+	sampled := ObservationResource(&vigil.Observation{ID: "Dx.5", PatientID: "p1", DeviceID: "band", Code: vigil.LOINCHeartRate, Value: 73, Unit: "/min", Time: hour,
+		Sampled: &vigil.SampledData{PeriodMS: 1000, End: hour.Add(time.Hour), Data: "70 71 E 73", Count: 3}})
+	if sampled.EffectiveDateTime != "" || sampled.EffectivePeriod == nil || sampled.ValueSampledData == nil || sampled.ValueSampledData.Data != "70 71 E 73" || sampled.ValueQuantity != nil {
+		t.Fatalf("sampled data: %+v", sampled)
+	}
+	all = append(all, b, pt, dev, ps, ds, oo, withOrigin, text, coded, method, sampled)
 	validate(t, all)
 }
 

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/mapping"
 )
 
 // FHIR R4 JSON shapes Vigil emits. Only the elements Vigil fills are
@@ -37,6 +38,21 @@ type Quantity struct {
 	Code   string  `json:"code,omitempty"`
 }
 
+// Period is a FHIR Period.
+type Period struct {
+	Start string `json:"start,omitempty"`
+	End   string `json:"end,omitempty"`
+}
+
+// SampledData is a FHIR SampledData: one dimension, values every Period
+// milliseconds from the effective period's start, "E" where none.
+type SampledData struct {
+	Origin     Quantity `json:"origin"`
+	Period     float64  `json:"period"`
+	Dimensions int      `json:"dimensions"`
+	Data       string   `json:"data,omitempty"`
+}
+
 type Identifier struct {
 	System string `json:"system,omitempty"`
 	Value  string `json:"value"`
@@ -58,12 +74,16 @@ type Observation struct {
 	ID                string            `json:"id"`
 	Meta              *Meta             `json:"meta,omitempty"`
 	Status            string            `json:"status"`
-	Category          []CodeableConcept `json:"category"`
+	Category          []CodeableConcept `json:"category,omitempty"`
 	Code              CodeableConcept   `json:"code"`
 	Subject           Reference         `json:"subject"`
-	EffectiveDateTime string            `json:"effectiveDateTime"`
+	EffectiveDateTime string            `json:"effectiveDateTime,omitempty"`
+	EffectivePeriod   *Period           `json:"effectivePeriod,omitempty"`
 	Issued            string            `json:"issued,omitempty"`
 	ValueQuantity     *Quantity         `json:"valueQuantity,omitempty"`
+	ValueSampledData  *SampledData      `json:"valueSampledData,omitempty"`
+	ValueString       string            `json:"valueString,omitempty"`
+	ValueConcept      *CodeableConcept  `json:"valueCodeableConcept,omitempty"`
 	Device            *Reference        `json:"device,omitempty"`
 	Component         []Component       `json:"component,omitempty"`
 	Extension         []Extension       `json:"extension,omitempty"`
@@ -192,6 +212,9 @@ var codes = map[string]codeInfo{
 
 var categoryDisplay = map[string]string{"vital-signs": "Vital Signs", "laboratory": "Laboratory", "activity": "Activity", "survey": "Survey"}
 
+// mdcTable names the IEEE 11073 codes of measurement methods.
+var mdcTable = mapping.DefaultTable()
+
 func instant(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 func quantity(code string, v float64, ucum string) *Quantity {
@@ -241,6 +264,16 @@ func ObservationResource(o *vigil.Observation) *Observation {
 		Subject:           Reference{Reference: "Patient/" + o.PatientID},
 		EffectiveDateTime: instant(o.Time),
 	}
+	if o.Text != "" || o.Concept != nil {
+		r.Category = nil // not a vital sign; Vigil does not know its category
+	}
+	if o.Method != "" {
+		// How the device measured it, as it said (IEEE 11073), so that
+		// heart rate from the ECG and pulse rate from the oximeter
+		// stay distinguishable (PHD and PCD practice: both codings).
+		refID, _ := mdcTable.MDCRefID(o.Method)
+		r.Code.Coding = append(r.Code.Coding, Coding{System: vigil.SystemMDC, Code: o.Method, Display: refID})
+	}
 	if !o.Received.IsZero() {
 		r.Issued = instant(o.Received)
 	}
@@ -258,11 +291,27 @@ func ObservationResource(o *vigil.Observation) *Observation {
 			}
 		}
 	}
-	if o.Code == vigil.LOINCBPPanel {
+	switch {
+	case o.Sampled != nil:
+		// A MedTech SampledData mapping's period: as MedTech writes it.
+		r.EffectiveDateTime = ""
+		r.EffectivePeriod = &Period{Start: instant(o.Time), End: instant(o.Sampled.End)}
+		origin := *quantity(o.Code, 0, o.Unit)
+		r.ValueSampledData = &SampledData{Origin: origin, Period: o.Sampled.PeriodMS, Dimensions: 1, Data: o.Sampled.Data}
+		r.Meta.Profile = nil // the vital-signs profiles want a Quantity
+	case o.Text != "":
+		r.ValueString = o.Text
+	case o.Concept != nil:
+		c := &CodeableConcept{Text: o.Concept.Text}
+		for _, cd := range o.Concept.Coding {
+			c.Coding = append(c.Coding, Coding(cd))
+		}
+		r.ValueConcept = c
+	case o.Code == vigil.LOINCBPPanel:
 		for _, c := range o.Components {
 			r.Component = append(r.Component, Component{Code: concept(c.Code), ValueQuantity: quantity(c.Code, c.Value, c.Unit)})
 		}
-	} else {
+	default:
 		r.ValueQuantity = quantity(o.Code, o.Value, o.Unit)
 	}
 	return r
@@ -305,13 +354,13 @@ func DeviceResource(d *vigil.Device, patientID string) *Device {
 }
 
 type DeviceMetric struct {
-	ResourceType      string          `json:"resourceType"`
-	ID                string          `json:"id"`
-	Type              CodeableConcept `json:"type"`
-	Unit              CodeableConcept `json:"unit"`
-	Source            Reference       `json:"source"`
-	OperationalStatus string          `json:"operationalStatus"`
-	Category          string          `json:"category"`
+	ResourceType      string           `json:"resourceType"`
+	ID                string           `json:"id"`
+	Type              CodeableConcept  `json:"type"`
+	Unit              *CodeableConcept `json:"unit,omitempty"`
+	Source            Reference        `json:"source"`
+	OperationalStatus string           `json:"operationalStatus"`
+	Category          string           `json:"category"`
 }
 
 // DeviceMetricID is the id of a device's metric for a code: the device
@@ -328,11 +377,15 @@ func DeviceMetricResource(c vigil.Channel, revoked bool) *DeviceMetric {
 	}
 	t := concept(c.Code)
 	t.Coding = t.Coding[:1] // the code itself, not profile extras
+	var unit *CodeableConcept
+	if c.Unit != "" { // text channels have none
+		unit = &CodeableConcept{Coding: []Coding{{System: vigil.SystemUCUM, Code: c.Unit}}, Text: c.Unit}
+	}
 	return &DeviceMetric{
 		ResourceType:      "DeviceMetric",
 		ID:                DeviceMetricID(c.Device, c.Code),
 		Type:              t,
-		Unit:              CodeableConcept{Coding: []Coding{{System: vigil.SystemUCUM, Code: c.Unit}}, Text: c.Unit},
+		Unit:              unit,
 		Source:            Reference{Reference: "Device/" + c.Device},
 		OperationalStatus: status,
 		Category:          "measurement",

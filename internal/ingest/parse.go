@@ -58,6 +58,12 @@ type RawValue struct {
 	System, Code, Unit string
 	Value              float64
 	Field              string // e.g. "values[2]" or "OBX[3]"
+	// Text or Concept instead of Value: a value that is not a number
+	// (from MedTech String and CodeableConcept mappings).
+	Text    string
+	Concept *vigil.Concept
+	// Sampling: a MedTech SampledData value's grouping for FHIR.
+	Sampling *vigil.Sampling
 }
 
 // A Decoder turns a message into readings. An error refuses the whole
@@ -278,14 +284,22 @@ func (p *Pipeline) normalize(raw Raw, received time.Time) (*vigil.Reading, error
 	}
 	seen := make(map[string]bool, len(raw.Values))
 	for _, v := range raw.Values {
-		m, err := p.table.Normalize(v.Field, v.System, v.Code, v.Value, v.Unit)
+		var m vigil.Measurement
+		var err error
+		if v.Text != "" || v.Concept != nil {
+			m, err = p.table.NormalizeText(v.Field, v.System, v.Code, v.Text, v.Concept)
+		} else {
+			m, err = p.table.Normalize(v.Field, v.System, v.Code, v.Value, v.Unit)
+		}
 		if err != nil {
 			return nil, err
 		}
-		if seen[m.Code] {
+		m.Sampling = v.Sampling
+		k := m.Code + "\x00" + m.Method // one value per code and method
+		if seen[k] {
 			return nil, vigil.FieldErrorf(v.Field+".code", "duplicate", "code %s appears twice in one reading", m.Code)
 		}
-		seen[m.Code] = true
+		seen[k] = true
 		r.Values = append(r.Values, m)
 	}
 	return r, nil

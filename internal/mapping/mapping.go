@@ -14,7 +14,9 @@ import (
 	"encoding/csv"
 	"fmt"
 	"math"
+	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vigil-iomt/vigil"
 )
@@ -41,6 +43,9 @@ type Code struct {
 type Table struct {
 	codes    map[string]*Code  // by LOINC
 	mdc      map[string]string // MDC code or refid → LOINC
+	mdcNum   map[string]string // MDC code or refid → numeric MDC code
+	refID    map[string]string // numeric MDC code → reference id
+	shared   map[string]bool   // LOINC codes more than one MDC code maps to
 	mdcUnits map[string]string // MDC unit code or refid → UCUM
 }
 
@@ -74,7 +79,8 @@ func DefaultTable() *Table {
 		{LOINC: vigil.LOINCGlucoseMol, Display: "Glucose [Moles/volume] in Blood", Unit: "mmol/L", Min: 0.3, Max: 111},
 		{LOINC: "55423-8", Display: "Number of steps in unspecified time Pedometer", Unit: "{steps}", Min: 0, Max: 200000, Units: map[string]func(float64) float64{"{steps}": same, "{count}": same}},
 	}
-	t := &Table{codes: make(map[string]*Code), mdc: make(map[string]string), mdcUnits: make(map[string]string)}
+	t := &Table{codes: make(map[string]*Code), mdc: make(map[string]string), mdcNum: make(map[string]string),
+		refID: make(map[string]string), shared: make(map[string]bool), mdcUnits: make(map[string]string)}
 	for _, c := range codes {
 		if c.Units == nil {
 			c.Units = map[string]func(float64) float64{c.Unit: same}
@@ -88,6 +94,7 @@ func DefaultTable() *Table {
 	if err != nil {
 		panic(fmt.Sprintf("mapping: vitals.csv: %v", err))
 	}
+	mapped := make(map[string]int) // LOINC → MDC codes mapping to it
 	for _, r := range rows[1:] {
 		code, refid, loinc := r[0], r[1], r[4]
 		if code == "" || strings.Contains(loinc, " ") { // glucose: chosen by unit below
@@ -97,6 +104,12 @@ func DefaultTable() *Table {
 			continue // panels and codes without a stored value
 		}
 		t.mdc[code], t.mdc[refid] = loinc, loinc
+		t.mdcNum[code], t.mdcNum[refid] = code, code
+		t.refID[code] = refid
+		mapped[loinc]++
+	}
+	for loinc, n := range mapped {
+		t.shared[loinc] = n > 1
 	}
 	rows, err = csv.NewReader(bytes.NewReader(unitsCSV)).ReadAll()
 	if err != nil {
@@ -123,7 +136,7 @@ type Limit struct {
 // WithLimits returns a copy of the table with the plausible ranges of the
 // given LOINC codes replaced. Unknown codes and empty ranges are errors.
 func (t *Table) WithLimits(limits map[string]Limit) (*Table, error) {
-	n := &Table{codes: make(map[string]*Code, len(t.codes)), mdc: t.mdc, mdcUnits: t.mdcUnits}
+	n := &Table{codes: make(map[string]*Code, len(t.codes)), mdc: t.mdc, mdcNum: t.mdcNum, refID: t.refID, shared: t.shared, mdcUnits: t.mdcUnits}
 	for k, c := range t.codes {
 		cp := *c
 		n.codes[k] = &cp
@@ -161,6 +174,13 @@ func (t *Table) FromMDC(code string) (string, bool) {
 	return l, ok
 }
 
+// MDCRefID returns the reference id of a numeric MDC code Vigil maps
+// (147842 → MDC_ECG_HEART_RATE).
+func (t *Table) MDCRefID(code string) (string, bool) {
+	r, ok := t.refID[code]
+	return r, ok
+}
+
 // Lookup returns the description of a LOINC code.
 func (t *Table) Lookup(loinc string) (*Code, bool) {
 	c, ok := t.codes[loinc]
@@ -195,6 +215,11 @@ func (t *Table) Normalize(field, system, code string, value float64, unit string
 			}
 		} else if l, ok := t.mdc[code]; ok {
 			loinc = l
+			if t.shared[l] {
+				// ECG heart rate and oximeter pulse rate are both
+				// 8867-4: the MDC code keeps them apart.
+				m.Method = t.mdcNum[code]
+			}
 		} else {
 			return m, vigil.FieldErrorf(field+".code", "unknown-code", "IEEE 11073 code %q is not one Vigil maps (see docs/mapping.md)", code)
 		}
@@ -228,6 +253,51 @@ func (t *Table) Normalize(field, system, code string, value float64, unit string
 		return m, vigil.FieldErrorf(field+".value", "implausible", "%g %s is outside the plausible range %g–%g %s for %s", value, unit, c.Min, c.Max, c.Unit, c.Display)
 	}
 	m.Code, m.Value, m.Unit = c.LOINC, v, c.Unit
+	return m, nil
+}
+
+// loincCode is the shape of a LOINC code: digits, a dash, a check digit.
+var loincCode = regexp.MustCompile(`^[0-9]{1,8}-[0-9]$`)
+
+// maxText bounds a text value and each part of a concept.
+const maxText = 1024
+
+// NormalizeText maps a value that is not a number: a text (FHIR
+// valueString) or a concept (valueCodeableConcept), as MedTech String and
+// CodeableConcept mappings produce. Its code must be a LOINC code (any,
+// since there is no unit or range to check) that is not one of the
+// numeric measurements Vigil knows: heart rate as text is refused.
+func (t *Table) NormalizeText(field, system, code, text string, c *vigil.Concept) (vigil.Measurement, error) {
+	m := vigil.Measurement{}
+	if system != "" && system != vigil.SystemLOINC {
+		return m, vigil.FieldErrorf(field+".system", "unknown-system", "a text or coded value needs a LOINC code; system %q is not supported", system)
+	}
+	if !loincCode.MatchString(code) {
+		return m, vigil.FieldErrorf(field+".code", "unknown-code", "%q is not a LOINC code (digits, a dash and a check digit, e.g. 72106-8)", code)
+	}
+	if n, ok := t.codes[code]; ok {
+		return m, vigil.FieldErrorf(field+".value", "not-a-number", "%s (%s) is a number in %s, not text: map it to a Quantity value", code, n.Display, n.Unit)
+	}
+	if text != "" && c != nil {
+		return m, vigil.FieldErrorf(field+".value", "invalid", "a value is either text or a concept, not both")
+	}
+	long := len(text) > maxText
+	if c != nil {
+		long = long || len(c.Text) > maxText || len(c.Coding) > 16
+		for _, cd := range c.Coding {
+			long = long || len(cd.System)+len(cd.Code)+len(cd.Display) > maxText
+		}
+		if c.Text == "" && len(c.Coding) == 0 {
+			return m, vigil.FieldErrorf(field+".value", "required", "a coded value needs codes or a text")
+		}
+	}
+	if long {
+		return m, vigil.FieldErrorf(field+".value", "too-long", "a text value holds at most %d characters (and a concept 16 codes)", maxText)
+	}
+	if !utf8.ValidString(text) || strings.ContainsRune(text, 0) {
+		return m, vigil.FieldErrorf(field+".value", "invalid", "text must be UTF-8 without NUL characters")
+	}
+	m.Code, m.Text, m.Concept = code, text, c
 	return m, nil
 }
 

@@ -116,3 +116,61 @@ func TestConfigurableLimits(t *testing.T) {
 		}
 	}
 }
+
+// Codes several MDC codes map to carry the MDC code as their method, so
+// that an ECG's heart rate and an oximeter's pulse rate stay apart; codes
+// one MDC code maps to need none.
+func TestMethods(t *testing.T) {
+	tb := DefaultTable()
+	for _, c := range []struct{ code, loinc, method string }{
+		{"147842", vigil.LOINCHeartRate, "147842"},
+		{"MDC_PULS_OXIM_PULS_RATE", vigil.LOINCHeartRate, "149530"},
+		{"149522", vigil.LOINCHeartRate, "149522"},
+		{"150364", vigil.LOINCBodyTemp, "150364"},
+		{"150456", vigil.LOINCSpO2, ""},
+		{"150021", vigil.LOINCSystolic, ""},
+	} {
+		unit := map[string]string{vigil.LOINCHeartRate: "/min", vigil.LOINCBodyTemp: "Cel", vigil.LOINCSpO2: "%", vigil.LOINCSystolic: "mm[Hg]"}[c.loinc]
+		m, err := tb.Normalize("v", vigil.SystemMDC, c.code, 40, unit)
+		if err != nil || m.Code != c.loinc || m.Method != c.method {
+			t.Errorf("%s: %+v %v, want %s method %q", c.code, m, err, c.loinc, c.method)
+		}
+	}
+	if m, _ := tb.Normalize("v", "", vigil.LOINCHeartRate, 60, "/min"); m.Method != "" {
+		t.Errorf("LOINC heart rate has method %q", m.Method)
+	}
+	if r, ok := tb.MDCRefID("149530"); !ok || r != "MDC_PULS_OXIM_PULS_RATE" {
+		t.Errorf("MDCRefID: %q %v", r, ok)
+	}
+}
+
+func TestNormalizeText(t *testing.T) {
+	tb := DefaultTable()
+	m, err := tb.NormalizeText("v", vigil.SystemLOINC, "72106-8", "walking", nil)
+	if err != nil || m.Code != "72106-8" || m.Text != "walking" || !m.Textual() {
+		t.Fatalf("text: %+v %v", m, err)
+	}
+	c := &vigil.Concept{Text: "Awake", Coding: []vigil.Coding{{System: "http://snomed.info/sct", Code: "248220008"}}}
+	if m, err = tb.NormalizeText("v", "", "93832-4", "", c); err != nil || m.Concept != c {
+		t.Fatalf("concept: %+v %v", m, err)
+	}
+	for name, tc := range map[string]struct {
+		system, code, text string
+		c                  *vigil.Concept
+		field, reason      string
+	}{
+		"not LOINC":     {"http://snomed.info/sct", "1234", "x", nil, "v.system", "unknown-system"},
+		"not a code":    {"", "walking", "x", nil, "v.code", "unknown-code"},
+		"numeric code":  {"", vigil.LOINCHeartRate, "fast", nil, "v.value", "not-a-number"},
+		"both":          {"", "72106-8", "x", c, "v.value", "invalid"},
+		"empty concept": {"", "72106-8", "", &vigil.Concept{}, "v.value", "required"},
+		"too long":      {"", "72106-8", strings.Repeat("x", 1025), nil, "v.value", "too-long"},
+		"NUL":           {"", "72106-8", "a\x00b", nil, "v.value", "invalid"},
+		"invalid UTF-8": {"", "72106-8", "a\xffb", nil, "v.value", "invalid"},
+	} {
+		_, err := tb.NormalizeText("v", tc.system, tc.code, tc.text, tc.c)
+		if e, _ := err.(*vigil.Error); e == nil || e.Field != tc.field || e.Reason != tc.reason {
+			t.Errorf("%s: %v, want %s at %s", name, err, tc.reason, tc.field)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package medtech
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -51,11 +52,17 @@ func Test(deviceTemplate, fhirTemplate, message []byte, table *mapping.Table, pa
 		}
 		var comps []vigil.Measurement
 		for _, v := range vs {
-			cm, err := table.Normalize(m.Type+"."+v.Field, v.System, v.Code, v.Value, v.Unit)
+			var cm vigil.Measurement
+			if v.Text != "" || v.Concept != nil {
+				cm, err = table.NormalizeText(m.Type+"."+v.Field, v.System, v.Code, v.Text, v.Concept)
+			} else {
+				cm, err = table.Normalize(m.Type+"."+v.Field, v.System, v.Code, v.Value, v.Unit)
+			}
 			if err != nil {
 				out.Errors = append(out.Errors, err.Error())
 				continue
 			}
+			cm.Sampling = v.Sampling
 			out.Values = append(out.Values, cm)
 			comps = append(comps, cm)
 		}
@@ -70,9 +77,13 @@ func Test(deviceTemplate, fhirTemplate, message []byte, table *mapping.Table, pa
 func observations(i int, m Measurement, vs []vigil.Measurement, patient string) []*fhir.Observation {
 	var sys, dia *vigil.Measurement
 	var out []*fhir.Observation
-	o := func(code string, v float64, unit string, comps []vigil.Measurement) *fhir.Observation {
-		return fhir.ObservationResource(&vigil.Observation{ID: "dry-run-" + itoa(i) + "-" + code, PatientID: patient, DeviceID: m.DeviceID, Code: code,
-			Value: v, Unit: unit, Time: m.OccurrenceTimeUTC, Received: time.Now().UTC(), Components: comps})
+	o := func(v vigil.Measurement, comps []vigil.Measurement) *fhir.Observation {
+		ob := &vigil.Observation{ID: "dry-run-" + itoa(i) + "-" + v.Code, PatientID: patient, DeviceID: m.DeviceID, Code: v.Code,
+			Value: v.Value, Unit: v.Unit, Method: v.Method, Text: v.Text, Concept: v.Concept, Time: m.OccurrenceTimeUTC, Received: time.Now().UTC(), Components: comps}
+		if sp := v.Sampling; sp != nil {
+			ob.Time, ob.Sampled = sampledPeriod(*sp, m.OccurrenceTimeUTC, v.Value)
+		}
+		return fhir.ObservationResource(ob)
 	}
 	for k := range vs {
 		switch vs[k].Code {
@@ -83,14 +94,14 @@ func observations(i int, m Measurement, vs []vigil.Measurement, patient string) 
 			dia = &vs[k]
 			continue
 		}
-		out = append(out, o(vs[k].Code, vs[k].Value, vs[k].Unit, nil))
+		out = append(out, o(vs[k], nil))
 	}
 	if sys != nil && dia != nil {
-		out = append(out, o(vigil.LOINCBPPanel, 0, "", []vigil.Measurement{*sys, *dia}))
+		out = append(out, o(vigil.Measurement{Code: vigil.LOINCBPPanel}, []vigil.Measurement{*sys, *dia}))
 	} else {
 		for _, x := range []*vigil.Measurement{sys, dia} {
 			if x != nil {
-				out = append(out, o(x.Code, x.Value, x.Unit, nil))
+				out = append(out, o(*x, nil))
 			}
 		}
 	}
@@ -98,6 +109,23 @@ func observations(i int, m Measurement, vs []vigil.Measurement, patient string) 
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// sampledPeriod is the SampledData period a lone value at t falls in, as
+// the store groups it (its start, and the value in its slot).
+func sampledPeriod(sp vigil.Sampling, t time.Time, v float64) (time.Time, *vigil.SampledData) {
+	iv := time.Duration(sp.IntervalMin) * time.Minute
+	start := t
+	if iv > 0 {
+		start = t.Truncate(iv) // UTC-aligned: hours and days from the epoch
+	}
+	k := int(float64(t.Sub(start).Milliseconds()) / max(sp.PeriodMS, 1))
+	slots := make([]string, k+1)
+	for j := range slots {
+		slots[j] = "E"
+	}
+	slots[k] = strconv.FormatFloat(v, 'f', -1, 64)
+	return start, &vigil.SampledData{PeriodMS: sp.PeriodMS, End: start.Add(iv), Data: strings.Join(slots, " "), Count: 1}
+}
 
 func pathOf(err error) string {
 	if e, ok := err.(*Error); ok {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/vigil-iomt/vigil"
 )
 
 type coding struct {
@@ -21,6 +23,10 @@ type valueSpec struct {
 	Unit      string `json:"unit"`
 	// DefaultPeriod (ms) of a SampledData value.
 	DefaultPeriod *float64 `json:"defaultPeriod"`
+	// Text and Codes of a CodeableConcept value: the concept the
+	// Observation's value is when the measurement has the property.
+	Text  string   `json:"text"`
+	Codes []coding `json:"codes"`
 }
 
 type codeValueFhir struct {
@@ -39,11 +45,15 @@ type FhirTemplate struct {
 	byType map[string]codeValueFhir
 }
 
-// Value is one coded value a measurement maps to.
+// Value is one coded value a measurement maps to: a number, or (from
+// String and CodeableConcept mappings) a text or a concept.
 type Value struct {
 	System, Code, Unit string
 	Value              float64
-	Field              string // the property it came from
+	Text               string
+	Concept            *vigil.Concept
+	Sampling           *vigil.Sampling // a SampledData value's grouping
+	Field              string          // the property it came from
 }
 
 // ParseFhirTemplate validates and compiles a FHIR-mapping template.
@@ -80,7 +90,10 @@ func ParseFhirTemplate(b []byte) (*FhirTemplate, error) {
 		if len(cv.Codes) == 0 {
 			return nil, &Error{Path: tp + ".codes", Msg: "at least one code is required"}
 		}
-		check := func(path string, v *valueSpec) error {
+		if pi := cv.PeriodInterval; pi != nil && *pi != 0 && *pi != 60 && *pi != 1440 {
+			return nil, &Error{Path: tp + ".periodInterval", Msg: fmt.Sprintf("%d: use 0 (one Observation per time), 60 (per hour) or 1440 (per day)", *pi)}
+		}
+		check := func(path string, codes []coding, v *valueSpec) error {
 			if v == nil {
 				return nil
 			}
@@ -98,17 +111,26 @@ func ParseFhirTemplate(b []byte) (*FhirTemplate, error) {
 				if v.DefaultPeriod == nil || *v.DefaultPeriod <= 0 {
 					return &Error{Path: path + ".defaultPeriod", Msg: "a SampledData value needs a defaultPeriod in milliseconds"}
 				}
+				if pi := cv.PeriodInterval; pi != nil && float64(*pi)*60000 / *v.DefaultPeriod > 100_000 {
+					return &Error{Path: path + ".defaultPeriod", Msg: fmt.Sprintf("%g ms is too fine for a %d-minute Observation: at most 100,000 values each", *v.DefaultPeriod, *pi)}
+				}
 			case "String", "CodeableConcept":
-				return &Error{Path: path + ".valueType", Msg: v.ValueType + " values are text, and Vigil stores numeric values: map the measurement to a Quantity or SampledData value"}
+				// Vigil keeps text and coded values under LOINC codes.
+				if sys, _ := pick(codes); sys != vigil.SystemLOINC {
+					return &Error{Path: path + ".valueType", Msg: v.ValueType + " values are kept under a LOINC code: add a coding with system http://loinc.org to the codes"}
+				}
+				if v.ValueType == "CodeableConcept" && v.Text == "" && len(v.Codes) == 0 {
+					return &Error{Path: path + ".codes", Msg: "a CodeableConcept value needs codes or a text"}
+				}
 			default:
-				return &Error{Path: path + ".valueType", Msg: fmt.Sprintf("valueType %q: use Quantity or SampledData", v.ValueType)}
+				return &Error{Path: path + ".valueType", Msg: fmt.Sprintf("valueType %q: use Quantity, SampledData, String or CodeableConcept", v.ValueType)}
 			}
 			return nil
 		}
 		if cv.Value == nil && len(cv.Components) == 0 {
 			return nil, &Error{Path: tp + ".value", Msg: "a value or components are required"}
 		}
-		if err := check(tp+".value", cv.Value); err != nil {
+		if err := check(tp+".value", cv.Codes, cv.Value); err != nil {
 			return nil, err
 		}
 		for j, c := range cv.Components {
@@ -119,7 +141,7 @@ func ParseFhirTemplate(b []byte) (*FhirTemplate, error) {
 			if c.Value == nil {
 				return nil, &Error{Path: cp + ".value", Msg: "required"}
 			}
-			if err := check(cp+".value", c.Value); err != nil {
+			if err := check(cp+".value", c.Codes, c.Value); err != nil {
 				return nil, err
 			}
 		}
@@ -138,30 +160,50 @@ func (ft *FhirTemplate) Map(m Measurement) ([]Value, error) {
 	if !ok {
 		return nil, &Error{Path: m.Type, Msg: fmt.Sprintf("no FHIR mapping for measurement type %q", m.Type)}
 	}
-	prop := func(name string) (float64, bool, error) {
+	prop := func(name string) (string, bool) {
 		for _, p := range m.Properties {
 			if p.Name == name {
-				v, err := strconv.ParseFloat(strings.TrimSpace(p.Value), 64)
-				if err != nil {
-					return 0, true, &Error{Path: m.Type + "." + name, Msg: fmt.Sprintf("value %q is not a number", p.Value)}
-				}
-				return v, true, nil
+				return p.Value, true
 			}
 		}
-		return 0, false, nil
+		return "", false
 	}
 	var out []Value
 	add := func(codes []coding, v *valueSpec) error {
-		val, ok, err := prop(v.ValueName)
-		if err != nil || !ok {
-			return err
+		raw, ok := prop(v.ValueName)
+		if !ok {
+			return nil
 		}
 		sys, code := pick(codes)
-		unit := v.Code // a Quantity's UCUM code
-		if v.ValueType == "SampledData" {
-			unit = v.Unit
+		val := Value{System: sys, Code: code, Field: v.ValueName}
+		switch v.ValueType {
+		case "String":
+			if raw == "" {
+				return &Error{Path: m.Type + "." + v.ValueName, Msg: "the text value is empty"}
+			}
+			val.Text = raw
+		case "CodeableConcept":
+			// As MedTech: the template's concept, when the property is there.
+			c := &vigil.Concept{Text: v.Text}
+			for _, cd := range v.Codes {
+				c.Coding = append(c.Coding, vigil.Coding{System: cd.System, Code: cd.Code, Display: cd.Display})
+			}
+			val.Concept = c
+		default:
+			n, err := strconv.ParseFloat(strings.TrimSpace(raw), 64)
+			if err != nil {
+				return &Error{Path: m.Type + "." + v.ValueName, Msg: fmt.Sprintf("value %q is not a number", raw)}
+			}
+			val.Value, val.Unit = n, v.Code // a Quantity's UCUM code
+			if v.ValueType == "SampledData" {
+				val.Unit = v.Unit
+				val.Sampling = &vigil.Sampling{PeriodMS: *v.DefaultPeriod}
+				if cv.PeriodInterval != nil {
+					val.Sampling.IntervalMin = *cv.PeriodInterval
+				}
+			}
 		}
-		out = append(out, Value{System: sys, Code: code, Unit: unit, Value: val, Field: v.ValueName})
+		out = append(out, val)
 		return nil
 	}
 	if cv.Value != nil {

@@ -96,7 +96,7 @@ func (d *Decoder) Decode(ctx context.Context, m vigil.Message, maxReadings int) 
 			continue
 		}
 		for _, v := range vs {
-			r.Values = append(r.Values, ingest.RawValue{System: v.System, Code: v.Code, Unit: v.Unit, Value: v.Value, Field: prefix + v.Field})
+			r.Values = append(r.Values, ingest.RawValue{System: v.System, Code: v.Code, Unit: v.Unit, Value: v.Value, Text: v.Text, Concept: v.Concept, Sampling: v.Sampling, Field: prefix + v.Field})
 		}
 		out[i] = r
 	}

@@ -1,6 +1,7 @@
 package medtech
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"strings"
@@ -109,13 +110,55 @@ func TestValidation(t *testing.T) {
 		}
 	}
 	for tmpl, want := range map[string]string{
-		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"SampledData","unit":"/min"}}}`: "template.value.defaultPeriod: a SampledData value needs a defaultPeriod",
-		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"String"}}}`:                    "String values are text",
-		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"CodeableConcept"}}}`:           "CodeableConcept values are text",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1"}],"value":{"valueName":"v","valueType":"SampledData","unit":"/min"}}}`:                        "template.value.defaultPeriod: a SampledData value needs a defaultPeriod",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"1","system":"urn:x"}],"value":{"valueName":"v","valueType":"String"}}}`:                          "template.value.valueType: String values are kept under a LOINC code",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"8361-8","system":"http://loinc.org"}],"value":{"valueName":"v","valueType":"CodeableConcept"}}}`: "template.value.codes: a CodeableConcept value needs codes or a text",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","codes":[{"code":"8361-8","system":"http://loinc.org"}],"value":{"valueName":"v","valueType":"Boolean"}}}`:         "use Quantity, SampledData, String or CodeableConcept",
 	} {
 		if _, err := ParseFhirTemplate([]byte(tmpl)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", tmpl, err, want)
 		}
+	}
+}
+
+// MedTech String and CodeableConcept values: the property's text becomes
+// valueString; a CodeableConcept value is the template's concept, present
+// when the measurement has the property (MedTech's behaviour). A text
+// value under a numeric code, or an empty text, is refused with where.
+func TestTextValues(t *testing.T) {
+	devT := []byte(`{"templateType":"CollectionContent","template":[
+	  {"templateType":"JsonPathContent","template":{"typeName":"position","typeMatchExpression":"$..[?(@position)]","deviceIdExpression":"$.deviceId","timestampExpression":"$.time","values":[{"valueName":"position","valueExpression":"$.position","required":true}]}},
+	  {"templateType":"JsonPathContent","template":{"typeName":"lying","typeMatchExpression":"$..[?(@posture == 'lying')]","deviceIdExpression":"$.deviceId","timestampExpression":"$.time","values":[{"valueName":"posture","valueExpression":"$.posture","required":true}]}}]}`)
+	fhirT := []byte(`{"templateType":"CollectionFhir","template":[
+	  {"templateType":"CodeValueFhir","template":{"typeName":"position","codes":[{"code":"8361-8","system":"http://loinc.org","display":"Body position with respect to gravity"}],"value":{"valueName":"position","valueType":"String"}}},
+	  {"templateType":"CodeValueFhir","template":{"typeName":"lying","codes":[{"code":"8361-8","system":"http://loinc.org"}],"value":{"valueName":"posture","valueType":"CodeableConcept","text":"Lying","codes":[{"code":"102538003","system":"http://snomed.info/sct","display":"Recumbent body position"}]}}}]}`)
+	res, err := Test(devT, fhirT, []byte(`{"position":"lying on the left side","deviceId":"band1","time":"2026-11-30T08:00:00Z"}`), mapping.DefaultTable(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) != 0 || len(res.Observations) != 1 || res.Observations[0].ValueString != "lying on the left side" || res.Values[0].Text != "lying on the left side" {
+		t.Fatalf("String: %+v", res)
+	}
+	res, err = Test(devT, fhirT, []byte(`{"posture":"lying","deviceId":"band1","time":"2026-11-30T08:00:00Z"}`), mapping.DefaultTable(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) != 0 || len(res.Observations) != 1 || res.Observations[0].ValueConcept == nil ||
+		res.Observations[0].ValueConcept.Text != "Lying" || res.Observations[0].ValueConcept.Coding[0].Code != "102538003" {
+		t.Fatalf("CodeableConcept: %+v", res)
+	}
+	res, _ = Test(devT, fhirT, []byte(`{"posture":"standing","deviceId":"band1","time":"2026-11-30T08:00:00Z"}`), mapping.DefaultTable(), "")
+	if len(res.Observations) != 0 {
+		t.Fatalf("a posture the template does not match: %+v", res.Observations)
+	}
+	hrAsText := bytes.ReplaceAll(fhirT, []byte(`"8361-8","system":"http://loinc.org","display"`), []byte(`"8867-4","system":"http://loinc.org","display"`))
+	res, _ = Test(devT, hrAsText, []byte(`{"position":"fast","deviceId":"band1","time":"2026-11-30T08:00:00Z"}`), mapping.DefaultTable(), "")
+	if len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "position.position.value") || !strings.Contains(res.Errors[0], "is a number") {
+		t.Fatalf("heart rate as text: %+v", res.Errors)
+	}
+	res, _ = Test(devT, fhirT, []byte(`{"position":"","deviceId":"band1","time":"2026-11-30T08:00:00Z"}`), mapping.DefaultTable(), "")
+	if len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "text value is empty") {
+		t.Fatalf("empty text: %+v", res.Errors)
 	}
 }
 
@@ -132,8 +175,28 @@ func TestSampledData(t *testing.T) {
 	if len(res.Errors) != 0 || len(res.Values) != 1 || res.Values[0].Code != "8867-4" || res.Values[0].Unit != "/min" || res.Values[0].Value != 81 || res.Values[0].OrigUnit != "count/min" {
 		t.Fatalf("dry run: %+v", res)
 	}
-	if len(res.Observations) != 1 || res.Observations[0].ValueQuantity == nil {
+	// periodInterval 60, defaultPeriod 5 s: the hour from 22:00, the value
+	// at 22:46:05 in slot 46·12+1 = 553, "E" before it (as MedTech).
+	o := res.Observations[0]
+	if len(res.Observations) != 1 || o.ValueQuantity != nil || o.ValueSampledData == nil || o.EffectivePeriod == nil ||
+		o.EffectivePeriod.Start != "2023-03-13T22:00:00.000Z" || o.EffectivePeriod.End != "2023-03-13T23:00:00.000Z" ||
+		o.ValueSampledData.Period != 5000 || o.ValueSampledData.Dimensions != 1 || o.ValueSampledData.Origin.Code != "/min" {
 		t.Fatalf("observations: %+v", res.Observations)
+	}
+	slots := strings.Fields(o.ValueSampledData.Data)
+	if len(slots) != 554 || slots[553] != "81" || slots[0] != "E" {
+		t.Fatalf("data: %d slots, last %q", len(slots), slots[len(slots)-1])
+	}
+	if rs := res.Values[0].Sampling; rs == nil || rs.PeriodMS != 5000 || rs.IntervalMin != 60 {
+		t.Fatalf("sampling: %+v", rs)
+	}
+	for tmpl, want := range map[string]string{
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","periodInterval":30,"codes":[{"code":"8867-4","system":"http://loinc.org"}],"value":{"valueName":"v","valueType":"SampledData","unit":"/min","defaultPeriod":1000}}}`:  "template.periodInterval: 30: use 0",
+		`{"templateType":"CodeValueFhir","template":{"typeName":"x","periodInterval":1440,"codes":[{"code":"8867-4","system":"http://loinc.org"}],"value":{"valueName":"v","valueType":"SampledData","unit":"/min","defaultPeriod":100}}}`: "too fine for a 1440-minute Observation",
+	} {
+		if _, err := ParseFhirTemplate([]byte(tmpl)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", tmpl, err, want)
+		}
 	}
 }
 

@@ -8,11 +8,11 @@
 // IotCentralJsonPathContent and CalculatedContent with JSONPath or
 // JMESPath expressions (with MedTech's custom functions add, subtract,
 // multiply, divide, pow, insertString, fromUnixTimestamp,
-// fromUnixTimestampMs); CollectionFhir with CodeValueFhir Quantity and
-// SampledData values and components. SampledData samples are stored one
-// by one at their own times (and served as Quantity Observations). String
-// and CodeableConcept values are text, which Vigil does not store:
-// templates using them are refused at validation with that reason.
+// fromUnixTimestampMs); CollectionFhir with CodeValueFhir Quantity,
+// SampledData, String and CodeableConcept values and components.
+// SampledData samples are stored one by one at their own times; String
+// values become valueString Observations and CodeableConcept values the
+// template's concept (valueCodeableConcept), under a LOINC code.
 package medtech
 
 import (

@@ -236,3 +236,144 @@ func TestMedTechTemplates(t *testing.T) {
 		t.Fatalf("mappings: %+v", ms)
 	}
 }
+
+// MedTech String and CodeableConcept mappings end to end: a wearable's
+// posture sent over HTTP is stored and served by FHIR as valueString and
+// valueCodeableConcept Observations next to its numeric heart rate.
+func TestMedTechTextValues(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	devT := `{"templateType":"CollectionContent","template":[
+	  {"templateType":"JsonPathContent","template":{"typeName":"position","typeMatchExpression":"$..[?(@position)]","deviceIdExpression":"$.deviceId","timestampExpression":"$.time","values":[{"valueName":"position","valueExpression":"$.position","required":true},{"valueName":"hr","valueExpression":"$.hr","required":false}]}},
+	  {"templateType":"JsonPathContent","template":{"typeName":"lying","typeMatchExpression":"$..[?(@posture == 'lying')]","deviceIdExpression":"$.deviceId","timestampExpression":"$.time","values":[{"valueName":"posture","valueExpression":"$.posture","required":true}]}}]}`
+	fhirT := `{"templateType":"CollectionFhir","template":[
+	  {"templateType":"CodeValueFhir","template":{"typeName":"position","codes":[{"code":"8361-8","system":"http://loinc.org"}],"value":{"valueName":"position","valueType":"String"},
+	    "components":[{"codes":[{"code":"8867-4","system":"http://loinc.org"}],"value":{"valueName":"hr","valueType":"Quantity","code":"/min","unit":"/min"}}]}},
+	  {"templateType":"CodeValueFhir","template":{"typeName":"lying","codes":[{"code":"8361-8","system":"http://loinc.org"}],"value":{"valueName":"posture","valueType":"CodeableConcept","text":"Lying","codes":[{"code":"102538003","system":"http://snomed.info/sct","display":"Recumbent body position"}]}}}]}`
+	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "adm", Role: vigil.RoleAdmin}, "a long admin password"))
+	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", admin.TokenSpec{Name: "test", TTL: time.Hour})
+	must(t, err)
+	_, err = httpapi.NewClient(e.n.URL(), tok).PutMapping(ctx, "band", httpapi.MappingRequest{DeviceTemplate: []byte(devT), FhirTemplate: []byte(fhirT), Devices: []string{e.device}})
+	must(t, err)
+	now := time.Now().UTC().Truncate(time.Second)
+	for i, msg := range []string{
+		fmt.Sprintf(`{"position":"lying on the left side","hr":"58","deviceId":"band","time":%q}`, now.Add(-2*time.Second).Format(time.RFC3339)),
+		fmt.Sprintf(`{"posture":"lying","deviceId":"band","time":%q}`, now.Add(-time.Second).Format(time.RFC3339)),
+	} {
+		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/"+e.device+"/medtech", strings.NewReader(msg))
+		req.SetBasicAuth(e.device, e.secret)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("message %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	var bundle struct {
+		Entry []struct {
+			Resource struct {
+				Code struct {
+					Coding []struct{ Code string }
+				}
+				ValueString  string
+				ValueConcept *struct {
+					Text   string
+					Coding []struct{ System, Code string }
+				} `json:"valueCodeableConcept"`
+				ValueQuantity *struct{ Value float64 }
+				Category      []any
+			}
+		}
+	}
+	if st := e.call(t, "GET", "/fhir/R4/Observation?patient=p1&code=8361-8&_sort=date", e.token, nil, &bundle); st != 200 || len(bundle.Entry) != 2 {
+		t.Fatalf("FHIR search: %d, %d entries", st, len(bundle.Entry))
+	}
+	text, coded := bundle.Entry[0].Resource, bundle.Entry[1].Resource
+	if text.ValueString != "lying on the left side" || text.ValueQuantity != nil || text.Category != nil ||
+		coded.ValueConcept == nil || coded.ValueConcept.Text != "Lying" || coded.ValueConcept.Coding[0].Code != "102538003" {
+		t.Fatalf("text and coded Observations: %+v", bundle.Entry)
+	}
+	hr, err := e.n.Store.LatestObservations(ctx, "p1", []string{vigil.LOINCHeartRate}, 1)
+	must(t, err)
+	if o := hr[vigil.LOINCHeartRate]; len(o) != 1 || o[0].Value != 58 {
+		t.Fatalf("the heart rate of the same message: %+v", hr)
+	}
+}
+
+// A MedTech SampledData mapping end to end: heart rates sent one a second
+// come back from FHIR as one valueSampledData Observation per hour (as
+// MedTech's FHIR server would hold them), read by id, counted and paged.
+func TestMedTechSampledData(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	devT := `{"templateType":"JsonPathContent","template":{"typeName":"hr","typeMatchExpression":"$..[?(@hr)]","deviceIdExpression":"$.deviceId","timestampExpression":"$.time","values":[{"valueName":"hr","valueExpression":"$.hr","required":true}]}}`
+	fhirT := `{"templateType":"CodeValueFhir","template":{"typeName":"hr","periodInterval":60,"codes":[{"code":"8867-4","system":"http://loinc.org"}],"value":{"valueName":"hr","valueType":"SampledData","unit":"/min","defaultPeriod":1000}}}`
+	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "adm", Role: vigil.RoleAdmin}, "a long admin password"))
+	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", admin.TokenSpec{Name: "test", TTL: time.Hour})
+	must(t, err)
+	// A wristband on the patient since before the previous hour.
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	secret, err := e.n.Admin.AddDevice(ctx, &vigil.Device{ID: "band-1", Kind: vigil.DeviceWearable})
+	must(t, err)
+	must(t, e.n.Admin.Assign(ctx, "band-1", "p1", hour.Add(-time.Minute)))
+	_, err = httpapi.NewClient(e.n.URL(), tok).PutMapping(ctx, "band", httpapi.MappingRequest{DeviceTemplate: []byte(devT), FhirTemplate: []byte(fhirT), Devices: []string{"band-1"}})
+	must(t, err)
+	for _, v := range []struct {
+		at time.Duration
+		hr int
+	}{{0, 70}, {time.Second, 71}, {3 * time.Second, 73}, {time.Hour + 2*time.Second, 80}} {
+		msg := fmt.Sprintf(`{"hr":"%d","deviceId":"band","time":%q}`, v.hr, hour.Add(v.at).Format(time.RFC3339))
+		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/band-1/medtech", strings.NewReader(msg))
+		req.SetBasicAuth("band-1", secret)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", msg, resp.StatusCode, body)
+		}
+	}
+	type obs struct {
+		ID              string
+		EffectivePeriod struct{ Start, End string }
+		ValueSampled    *struct {
+			Period float64
+			Data   string
+		} `json:"valueSampledData"`
+	}
+	var page struct {
+		Total int
+		Link  []struct{ Relation, URL string }
+		Entry []struct{ Resource obs }
+	}
+	if st := e.call(t, "GET", "/fhir/R4/Observation?patient=p1&code=8867-4&_count=1", e.token, nil, &page); st != 200 || len(page.Entry) != 1 {
+		t.Fatalf("search: %d %+v", st, page)
+	}
+	first := page.Entry[0].Resource
+	if first.ValueSampled == nil || first.ValueSampled.Data != "70 71 E 73" || first.ValueSampled.Period != 1000 ||
+		first.EffectivePeriod.Start != hour.Format("2006-01-02T15:04:05.000Z") || first.EffectivePeriod.End != hour.Add(time.Hour).Format("2006-01-02T15:04:05.000Z") {
+		t.Fatalf("first hour: %+v", first)
+	}
+	var next string
+	for _, l := range page.Link {
+		if l.Relation == "next" {
+			next = l.URL
+		}
+	}
+	if next == "" {
+		t.Fatalf("no next link: %+v", page.Link)
+	}
+	page.Entry = nil
+	if st := e.call(t, "GET", strings.TrimPrefix(next, e.n.URL()), e.token, nil, &page); st != 200 || len(page.Entry) != 1 || page.Entry[0].Resource.ValueSampled.Data != "E E 80" {
+		t.Fatalf("second page: %d %+v", st, page.Entry)
+	}
+	var one obs
+	if st := e.call(t, "GET", "/fhir/R4/Observation/"+first.ID, e.token, nil, &one); st != 200 || one.ValueSampled == nil || one.ValueSampled.Data != "70 71 E 73" {
+		t.Fatalf("read %s: %d %+v", first.ID, st, one)
+	}
+	var count struct{ Total int }
+	if st := e.call(t, "GET", "/fhir/R4/Observation?patient=p1&code=8867-4&_summary=count", e.token, nil, &count); st != 200 || count.Total != 2 {
+		t.Fatalf("count: %d %d", st, count.Total)
+	}
+}

@@ -143,23 +143,36 @@ func TestHL7OverMLLP(t *testing.T) {
 			t.Fatalf("ERR %s, want 103 at an OBX", e)
 		}
 	}
-	latest, err := e.n.Store.LatestObservations(ctx, "p-icu", nil, 1)
+	latest, err := e.n.Store.LatestObservations(ctx, "p-icu", nil, 2)
 	must(t, err)
 	if latest[vigil.LOINCHeartRate] == nil || latest["76214-6"] == nil || latest["76215-3"] == nil {
 		t.Fatalf("ICU latest: %v", latest)
 	}
-	// Where it was measured is kept: PV1-3 and the OBX-4 containment, and
-	// served as extensions of the FHIR Observation.
-	hr := latest[vigil.LOINCHeartRate][0]
-	must(t, e.n.Store.FillOrigins(ctx, []*vigil.Observation{hr}))
-	// (ECG heart rate, OBX-4 1.6.1.1, and invasive pulse rate, 1.2.1.1, both
-	// map to LOINC 8867-4 at the same time: the later OBX is kept.)
-	if hr.Origin == nil || hr.Origin.Location != "3 WEST ICU^3001^1" || hr.Origin.Containment != "1.2.1.1" {
-		t.Fatalf("origin of the ICU heart rate: %+v", hr.Origin)
+	// ECG heart rate (MDC 147842, OBX-4 1.6.1.1) and invasive pulse rate
+	// (149522, 1.2.1.1) both map to LOINC 8867-4 at the same time: both
+	// are kept, each served with its MDC code as a second coding. Where
+	// it was measured is kept too (PV1-3, OBX-4), served as extensions.
+	hrs := latest[vigil.LOINCHeartRate]
+	if len(hrs) != 2 {
+		t.Fatalf("ICU heart rates: %+v, want the ECG's and the invasive line's", hrs)
 	}
-	res := fhir.ObservationResource(hr)
-	if len(res.Extension) != 2 || res.Extension[0].URL != fhir.ExtLocation || res.Extension[1].ValueString != "1.2.1.1" {
-		t.Fatalf("FHIR extensions: %+v", res.Extension)
+	must(t, e.n.Store.FillOrigins(ctx, hrs))
+	byMethod := map[string]*fhir.Observation{}
+	for _, hr := range hrs {
+		if hr.Origin == nil || hr.Origin.Location != "3 WEST ICU^3001^1" {
+			t.Fatalf("origin of the ICU heart rate: %+v", hr.Origin)
+		}
+		byMethod[hr.Origin.Containment] = fhir.ObservationResource(hr)
+	}
+	for containment, mdc := range map[string]string{"1.6.1.1": "147842", "1.2.1.1": "149522"} {
+		res := byMethod[containment]
+		if res == nil || len(res.Code.Coding) != 2 || res.Code.Coding[0].Code != vigil.LOINCHeartRate ||
+			res.Code.Coding[1].System != vigil.SystemMDC || res.Code.Coding[1].Code != mdc || res.ValueQuantity.Value != 60 {
+			t.Fatalf("heart rate at %s: %+v, want LOINC and MDC %s", containment, res, mdc)
+		}
+		if len(res.Extension) != 2 || res.Extension[0].URL != fhir.ExtLocation || res.Extension[1].ValueString != containment {
+			t.Fatalf("FHIR extensions: %+v", res.Extension)
+		}
 	}
 
 	// Unknown patient → AE 204; unknown sender → AR 204; garbage → AR.

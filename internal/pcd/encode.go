@@ -20,14 +20,21 @@ type ORU struct {
 	Results                            []Result
 }
 
-// Result is one OBX.
+// Result is one OBX: numeric (NM), or with Text a string (ST), or with
+// a CodedValue a coded element (CWE).
 type Result struct {
 	Code, Display string // LOINC
 	Value         float64
 	Unit          string // UCUM
+	Text          string
+	CodedValue    *Coded
 	Time          time.Time
 	Equipment     string // OBX-18: the device
 }
+
+// Coded is a CWE value: identifier, text, coding system (HL7 table 0396,
+// e.g. SCT or LN).
+type Coded struct{ Code, Text, System string }
 
 // EncodeORU writes the message with the default delimiters, segments
 // separated by carriage returns, text escaped.
@@ -49,8 +56,15 @@ func EncodeORU(o ORU) []byte {
 	seg("PID", "1", "", esc(o.MRN)+"^^^^MR", "", esc(o.Family)+"^"+esc(o.Given), "", strings.ReplaceAll(o.BirthDate, "-", ""), sex)
 	seg("OBR", "1", esc(o.ControlID), "", "182777000^monitoring of patient^SCT", "", "", ts(o.ObservedAt))
 	for i, r := range o.Results {
-		seg("OBX", strconv.Itoa(i+1), "NM", esc(r.Code)+"^"+esc(r.Display)+"^LN", "", strconv.FormatFloat(r.Value, 'f', -1, 64),
-			esc(r.Unit)+"^"+esc(r.Unit)+"^UCUM", "", "", "", "", "F", "", "", ts(r.Time), "", "", "", esc(r.Equipment))
+		typ, value, unit := "NM", strconv.FormatFloat(r.Value, 'f', -1, 64), esc(r.Unit)+"^"+esc(r.Unit)+"^UCUM"
+		switch {
+		case r.CodedValue != nil:
+			typ, value, unit = "CWE", esc(r.CodedValue.Code)+"^"+esc(r.CodedValue.Text)+"^"+esc(r.CodedValue.System), ""
+		case r.Text != "":
+			typ, value, unit = "ST", esc(r.Text), ""
+		}
+		seg("OBX", strconv.Itoa(i+1), typ, esc(r.Code)+"^"+esc(r.Display)+"^LN", "", value,
+			unit, "", "", "", "", "F", "", "", ts(r.Time), "", "", "", esc(r.Equipment))
 	}
 	return []byte(b.String())
 }

@@ -160,10 +160,182 @@ func (s *seriesStream) observation(smp tsdb.Sample) *vigil.Observation {
 		Code:      s.info.Code,
 		Value:     smp.V,
 		Unit:      s.info.Unit,
+		Method:    s.info.Method,
 		Time:      t,
 		Received:  t.Add(time.Duration(smp.Lag) * time.Second),
 	}
 }
+
+// textStream yields one text series' samples in [from, to) in time order.
+type textStream struct {
+	open   func([]byte) ([]byte, error)
+	info   seriesInfo
+	it     *pebble.Iterator
+	desc   bool
+	ok     bool // it is positioned on a sample
+	loaded bool // cur holds that sample
+	err    error
+	cur    item
+}
+
+func (st *Store) newTextStream(r pebble.Reader, info seriesInfo, from, to int64, desc bool) (*textStream, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: textKey(info.sid, from), UpperBound: textKey(info.sid, to)})
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	s := &textStream{open: st.openValue, info: info, it: it, desc: desc}
+	if desc {
+		s.ok = it.Last()
+	} else {
+		s.ok = it.First()
+	}
+	return s, nil
+}
+
+func (s *textStream) peek() (*item, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	if !s.ok {
+		return nil, storeErr(s.it.Error())
+	}
+	if s.loaded {
+		return &s.cur, nil
+	}
+	t := unbe64(s.it.Key()[10:])
+	v, err := s.it.ValueAndErr()
+	if err == nil {
+		v, err = s.open(v)
+	}
+	var ts textSample
+	if err == nil {
+		err = json.Unmarshal(v, &ts)
+	}
+	if err != nil {
+		s.err = vigil.Errorf(vigil.EINTERNAL, "text sample of series %d does not read: %v", s.info.sid, err)
+		return nil, s.err
+	}
+	tm := time.UnixMilli(t).UTC()
+	s.cur = item{t: t, sid: s.info.sid, obs: &vigil.Observation{
+		ID:        observationID(s.info.sid, t),
+		PatientID: s.info.Patient,
+		DeviceID:  s.info.Device,
+		Code:      s.info.Code,
+		Method:    s.info.Method,
+		Text:      ts.Text,
+		Concept:   ts.Concept,
+		Time:      tm,
+		Received:  tm.Add(time.Duration(ts.Lag) * time.Second),
+	}}
+	s.loaded = true
+	return &s.cur, nil
+}
+
+func (s *textStream) next() {
+	s.loaded = false
+	if s.desc {
+		s.ok = s.it.Prev()
+	} else {
+		s.ok = s.it.Next()
+	}
+}
+
+func (s *textStream) close() { s.it.Close() }
+
+// groupRange is the time range whose sampled periods a query reads, and
+// the periods excluded from it (FHIR date=ne).
+type groupRange struct {
+	from, to int64
+	exclude  []vigil.Period
+}
+
+// maxSlots bounds the values of one sampled period (a day at 1 Hz is
+// 86,400); the mapping's validation refuses finer periods.
+const maxSlots = 100_000
+
+// groupStream yields a sampled series (vigil.Sampling) as one observation
+// per period: the values in [start, start+interval) as SampledData.
+type groupStream struct {
+	inner   *seriesStream
+	info    seriesInfo
+	desc    bool
+	exclude []vigil.Period
+	cur     *item
+}
+
+func (g *groupStream) start(t int64) int64 {
+	iv := int64(g.info.Sampling.IntervalMin) * 60_000
+	if iv <= 0 {
+		return t // one observation per time a value was taken
+	}
+	return t - ((t%iv)+iv)%iv
+}
+
+func (g *groupStream) peek() (*item, error) {
+	for g.cur == nil {
+		first, err := g.inner.peek()
+		if err != nil || first == nil {
+			return nil, err
+		}
+		b := g.start(first.t)
+		var vals []*vigil.Observation
+		for {
+			it, err := g.inner.peek()
+			if err != nil {
+				return nil, err
+			}
+			if it == nil || g.start(it.t) != b {
+				break
+			}
+			if !excluded(g.exclude, it.obs.Time) {
+				vals = append(vals, it.obs)
+			}
+			g.inner.next()
+		}
+		if len(vals) > 0 {
+			g.cur = &item{t: b, sid: g.info.sid, obs: g.observation(b, vals)}
+		}
+	}
+	return g.cur, nil
+}
+
+// observation builds the period's SampledData: value k is the one taken
+// at start + k·period (rounded down), "E" where none was.
+func (g *groupStream) observation(b int64, vals []*vigil.Observation) *vigil.Observation {
+	if g.desc {
+		slices.Reverse(vals)
+	}
+	sp := g.info.Sampling
+	period := max(sp.PeriodMS, 1)
+	end := b + int64(sp.IntervalMin)*60_000 // = b for one time
+	slots := make([]string, 0, len(vals))
+	for _, v := range vals {
+		k := int(float64(v.Time.UnixMilli()-b) / period)
+		if k >= maxSlots {
+			break
+		}
+		for len(slots) <= k {
+			slots = append(slots, "E")
+		}
+		slots[k] = strconv.FormatFloat(v.Value, 'f', -1, 64)
+	}
+	last := vals[len(vals)-1]
+	return &vigil.Observation{
+		ID:        "D" + observationID(g.info.sid, b),
+		PatientID: g.info.Patient,
+		DeviceID:  g.info.Device,
+		Code:      g.info.Code,
+		Method:    g.info.Method,
+		Unit:      g.info.Unit,
+		Value:     last.Value,
+		Time:      time.UnixMilli(b).UTC(),
+		Received:  last.Received,
+		Sampled:   &vigil.SampledData{PeriodMS: sp.PeriodMS, End: time.UnixMilli(end).UTC(), Data: strings.Join(slots, " "), Count: len(vals)},
+	}
+}
+
+func (g *groupStream) next()  { g.cur = nil }
+func (g *groupStream) close() { g.inner.close() }
 
 // load fills buf with the next bucket that has samples.
 func (s *seriesStream) load() {
@@ -317,11 +489,16 @@ func observationID(sid uint64, t int64) string {
 	return strconv.FormatUint(sid, 36) + "." + strconv.FormatInt(t, 36)
 }
 
-func parseObservationID(id string) (panel bool, sid uint64, t int64, err error) {
-	rest, panel := strings.CutPrefix(id, "P")
+// parseObservationID reads a sample's id, or a panel's ("P…") or a
+// sampled period's ("D…", time = the period's start): kind is 0, 'P' or 'D'.
+func parseObservationID(id string) (kind byte, sid uint64, t int64, err error) {
+	rest := id
+	if strings.HasPrefix(id, "P") || strings.HasPrefix(id, "D") {
+		kind, rest = id[0], id[1:]
+	}
 	a, b, ok := strings.Cut(rest, ".")
 	if !ok {
-		return false, 0, 0, fmt.Errorf("bad id")
+		return 0, 0, 0, fmt.Errorf("bad id")
 	}
 	if sid, err = strconv.ParseUint(a, 36, 64); err != nil {
 		return
@@ -355,6 +532,13 @@ func (s *Store) FindObservations(ctx context.Context, f vigil.ObservationFilter)
 			to++
 		}
 	}
+	var groups *groupRange
+	if f.SampledData {
+		// Periods are read whole over the searched range (not from the
+		// cursor: a period starting before it was served already, and
+		// the cursor check below skips it).
+		groups = &groupRange{from: from, to: to, exclude: f.Exclude}
+	}
 	var curT int64
 	var curSID uint64
 	if f.Cursor != "" {
@@ -373,7 +557,7 @@ func (s *Store) FindObservations(ctx context.Context, f vigil.ObservationFilter)
 	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
-	streams, err := s.openStreams(snap, f.PatientID, f.Codes, f.DeviceID, from, to, f.Desc)
+	streams, err := s.openStreams(snap, f.PatientID, f.Codes, f.DeviceID, from, to, f.Desc, groups)
 	if err != nil {
 		return nil, "", err
 	}
@@ -392,14 +576,14 @@ func (s *Store) FindObservations(ctx context.Context, f vigil.ObservationFilter)
 		if it == nil {
 			return out, "", nil
 		}
-		if f.Cursor != "" && it.t == curT && ((!f.Desc && it.sid <= curSID) || (f.Desc && it.sid >= curSID)) {
-			continue
+		if f.Cursor != "" && ((it.t == curT && it.sid == curSID) || before(it, &item{t: curT, sid: curSID}, f.Desc)) {
+			continue // served on an earlier page
 		}
 		if len(f.Codes) > 0 && !slices.Contains(f.Codes, it.obs.Code) {
 			continue // an unpaired systolic or diastolic value of a panel search
 		}
-		if excluded(f.Exclude, it.obs.Time) {
-			continue
+		if it.obs.Sampled == nil && excluded(f.Exclude, it.obs.Time) {
+			continue // (a period's values were checked one by one)
 		}
 		if len(out) == limit {
 			return out, formatCursor(last.t, last.sid), nil
@@ -470,15 +654,19 @@ func parseCursor(c string) (int64, uint64, error) {
 // openStreams opens one stream per selected series. When codes is empty
 // or asks for LOINCBPPanel, the systolic and diastolic series of a device
 // are paired into one panel stream.
-func (s *Store) openStreams(r pebble.Reader, patientID string, codes []string, deviceID string, from, to int64, desc bool) (_ []stream, err error) {
+//
+// With groups, a series with a Sampling yields one observation per period
+// (groupStream) over the group range instead of its values.
+func (s *Store) openStreams(r pebble.Reader, patientID string, codes []string, deviceID string, from, to int64, desc bool, groups *groupRange) (_ []stream, err error) {
 	all, err := patientSeries(r, patientID)
 	if err != nil {
 		return nil, err
 	}
 	panels := len(codes) == 0 || slices.Contains(codes, vigil.LOINCBPPanel)
-	byDevice := make(map[[2]string]seriesInfo)
+	// A device's systolic and diastolic series of one method pair up.
+	byDevice := make(map[[3]string]seriesInfo)
 	for _, si := range all {
-		byDevice[[2]string{si.Device, si.Code}] = si
+		byDevice[[3]string{si.Device, si.Code, si.Method}] = si
 	}
 	var streams []stream
 	defer func() {
@@ -493,8 +681,8 @@ func (s *Store) openStreams(r pebble.Reader, patientID string, codes []string, d
 			continue
 		}
 		if panels {
-			d, hasDia := byDevice[[2]string{si.Device, vigil.LOINCDiastolic}]
-			_, hasSys := byDevice[[2]string{si.Device, vigil.LOINCSystolic}]
+			d, hasDia := byDevice[[3]string{si.Device, vigil.LOINCDiastolic, si.Method}]
+			_, hasSys := byDevice[[3]string{si.Device, vigil.LOINCSystolic, si.Method}]
 			if si.Code == vigil.LOINCSystolic && hasDia {
 				ss, err := s.newSeriesStream(r, si, from, to, desc)
 				if err != nil {
@@ -515,11 +703,22 @@ func (s *Store) openStreams(r pebble.Reader, patientID string, codes []string, d
 		if len(codes) > 0 && !slices.Contains(codes, si.Code) {
 			continue
 		}
-		ss, err := s.newSeriesStream(r, si, from, to, desc)
+		var st stream
+		switch {
+		case si.Kind == kindText:
+			st, err = s.newTextStream(r, si, from, to, desc)
+		case groups != nil && si.Sampling != nil:
+			var ss *seriesStream
+			if ss, err = s.newSeriesStream(r, si, groups.from, groups.to, desc); err == nil {
+				st = &groupStream{inner: ss, info: si, desc: desc, exclude: groups.exclude}
+			}
+		default:
+			st, err = s.newSeriesStream(r, si, from, to, desc)
+		}
 		if err != nil {
 			return nil, err
 		}
-		streams = append(streams, ss)
+		streams = append(streams, st)
 	}
 	return streams, nil
 }
@@ -530,10 +729,11 @@ func (s *Store) FindObservationByID(ctx context.Context, id string) (*vigil.Obse
 		return nil, err
 	}
 	notFound := vigil.Errorf(vigil.ENOTFOUND, "observation %s not found", id)
-	panel, sid, t, err := parseObservationID(id)
+	kind, sid, t, err := parseObservationID(id)
 	if err != nil {
 		return nil, notFound
 	}
+	panel := kind == 'P'
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 	var rec seriesRecord
@@ -541,8 +741,14 @@ func (s *Store) FindObservationByID(ctx context.Context, id string) (*vigil.Obse
 	if err != nil {
 		return nil, err
 	}
-	if !ok || (panel && rec.Code != vigil.LOINCSystolic) {
+	if !ok || (panel && rec.Code != vigil.LOINCSystolic) || (kind == 'D' && rec.Sampling == nil) {
 		return nil, notFound
+	}
+	to := t + 1
+	var groups *groupRange
+	if kind == 'D' {
+		to = t + max(1, int64(rec.Sampling.IntervalMin)*60_000)
+		groups = &groupRange{from: t, to: to}
 	}
 	var codes []string
 	if panel {
@@ -550,7 +756,7 @@ func (s *Store) FindObservationByID(ctx context.Context, id string) (*vigil.Obse
 	} else {
 		codes = []string{rec.Code}
 	}
-	streams, err := s.openStreams(snap, rec.Patient, codes, rec.Device, t, t+1, false)
+	streams, err := s.openStreams(snap, rec.Patient, codes, rec.Device, t, to, false, groups)
 	if err != nil {
 		return nil, err
 	}
@@ -602,7 +808,7 @@ func (s *Store) LatestObservations(ctx context.Context, patientID string, codes 
 	}
 	out := make(map[string][]*vigil.Observation)
 	for _, code := range codes {
-		streams, err := s.openStreams(snap, patientID, []string{code}, "", minTime, maxTime+1, true)
+		streams, err := s.openStreams(snap, patientID, []string{code}, "", minTime, maxTime+1, true, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -654,10 +860,13 @@ func (s *Store) ReadingDays(ctx context.Context, patientID string, from, to time
 		if si.Device == "vigil-news2" {
 			continue
 		}
-		for _, kind := range []byte{pChunk, pHead} {
+		for _, kind := range []byte{pChunk, pHead, pText} {
 			mk := func(t int64) []byte {
-				if kind == pChunk {
+				switch kind {
+				case pChunk:
 					return chunkKey(si.sid, t)
+				case pText:
+					return textKey(si.sid, t)
 				}
 				return headKey(si.sid, t)
 			}

@@ -16,15 +16,25 @@ import (
 	"github.com/vigil-iomt/vigil/internal/tsdb"
 )
 
-// A series is the samples of one code for one patient from one device.
-type seriesKey struct{ Patient, Code, Device string }
+// A series is the samples of one code for one patient from one device,
+// and of one method when the code alone does not tell values apart
+// (vigil.Measurement.Method).
+type seriesKey struct{ Patient, Code, Device, Method string }
 
 type seriesRecord struct {
 	Patient string `json:"patient"`
 	Code    string `json:"code"`
 	Device  string `json:"device"`
 	Unit    string `json:"unit"` // the code's canonical UCUM unit
+	Method  string `json:"method,omitempty"`
+	// Kind "text": the series holds text or coded values (n keys), not
+	// numbers (h keys and chunks).
+	Kind string `json:"kind,omitempty"`
+	// Sampling, when the series began under a MedTech SampledData mapping.
+	Sampling *vigil.Sampling `json:"sampling,omitempty"`
 }
+
+const kindText = "text"
 
 // bucket is the time span of one chunk: 2 hours of 1 Hz samples.
 const bucket = int64(2 * time.Hour / time.Millisecond)
@@ -47,7 +57,7 @@ func (s *Store) loadSeries() error {
 		if err := s.unmarshal(v, &r); err != nil {
 			return false, err
 		}
-		s.series[seriesKey{r.Patient, r.Code, r.Device}] = sid
+		s.series[seriesKey{r.Patient, r.Code, r.Device, r.Method}] = sid
 		if sid >= s.nextSID {
 			s.nextSID = sid + 1
 		}
@@ -55,7 +65,12 @@ func (s *Store) loadSeries() error {
 	})
 }
 
-func seriesIndexKey(k seriesKey) []byte { return key(pSeries, k.Patient, k.Code, k.Device) }
+func seriesIndexKey(k seriesKey) []byte {
+	if k.Method != "" {
+		return key(pSeries, k.Patient, k.Code, k.Device, k.Method)
+	}
+	return key(pSeries, k.Patient, k.Code, k.Device)
+}
 
 func headKey(sid uint64, t int64) []byte {
 	k := make([]byte, 0, 18)
@@ -198,22 +213,35 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			set(s.feedValue(feedRecord{Kind: "r", Device: r.DeviceID, Reading: r.ID, Patient: r.PatientID, Time: t, Received: recv.UnixMilli()}))
 		}
 		for _, m := range r.Values {
-			sk := seriesKey{Patient: r.PatientID, Code: m.Code, Device: r.DeviceID}
+			sk := seriesKey{Patient: r.PatientID, Code: m.Code, Device: r.DeviceID, Method: m.Method}
 			sid, ok := s.series[sk]
 			if !ok {
 				sid = s.nextSID
 				s.nextSID++
 				s.series[sk] = sid
 				newSeries = append(newSeries, sk)
-				rec, _ := json.Marshal(seriesRecord{Patient: sk.Patient, Code: sk.Code, Device: sk.Device, Unit: m.Unit})
+				rec := seriesRecord{Patient: sk.Patient, Code: sk.Code, Device: sk.Device, Unit: m.Unit, Method: sk.Method}
+				if m.Textual() {
+					rec.Kind = kindText
+				}
+				rec.Sampling = m.Sampling
+				rb, _ := json.Marshal(rec)
 				set(seriesIndexKey(sk), u64(sid))
-				set(append([]byte{pSeriesByID, 0}, u64(sid)...), rec)
+				set(append([]byte{pSeriesByID, 0}, u64(sid)...), rb)
 			}
-			hv, err := s.sealValue(encodeHead(m.Value, lag))
-			if err != nil {
-				return fail(err)
+			if m.Textual() {
+				tv, _ := json.Marshal(textSample{Text: m.Text, Concept: m.Concept, Lag: lag})
+				if tv, err = s.sealValue(tv); err != nil {
+					return fail(err)
+				}
+				set(textKey(sid, t), tv)
+			} else {
+				hv, err := s.sealValue(encodeHead(m.Value, lag))
+				if err != nil {
+					return fail(err)
+				}
+				set(headKey(sid, t), hv)
 			}
-			set(headKey(sid, t), hv)
 			if r.Origin != nil {
 				o, _ := json.Marshal(r.Origin)
 				if o, err = s.sealValue(o); err != nil {
@@ -522,6 +550,21 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 // with the sample when the reading says where it was taken.
 const pOrigin = 'o'
 
+// pText keys hold the samples of text series: n/sid/time → textSample
+// JSON (sealed). They are few (device states, not vital signs), so they
+// are not folded into chunks.
+const pText = 'n'
+
+type textSample struct {
+	Text    string         `json:"s,omitempty"`
+	Concept *vigil.Concept `json:"c,omitempty"`
+	Lag     int64          `json:"l,omitempty"` // receive lag in seconds
+}
+
+func textKey(sid uint64, t int64) []byte {
+	return append(append([]byte{pText, 0}, u64(sid)...), be64(t)...)
+}
+
 func originKey(sid uint64, t int64) []byte {
 	return append(append([]byte{pOrigin, 0}, u64(sid)...), be64(t)...)
 }
@@ -533,7 +576,7 @@ func (s *Store) FillOrigins(ctx context.Context, obs []*vigil.Observation) error
 		return err
 	}
 	for _, o := range obs {
-		_, sid, t, err := parseObservationID(o.ID)
+		_, sid, t, err := parseObservationID(o.ID) // a period: the value at its start, if any
 		if err != nil {
 			continue
 		}

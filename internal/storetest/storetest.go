@@ -49,6 +49,9 @@ func Run(t *testing.T, h Harness) {
 		t.Run("Observations/"+name, func(t *testing.T) { testObservations(t, h.Open(t), settle) })
 		t.Run("Paging/"+name, func(t *testing.T) { testPaging(t, h.Open(t), settle) })
 		t.Run("BloodPressure/"+name, func(t *testing.T) { testBloodPressure(t, h.Open(t), settle) })
+		t.Run("Methods/"+name, func(t *testing.T) { testMethods(t, h.Open(t), settle) })
+		t.Run("SampledData/"+name, func(t *testing.T) { testSampledData(t, h.Open(t), settle) })
+		t.Run("TextValues/"+name, func(t *testing.T) { testTextValues(t, h.Open(t), settle) })
 	}
 }
 
@@ -520,6 +523,162 @@ func testBloodPressure(t *testing.T, s vigil.Store, settle func(*testing.T, vigi
 	must(t, err)
 	if l := latest[vigil.LOINCBPPanel]; len(l) != 1 || l[0].Components[0].Value != 135 {
 		t.Fatalf("latest panel: %+v", latest)
+	}
+}
+
+// testMethods: one device reports heart rate from its ECG and pulse rate
+// from its oximeter (both 8867-4) at the same time, in separate readings
+// (as an HL7 v2 gateway does, one OBX each): both values are kept, as
+// observations with their own ids and methods.
+func testMethods(t *testing.T, s vigil.Store, settle func(*testing.T, vigil.Store)) {
+	closeStore(t, s)
+	ecg, ox := hr(60), hr(64)
+	ecg.Method, ox.Method = "147842", "149530"
+	_, err := s.AppendReadings(ctx, []*vigil.Reading{
+		reading("mon", "1", "p1", T0, ecg),
+		reading("mon", "2", "p1", T0, ox),
+		reading("mon", "3", "p1", T0.Add(time.Second), hr(70)), // no method
+	})
+	must(t, err)
+	if settle != nil {
+		settle(t, s)
+	}
+	obs, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCHeartRate}})
+	must(t, err)
+	got := map[string]float64{}
+	for _, o := range obs {
+		got[o.Method] = o.Value
+		back, err := s.FindObservationByID(ctx, o.ID)
+		must(t, err)
+		if back.Value != o.Value || back.Method != o.Method {
+			t.Fatalf("by id %s: %+v, want %+v", o.ID, back, o)
+		}
+	}
+	if len(obs) != 3 || got["147842"] != 60 || got["149530"] != 64 || got[""] != 70 {
+		t.Fatalf("observations: %+v", obs)
+	}
+	latest, err := s.LatestObservations(ctx, "p1", []string{vigil.LOINCHeartRate}, 3)
+	must(t, err)
+	if l := latest[vigil.LOINCHeartRate]; len(l) != 3 || l[0].Value != 70 {
+		t.Fatalf("latest: %+v", latest)
+	}
+}
+
+// testSampledData: a wearable's heart rate under a MedTech SampledData
+// mapping (a value a second, one Observation per hour) is served, when
+// asked, as one observation per hour holding its values, merged in time
+// order with another device's plain values, paged without repeats or
+// gaps both ways, found by id and cut by a date range.
+func testSampledData(t *testing.T, s vigil.Store, settle func(*testing.T, vigil.Store)) {
+	closeStore(t, s)
+	sampled := func(v float64) vigil.Measurement {
+		m := hr(v)
+		m.Sampling = &vigil.Sampling{PeriodMS: 1000, IntervalMin: 60}
+		return m
+	}
+	_, err := s.AppendReadings(ctx, []*vigil.Reading{
+		reading("band", "1", "p1", T0, sampled(70)),
+		reading("band", "2", "p1", T0.Add(time.Second), sampled(71)),
+		reading("band", "3", "p1", T0.Add(3*time.Second), sampled(73)),
+		reading("band", "4", "p1", T0.Add(time.Hour+5*time.Second), sampled(80)),
+		reading("band", "5", "p1", T0.Add(2*time.Hour), sampled(90)),
+		reading("mon", "1", "p1", T0.Add(30*time.Minute), hr(66)),
+	})
+	must(t, err)
+	if settle != nil {
+		settle(t, s)
+	}
+	f := vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCHeartRate}, SampledData: true}
+	all, _, err := s.FindObservations(ctx, f)
+	must(t, err)
+	type view struct {
+		at   time.Duration
+		data string
+	}
+	var got []view
+	for _, o := range all {
+		v := view{at: o.Time.Sub(T0)}
+		if o.Sampled != nil {
+			v.data = o.Sampled.Data
+			if !o.Sampled.End.Equal(o.Time.Add(time.Hour)) || o.Sampled.PeriodMS != 1000 || o.DeviceID != "band" {
+				t.Fatalf("period: %+v %+v", o, o.Sampled)
+			}
+		}
+		got = append(got, v)
+	}
+	want := []view{{0, "70 71 E 73"}, {30 * time.Minute, ""}, {time.Hour, "E E E E E 80"}, {2 * time.Hour, "90"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("periods: %+v, want %+v", got, want)
+	}
+	byID, err := s.FindObservationByID(ctx, all[2].ID)
+	must(t, err)
+	if byID.Sampled == nil || byID.Sampled.Data != "E E E E E 80" || byID.Value != 80 {
+		t.Fatalf("period by id %s: %+v", all[2].ID, byID)
+	}
+	for _, desc := range []bool{false, true} {
+		pf := f
+		pf.Desc, pf.Limit = desc, 1
+		var ids []string
+		for {
+			page, cursor, err := s.FindObservations(ctx, pf)
+			must(t, err)
+			for _, o := range page {
+				ids = append(ids, o.ID)
+			}
+			if pf.Cursor = cursor; cursor == "" || len(ids) > 10 {
+				break
+			}
+		}
+		wantIDs := []string{all[0].ID, all[1].ID, all[2].ID, all[3].ID}
+		if desc {
+			slices.Reverse(wantIDs)
+		}
+		if !slices.Equal(ids, wantIDs) {
+			t.Fatalf("pages (desc %v): %v, want %v", desc, ids, wantIDs)
+		}
+	}
+	cut := f
+	cut.From, cut.To = T0.Add(2*time.Second), T0.Add(time.Hour+time.Second)
+	part, _, err := s.FindObservations(ctx, cut)
+	must(t, err)
+	if len(part) != 2 || part[0].Sampled == nil || part[0].Sampled.Data != "E E E 73" || part[0].Sampled.Count != 1 || part[1].Value != 66 {
+		t.Fatalf("date range: %+v", part)
+	}
+	plain, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCHeartRate}})
+	must(t, err)
+	if len(plain) != 6 || plain[0].Sampled != nil {
+		t.Fatalf("values one by one: %d", len(plain))
+	}
+}
+
+// testTextValues: text and coded values are kept and served in time order
+// with their codes, by id and newest first.
+func testTextValues(t *testing.T, s vigil.Store, settle func(*testing.T, vigil.Store)) {
+	closeStore(t, s)
+	const posture = "8361-8"
+	lying := &vigil.Concept{Text: "Lying", Coding: []vigil.Coding{{System: "http://snomed.info/sct", Code: "102538003"}}}
+	_, err := s.AppendReadings(ctx, []*vigil.Reading{
+		reading("band", "1", "p1", T0, vigil.Measurement{Code: posture, Text: "sitting"}),
+		reading("band", "2", "p1", T0.Add(time.Minute), vigil.Measurement{Code: posture, Concept: lying}, hr(60)),
+	})
+	must(t, err)
+	if settle != nil {
+		settle(t, s)
+	}
+	obs, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Codes: []string{posture}})
+	must(t, err)
+	if len(obs) != 2 || obs[0].Text != "sitting" || obs[1].Concept == nil || obs[1].Concept.Coding[0].Code != "102538003" || !obs[1].Time.Equal(T0.Add(time.Minute)) {
+		t.Fatalf("text values: %+v", obs)
+	}
+	back, err := s.FindObservationByID(ctx, obs[1].ID)
+	must(t, err)
+	if back.Concept == nil || back.Concept.Text != "Lying" {
+		t.Fatalf("by id: %+v", back)
+	}
+	latest, err := s.LatestObservations(ctx, "p1", nil, 1)
+	must(t, err)
+	if l := latest[posture]; len(l) != 1 || l[0].Concept == nil || latest[vigil.LOINCHeartRate][0].Value != 60 {
+		t.Fatalf("latest: %+v", latest)
 	}
 }
 

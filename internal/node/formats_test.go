@@ -256,19 +256,11 @@ func TestMedTechTextValues(t *testing.T) {
 	_, err = httpapi.NewClient(e.n.URL(), tok).PutMapping(ctx, "band", httpapi.MappingRequest{DeviceTemplate: []byte(devT), FhirTemplate: []byte(fhirT), Devices: []string{e.device}})
 	must(t, err)
 	now := time.Now().UTC().Truncate(time.Second)
-	for i, msg := range []string{
+	for _, msg := range []string{
 		fmt.Sprintf(`{"position":"lying on the left side","hr":"58","deviceId":"band","time":%q}`, now.Add(-2*time.Second).Format(time.RFC3339)),
 		fmt.Sprintf(`{"posture":"lying","deviceId":"band","time":%q}`, now.Add(-time.Second).Format(time.RFC3339)),
 	} {
-		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/"+e.device+"/medtech", strings.NewReader(msg))
-		req.SetBasicAuth(e.device, e.secret)
-		resp, err := http.DefaultClient.Do(req)
-		must(t, err)
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("message %d: %d %s", i, resp.StatusCode, body)
-		}
+		postMedTech(t, e.n.URL(), e.device, e.secret, msg)
 	}
 	var bundle struct {
 		Entry []struct {
@@ -324,15 +316,7 @@ func TestMedTechSampledData(t *testing.T) {
 		hr int
 	}{{0, 70}, {time.Second, 71}, {3 * time.Second, 73}, {time.Hour + 2*time.Second, 80}} {
 		msg := fmt.Sprintf(`{"hr":"%d","deviceId":"band","time":%q}`, v.hr, hour.Add(v.at).Format(time.RFC3339))
-		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/band-1/medtech", strings.NewReader(msg))
-		req.SetBasicAuth("band-1", secret)
-		resp, err := http.DefaultClient.Do(req)
-		must(t, err)
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s: %d %s", msg, resp.StatusCode, body)
-		}
+		postMedTech(t, e.n.URL(), "band-1", secret, msg)
 	}
 	type obs struct {
 		ID              string
@@ -375,5 +359,20 @@ func TestMedTechSampledData(t *testing.T) {
 	var count struct{ Total int }
 	if st := e.call(t, "GET", "/fhir/R4/Observation?patient=p1&code=8867-4&_summary=count", e.token, nil, &count); st != 200 || count.Total != 2 {
 		t.Fatalf("count: %d %d", st, count.Total)
+	}
+}
+
+// postMedTech sends a payload for the device's mapping template over HTTP
+// and wants it stored.
+func postMedTech(t *testing.T, base, device, secret, msg string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/api/v1/devices/"+device+"/medtech", strings.NewReader(msg))
+	req.SetBasicAuth(device, secret)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d %s", msg, resp.StatusCode, body)
 	}
 }

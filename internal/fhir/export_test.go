@@ -182,7 +182,9 @@ func TestBulkExport(t *testing.T) {
 	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
 		if err == nil && !info.IsDir() {
 			b, _ := os.ReadFile(path)
-			if bytes.Contains(b, []byte("Doe")) || bytes.Contains(b, []byte("MRN-1")) {
+			// (quoted as in the JSON: three bare bytes turn up in
+			// random ciphertext about once per 16 MB)
+			if bytes.Contains(b, []byte(`"Doe"`)) || bytes.Contains(b, []byte("MRN-1")) {
 				t.Errorf("%s holds a patient's name or identifier in the clear", path)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/obsquery"
 	"github.com/vigil-iomt/vigil/internal/tsdb"
 )
 
@@ -576,7 +577,7 @@ func (s *Store) FillOrigins(ctx context.Context, obs []*vigil.Observation) error
 		return err
 	}
 	for _, o := range obs {
-		_, sid, t, err := parseObservationID(o.ID) // a period: the value at its start, if any
+		_, sid, t, err := obsquery.ParseID(o.ID) // a period: the value at its start, if any
 		if err != nil {
 			continue
 		}

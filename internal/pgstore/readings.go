@@ -1,0 +1,453 @@
+package pgstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/obsquery"
+)
+
+type seriesKey struct{ Patient, Code, Device, Method string }
+
+// textValue is a text sample's text_value column.
+type textValue struct {
+	Text    string         `json:"s,omitempty"`
+	Concept *vigil.Concept `json:"c,omitempty"`
+}
+
+// staged is one sample on its way in through COPY.
+type staged struct {
+	ord          int // later wins for one series and time
+	sk           seriesKey
+	unit, kind   string
+	sampling     *vigil.Sampling
+	t            int64
+	v            float64
+	lag          int32
+	text, origin []byte
+}
+
+// AppendReadings stores readings durably, once per (DeviceID, ID), in one
+// transaction: the idempotency keys first (a concurrent writer of the same
+// key waits for the other's commit and then sees a duplicate), then the
+// samples through COPY into a staging table and one upsert (a value for
+// the same series and millisecond replaces the earlier one).
+func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigil.AppendResult, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	res := make([]vigil.AppendResult, len(rs))
+	first := make(map[[2]string]int, len(rs)) // (device, id) → first index
+	var devs, ids []string
+	var recv []int64
+	for i, r := range rs {
+		if r.DeviceID == "" || r.ID == "" || r.PatientID == "" {
+			return nil, vigil.Errorf(vigil.EINVALID, "reading %d lacks a device, id or patient", i)
+		}
+		k := [2]string{r.DeviceID, r.ID}
+		if _, dup := first[k]; dup {
+			res[i].Duplicate = true
+			continue
+		}
+		first[k] = i
+		received := r.Received
+		if received.IsZero() {
+			received = s.opts.Now()
+		}
+		devs, ids, recv = append(devs, r.DeviceID), append(ids, r.ID), append(recv, received.UnixMilli())
+	}
+	// Lock order: keys in order, so concurrent batches cannot deadlock.
+	order := make([]int, len(devs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Or(strings.Compare(devs[a], devs[b]), strings.Compare(ids[a], ids[b])) })
+	sd, si, sr := make([]string, len(order)), make([]string, len(order)), make([]int64, len(order))
+	for j, i := range order {
+		sd[j], si[j], sr[j] = devs[i], ids[i], recv[i]
+	}
+	var samples []staged
+	for _, r := range rs {
+		t := r.Time.UnixMilli()
+		lag := int32(0)
+		if !r.Received.IsZero() {
+			lag = int32(math.Round(r.Received.Sub(r.Time).Seconds()))
+		}
+		var origin []byte
+		if r.Origin != nil {
+			origin, _ = json.Marshal(r.Origin)
+		}
+		for _, m := range r.Values {
+			st := staged{sk: seriesKey{r.PatientID, m.Code, r.DeviceID, m.Method}, unit: m.Unit, sampling: m.Sampling, t: t, v: m.Value, lag: lag, origin: origin}
+			if m.Textual() {
+				st.kind = "text"
+				st.text, _ = json.Marshal(textValue{Text: m.Text, Concept: m.Concept})
+			}
+			samples = append(samples, st)
+		}
+	}
+	if err := s.ensurePartitions(ctx, samples); err != nil {
+		return nil, err
+	}
+	var newSeries map[seriesKey]int64
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		newSeries = map[seriesKey]int64{}
+		rows, err := tx.Query(ctx, `INSERT INTO reading_ids (device, id, received) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+			ON CONFLICT DO NOTHING RETURNING device, id`, sd, si, sr)
+		if err != nil {
+			return err
+		}
+		fresh := map[[2]string]bool{}
+		for rows.Next() {
+			var k [2]string
+			if err := rows.Scan(&k[0], &k[1]); err != nil {
+				rows.Close()
+				return err
+			}
+			fresh[k] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		var rowsIn [][]any
+		ord, k := 0, 0
+		for i, r := range rs {
+			n := len(r.Values)
+			if res[i].Duplicate || !fresh[[2]string{r.DeviceID, r.ID}] {
+				k += n
+				continue
+			}
+			for _, st := range samples[k : k+n] {
+				sid, err := s.seriesID(ctx, tx, st, newSeries)
+				if err != nil {
+					return err
+				}
+				ord++
+				rowsIn = append(rowsIn, []any{ord, sid, st.t, st.v, st.lag, nullJSON(st.text), nullJSON(st.origin)})
+			}
+			k += n
+		}
+		for i, r := range rs {
+			if !res[i].Duplicate && !fresh[[2]string{r.DeviceID, r.ID}] {
+				res[i].Duplicate = true
+			}
+		}
+		if len(rowsIn) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS stage_samples (ord integer, series bigint, t bigint, value double precision,
+			lag integer, text_value jsonb, origin jsonb) ON COMMIT DELETE ROWS`); err != nil {
+			return err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stage_samples"}, []string{"ord", "series", "t", "value", "lag", "text_value", "origin"}, pgx.CopyFromRows(rowsIn)); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO samples (series, t, value, lag, text_value, origin)
+			SELECT DISTINCT ON (series, t) series, t, value, lag, text_value, origin FROM stage_samples ORDER BY series, t, ord DESC
+			ON CONFLICT (series, t) DO UPDATE SET value = EXCLUDED.value, lag = EXCLUDED.lag, text_value = EXCLUDED.text_value, origin = EXCLUDED.origin`)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for k, id := range newSeries {
+		s.series.Store(k, id)
+	}
+	return res, nil
+}
+
+func nullJSON(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
+
+// seriesID returns the series' id, creating the series in tx when it is
+// new (known ids are cached once committed).
+func (s *Store) seriesID(ctx context.Context, tx pgx.Tx, st staged, created map[seriesKey]int64) (int64, error) {
+	if id, ok := s.series.Load(st.sk); ok {
+		return id.(int64), nil
+	}
+	if id, ok := created[st.sk]; ok {
+		return id, nil
+	}
+	var sampling []byte
+	if st.sampling != nil {
+		sampling, _ = json.Marshal(st.sampling)
+	}
+	var id int64
+	err := tx.QueryRow(ctx, `INSERT INTO series (patient, code, device, method, unit, kind, sampling) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (patient, code, device, method) DO UPDATE SET unit = series.unit RETURNING id`,
+		st.sk.Patient, st.sk.Code, st.sk.Device, st.sk.Method, st.unit, st.kind, nullJSON(sampling)).Scan(&id)
+	if err != nil {
+		return 0, err
+	}
+	created[st.sk] = id
+	return id, nil
+}
+
+// month returns the UTC month holding t (Unix ms): its start and the next.
+func month(t int64) (int64, int64) {
+	d := time.UnixMilli(t).UTC()
+	m := time.Date(d.Year(), d.Month(), 1, 0, 0, 0, 0, time.UTC)
+	return m.UnixMilli(), m.AddDate(0, 1, 0).UnixMilli()
+}
+
+// ensurePartitions creates the monthly partitions of samples the batch
+// needs (samples_y2026m11), outside the data's transaction.
+func (s *Store) ensurePartitions(ctx context.Context, samples []staged) error {
+	for _, st := range samples {
+		lo, hi := month(st.t)
+		if _, ok := s.parts.Load(lo); ok {
+			continue
+		}
+		d := time.UnixMilli(lo).UTC()
+		name := fmt.Sprintf("samples_y%04dm%02d", d.Year(), d.Month())
+		if d.Year() < 0 {
+			name = fmt.Sprintf("samples_bc%dm%02d", -d.Year(), d.Month())
+		}
+		sql := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF samples FOR VALUES FROM (%d) TO (%d)", pgx.Identifier{name}.Sanitize(), lo, hi)
+		var err error
+		for range 3 { // two nodes creating it at once: the loser retries
+			if _, err = s.pool.Exec(ctx, sql); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return storeErr(err)
+		}
+		s.parts.Store(lo, true)
+	}
+	return nil
+}
+
+// source is a read-only, repeatable-read transaction as obsquery sees it.
+type source struct {
+	ctx context.Context
+	tx  pgx.Tx
+}
+
+const seriesCols = "id, patient, code, device, method, unit, kind, sampling"
+
+func scanSeries(row pgx.Row) (obsquery.Series, error) {
+	var se obsquery.Series
+	var id int64
+	var kind string
+	var sampling []byte
+	if err := row.Scan(&id, &se.Patient, &se.Code, &se.Device, &se.Method, &se.Unit, &kind, &sampling); err != nil {
+		return se, err
+	}
+	se.ID, se.Text = uint64(id), kind == "text"
+	if sampling != nil {
+		se.Sampling = new(vigil.Sampling)
+		if err := json.Unmarshal(sampling, se.Sampling); err != nil {
+			return se, err
+		}
+	}
+	return se, nil
+}
+
+func (q source) PatientSeries(patientID string) ([]obsquery.Series, error) {
+	rows, err := q.tx.Query(q.ctx, "SELECT "+seriesCols+" FROM series WHERE patient = $1 ORDER BY id", patientID)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	defer rows.Close()
+	var out []obsquery.Series
+	for rows.Next() {
+		se, err := scanSeries(rows)
+		if err != nil {
+			return nil, storeErr(err)
+		}
+		out = append(out, se)
+	}
+	return out, storeErr(rows.Err())
+}
+
+func (q source) SeriesByID(id uint64) (obsquery.Series, bool, error) {
+	if id > math.MaxInt64 {
+		return obsquery.Series{}, false, nil
+	}
+	se, err := scanSeries(q.tx.QueryRow(q.ctx, "SELECT "+seriesCols+" FROM series WHERE id = $1", int64(id)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return se, false, nil
+	}
+	return se, err == nil, storeErr(err)
+}
+
+func (q source) Samples(se obsquery.Series, from, to int64, desc bool) (obsquery.Samples, error) {
+	return &sampleRows{q: q, sid: int64(se.ID), from: from, to: to, desc: desc}, nil
+}
+
+// sampleRows reads one series' samples a chunk at a time (keyset: after
+// the last time read), so that many series can be merged on one
+// connection without holding a result open.
+type sampleRows struct {
+	q        source
+	sid      int64
+	from, to int64
+	desc     bool
+	buf      []obsquery.Sample
+	pos      int
+	done     bool
+}
+
+const chunk = 1000
+
+func (r *sampleRows) Next() (obsquery.Sample, bool, error) {
+	if r.pos == len(r.buf) {
+		if r.done {
+			return obsquery.Sample{}, false, nil
+		}
+		if err := r.fill(); err != nil {
+			return obsquery.Sample{}, false, err
+		}
+		if len(r.buf) == 0 {
+			return obsquery.Sample{}, false, nil
+		}
+	}
+	smp := r.buf[r.pos]
+	r.pos++
+	return smp, true, nil
+}
+
+func (r *sampleRows) fill() error {
+	dir := "ASC"
+	if r.desc {
+		dir = "DESC"
+	}
+	rows, err := r.q.tx.Query(r.q.ctx, "SELECT t, value, lag, text_value FROM samples WHERE series = $1 AND t >= $2 AND t < $3 ORDER BY t "+dir+" LIMIT $4",
+		r.sid, r.from, r.to, chunk)
+	if err != nil {
+		return storeErr(err)
+	}
+	defer rows.Close()
+	r.buf, r.pos = r.buf[:0], 0
+	for rows.Next() {
+		var smp obsquery.Sample
+		var lag int32
+		var text []byte
+		if err := rows.Scan(&smp.T, &smp.V, &lag, &text); err != nil {
+			return storeErr(err)
+		}
+		smp.Lag = int64(lag)
+		if text != nil {
+			var tv textValue
+			if err := json.Unmarshal(text, &tv); err != nil {
+				return vigil.Errorf(vigil.EINTERNAL, "corrupt text sample: %v", err)
+			}
+			smp.Text, smp.Concept = tv.Text, tv.Concept
+		}
+		r.buf = append(r.buf, smp)
+	}
+	if err := rows.Err(); err != nil {
+		return storeErr(err)
+	}
+	if len(r.buf) < chunk {
+		r.done = true
+	} else if last := r.buf[len(r.buf)-1].T; r.desc {
+		r.to = last
+	} else {
+		r.from = last + 1
+	}
+	return nil
+}
+
+func (r *sampleRows) Close() {}
+
+// read runs fn on a consistent snapshot (a read-only repeatable-read
+// transaction).
+func (s *Store) read(ctx context.Context, fn func(source) error) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return storeErr(err)
+	}
+	defer tx.Rollback(context.Background())
+	return fn(source{ctx, tx})
+}
+
+// FindObservations implements vigil.ObservationStore.
+func (s *Store) FindObservations(ctx context.Context, f vigil.ObservationFilter) (obs []*vigil.Observation, cursor string, err error) {
+	err = s.read(ctx, func(q source) error {
+		obs, cursor, err = obsquery.Find(q, f)
+		return err
+	})
+	return obs, cursor, err
+}
+
+// FindObservationByID implements vigil.ObservationStore.
+func (s *Store) FindObservationByID(ctx context.Context, id string) (o *vigil.Observation, err error) {
+	err = s.read(ctx, func(q source) error {
+		o, err = obsquery.FindByID(q, id)
+		return err
+	})
+	return o, err
+}
+
+// LatestObservations implements vigil.ObservationStore.
+func (s *Store) LatestObservations(ctx context.Context, patientID string, codes []string, max int) (out map[string][]*vigil.Observation, err error) {
+	err = s.read(ctx, func(q source) error {
+		out, err = obsquery.Latest(q, patientID, codes, max)
+		return err
+	})
+	return out, err
+}
+
+// DeviceChannels returns the codes a device has reported (every device's
+// when deviceID is ""), by device and code (FHIR DeviceMetric).
+func (s *Store) DeviceChannels(ctx context.Context, deviceID string) ([]vigil.Channel, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, "SELECT DISTINCT device, code, unit FROM series WHERE $1 = '' OR device = $1 ORDER BY device, code", deviceID)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (vigil.Channel, error) {
+		var c vigil.Channel
+		err := row.Scan(&c.Device, &c.Code, &c.Unit)
+		return c, err
+	})
+}
+
+// FillOrigins sets the Origin of each observation that has one stored
+// (a panel takes its systolic value's, a period the value at its start).
+func (s *Store) FillOrigins(ctx context.Context, obs []*vigil.Observation) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	for _, o := range obs {
+		_, sid, t, err := obsquery.ParseID(o.ID)
+		if err != nil || sid > math.MaxInt64 {
+			continue
+		}
+		var b []byte
+		err = s.pool.QueryRow(ctx, "SELECT origin FROM samples WHERE series = $1 AND t = $2", int64(sid), t).Scan(&b)
+		if errors.Is(err, pgx.ErrNoRows) || b == nil {
+			continue
+		}
+		if err != nil {
+			return storeErr(err)
+		}
+		var or vigil.Origin
+		if json.Unmarshal(b, &or) == nil {
+			o.Origin = &or
+		}
+	}
+	return nil
+}

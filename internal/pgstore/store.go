@@ -1,0 +1,320 @@
+// Package pgstore is Vigil's PostgreSQL store: the same vigil.Store the
+// embedded Pebble store is (both pass internal/storetest), for nodes that
+// share one database. Samples live in a table partitioned by month of
+// device time and arrive in batches through COPY; every write is one
+// transaction committed before the caller hears of it (PostgreSQL's
+// synchronous_commit, on by default, makes that durable). The schema is
+// embedded and migrated forward at Open (docs/formats/postgres.md).
+package pgstore
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vigil-iomt/vigil"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Options configure a store.
+type Options struct {
+	// Schema is the PostgreSQL schema the tables live in (created if
+	// missing); "" means "vigil".
+	Schema string
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Store is a vigil.Store on PostgreSQL. It is safe for concurrent use,
+// also by several processes on one database.
+type Store struct {
+	pool   *pgxpool.Pool
+	opts   Options
+	series sync.Map // seriesKey → id, of series known to be committed
+	parts  sync.Map // month start (ms) → true, partitions known to exist
+}
+
+// Open connects to the database at url (postgres://…), creates the schema
+// and migrates it to the version this build knows. A database written by
+// a newer Vigil is refused.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	if opts.Schema == "" {
+		opts.Schema = "vigil"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if !vigil.ValidID(strings.ReplaceAll(opts.Schema, "_", "-")) {
+		return nil, vigil.FieldErrorf("schema", "invalid", "schema %q: use letters, digits and '_'", opts.Schema)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, vigil.Errorf(vigil.EINVALID, "database URL: %v", err)
+	}
+	schema := opts.Schema
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, "SET search_path TO "+pgx.Identifier{schema}.Sanitize())
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	s := &Store{pool: pool, opts: opts}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Schema is the PostgreSQL schema the store's tables are in.
+func (s *Store) Schema() string { return s.opts.Schema }
+
+// Close releases the connections.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// migrate applies the embedded migrations not yet applied, each in its
+// own transaction, under an advisory lock (several nodes may start at
+// once).
+func (s *Store) migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	slices.Sort(names)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return storeErr(err)
+	}
+	defer conn.Release()
+	schema := pgx.Identifier{s.opts.Schema}.Sanitize()
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema); err != nil {
+		return storeErr(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtext($1))", "vigil-migrate-"+s.opts.Schema); err != nil {
+		return storeErr(err)
+	}
+	defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock(hashtext($1))", "vigil-migrate-"+s.opts.Schema)
+	if _, err := conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())"); err != nil {
+		return storeErr(err)
+	}
+	var have int
+	if err := conn.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_version").Scan(&have); err != nil {
+		return storeErr(err)
+	}
+	if have > len(names) {
+		return vigil.Errorf(vigil.EINVALID, "the database schema %s is at version %d, written by a newer Vigil (this one knows %d): upgrade Vigil", s.opts.Schema, have, len(names))
+	}
+	for i, name := range names[have:] {
+		sql, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO schema_version (version) VALUES ($1)", have+i+1)
+			return err
+		})
+		if err != nil {
+			return storeErr(err)
+		}
+	}
+	return nil
+}
+
+// storeErr maps database errors to Vigil's: unreachable or shutting down
+// is EUNAVAILABLE (retry), the rest EINTERNAL.
+func storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ve *vigil.Error
+	if errors.As(err, &ve) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "%v", err)
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		if strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57") || pe.Code == "53300" {
+			return vigil.Errorf(vigil.EUNAVAILABLE, "database unavailable: %s", pe.Message)
+		}
+		return vigil.Errorf(vigil.EINTERNAL, "database: %s (%s)", pe.Message, pe.Code)
+	}
+	if pgconn.SafeToRetry(err) || errors.Is(err, pgx.ErrTxClosed) {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "database unavailable: %v", err)
+	}
+	return vigil.Errorf(vigil.EUNAVAILABLE, "database: %v", err)
+}
+
+// retryable says whether a transaction failed only for contention
+// (serialization failure, deadlock) and may simply run again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// inTx runs fn in a transaction, again (up to five times) when it fails
+// for contention.
+func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	var err error
+	for range 5 {
+		if err = pgx.BeginFunc(ctx, s.pool, fn); !retryable(err) {
+			return storeErr(err)
+		}
+	}
+	return storeErr(err)
+}
+
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "%v", err)
+	}
+	return nil
+}
+
+// Generic records: a table with an id and the record's JSON in doc.
+
+// create inserts rec under id unless it exists (ECONFLICT).
+func (s *Store) create(ctx context.Context, table, id, what string, rec any, extra ...any) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	doc, err := json.Marshal(rec)
+	if err != nil {
+		return vigil.Errorf(vigil.EINTERNAL, "encode %s: %v", what, err)
+	}
+	cols, args := "id, doc", []any{id, doc}
+	for i := 0; i+1 < len(extra); i += 2 {
+		cols += ", " + extra[i].(string)
+		args = append(args, extra[i+1])
+	}
+	ph := make([]string, len(args))
+	for i := range ph {
+		ph[i] = "$" + strconv.Itoa(i+1)
+	}
+	tag, err := s.pool.Exec(ctx, "INSERT INTO "+table+" ("+cols+") VALUES ("+strings.Join(ph, ", ")+") ON CONFLICT (id) DO NOTHING", args...)
+	if err != nil {
+		return storeErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return vigil.Errorf(vigil.ECONFLICT, "%s already exists", what)
+	}
+	return nil
+}
+
+// update reads the record under id into old (FOR UPDATE) and replaces it
+// with what next returns, in one transaction.
+func (s *Store) update(ctx context.Context, table, id, what string, old any, next func() (any, error), extra ...any) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		var doc []byte
+		err := tx.QueryRow(ctx, "SELECT doc FROM "+table+" WHERE id = $1 FOR UPDATE", id).Scan(&doc)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return vigil.Errorf(vigil.ENOTFOUND, "%s not found", what)
+		}
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(doc, old); err != nil {
+			return vigil.Errorf(vigil.EINTERNAL, "corrupt %s: %v", what, err)
+		}
+		rec, err := next()
+		if err != nil {
+			return err
+		}
+		if doc, err = json.Marshal(rec); err != nil {
+			return err
+		}
+		set, args := "doc = $2", []any{id, doc}
+		for i := 0; i+1 < len(extra); i += 2 {
+			args = append(args, extra[i+1])
+			set += ", " + extra[i].(string) + " = $" + strconv.Itoa(len(args))
+		}
+		_, err = tx.Exec(ctx, "UPDATE "+table+" SET "+set+" WHERE id = $1", args...)
+		return err
+	})
+}
+
+// find reads the record under id into v (ENOTFOUND when missing).
+func (s *Store) find(ctx context.Context, table, id, what string, v any) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	var doc []byte
+	err := s.pool.QueryRow(ctx, "SELECT doc FROM "+table+" WHERE id = $1", id).Scan(&doc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return vigil.Errorf(vigil.ENOTFOUND, "%s not found", what)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
+	if err := json.Unmarshal(doc, v); err != nil {
+		return vigil.Errorf(vigil.EINTERNAL, "corrupt %s: %v", what, err)
+	}
+	return nil
+}
+
+// docs runs a query whose one column is a record's JSON and decodes each
+// row with add.
+func docs[T any](ctx context.Context, s *Store, sql string, args ...any) ([]*T, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	defer rows.Close()
+	var out []*T
+	for rows.Next() {
+		var doc []byte
+		if err := rows.Scan(&doc); err != nil {
+			return nil, storeErr(err)
+		}
+		v := new(T)
+		if err := json.Unmarshal(doc, v); err != nil {
+			return nil, vigil.Errorf(vigil.EINTERNAL, "corrupt record: %v", err)
+		}
+		out = append(out, v)
+	}
+	return out, storeErr(rows.Err())
+}
+
+// deleteByID removes a record (ENOTFOUND when there was none).
+func (s *Store) deleteByID(ctx context.Context, table, id, what string) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, "DELETE FROM "+table+" WHERE id = $1", id)
+	if err != nil {
+		return storeErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return vigil.Errorf(vigil.ENOTFOUND, "%s not found", what)
+	}
+	return nil
+}

@@ -1,0 +1,104 @@
+package pgstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/pgstore"
+	"github.com/vigil-iomt/vigil/internal/storetest"
+)
+
+// dbURL is the PostgreSQL the tests use: the one on this machine
+// (127.0.0.1:5432, trust auth, database test) unless VIGIL_TEST_POSTGRES
+// names another.
+func dbURL() string {
+	if u := os.Getenv("VIGIL_TEST_POSTGRES"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// open returns a store on a fresh schema, dropped after the test.
+func open(t *testing.T) *pgstore.Store {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL())
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
+			t.Fatalf("PostgreSQL at %s: %v", dbURL(), err)
+		}
+		t.Skipf("no PostgreSQL at %s (%v); set VIGIL_TEST_POSTGRES", dbURL(), err)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema := "vigil_test_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		conn.Close(context.Background())
+	})
+	s, err := pgstore.Open(ctx, dbURL(), pgstore.Options{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, storetest.Harness{Open: func(t *testing.T) vigil.Store { return open(t) }})
+}
+
+// Opening again migrates nothing twice; samples land in the partition of
+// their month; a database written by a newer Vigil is refused.
+func TestSchema(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	defer s.Close()
+	schema := s.Schema()
+	again, err := pgstore.Open(ctx, dbURL(), pgstore.Options{Schema: schema})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer again.Close()
+	at := func(month int) *vigil.Reading {
+		return &vigil.Reading{DeviceID: "d1", ID: "r" + string(rune('0'+month)), PatientID: "p1",
+			Time: time.Date(2026, time.Month(month), 15, 8, 0, 0, 0, time.UTC), Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: 60, Unit: "/min"}}}
+	}
+	if _, err := again.AppendReadings(ctx, []*vigil.Reading{at(10), at(11)}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dbURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var parts []string
+	rows, _ := conn.Query(ctx, `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+		JOIN pg_namespace n ON n.oid = p.relnamespace WHERE p.relname = 'samples' AND n.nspname = $1 ORDER BY 1`, schema)
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		parts = append(parts, n)
+	}
+	if len(parts) != 2 || parts[0] != "samples_y2026m10" || parts[1] != "samples_y2026m11" {
+		t.Fatalf("partitions: %v", parts)
+	}
+	var versions int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+schema+".schema_version").Scan(&versions); err != nil || versions != 1 {
+		t.Fatalf("schema versions: %d %v", versions, err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO "+schema+".schema_version (version) VALUES (99)"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgstore.Open(ctx, dbURL(), pgstore.Options{Schema: schema})
+	if vigil.ErrorCode(err) != vigil.EINVALID || !strings.Contains(err.Error(), "newer Vigil") {
+		t.Fatalf("a newer schema: %v", err)
+	}
+}

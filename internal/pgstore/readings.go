@@ -138,9 +138,25 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			}
 			k += n
 		}
+		var fd, fp, fi []string
+		var ft, fr []int64
 		for i, r := range rs {
 			if !res[i].Duplicate && !fresh[[2]string{r.DeviceID, r.ID}] {
 				res[i].Duplicate = true
+			}
+			if !res[i].Duplicate && s.opts.ChangeFeed {
+				received := r.Received
+				if received.IsZero() {
+					received = s.opts.Now()
+				}
+				fd, fp, fi = append(fd, r.DeviceID), append(fp, r.PatientID), append(fi, r.ID)
+				ft, fr = append(ft, r.Time.UnixMilli()), append(fr, received.UnixMilli())
+			}
+		}
+		if len(fd) > 0 {
+			if _, err := tx.Exec(ctx, `INSERT INTO feed (kind, device, patient, reading, t, received)
+				SELECT 'r', * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])`, fd, fp, fi, ft, fr); err != nil {
+				return err
 			}
 		}
 		if len(rowsIn) == 0 {

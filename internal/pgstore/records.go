@@ -26,10 +26,15 @@ func (s *Store) SaveAlert(ctx context.Context, a *vigil.Alert) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO alerts (id, patient, state, raised_ns, doc) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (id) DO UPDATE SET patient = EXCLUDED.patient, state = EXCLUDED.state, raised_ns = EXCLUDED.raised_ns, doc = EXCLUDED.doc`,
-		a.ID, a.PatientID, a.State, a.Raised.UnixNano(), doc)
-	return storeErr(err)
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO alerts (id, patient, state, raised_ns, doc) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (id) DO UPDATE SET patient = EXCLUDED.patient, state = EXCLUDED.state, raised_ns = EXCLUDED.raised_ns, doc = EXCLUDED.doc`,
+			a.ID, a.PatientID, a.State, a.Raised.UnixNano(), doc)
+		if err == nil && s.opts.ChangeFeed {
+			_, err = tx.Exec(ctx, "INSERT INTO feed (kind, patient, alert) VALUES ('a', $1, $2)", a.PatientID, a.ID)
+		}
+		return err
+	})
 }
 
 func (s *Store) FindAlertByID(ctx context.Context, id string) (*vigil.Alert, error) {

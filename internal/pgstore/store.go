@@ -37,6 +37,9 @@ type Options struct {
 	Schema string
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// ChangeFeed keeps a durable log of stored readings and saved alerts
+	// for an outbound consumer (the EHR sync), as the embedded store's.
+	ChangeFeed bool
 }
 
 // Store is a vigil.Store on PostgreSQL. It is safe for concurrent use,

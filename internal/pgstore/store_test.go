@@ -2,9 +2,12 @@ package pgstore_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
 	"github.com/vigil-iomt/vigil/internal/storetest"
 )
@@ -91,7 +95,8 @@ func TestSchema(t *testing.T) {
 		t.Fatalf("partitions: %v", parts)
 	}
 	var versions int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+schema+".schema_version").Scan(&versions); err != nil || versions != 1 {
+	files, _ := filepath.Glob("migrations/*.sql")
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+schema+".schema_version").Scan(&versions); err != nil || versions != len(files) {
 		t.Fatalf("schema versions: %d %v", versions, err)
 	}
 	if _, err := conn.Exec(ctx, "INSERT INTO "+schema+".schema_version (version) VALUES (99)"); err != nil {
@@ -100,5 +105,59 @@ func TestSchema(t *testing.T) {
 	_, err = pgstore.Open(ctx, dbURL(), pgstore.Options{Schema: schema})
 	if vigil.ErrorCode(err) != vigil.EINVALID || !strings.Contains(err.Error(), "newer Vigil") {
 		t.Fatalf("a newer schema: %v", err)
+	}
+}
+
+// The audit log verifies on PostgreSQL and refuses a rewrite; the change
+// feed holds each new reading and saved alert once until trimmed.
+func TestAuditAndFeed(t *testing.T) {
+	ctx := context.Background()
+	base := open(t)
+	base.Close()
+	s, err := pgstore.Open(ctx, dbURL(), pgstore.Options{Schema: base.Schema(), ChangeFeed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	log, err := audit.Open(ctx, s, key, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1200 { // more than one ScanAudit page
+		if err := log.Record(ctx, audit.Entry{Actor: "dr", Action: "GET /fhir/R4/Patient", Outcome: "success", Detail: strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := audit.Verify(ctx, s, key.Public().(ed25519.PublicKey))
+	if err != nil || !rep.OK || rep.Records != 1200 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	if err := s.AppendAudit(ctx, 5, []byte("{}"), []byte("{}")); vigil.ErrorCode(err) != vigil.ECONFLICT {
+		t.Fatalf("rewriting record 5: %v", err)
+	}
+
+	r := &vigil.Reading{DeviceID: "d1", ID: "r1", PatientID: "p1", Time: time.Now().UTC(), Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: 60, Unit: "/min"}}}
+	for range 2 { // the second is a duplicate: no second entry
+		if _, err := s.AppendReadings(ctx, []*vigil.Reading{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveAlert(ctx, &vigil.Alert{ID: "a1", PatientID: "p1", State: vigil.AlertFiring, Raised: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s.FeedAfter(ctx, 0, 10)
+	if err != nil || len(es) != 2 || es[0].Kind != vigil.FeedReading || es[0].ReadingID != "r1" || es[1].Kind != vigil.FeedAlert || es[1].AlertID != "a1" {
+		t.Fatalf("feed: %+v %v", es, err)
+	}
+	if err := s.TrimFeed(ctx, []uint64{es[0].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ = s.FeedAfter(ctx, 0, 10); len(es) != 1 || es[0].AlertID != "a1" {
+		t.Fatalf("after trim: %+v", es)
+	}
+	days, err := s.ReadingDays(ctx, "p1", time.Now().Add(-48*time.Hour), time.Now().Add(time.Hour))
+	if err != nil || len(days) != 1 || !days[0].Equal(r.Time.Truncate(24*time.Hour)) {
+		t.Fatalf("reading days: %v %v", days, err)
 	}
 }

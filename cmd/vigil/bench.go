@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-iomt/vigil"
@@ -40,6 +41,9 @@ The benchmarked server runs without its per-device MQTT rate limit (--mqtt-rate 
 and its HTTP rate limits (--no-http-rate-limits), as the peer has none: each
 load-tool device sends thousands of messages a second.
 --server-cpuprofile FILE writes the server's CPU profile for go tool pprof.
+
+With --postgres URL the benchmarked server keeps its data in PostgreSQL (a fresh
+schema for the run, dropped afterwards) instead of the embedded store.
 
 --protocol mllp sends HL7 v2 ORU^R01 (IHE PCD-01) over MLLP, one connection per
 sending gateway, --inflight messages before their ACKs; an ACK AA, sent after the
@@ -180,6 +184,17 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 	}
 	if profile != "" {
 		args = append(args, "--cpuprofile", profile)
+	}
+	if g.postgres != "" {
+		// A fresh schema for the run, dropped afterwards.
+		schema := fmt.Sprintf("vigil_bench_%d", time.Now().UnixNano())
+		args = append(args, "--postgres", g.postgres, "--postgres-schema", schema)
+		defer func() {
+			if conn, err := pgx.Connect(context.Background(), g.postgres); err == nil {
+				conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+				conn.Close(context.Background())
+			}
+		}()
 	}
 	child := exec.Command(exe, args...)
 	child.Stdout, child.Stderr = logf, logf

@@ -138,12 +138,13 @@ type child struct {
 	mqtt string
 }
 
-// startChild runs the test binary as `vigil serve` on dir and waits until
-// it listens.
-func startChild(t *testing.T, dir string) child {
+// startChild runs the test binary as `vigil serve` on dir (with extra
+// flags) and waits until it listens.
+func startChild(t *testing.T, dir string, extra ...string) child {
 	t.Helper()
 	os.Remove(filepath.Join(dir, node.ControlFile)) // left behind by the previous SIGKILL
-	cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error", "--plaintext")
+	args := append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error", "--plaintext"}, extra...)
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

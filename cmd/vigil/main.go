@@ -51,6 +51,8 @@ type globals struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	data           string
+	postgres       string // with postgresSchema: the PostgreSQL store, when set
+	postgresSchema string
 	json           bool
 	logLevel       string
 }
@@ -85,6 +87,8 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.data, "data", envOr("VIGIL_DATA", ""), "data directory (env VIGIL_DATA)")
+	pf.StringVar(&g.postgres, "postgres", envOr("VIGIL_POSTGRES", ""), "keep the data in PostgreSQL instead of DATA/store: postgres://user@host/db?sslmode=verify-full (env VIGIL_POSTGRES; empty: the embedded store)")
+	pf.StringVar(&g.postgresSchema, "postgres-schema", envOr("VIGIL_POSTGRES_SCHEMA", "vigil"), "the PostgreSQL schema Vigil's tables live in (env VIGIL_POSTGRES_SCHEMA)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.StringVar(&g.logLevel, "log-level", envOr("VIGIL_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 

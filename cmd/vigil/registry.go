@@ -24,6 +24,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/medtech"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/pebble"
+	"github.com/vigil-iomt/vigil/internal/pgstore"
 	"github.com/vigil-iomt/vigil/internal/rules"
 )
 
@@ -80,16 +81,29 @@ func (g *globals) openRegistry(ctx context.Context) (registry, error) {
 	if err := os.MkdirAll(g.data, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", g.data, err)
 	}
-	opts := pebble.DefaultOptions()
-	opts.CompactInterval = -1
-	sl, err := node.OpenSealer(g.data)
-	if err != nil {
-		return nil, err
-	}
-	opts.Sealer = sl
-	st, err := pebble.Open(filepath.Join(g.data, "store"), opts)
-	if err != nil {
-		return nil, fmt.Errorf("%w (if a server is running on this data directory, its %s is missing)", err, node.ControlFile)
+	var st node.Store
+	if g.postgres != "" {
+		if err := checkPostgresURL(g.postgres); err != nil {
+			return nil, err
+		}
+		ps, err := pgstore.Open(ctx, g.postgres, pgstore.Options{Schema: g.postgresSchema})
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL store: %w", err)
+		}
+		st = ps
+	} else {
+		opts := pebble.DefaultOptions()
+		opts.CompactInterval = -1
+		sl, err := node.OpenSealer(g.data)
+		if err != nil {
+			return nil, err
+		}
+		opts.Sealer = sl
+		ps, err := pebble.Open(filepath.Join(g.data, "store"), opts)
+		if err != nil {
+			return nil, fmt.Errorf("%w (if a server is running on this data directory, its %s is missing)", err, node.ControlFile)
+		}
+		st = ps
 	}
 	a := auth.NewAuthenticator(st, auth.Options{})
 	return &offlineRegistry{Service: &admin.Service{Store: st, Auth: a, Now: time.Now}, store: st, data: g.data}, nil
@@ -97,7 +111,7 @@ func (g *globals) openRegistry(ctx context.Context) (registry, error) {
 
 type offlineRegistry struct {
 	*admin.Service
-	store *pebble.Store
+	store node.Store
 	data  string
 }
 
@@ -190,11 +204,21 @@ func (o *offlineRegistry) AuditVerify(ctx context.Context, pub ed25519.PublicKey
 			return nil, fmt.Errorf("audit public key: %w (pass --pubkey FILE)", err)
 		}
 	}
-	return audit.Verify(ctx, o.store, pub)
+	as, err := node.AuditStore(o.store, pub)
+	if err != nil {
+		return nil, err
+	}
+	return audit.Verify(ctx, as, pub)
 }
 
+// AuditFind reads the log of the node whose data directory this is.
 func (o *offlineRegistry) AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error) {
-	return audit.Find(ctx, o.store, q)
+	pub, _ := audit.LoadPublicKey(filepath.Join(o.data, audit.PubKeyFile)) // PostgreSQL: names the log
+	as, err := node.AuditStore(o.store, pub)
+	if err != nil {
+		return nil, err
+	}
+	return audit.Find(ctx, as, q)
 }
 
 // IssueDeviceCert signs with the data directory's CA and records the

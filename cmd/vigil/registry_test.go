@@ -2,10 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"github.com/vigil-iomt/vigil"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/vigil-iomt/vigil"
 )
 
 // The registry commands work on a stopped server's data directory and,

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-iomt/vigil/internal/broker"
@@ -56,11 +57,19 @@ registered as devices of kind gateway (device id = MSH-3's EUI-64 or namespace i
 MLLP has no credentials: connections are accepted only from --mllp-allow networks
 (loopback by default).
 
-Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror the flags.`,
+With --postgres, the data (registry, readings, alerts, audit log) lives in a
+PostgreSQL database instead of the embedded store in DATA/store; DATA still holds the
+node's keys and TLS material. A database on another machine must be reached over TLS
+(sslmode=verify-full, verify-ca or require in the URL). docs/formats/postgres.md has the
+schema, which is created and migrated at start.
+
+Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT, VIGIL_MLLP and VIGIL_POSTGRES
+mirror the flags.`,
 		Example: `  vigil certs init --data /var/lib/vigil --host vigil.ward4.example.org && vigil serve --data /var/lib/vigil
   vigil serve --data ./vigil-data --tls-cert /etc/pki/vigil.pem --tls-key /etc/pki/vigil-key.pem
   vigil serve --data ./vigil-data --http 127.0.0.1:8080 --mqtt 127.0.0.1:1883 --plaintext
-  vigil serve --data ./vigil-data --mllp :2575 --mllp-allow 10.20.0.0/16`,
+  vigil serve --data ./vigil-data --mllp :2575 --mllp-allow 10.20.0.0/16
+  vigil serve --data ./vigil-data --postgres 'postgres://vigil@db.example.org/vigil?sslmode=verify-full'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.data == "" {
@@ -169,6 +178,10 @@ Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT and VIGIL_MLLP mirror t
 			} else {
 				opts.EHRToken = os.Getenv("VIGIL_EHR_TOKEN")
 			}
+			if err := checkPostgresURL(g.postgres); err != nil {
+				return err
+			}
+			opts.Postgres, opts.PostgresSchema = g.postgres, g.postgresSchema
 			if u := opts.EHRURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "mllps://") &&
 				!strings.HasPrefix(u, "http://127.") && !strings.HasPrefix(u, "http://localhost") && !strings.HasPrefix(u, "mllp://127.") && !strings.HasPrefix(u, "mllp://localhost") {
 				return fmt.Errorf("--ehr-url %s: patient data leaves this machine only over TLS: https:// (FHIR) or mllps:// (HL7 v2); plain http:// or mllp:// only to this machine", u)
@@ -312,4 +325,30 @@ func (g *globals) logger() (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad --log-level %q: use debug, info, warn or error", g.logLevel)
 	}
 	return slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// checkPostgresURL refuses a database reached in the clear over a network:
+// patient data leaves this machine only over TLS.
+func checkPostgresURL(u string) error {
+	if u == "" {
+		return nil
+	}
+	cfg, err := pgconn.ParseConfig(u)
+	if err != nil {
+		return fmt.Errorf("--postgres: %v", err)
+	}
+	local := strings.HasPrefix(cfg.Host, "/") || cfg.Host == "localhost"
+	if ip := net.ParseIP(cfg.Host); ip != nil && ip.IsLoopback() {
+		local = true
+	}
+	// sslmode=require, verify-ca or verify-full: TLS with no plaintext
+	// fallback (prefer, the default, falls back).
+	tlsOnly := cfg.TLSConfig != nil
+	for _, fb := range cfg.Fallbacks {
+		tlsOnly = tlsOnly && fb.TLSConfig != nil
+	}
+	if !local && !tlsOnly {
+		return fmt.Errorf("--postgres: %s is reached over the network: add sslmode=verify-full (or verify-ca, require) to the URL; patient data leaves this machine only over TLS", cfg.Host)
+	}
+	return nil
 }

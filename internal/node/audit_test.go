@@ -50,7 +50,7 @@ func TestAuditTrail(t *testing.T) {
 	resp.Body.Close()
 
 	var got []audit.Entry
-	must(t, e.n.Store.ScanAudit(ctx, 0, func(_ uint64, b []byte) error {
+	must(t, e.n.AuditStore.ScanAudit(ctx, 0, func(_ uint64, b []byte) error {
 		var r struct{ Entry audit.Entry }
 		must(t, json.Unmarshal(b, &r))
 		got = append(got, r.Entry)

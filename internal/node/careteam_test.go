@@ -104,7 +104,7 @@ func TestCareTeamsAndBreakGlass(t *testing.T) {
 		t.Fatalf("break-glass report: %+v", uses)
 	}
 	found := false
-	must(t, e.n.Store.ScanAudit(ctx, 0, func(_ uint64, b []byte) error {
+	must(t, e.n.AuditStore.ScanAudit(ctx, 0, func(_ uint64, b []byte) error {
 		var r struct{ Entry audit.Entry }
 		json.Unmarshal(b, &r)
 		found = found || r.Entry.Action == "BREAK-GLASS" && r.Entry.Actor == "nurse-w1" && r.Entry.Patient == "w2-b"

@@ -8,7 +8,9 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,6 +52,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/omh"
 	"github.com/vigil-iomt/vigil/internal/pcd"
 	"github.com/vigil-iomt/vigil/internal/pebble"
+	"github.com/vigil-iomt/vigil/internal/pgstore"
 	"github.com/vigil-iomt/vigil/internal/seal"
 	"github.com/vigil-iomt/vigil/internal/web"
 )
@@ -78,13 +81,45 @@ type Control struct {
 // range this long before its alert resolves.
 const ResolveAfter = time.Minute
 
+// Store is where a node keeps its data: the embedded store
+// (internal/pebble, the default) or PostgreSQL (internal/pgstore).
+type Store interface {
+	vigil.Store
+	ehrsync.Feed
+	DeviceChannels(ctx context.Context, deviceID string) ([]vigil.Channel, error)
+	FillOrigins(ctx context.Context, obs []*vigil.Observation) error
+	ReadingDays(ctx context.Context, patientID string, from, to time.Time) ([]time.Time, error)
+}
+
+// AuditStore is where the node whose audit key is pub keeps its audit
+// log in st: the embedded store holds one node's log; in PostgreSQL each
+// node keeps its own (a Merkle log has one writer), named after its key.
+func AuditStore(st Store, pub ed25519.PublicKey) (audit.Store, error) {
+	switch st := st.(type) {
+	case *pgstore.Store:
+		if len(pub) == 0 {
+			return nil, fmt.Errorf("which node's audit log? its audit public key (%s) is missing", audit.PubKeyFile)
+		}
+		sum := sha256.Sum256(pub)
+		return st.AuditLog(hex.EncodeToString(sum[:8])), nil
+	case audit.Store:
+		return st, nil
+	}
+	return nil, fmt.Errorf("the store %T keeps no audit log", st)
+}
+
 // Options configure a node. Zero values take the defaults noted.
 type Options struct {
-	DataDir   string       // required
-	HTTPAddr  string       // default ":8080"
-	MQTTAddr  string       // default ":1883"
-	MLLPAddr  string       // HL7 v2 over MLLP; "" disables it
-	MLLPAllow []*net.IPNet // networks allowed to send over MLLP; nil: loopback
+	DataDir string // required (keys, TLS material, exports; the embedded store)
+	// Postgres, a postgres:// URL, keeps the data in PostgreSQL instead
+	// of the embedded store (internal/pgstore), in PostgresSchema
+	// ("vigil" when empty).
+	Postgres       string
+	PostgresSchema string
+	HTTPAddr       string       // default ":8080"
+	MQTTAddr       string       // default ":1883"
+	MLLPAddr       string       // HL7 v2 over MLLP; "" disables it
+	MLLPAllow      []*net.IPNet // networks allowed to send over MLLP; nil: loopback
 	// TLS, when set, puts every listener (HTTPS, MQTT over TLS, MLLP over
 	// TLS) behind it; nil: plaintext (vigil serve allows that only with
 	// --plaintext).
@@ -136,11 +171,13 @@ type Options struct {
 
 // Node is a running Vigil process.
 type Node struct {
-	Store    *pebble.Store
-	Pipeline *ingest.Pipeline
-	Broker   *broker.Broker
-	MLLP     *mllp.Server     // nil unless Options.MLLPAddr is set
-	Notifier *notify.Notifier // nil without webhooks
+	Store Store
+	// AuditStore holds this node's audit log (in Store).
+	AuditStore audit.Store
+	Pipeline   *ingest.Pipeline
+	Broker     *broker.Broker
+	MLLP       *mllp.Server     // nil unless Options.MLLPAddr is set
+	Notifier   *notify.Notifier // nil without webhooks
 	// NurseCall publishes alert transitions on vigil/v1/alerts/... for
 	// nurse-call systems (devices of kind nurse-call).
 	NurseCall *nursecall.Publisher
@@ -217,19 +254,27 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 	}()
 
-	sopts := pebble.DefaultOptions()
-	sopts.ChangeFeed = opts.EHRURL != ""
-	sopts.Now = opts.Now
-	sopts.Logger = log
-	sopts.Registerer = n.Registry
-	if opts.CompactInterval != 0 {
-		sopts.CompactInterval = opts.CompactInterval
-	}
-	if sopts.Sealer, err = OpenSealer(opts.DataDir); err != nil {
-		return nil, err
-	}
-	if n.Store, err = pebble.Open(filepath.Join(opts.DataDir, "store"), sopts); err != nil {
-		return nil, err
+	if opts.Postgres != "" {
+		if n.Store, err = pgstore.Open(ctx, opts.Postgres, pgstore.Options{Schema: opts.PostgresSchema, Now: opts.Now, ChangeFeed: opts.EHRURL != ""}); err != nil {
+			return nil, fmt.Errorf("PostgreSQL store: %w", err)
+		}
+	} else {
+		sopts := pebble.DefaultOptions()
+		sopts.ChangeFeed = opts.EHRURL != ""
+		sopts.Now = opts.Now
+		sopts.Logger = log
+		sopts.Registerer = n.Registry
+		if opts.CompactInterval != 0 {
+			sopts.CompactInterval = opts.CompactInterval
+		}
+		if sopts.Sealer, err = OpenSealer(opts.DataDir); err != nil {
+			return nil, err
+		}
+		var ps *pebble.Store
+		if ps, err = pebble.Open(filepath.Join(opts.DataDir, "store"), sopts); err != nil {
+			return nil, err
+		}
+		n.Store = ps
 	}
 
 	n.Auth = auth.NewAuthenticator(n.Store, auth.Options{Now: opts.Now, Registerer: n.Registry})
@@ -239,13 +284,21 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	if n.AuditLog, err = audit.Open(ctx, n.Store, akey, opts.Now); err != nil {
+	apub := akey.Public().(ed25519.PublicKey)
+	// The embedded store holds this node's log; in PostgreSQL each node
+	// keeps its own (a Merkle log has one writer), named after its key.
+	auditStore, err := AuditStore(n.Store, apub)
+	if err != nil {
+		return nil, err
+	}
+	n.AuditStore = auditStore
+	if n.AuditLog, err = audit.Open(ctx, auditStore, akey, opts.Now); err != nil {
 		return nil, err
 	}
 	auditErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_audit_errors_total", Help: "Audit entries that could not be stored (the request itself went on)."})
 	n.Registry.MustRegister(auditErrs)
 	if opts.AuditSyslogAddr != "" {
-		if n.AuditSyslog, err = audit.StartSyslog(audit.SyslogOptions{Addr: opts.AuditSyslogAddr, TLS: opts.AuditSyslogTLS, Store: n.Store, Format: opts.AuditSyslogFormat,
+		if n.AuditSyslog, err = audit.StartSyslog(audit.SyslogOptions{Addr: opts.AuditSyslogAddr, TLS: opts.AuditSyslogTLS, Store: auditStore, Format: opts.AuditSyslogFormat,
 			CursorFile: filepath.Join(opts.DataDir, "audit-syslog.cursor"), Logger: log}); err != nil {
 			return nil, fmt.Errorf("audit syslog export: %w", err)
 		}
@@ -259,8 +312,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 			n.AuditSyslog.Kick()
 		}
 	}
-	apub := akey.Public().(ed25519.PublicKey)
-	n.auditVerify = func(ctx context.Context) (*audit.Report, error) { return audit.Verify(ctx, n.Store, apub) }
+	n.auditVerify = func(ctx context.Context) (*audit.Report, error) { return audit.Verify(ctx, auditStore, apub) }
 
 	aopts := alerting.DefaultOptions()
 	aopts.Now = opts.Now
@@ -461,7 +513,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Audit:       n.audit,
 		AuditVerify: n.auditVerify,
 		AuditFind: func(ctx context.Context, q audit.Query) (*audit.Page, error) {
-			return audit.Find(ctx, n.Store, q)
+			return audit.Find(ctx, auditStore, q)
 		},
 		IssueDeviceCert: func(id string) ([]byte, []byte, string, error) {
 			return certs.IssueClient(certs.Dir(opts.DataDir), id, opts.Now())

@@ -32,8 +32,16 @@ type env struct {
 
 func start(t *testing.T) *env {
 	t.Helper()
+	return startWith(t, node.Options{})
+}
+
+// startWith starts a node with opts on port 0 in a temp dir, with patient
+// p1, device mon-1 assigned to it and clinician dr with a token.
+func startWith(t *testing.T, opts node.Options) *env {
+	t.Helper()
 	ctx := context.Background()
-	n, err := node.Start(ctx, node.Options{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0"})
+	opts.DataDir, opts.HTTPAddr, opts.MQTTAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	n, err := node.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

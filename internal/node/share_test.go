@@ -102,7 +102,7 @@ func TestShareLinks(t *testing.T) {
 
 	// Audited: who shared with whom and why; the guest's reads as "guest";
 	// the link's secret nowhere.
-	page2, err := audit.Find(ctx, e.n.Store, audit.Query{Limit: 1000})
+	page2, err := audit.Find(ctx, e.n.AuditStore, audit.Query{Limit: 1000})
 	must(t, err)
 	var share, opened, read bool
 	secret := link.Token[strings.LastIndex(link.Token, "_")+1:]

@@ -62,36 +62,46 @@ func (s *Store) TrimFeed(ctx context.Context, seqs []uint64) error {
 	return storeErr(err)
 }
 
+// AuditLog is one audit log in the database: each node appends to its
+// own (named after its signing key), since a Merkle log has one writer.
+type AuditLog struct {
+	s    *Store
+	name string
+}
+
+// AuditLog returns the audit log called name (an audit.Store).
+func (s *Store) AuditLog(name string) *AuditLog { return &AuditLog{s, name} }
+
 // AppendAudit stores audit record index and the new tree head in one
 // transaction; an index already stored is refused (the log is
 // append-only).
-func (s *Store) AppendAudit(ctx context.Context, index uint64, rec, head []byte) error {
+func (l *AuditLog) AppendAudit(ctx context.Context, index uint64, rec, head []byte) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
 	if index > math.MaxInt64 {
 		return vigil.Errorf(vigil.EINVALID, "audit index %d out of range", index)
 	}
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, "INSERT INTO audit (idx, rec) VALUES ($1, $2) ON CONFLICT DO NOTHING", int64(index), rec)
+	return l.s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "INSERT INTO audit (log, idx, rec) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", l.name, int64(index), rec)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
 			return vigil.Errorf(vigil.ECONFLICT, "audit record %d exists: the log is append-only", index)
 		}
-		_, err = tx.Exec(ctx, "INSERT INTO audit_head (id, head) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET head = EXCLUDED.head", head)
+		_, err = tx.Exec(ctx, "INSERT INTO audit_head (log, head) VALUES ($1, $2) ON CONFLICT (log) DO UPDATE SET head = EXCLUDED.head", l.name, head)
 		return err
 	})
 }
 
 // AuditHead returns the stored tree head (false when the log is empty).
-func (s *Store) AuditHead(ctx context.Context) ([]byte, bool, error) {
+func (l *AuditLog) AuditHead(ctx context.Context) ([]byte, bool, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, false, err
 	}
 	var head []byte
-	err := s.pool.QueryRow(ctx, "SELECT head FROM audit_head WHERE id = 1").Scan(&head)
+	err := l.s.pool.QueryRow(ctx, "SELECT head FROM audit_head WHERE log = $1", l.name).Scan(&head)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -100,7 +110,7 @@ func (s *Store) AuditHead(ctx context.Context) ([]byte, bool, error) {
 
 // ScanAudit calls fn with every audit record from index from on, in
 // order, a thousand rows per query.
-func (s *Store) ScanAudit(ctx context.Context, from uint64, fn func(index uint64, rec []byte) error) error {
+func (l *AuditLog) ScanAudit(ctx context.Context, from uint64, fn func(index uint64, rec []byte) error) error {
 	if from > math.MaxInt64 {
 		return nil
 	}
@@ -109,7 +119,7 @@ func (s *Store) ScanAudit(ctx context.Context, from uint64, fn func(index uint64
 		if err := ctxErr(ctx); err != nil {
 			return err
 		}
-		rows, err := s.pool.Query(ctx, "SELECT idx, rec FROM audit WHERE idx >= $1 ORDER BY idx LIMIT 1000", next)
+		rows, err := l.s.pool.Query(ctx, "SELECT idx, rec FROM audit WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT 1000", l.name, next)
 		if err != nil {
 			return storeErr(err)
 		}

@@ -120,7 +120,7 @@ func TestAuditAndFeed(t *testing.T) {
 	}
 	defer s.Close()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	log, err := audit.Open(ctx, s, key, time.Now)
+	log, err := audit.Open(ctx, s.AuditLog("node-a"), key, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,12 +129,16 @@ func TestAuditAndFeed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep, err := audit.Verify(ctx, s, key.Public().(ed25519.PublicKey))
+	rep, err := audit.Verify(ctx, s.AuditLog("node-a"), key.Public().(ed25519.PublicKey))
 	if err != nil || !rep.OK || rep.Records != 1200 {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
-	if err := s.AppendAudit(ctx, 5, []byte("{}"), []byte("{}")); vigil.ErrorCode(err) != vigil.ECONFLICT {
+	if err := s.AuditLog("node-a").AppendAudit(ctx, 5, []byte("{}"), []byte("{}")); vigil.ErrorCode(err) != vigil.ECONFLICT {
 		t.Fatalf("rewriting record 5: %v", err)
+	}
+	// Another node's log is its own.
+	if _, ok, err := s.AuditLog("node-b").AuditHead(ctx); ok || err != nil {
+		t.Fatalf("node-b's log is not empty: %v", err)
 	}
 
 	r := &vigil.Reading{DeviceID: "d1", ID: "r1", PatientID: "p1", Time: time.Now().UTC(), Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: 60, Unit: "/min"}}}

@@ -13,7 +13,8 @@ CREATE TABLE feed (
     alert text NOT NULL DEFAULT ''
 );
 
--- The tamper-evident audit log (internal/audit): records by index, and
--- the signed tree head after the last one.
-CREATE TABLE audit (idx bigint PRIMARY KEY, rec bytea NOT NULL);
-CREATE TABLE audit_head (id integer PRIMARY KEY CHECK (id = 1), head bytea NOT NULL);
+-- Tamper-evident audit logs (internal/audit), one per node (its signing
+-- key's log name): records by index, and the signed tree head after the
+-- last one.
+CREATE TABLE audit (log text NOT NULL, idx bigint NOT NULL, rec bytea NOT NULL, PRIMARY KEY (log, idx));
+CREATE TABLE audit_head (log text PRIMARY KEY, head bytea NOT NULL);

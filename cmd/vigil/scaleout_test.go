@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/pgstore"
+)
+
+// pgSchema makes a fresh schema in the machine's PostgreSQL (or
+// VIGIL_TEST_POSTGRES) for one test and drops it after.
+func pgSchema(t *testing.T) (url, schema string) {
+	t.Helper()
+	url = os.Getenv("VIGIL_TEST_POSTGRES")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
+			t.Fatalf("PostgreSQL at %s: %v", url, err)
+		}
+		t.Skipf("no PostgreSQL at %s: %v", url, err)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema = "vigil_cmd_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		conn.Close(context.Background())
+	})
+	return url, schema
+}
+
+// Two `vigil serve` processes on one PostgreSQL database: devices
+// registered through one authenticate on the other, every device sends
+// the same readings to both at once (so each id reaches the database
+// twice, through different processes), one process is killed with
+// SIGKILL mid-ingest while the other carries on, and the checker finds
+// every reading either acknowledged stored exactly once, and nothing
+// stored that was never sent.
+func TestTwoNodesOnPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test is not short")
+	}
+	url, schema := pgSchema(t)
+	pg := []string{"--postgres", url, "--postgres-schema", schema}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := startChild(t, dirA, pg...)
+	defer a.cmd.Process.Kill()
+	const devices = 4
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	secrets := make([]string, devices)
+	for i := range devices {
+		pid := fmt.Sprintf("cp%d", i)
+		if out, err := vigilCmd(t, "", "patient", "add", "--id", pid, "--data", dirA); err != nil {
+			t.Fatalf("patient add: %v %s", err, out)
+		}
+		out, err := vigilCmd(t, "", "device", "add", "--id", fmt.Sprintf("cd%d", i), "--kind", "wearable", "--json", "--data", dirA)
+		if err != nil {
+			t.Fatalf("device add: %v %s", err, out)
+		}
+		var d struct{ Secret string }
+		if err := json.Unmarshal([]byte(out), &d); err != nil || d.Secret == "" {
+			t.Fatalf("device add --json: %v %q", err, out)
+		}
+		secrets[i] = d.Secret
+		if out, err := vigilCmd(t, "", "device", "assign", fmt.Sprintf("cd%d", i), pid, "--from", t0.Add(-time.Hour).Format(time.RFC3339), "--data", dirA); err != nil {
+			t.Fatalf("assign: %v %s", err, out)
+		}
+	}
+	b := startChild(t, dirB, pg...)
+	defer b.cmd.Process.Kill()
+
+	ck := newChecker(devices)
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	ctxA, cancelA := context.WithCancel(context.Background())
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelA()
+	defer cancelB()
+	var wg sync.WaitGroup
+	for d := range devices {
+		for _, n := range []struct {
+			ctx  context.Context
+			addr string
+		}{{ctxA, a.mqtt}, {ctxB, b.mqtt}} {
+			seed := rng.Uint64()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				publishUntilKilled(n.ctx, n.addr, d, secrets[d], ck, t0, seed)
+			}()
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < 500 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ck.ackedCount() == 0 {
+		t.Fatal("nothing acknowledged by either node")
+	}
+	time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	a.cmd.Wait()
+	cancelA()
+	atKill := ck.ackedCount()
+	// B carries on, with A's unacknowledged readings among its batches.
+	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < atKill+500 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancelB()
+	wg.Wait()
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	b.cmd.Wait()
+	if ck.ackedCount() <= atKill {
+		t.Fatalf("node B acknowledged nothing after A was killed (%d before)", atKill)
+	}
+
+	st, err := pgstore.Open(context.Background(), url, pgstore.Options{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for d := range devices {
+		counts := map[int64]int{}
+		cursor := ""
+		for {
+			obs, next, err := st.FindObservations(context.Background(), vigil.ObservationFilter{PatientID: fmt.Sprintf("cp%d", d), Codes: []string{vigil.LOINCHeartRate}, Limit: 1000, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range obs {
+				counts[o.Time.Sub(t0).Milliseconds()]++
+			}
+			if cursor = next; cursor == "" {
+				break
+			}
+		}
+		acked, sent := ck.snapshot(d)
+		for seq := range acked {
+			if n := counts[int64(seq)]; n != 1 {
+				t.Errorf("device %d: acknowledged reading %d stored %d times, want exactly once", d, seq, n)
+			}
+		}
+		for ms := range counts {
+			if !sent[int(ms)] {
+				t.Errorf("device %d: stored a reading at +%d ms that was never sent", d, ms)
+			}
+		}
+		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
+	}
+	var ids int
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM "+schema+".reading_ids").Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d acknowledged in all (%d before node A was killed), %d reading ids stored", ck.ackedCount(), atKill, ids)
+}
+
+// Registry commands work on the PostgreSQL store with the server stopped
+// (--postgres), and a database across the network is refused without TLS.
+func TestPostgresOffline(t *testing.T) {
+	url, schema := pgSchema(t)
+	dir := t.TempDir()
+	pg := []string{"--data", dir, "--postgres", url, "--postgres-schema", schema}
+	if out, err := vigilCmd(t, "", append([]string{"patient", "add", "--id", "p-pg", "--family", "Ngata"}, pg...)...); err != nil {
+		t.Fatalf("patient add: %v %s", err, out)
+	}
+	out, err := vigilCmd(t, "", append([]string{"patient", "list", "--json"}, pg...)...)
+	if err != nil || !strings.Contains(out, `"p-pg"`) {
+		t.Fatalf("patient list: %v %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "store")); err == nil {
+		t.Fatal("an embedded store was made: the command did not use PostgreSQL")
+	}
+	for _, c := range []struct {
+		url string
+		ok  bool
+	}{
+		{"postgres://vigil@db.example.org/vigil", false},
+		{"postgres://vigil@db.example.org/vigil?sslmode=prefer", false},
+		{"postgres://vigil@db.example.org/vigil?sslmode=verify-full", true},
+		{"host=db.example.org user=vigil sslmode=require", true},
+		{"postgres://vigil@127.0.0.1/vigil?sslmode=disable", true},
+		{"host=/var/run/postgresql user=vigil", true},
+	} {
+		if err := checkPostgresURL(c.url); (err == nil) != c.ok {
+			t.Errorf("%s: %v, want ok %v", c.url, err, c.ok)
+		}
+	}
+}
+
+// vigil bench --postgres measures a server that keeps its data in
+// PostgreSQL (on a schema of its own, dropped afterwards).
+func TestBenchPostgres(t *testing.T) {
+	url, _ := pgSchema(t) // skips or fails as the other PostgreSQL tests do
+	t.Setenv("VIGIL_TEST_MAIN", "1")
+	out, err := vigilCmd(t, "", "bench", "--postgres", url, "--publishers", "2", "--inflight", "4", "--duration", "1s", "--peer", "", "--json")
+	if err != nil {
+		t.Fatalf("vigil bench: %v\n%s", err, out)
+	}
+	var rep struct {
+		Vigil struct {
+			Acked  uint64 `json:"acked"`
+			Errors uint64 `json:"errors"`
+		} `json:"vigil"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 {
+		t.Fatalf("report: %v %+v\n%s", err, rep, out)
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var left int
+	conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'vigil_bench_%'").Scan(&left)
+	if left != 0 {
+		t.Errorf("%d bench schemas left behind", left)
+	}
+}

@@ -1,0 +1,108 @@
+package node_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
+	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/pgstore"
+)
+
+// pgSchema makes a fresh schema in the machine's PostgreSQL (or
+// VIGIL_TEST_POSTGRES) for one test and drops it after.
+func pgSchema(t *testing.T) (url, schema string) {
+	t.Helper()
+	url = os.Getenv("VIGIL_TEST_POSTGRES")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
+			t.Fatalf("PostgreSQL at %s: %v", url, err)
+		}
+		t.Skipf("no PostgreSQL at %s: %v", url, err)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema = "vigil_node_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		conn.Close(context.Background())
+	})
+	return url, schema
+}
+
+// A node on PostgreSQL does what a node on the embedded store does: a
+// device's reading over HTTP, acknowledged once committed, comes back
+// through FHIR; a threshold alert is raised; the audit log verifies.
+func TestNodeOnPostgres(t *testing.T) {
+	url, schema := pgSchema(t)
+	e := startWith(t, node.Options{Postgres: url, PostgresSchema: schema})
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for i, v := range []string{`{"code":"8867-4","value":72,"unit":"/min"}`, `{"code":"59408-5","value":84,"unit":"%"}`} {
+		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/mon-1/readings", strings.NewReader(string(reading("r"+string(rune('0'+i)), now.Add(time.Duration(i)*time.Second), v))))
+		req.SetBasicAuth(e.device, e.secret)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("reading %d: %d", i, resp.StatusCode)
+		}
+	}
+	var bundle struct {
+		Entry []struct {
+			Resource struct {
+				ValueQuantity struct{ Value float64 }
+			}
+		}
+	}
+	if st := e.call(t, "GET", "/fhir/R4/Observation?patient=p1&code=8867-4", e.token, nil, &bundle); st != 200 || len(bundle.Entry) != 1 || bundle.Entry[0].Resource.ValueQuantity.Value != 72 {
+		t.Fatalf("FHIR search: %d %+v", st, bundle)
+	}
+	// SpO2 84 % is below the default 90 % limit: the alert is raised
+	// and stored in PostgreSQL.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		as, err := e.n.Store.FindAlerts(ctx, vigil.AlertFilter{PatientID: "p1"})
+		must(t, err)
+		if len(as) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no alert for SpO2 84 %")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var rep struct {
+		OK      bool
+		Records int
+	}
+	if st := e.call(t, "GET", "/api/v1/audit/verify", adminToken(t, e), nil, &rep); st != 200 || !rep.OK || rep.Records == 0 {
+		t.Fatalf("audit verify: %d %+v", st, rep)
+	}
+	if _, ok := e.n.Store.(*pgstore.Store); !ok {
+		t.Fatalf("the node runs on %T", e.n.Store)
+	}
+}
+
+// adminToken registers an admin and returns a token of theirs.
+func adminToken(t *testing.T, e *env) string {
+	t.Helper()
+	ctx := context.Background()
+	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "adm", Role: vigil.RoleAdmin}, "a long admin password"))
+	tok, _, err := e.n.Admin.CreateToken(ctx, "adm", admin.TokenSpec{Name: "test", TTL: time.Hour})
+	must(t, err)
+	return tok
+}

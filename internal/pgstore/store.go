@@ -40,6 +40,12 @@ type Options struct {
 	// ChangeFeed keeps a durable log of stored readings and saved alerts
 	// for an outbound consumer (the EHR sync), as the embedded store's.
 	ChangeFeed bool
+	// DedupRetention is how long a reading id is remembered (a re-send
+	// within it is a duplicate); 0 means 7 days, as the embedded store;
+	// negative: forever. ExpireInterval is how often expired ids are
+	// deleted (0: every minute; negative: only by ExpireReadingIDs).
+	DedupRetention time.Duration
+	ExpireInterval time.Duration
 }
 
 // Store is a vigil.Store on PostgreSQL. It is safe for concurrent use,
@@ -49,6 +55,8 @@ type Store struct {
 	opts   Options
 	series sync.Map // seriesKey → id, of series known to be committed
 	parts  sync.Map // month start (ms) → true, partitions known to exist
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 // Open connects to the database at url (postgres://…), creates the schema
@@ -60,6 +68,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.DedupRetention == 0 {
+		opts.DedupRetention = 7 * 24 * time.Hour
+	}
+	if opts.ExpireInterval == 0 {
+		opts.ExpireInterval = time.Minute
 	}
 	if !vigil.ValidID(strings.ReplaceAll(opts.Schema, "_", "-")) {
 		return nil, vigil.FieldErrorf("schema", "invalid", "schema %q: use letters, digits and '_'", opts.Schema)
@@ -77,19 +91,60 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	s := &Store{pool: pool, opts: opts}
+	s := &Store{pool: pool, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
+	go s.expireLoop()
 	return s, nil
+}
+
+// expireLoop deletes expired reading ids every ExpireInterval.
+func (s *Store) expireLoop() {
+	defer close(s.done)
+	if s.opts.ExpireInterval < 0 || s.opts.DedupRetention < 0 {
+		return
+	}
+	t := time.NewTicker(s.opts.ExpireInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), s.opts.ExpireInterval)
+			s.ExpireReadingIDs(ctx, s.opts.Now().Add(-s.opts.DedupRetention))
+			cancel()
+		}
+	}
+}
+
+// ExpireReadingIDs forgets reading ids received before cutoff, 10,000 per
+// statement, and returns how many. A device re-sending one of them later
+// would have it stored again (the sample is simply rewritten).
+func (s *Store) ExpireReadingIDs(ctx context.Context, cutoff time.Time) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, `DELETE FROM reading_ids WHERE ctid IN
+			(SELECT ctid FROM reading_ids WHERE received < $1 LIMIT 10000)`, cutoff.UnixMilli())
+		if err != nil {
+			return total, storeErr(err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < 10000 {
+			return total, nil
+		}
+	}
 }
 
 // Schema is the PostgreSQL schema the store's tables are in.
 func (s *Store) Schema() string { return s.opts.Schema }
 
-// Close releases the connections.
+// Close stops the expiry and releases the connections.
 func (s *Store) Close() error {
+	close(s.stop)
+	<-s.done
 	s.pool.Close()
 	return nil
 }

@@ -31,7 +31,7 @@ func dbURL() string {
 }
 
 // open returns a store on a fresh schema, dropped after the test.
-func open(t *testing.T) *pgstore.Store {
+func open(t testing.TB) *pgstore.Store {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dbURL())
@@ -163,5 +163,28 @@ func TestAuditAndFeed(t *testing.T) {
 	days, err := s.ReadingDays(ctx, "p1", time.Now().Add(-48*time.Hour), time.Now().Add(time.Hour))
 	if err != nil || len(days) != 1 || !days[0].Equal(r.Time.Truncate(24*time.Hour)) {
 		t.Fatalf("reading days: %v %v", days, err)
+	}
+}
+
+// Reading ids older than the retention are forgotten; newer ones still
+// make a re-send a duplicate.
+func TestExpireReadingIDs(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	defer s.Close()
+	old, recent := time.Now().Add(-10*24*time.Hour), time.Now().Add(-time.Hour)
+	r := func(id string, at time.Time) *vigil.Reading {
+		return &vigil.Reading{DeviceID: "d1", ID: id, PatientID: "p1", Time: at, Received: at, Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: 60, Unit: "/min"}}}
+	}
+	if _, err := s.AppendReadings(ctx, []*vigil.Reading{r("old", old), r("new", recent)}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.ExpireReadingIDs(ctx, time.Now().Add(-7*24*time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("expired %d, %v; want 1", n, err)
+	}
+	res, err := s.AppendReadings(ctx, []*vigil.Reading{r("old", old), r("new", recent)})
+	if err != nil || res[0].Duplicate || !res[1].Duplicate {
+		t.Fatalf("after expiry: %+v %v", res, err)
 	}
 }

@@ -196,6 +196,17 @@ type Channel struct {
 	Unit   string `json:"unit"`
 }
 
+// SeriesData is one device's numeric values of one code over a time
+// range, in time order, as columns: what a chart or an analysis reads
+// (86,400 points for a day at 1 Hz), without a resource per value.
+type SeriesData struct {
+	Device string    `json:"device"`
+	Method string    `json:"method,omitempty"`
+	Unit   string    `json:"unit"`
+	T      []int64   // device times, Unix ms
+	V      []float64 // values in Unit
+}
+
 // Period is the half-open time range [From, To); a zero bound is open.
 type Period struct {
 	From, To time.Time

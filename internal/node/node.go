@@ -89,6 +89,7 @@ type Store interface {
 	DeviceChannels(ctx context.Context, deviceID string) ([]vigil.Channel, error)
 	FillOrigins(ctx context.Context, obs []*vigil.Observation) error
 	ReadingDays(ctx context.Context, patientID string, from, to time.Time) ([]time.Time, error)
+	ReadSeries(ctx context.Context, patientID, code, deviceID string, from, to time.Time, max int) ([]vigil.SeriesData, error)
 }
 
 // AuditStore is where the node whose audit key is pub keeps its audit

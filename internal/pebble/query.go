@@ -110,6 +110,52 @@ func (si seriesInfo) series() obsquery.Series {
 		Method: si.Method, Text: si.Kind == kindText, Sampling: si.Sampling}
 }
 
+// ReadSeries returns the patient's numeric values of code in [from, to)
+// per device (and method), reading the compressed chunks directly; at most
+// max values in all (more is EINVALID: narrow the range).
+func (s *Store) ReadSeries(ctx context.Context, patientID, code, deviceID string, from, to time.Time, max int) ([]vigil.SeriesData, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	all, err := patientSeries(snap, patientID)
+	if err != nil {
+		return nil, err
+	}
+	var out []vigil.SeriesData
+	n := 0
+	for _, si := range all {
+		if si.Code != code || si.Kind == kindText || (deviceID != "" && si.Device != deviceID) {
+			continue
+		}
+		st, err := s.newSeriesStream(snap, si, from.UnixMilli(), to.UnixMilli(), false)
+		if err != nil {
+			return nil, err
+		}
+		sd := vigil.SeriesData{Device: si.Device, Method: si.Method, Unit: si.Unit}
+		for {
+			smp, ok, err := st.Next()
+			if err != nil || !ok {
+				st.Close()
+				if err != nil {
+					return nil, err
+				}
+				break
+			}
+			if n++; n > max {
+				st.Close()
+				return nil, vigil.FieldErrorf("to", "too-many", "more than %d values in this range: ask for a shorter one", max)
+			}
+			sd.T, sd.V = append(sd.T, smp.T), append(sd.V, smp.V)
+		}
+		if len(sd.T) > 0 {
+			out = append(out, sd)
+		}
+	}
+	return out, nil
+}
+
 // FindObservations implements vigil.ObservationStore.
 func (s *Store) FindObservations(ctx context.Context, f vigil.ObservationFilter) ([]*vigil.Observation, string, error) {
 	if err := ctxErr(ctx); err != nil {

@@ -424,6 +424,50 @@ func (s *Store) LatestObservations(ctx context.Context, patientID string, codes 
 	return out, err
 }
 
+// ReadSeries returns the patient's numeric values of code in [from, to)
+// per device (and method), at most max in all (more is EINVALID).
+func (s *Store) ReadSeries(ctx context.Context, patientID, code, deviceID string, from, to time.Time, max int) (out []vigil.SeriesData, err error) {
+	err = s.read(ctx, func(q source) error {
+		all, err := q.PatientSeries(patientID)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, se := range all {
+			if se.Code != code || se.Text || (deviceID != "" && se.Device != deviceID) {
+				continue
+			}
+			rows, err := q.tx.Query(ctx, "SELECT t, value FROM samples WHERE series = $1 AND t >= $2 AND t < $3 ORDER BY t LIMIT $4",
+				int64(se.ID), from.UnixMilli(), to.UnixMilli(), max-n+1)
+			if err != nil {
+				return err
+			}
+			sd := vigil.SeriesData{Device: se.Device, Method: se.Method, Unit: se.Unit}
+			for rows.Next() {
+				var t int64
+				var v float64
+				if err := rows.Scan(&t, &v); err != nil {
+					rows.Close()
+					return err
+				}
+				sd.T, sd.V = append(sd.T, t), append(sd.V, v)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if n += len(sd.T); n > max {
+				return vigil.FieldErrorf("to", "too-many", "more than %d values in this range: ask for a shorter one", max)
+			}
+			if len(sd.T) > 0 {
+				out = append(out, sd)
+			}
+		}
+		return nil
+	})
+	return out, storeErr(err)
+}
+
 // DeviceChannels returns the codes a device has reported (every device's
 // when deviceID is ""), by device and code (FHIR DeviceMetric).
 func (s *Store) DeviceChannels(ctx context.Context, deviceID string) ([]vigil.Channel, error) {

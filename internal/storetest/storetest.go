@@ -424,6 +424,27 @@ func testObservations(t *testing.T, s vigil.Store, settle func(*testing.T, vigil
 			t.Errorf("DeviceChannels() = %v, %v; want 4 channels of mon, mon2 and wear", chans, err)
 		}
 	}
+	// Stores that read series as columns (the compact series API) give
+	// each device's values in time order, within a bound.
+	if rs, ok := s.(interface {
+		ReadSeries(ctx context.Context, patientID, code, deviceID string, from, to time.Time, max int) ([]vigil.SeriesData, error)
+	}); ok {
+		data, err := rs.ReadSeries(ctx, "p1", vigil.LOINCHeartRate, "", T0, T0.Add(time.Hour), 1000)
+		must(t, err)
+		byDev := map[string]vigil.SeriesData{}
+		for _, d := range data {
+			byDev[d.Device] = d
+		}
+		mon, wear := byDev["mon"], byDev["wear"]
+		if len(data) != 2 || len(mon.T) != 30 || mon.V[0] != 60 || mon.V[29] != 89 || mon.T[1]-mon.T[0] != 60_000 || mon.Unit != "/min" || len(wear.T) != 3 || wear.T[0] != T0.Add(time.Second).UnixMilli() {
+			t.Fatalf("ReadSeries: %+v", data)
+		}
+		if data, err = rs.ReadSeries(ctx, "p1", vigil.LOINCHeartRate, "wear", T0.Add(5*time.Minute), T0.Add(time.Hour), 1000); err != nil || len(data) != 1 || len(data[0].T) != 2 {
+			t.Fatalf("ReadSeries of wear from 5m: %+v %v", data, err)
+		}
+		_, err = rs.ReadSeries(ctx, "p1", vigil.LOINCHeartRate, "", T0, T0.Add(time.Hour), 10)
+		wantCode(t, err, vigil.EINVALID)
+	}
 	_, _, err = s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Cursor: "garbage"})
 	wantCode(t, err, vigil.EINVALID)
 	if got := find(vigil.ObservationFilter{PatientID: "nobody"}); len(got) != 0 {

@@ -37,7 +37,7 @@ func start(t *testing.T) *env {
 
 // startWith starts a node with opts on port 0 in a temp dir, with patient
 // p1, device mon-1 assigned to it and clinician dr with a token.
-func startWith(t *testing.T, opts node.Options) *env {
+func startWith(t testing.TB, opts node.Options) *env {
 	t.Helper()
 	ctx := context.Background()
 	opts.DataDir, opts.HTTPAddr, opts.MQTTAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"

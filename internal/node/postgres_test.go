@@ -20,7 +20,7 @@ import (
 
 // pgSchema makes a fresh schema in the machine's PostgreSQL (or
 // VIGIL_TEST_POSTGRES) for one test and drops it after.
-func pgSchema(t *testing.T) (url, schema string) {
+func pgSchema(t testing.TB) (url, schema string) {
 	t.Helper()
 	url = os.Getenv("VIGIL_TEST_POSTGRES")
 	if url == "" {
@@ -51,7 +51,7 @@ func TestNodeOnPostgres(t *testing.T) {
 	e := startWith(t, node.Options{Postgres: url, PostgresSchema: schema})
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	for i, v := range []string{`{"code":"8867-4","value":72,"unit":"/min"}`, `{"code":"59408-5","value":84,"unit":"%"}`} {
+	for i, v := range []string{`{"code":"8867-4","value":72,"unit":"/min"}`, `{"code":"8310-5","value":39.6,"unit":"Cel"}`} {
 		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/mon-1/readings", strings.NewReader(string(reading("r"+string(rune('0'+i)), now.Add(time.Duration(i)*time.Second), v))))
 		req.SetBasicAuth(e.device, e.secret)
 		resp, err := http.DefaultClient.Do(req)
@@ -71,17 +71,17 @@ func TestNodeOnPostgres(t *testing.T) {
 	if st := e.call(t, "GET", "/fhir/R4/Observation?patient=p1&code=8867-4", e.token, nil, &bundle); st != 200 || len(bundle.Entry) != 1 || bundle.Entry[0].Resource.ValueQuantity.Value != 72 {
 		t.Fatalf("FHIR search: %d %+v", st, bundle)
 	}
-	// SpO2 84 % is below the default 90 % limit: the alert is raised
-	// and stored in PostgreSQL.
-	deadline := time.Now().Add(10 * time.Second)
+	// 39.6 °C is above the default limit (39.0 °C, on the first value):
+	// the alert is raised and stored in PostgreSQL.
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		as, err := e.n.Store.FindAlerts(ctx, vigil.AlertFilter{PatientID: "p1"})
 		must(t, err)
-		if len(as) > 0 {
+		if len(as) > 0 && as[0].RuleID == "temp-high" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no alert for SpO2 84 %")
+			t.Fatal("no alert for a temperature of 39.6 °C")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

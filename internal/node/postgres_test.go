@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,7 @@ func TestNodeOnPostgres(t *testing.T) {
 	for {
 		as, err := e.n.Store.FindAlerts(ctx, vigil.AlertFilter{PatientID: "p1"})
 		must(t, err)
-		if len(as) > 0 && as[0].RuleID == "temp-high" {
+		if slices.ContainsFunc(as, func(a *vigil.Alert) bool { return a.RuleID == "temp-high" }) {
 			break
 		}
 		if time.Now().After(deadline) {

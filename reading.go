@@ -207,6 +207,14 @@ type SeriesData struct {
 	V      []float64 // values in Unit
 }
 
+// SeriesChunks is SeriesData in Vigil's time-series chunk format
+// (internal/tsdb, docs/formats/pebble.md), in time order: where a store's
+// own compressed chunk lies wholly in the range it is passed on as it is.
+type SeriesChunks struct {
+	Device, Method, Unit string
+	Chunks               [][]byte
+}
+
 // Period is the half-open time range [From, To); a zero bound is open.
 type Period struct {
 	From, To time.Time

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/pebble"
 )
@@ -32,6 +33,8 @@ import (
 //	vigil-api  GET /api/v1/patients/p1/series (the compact series API,
 //	           HTTP and JSON decoding included) from a node on the
 //	           embedded store, compacted
+//	vigil-api-chunks  the same in its binary form (Accept:
+//	           application/vnd.vigil.series-chunks), decoded
 //	postgres   SELECT t, v FROM a plain table with an index on
 //	           (patient, code, t), through pgx (this machine's PostgreSQL)
 //	influxdb   InfluxQL over InfluxDB 1.6's HTTP API, JSON decoded (Debian's
@@ -56,7 +59,7 @@ func BenchmarkReadDay(b *testing.B) {
 	for i := range n {
 		batch = append(batch, &vigil.Reading{DeviceID: e.device, ID: fmt.Sprint("d", i), PatientID: "p1", Time: ts[i], Received: ts[i],
 			Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: vs[i], Unit: "/min"}}})
-		if len(batch) == cap(batch) {
+		if len(batch) == cap(batch) || i == n-1 {
 			if _, err := e.n.Store.AppendReadings(ctx, batch); err != nil {
 				b.Fatal(err)
 			}
@@ -87,9 +90,34 @@ func BenchmarkReadDay(b *testing.B) {
 			err = json.NewDecoder(resp.Body).Decode(&res)
 			resp.Body.Close()
 			if err != nil || len(res.Series) != 1 || len(res.Series[0].V) != n {
-				b.Fatalf("series: %v %d", err, len(res.Series))
+				b.Fatalf("series: %v %d series, %d values", err, len(res.Series), len(res.Series[0].V))
 			}
 		}
+	})
+
+	b.Run("vigil-api-chunks", func(b *testing.B) {
+		u := e.n.URL() + "/api/v1/patients/p1/series?" + url.Values{"code": {vigil.LOINCHeartRate}, "from": {from}, "to": {to}}.Encode()
+		size := 0
+		for b.Loop() {
+			req, _ := http.NewRequest("GET", u, nil)
+			req.Header.Set("Authorization", "Bearer "+e.token)
+			req.Header.Set("Accept", httpapi.SeriesChunkType)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			size = len(body)
+			res, err := httpapi.DecodeSeriesChunks(body)
+			if err != nil || len(res) != 1 || len(res[0].V) != n {
+				b.Fatalf("series: %v %d", err, len(res))
+			}
+		}
+		b.ReportMetric(float64(size), "body-bytes")
 	})
 
 	b.Run("postgres", func(b *testing.B) {

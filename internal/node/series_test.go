@@ -3,11 +3,14 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
 )
 
@@ -57,6 +60,28 @@ func checkSeriesAPI(t *testing.T, e *env) {
 		s.DT[0] != 0 || s.DT[1] != 1000 || s.DT[10] != 2000 || s.V[0] != 60 || s.V[11] != 72 {
 		t.Fatalf("columns: start %d, %d steps, first %v, around the gap %v %v", s.Start, len(s.DT), s.V[:2], s.DT[9:12], s.V[9:12])
 	}
+	// The binary form holds the same values.
+	req, _ := http.NewRequest("GET", e.n.URL()+"/api/v1/patients/p1/series?"+q.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	req.Header.Set("Accept", httpapi.SeriesChunkType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	bin, err := httpapi.DecodeSeriesChunks(body)
+	if err != nil || resp.Header.Get("Content-Type") != httpapi.SeriesChunkType || len(bin) != 1 || len(bin[0].T) != 3599 || bin[0].Device != e.device {
+		t.Fatalf("binary series: %v %d", err, len(bin))
+	}
+	at := s.Start
+	for i := range bin[0].T {
+		at += s.DT[i]
+		if bin[0].T[i] != at || bin[0].V[i] != s.V[i] {
+			t.Fatalf("binary value %d: %d %v, JSON %d %v", i, bin[0].T[i], bin[0].V[i], at, s.V[i])
+		}
+	}
+	t.Logf("an hour at 1 Hz: %d bytes as chunks", len(body))
 	q.Set("to", t0.Add(-time.Hour).Format(time.RFC3339))
 	var prob struct{ Field, Reason string }
 	if st := e.call(t, "GET", "/api/v1/patients/p1/series?"+q.Encode(), e.token, nil, &prob); st != 400 || prob.Field != "to" {

@@ -200,6 +200,10 @@ type seriesStream struct {
 	pos      int
 	done     bool
 	err      error
+	// raw: a bucket's chunk lying wholly in [from, to) with no head
+	// samples is handed on as it is (rawChunk) instead of decoded.
+	raw      bool
+	rawChunk []byte
 }
 
 func (st *Store) newSeriesStream(r pebble.Reader, info seriesInfo, from, to int64, desc bool) (*seriesStream, error) {
@@ -335,17 +339,13 @@ func (s *seriesStream) load() {
 	} else {
 		s.cur = b + bucket
 	}
-	var chunk []tsdb.Sample
+	var raw []byte
 	if v, ok, err := get(s.r, chunkKey(s.info.sid, b)); err != nil {
 		s.err = err
 		return
 	} else if ok {
-		if v, err = s.open(v); err != nil {
+		if raw, err = s.open(v); err != nil {
 			s.err = vigil.Errorf(vigil.EINTERNAL, "sealed chunk of series %d does not open: %v", s.info.sid, err)
-			return
-		}
-		if chunk, err = tsdb.Decode(v); err != nil {
-			s.err = vigil.Errorf(vigil.EINTERNAL, "corrupt chunk of series %d: %v", s.info.sid, err)
 			return
 		}
 	}
@@ -369,6 +369,18 @@ func (s *seriesStream) load() {
 		}
 		head = append(head, smp)
 	}
+	if s.raw && raw != nil && len(head) == 0 && b >= s.from && b+bucket <= s.to {
+		s.rawChunk = raw
+		return
+	}
+	var chunk []tsdb.Sample
+	if raw != nil {
+		var err error
+		if chunk, err = tsdb.Decode(raw); err != nil {
+			s.err = vigil.Errorf(vigil.EINTERNAL, "corrupt chunk of series %d: %v", s.info.sid, err)
+			return
+		}
+	}
 	for _, smp := range tsdb.Merge(chunk, head) {
 		if smp.T >= s.from && smp.T < s.to {
 			s.buf = append(s.buf, smp)
@@ -377,6 +389,81 @@ func (s *seriesStream) load() {
 	if s.desc {
 		slices.Reverse(s.buf)
 	}
+}
+
+// nextChunk returns the next bucket's values: the stored chunk as it is
+// (raw) when it can be, else the merged samples (smp).
+func (s *seriesStream) nextChunk() (raw []byte, smp []tsdb.Sample, ok bool, err error) {
+	for {
+		if s.done || s.err != nil {
+			return nil, nil, false, s.err
+		}
+		s.rawChunk = nil
+		s.load()
+		if s.rawChunk != nil {
+			return s.rawChunk, nil, true, nil
+		}
+		if len(s.buf) > 0 {
+			return nil, slices.Clone(s.buf), true, nil
+		}
+	}
+}
+
+// ReadSeriesChunks is ReadSeries in the chunk format: compacted 2-hour
+// chunks inside the range are passed on without decoding; the edges and
+// recent (head) values are encoded afresh.
+func (s *Store) ReadSeriesChunks(ctx context.Context, patientID, code, deviceID string, from, to time.Time, max int) ([]vigil.SeriesChunks, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	all, err := patientSeries(snap, patientID)
+	if err != nil {
+		return nil, err
+	}
+	var out []vigil.SeriesChunks
+	n := 0
+	for _, si := range all {
+		if si.Code != code || si.Kind == kindText || (deviceID != "" && si.Device != deviceID) {
+			continue
+		}
+		st, err := s.newSeriesStream(snap, si, from.UnixMilli(), to.UnixMilli(), false)
+		if err != nil {
+			return nil, err
+		}
+		st.raw = true
+		sc := vigil.SeriesChunks{Device: si.Device, Method: si.Method, Unit: si.Unit}
+		for {
+			raw, smp, ok, err := st.nextChunk()
+			if err == nil && ok && raw == nil {
+				if raw, err = tsdb.Encode(smp); err == nil {
+					raw = slices.Clip(raw)
+				}
+			}
+			if err != nil || !ok {
+				st.Close()
+				if err != nil {
+					return nil, err
+				}
+				break
+			}
+			c, err := tsdb.Count(raw)
+			if err != nil {
+				st.Close()
+				return nil, vigil.Errorf(vigil.EINTERNAL, "corrupt chunk of series %d: %v", si.sid, err)
+			}
+			if n += c; n > max {
+				st.Close()
+				return nil, vigil.FieldErrorf("to", "too-many", "more than %d values in this range: ask for a shorter one", max)
+			}
+			sc.Chunks = append(sc.Chunks, raw)
+		}
+		if len(sc.Chunks) > 0 {
+			out = append(out, sc)
+		}
+	}
+	return out, nil
 }
 
 func firstErr(errs ...error) error {

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/seal"
 	"github.com/vigil-iomt/vigil/internal/storetest"
+	"github.com/vigil-iomt/vigil/internal/tsdb"
 )
 
 func open(t *testing.T) *Store {
@@ -467,5 +470,61 @@ func TestChangeFeed(t *testing.T) {
 	es2, err := s.FeedAfter(ctx, 0, 10)
 	if err != nil || len(es2) != 3 || es2[0].Seq != es[1].Seq || es2[2].ReadingID != "3" || es2[2].Seq <= es[2].Seq {
 		t.Fatalf("after a restart: %+v %v", es2, err)
+	}
+}
+
+// ReadSeriesChunks hands compacted chunks inside the range on as they
+// are, re-encodes the edges and buckets with head samples, and holds
+// exactly what ReadSeries reads.
+func TestReadSeriesChunks(t *testing.T) {
+	now := storetest.T0.Add(10 * time.Hour)
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	o.Now = func() time.Time { return now }
+	s, err := Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var rs []*vigil.Reading
+	for i := 0; i < 6*3600; i++ { // 6 h at 1 Hz: three 2-hour buckets
+		rs = append(rs, hrReading("d", strconv.Itoa(i), storetest.T0.Add(time.Duration(i)*time.Second), float64(60+i%7)))
+	}
+	if _, err := s.AppendReadings(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A late value into the last bucket stays a head sample.
+	late := hrReading("d", "late", storetest.T0.Add(5*time.Hour+500*time.Millisecond), 99)
+	if _, err := s.AppendReadings(ctx, []*vigil.Reading{late}); err != nil {
+		t.Fatal(err)
+	}
+	from, to := storetest.T0.Add(30*time.Minute), storetest.T0.Add(6*time.Hour)
+	want, err := s.ReadSeries(ctx, "p1", vigil.LOINCHeartRate, "", from, to, 100000)
+	if err != nil || len(want) != 1 {
+		t.Fatal(err)
+	}
+	got, err := s.ReadSeriesChunks(ctx, "p1", vigil.LOINCHeartRate, "", from, to, 100000)
+	if err != nil || len(got) != 1 || len(got[0].Chunks) != 3 {
+		t.Fatalf("chunks: %v %+v", err, got)
+	}
+	var ts []int64
+	var vs []float64
+	for _, c := range got[0].Chunks {
+		smp, err := tsdb.Decode(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range smp {
+			ts, vs = append(ts, x.T), append(vs, x.V)
+		}
+	}
+	if !slices.Equal(ts, want[0].T) || !slices.Equal(vs, want[0].V) || len(ts) != 5*3600+1800+1 {
+		t.Fatalf("%d values from chunks, %d from ReadSeries", len(ts), len(want[0].T))
+	}
+	if _, err := s.ReadSeriesChunks(ctx, "p1", vigil.LOINCHeartRate, "", from, to, 1000); vigil.ErrorCode(err) != vigil.EINVALID {
+		t.Fatalf("over the bound: %v", err)
 	}
 }

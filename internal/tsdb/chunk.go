@@ -86,6 +86,18 @@ func Encode(samples []Sample) ([]byte, error) {
 	return w.b, nil
 }
 
+// Count returns how many samples a chunk holds, without decoding them.
+func Count(b []byte) (int, error) {
+	if len(b) < 3 || b[0] != version {
+		return 0, errShort
+	}
+	n, k := binary.Uvarint(b[2:])
+	if k <= 0 {
+		return 0, errShort
+	}
+	return int(n), nil
+}
+
 // Decode returns the samples of a chunk made by Encode.
 func Decode(b []byte) ([]Sample, error) {
 	if len(b) < 2 {

@@ -264,6 +264,7 @@ bind-address = "127.0.0.1:%d"
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	influxDirs[base] = dir
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if resp, err := http.Get(base + "/ping"); err == nil {
 			resp.Body.Close()
@@ -275,4 +276,170 @@ bind-address = "127.0.0.1:%d"
 			b.Fatalf("influxd did not start: %s", strings.TrimSpace(logs.String()))
 		}
 	}
+}
+
+// BenchmarkStorageDay stores a ward's day — 20 patients × 5 vital signs
+// (heart rate, SpO2, respiration rate, temperature, systolic pressure) at
+// 1 Hz, 8,640,000 values — in Vigil's embedded store (sealed at rest, as
+// vigil serve runs it) and in InfluxDB 1.6 in the same run, compacts both,
+// and reports bytes per value on disk: Vigil's tables (the WAL is recycled
+// and the idempotency keys expire after 7 days, so both are left out) and
+// InfluxDB's TSM files after its full compaction.
+//
+// go test -run '^$' -bench StorageDay -benchtime 1x ./internal/node/
+func BenchmarkStorageDay(b *testing.B) {
+	ctx := context.Background()
+	const patients, n = 20, 86400
+	codes := []string{vigil.LOINCHeartRate, vigil.LOINCSpO2, vigil.LOINCRespRate, vigil.LOINCBodyTemp, vigil.LOINCSystolic}
+	units := []string{"/min", "%", "/min", "Cel", "mm[Hg]"}
+	day := storetestT0()
+	// value returns patient p's value of vital k at second i: a slow
+	// random walk around a normal value, at the resolution devices send.
+	vals := make([][][]float64, patients)
+	for p := range patients {
+		rng := rand.New(rand.NewPCG(uint64(p), 11))
+		vals[p] = make([][]float64, len(codes))
+		mean := []float64{75, 97, 16, 36.8, 120}
+		step := []float64{0.4, 0.2, 0.3, 0.01, 0.5}
+		digits := []float64{1, 1, 1, 10, 1}
+		for k := range codes {
+			v := mean[k]
+			vals[p][k] = make([]float64, n)
+			for i := range n {
+				v += (mean[k]-v)*0.01 + rng.NormFloat64()*step[k]
+				vals[p][k][i] = math.Round(v*digits[k]) / digits[k]
+			}
+		}
+	}
+	total := float64(patients * n * len(codes))
+	for b.Loop() {
+		// Vigil
+		dir := b.TempDir()
+		o := pebble.DefaultOptions()
+		o.CompactInterval = -1
+		o.DedupRetention = time.Hour
+		now := day.Add(48 * time.Hour)
+		o.Now = func() time.Time { return now }
+		sl, err := node.OpenSealer(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		o.Sealer = sl
+		s, err := pebble.Open(filepath.Join(dir, "store"), o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		batch := make([]*vigil.Reading, 0, 1000)
+		for p := range patients {
+			for i := range n {
+				t := day.Add(time.Duration(i) * time.Second)
+				r := &vigil.Reading{DeviceID: fmt.Sprint("mon-", p), ID: fmt.Sprint(i), PatientID: fmt.Sprint("p", p), Time: t, Received: t}
+				for k, c := range codes {
+					r.Values = append(r.Values, vigil.Measurement{Code: c, Value: vals[p][k][i], Unit: units[k]})
+				}
+				batch = append(batch, r)
+				if len(batch) == cap(batch) || (p == patients-1 && i == n-1) {
+					if _, err := s.AppendReadings(ctx, batch); err != nil {
+						b.Fatal(err)
+					}
+					batch = batch[:0]
+				}
+			}
+		}
+		for { // each pass expires at most a million reading ids
+			st, err := s.Compact(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if st.Samples == 0 && st.ExpiredDedups == 0 {
+				break
+			}
+		}
+		db := s.DB()
+		if err := db.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		for range 2 {
+			if err := db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+				b.Fatal(err)
+			}
+		}
+		tables, _ := db.EstimateDiskUsage([]byte{0}, []byte{0xff})
+		s.Close()
+
+		// InfluxDB 1.6
+		base := startInflux(b)
+		ddir := influxDataDir(base)
+		post := func(path string, body io.Reader) {
+			resp, err := http.Post(base+path, "text/plain", body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode/100 != 2 {
+				b.Fatalf("%s: %d %s", path, resp.StatusCode, msg)
+			}
+		}
+		post("/query?q="+url.QueryEscape("CREATE DATABASE vigil"), nil)
+		var lp bytes.Buffer
+		lines := 0
+		for p := range patients {
+			for k, c := range codes {
+				for i := range n {
+					fmt.Fprintf(&lp, "vitals,patient=p%d,code=%s value=%g %d\n", p, c, vals[p][k][i], day.Add(time.Duration(i)*time.Second).UnixMilli())
+					if lines++; lines%20000 == 0 {
+						post("/write?db=vigil&precision=ms", &lp)
+						lp.Reset()
+					}
+				}
+			}
+		}
+		if lp.Len() > 0 {
+			post("/write?db=vigil&precision=ms", &lp)
+		}
+		// Wait until the shard is fully compacted: the TSM files' size
+		// stops changing and no compaction is in progress.
+		var tsm int64
+		for stable, last := 0, int64(-1); stable < 10; time.Sleep(time.Second) {
+			size, tmp := dirSize(filepath.Join(ddir, "data"))
+			if size == last && !tmp {
+				stable++
+			} else {
+				stable = 0
+			}
+			last, tsm = size, size
+		}
+		b.ReportMetric(float64(tables)/total, "vigil-bytes/value")
+		b.ReportMetric(float64(tsm)/total, "influx-bytes/value")
+		b.ReportMetric(float64(tables)/float64(tsm), "vigil/influx")
+	}
+}
+
+// storetestT0 is a fixed day in the past.
+func storetestT0() time.Time { return time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC) }
+
+// influxDirs remembers each started influxd's directory by base URL.
+var influxDirs = map[string]string{}
+
+func influxDataDir(base string) string { return influxDirs[base] }
+
+// dirSize sums the sizes of the TSM files under dir and says whether a
+// compaction's temporary file is there.
+func dirSize(dir string) (int64, bool) {
+	var n int64
+	tmp := false
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return nil
+		}
+		if strings.HasSuffix(p, ".tmp") {
+			tmp = true
+		}
+		if strings.HasSuffix(p, ".tsm") {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n, tmp
 }

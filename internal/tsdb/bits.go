@@ -79,11 +79,18 @@ func (r *bitReader) readBits(n int) (uint64, error) {
 // Variable-length signed integers: a unary bucket prefix followed by the
 // value in that bucket's width (two's complement). Bucket 0 is the value 0
 // in one bit, which is what regular series produce most of the time.
-var buckets = [...]int{0, 4, 8, 14, 20, 32, 64}
+var buckets = []int{0, 4, 8, 14, 20, 32, 64}
+
+// valueBuckets code value deltas in version 2 chunks: a 2-bit bucket
+// first, since vital signs mostly move by one step at a time (4 bits
+// where version 1 took 6).
+var valueBuckets = []int{0, 2, 4, 8, 14, 20, 32, 64}
 
 // writeVarBits writes v with the smallest bucket that holds it: prefix of
 // i ones then a zero (no zero after the last bucket), then the bits.
-func (w *bitWriter) writeVarBits(v int64) {
+func (w *bitWriter) writeVarBits(v int64) { w.writeCode(v, buckets) }
+
+func (w *bitWriter) writeCode(v int64, buckets []int) {
 	for i, n := range buckets {
 		if n == 64 || fits(v, n) {
 			for j := 0; j < i; j++ {
@@ -100,7 +107,9 @@ func (w *bitWriter) writeVarBits(v int64) {
 	}
 }
 
-func (r *bitReader) readVarBits() (int64, error) {
+func (r *bitReader) readVarBits() (int64, error) { return r.readCode(buckets) }
+
+func (r *bitReader) readCode(buckets []int) (int64, error) {
 	i := 0
 	for i < len(buckets)-1 {
 		bit, err := r.readBit()

@@ -29,8 +29,11 @@ type Sample struct {
 	Lag int64   // receive time minus device time, whole seconds
 }
 
+// Chunk versions: 1 (until December 2026, still read) codes each sample's
+// time, value and lag apart; 2 (written now) spends one bit on "time step
+// and lag as before" and codes value deltas with a 2-bit bucket first.
 const (
-	version   = 1
+	version   = 2
 	maxScale  = 6
 	floatMode = 0xFF
 )
@@ -70,25 +73,29 @@ func Encode(samples []Sample) ([]byte, error) {
 	}
 	for _, s := range samples[1:] {
 		delta := s.T - prevT
-		w.writeVarBits(delta - prevDelta)
-		prevT, prevDelta = s.T, delta
+		if dod, dl := delta-prevDelta, s.Lag-prevLag; dod == 0 && dl == 0 {
+			w.writeBit(false) // the regular case: one bit for both
+		} else {
+			w.writeBit(true)
+			w.writeVarBits(dod)
+			w.writeVarBits(dl)
+		}
+		prevT, prevDelta, prevLag = s.T, delta, s.Lag
 		if scale == floatMode {
-			w.writeVarBits(int64(math.Float64bits(s.V) ^ math.Float64bits(prevV)))
+			w.writeCode(int64(math.Float64bits(s.V)^math.Float64bits(prevV)), valueBuckets)
 		} else {
 			i := scaled(s.V, scale)
-			w.writeVarBits(i - prevI)
+			w.writeCode(i-prevI, valueBuckets)
 			prevI = i
 		}
 		prevV = s.V
-		w.writeVarBits(s.Lag - prevLag)
-		prevLag = s.Lag
 	}
 	return w.b, nil
 }
 
 // Count returns how many samples a chunk holds, without decoding them.
 func Count(b []byte) (int, error) {
-	if len(b) < 3 || b[0] != version {
+	if len(b) < 3 || (b[0] != 1 && b[0] != 2) {
 		return 0, errShort
 	}
 	n, k := binary.Uvarint(b[2:])
@@ -103,7 +110,8 @@ func Decode(b []byte) ([]Sample, error) {
 	if len(b) < 2 {
 		return nil, errShort
 	}
-	if b[0] != version {
+	v := b[0]
+	if v != 1 && v != 2 {
 		return nil, fmt.Errorf("tsdb: unknown chunk version %d", b[0])
 	}
 	scale := int(b[1])
@@ -150,14 +158,34 @@ func Decode(b []byte) ([]Sample, error) {
 	r := bitReader{b: b[p:]}
 	prev := s0
 	prevDelta := int64(0)
+	vb := buckets
+	if v == 2 {
+		vb = valueBuckets
+	}
 	for i := uint64(1); i < n; i++ {
-		dod, err := r.readVarBits()
-		if err != nil {
-			return nil, err
+		var dod, dl int64
+		irregular := true
+		if v == 2 {
+			bit, err := r.readBit()
+			if err != nil {
+				return nil, err
+			}
+			irregular = bit
+		}
+		if irregular {
+			var err error
+			if dod, err = r.readVarBits(); err != nil {
+				return nil, err
+			}
+			if v == 2 {
+				if dl, err = r.readVarBits(); err != nil {
+					return nil, err
+				}
+			}
 		}
 		prevDelta += dod
 		s := Sample{T: prev.T + prevDelta}
-		dv, err := r.readVarBits()
+		dv, err := r.readCode(vb)
 		if err != nil {
 			return nil, err
 		}
@@ -167,9 +195,10 @@ func Decode(b []byte) ([]Sample, error) {
 			prevI += dv
 			s.V = float64(prevI) / pow10[scale]
 		}
-		dl, err := r.readVarBits()
-		if err != nil {
-			return nil, err
+		if v == 1 {
+			if dl, err = r.readVarBits(); err != nil {
+				return nil, err
+			}
 		}
 		s.Lag = prev.Lag + dl
 		out = append(out, s)

@@ -1,8 +1,10 @@
 package tsdb
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -194,4 +196,62 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encode: %v", err)
 		}
 	})
+}
+
+// encodeV1 is the version 1 encoder, as stores written before December
+// 2026 hold its chunks: they must still read.
+func encodeV1(samples []Sample) []byte {
+	scale := chooseScale(samples)
+	out := []byte{1, byte(scale)}
+	out = binary.AppendUvarint(out, uint64(len(samples)))
+	s0 := samples[0]
+	out = binary.AppendVarint(out, s0.T)
+	if scale == floatMode {
+		out = binary.BigEndian.AppendUint64(out, math.Float64bits(s0.V))
+	} else {
+		out = binary.AppendVarint(out, scaled(s0.V, scale))
+	}
+	out = binary.AppendVarint(out, s0.Lag)
+	w := bitWriter{b: out}
+	prevT, prevDelta, prevLag, prevV := s0.T, int64(0), s0.Lag, s0.V
+	prevI := int64(0)
+	if scale != floatMode {
+		prevI = scaled(s0.V, scale)
+	}
+	for _, s := range samples[1:] {
+		delta := s.T - prevT
+		w.writeVarBits(delta - prevDelta)
+		prevT, prevDelta = s.T, delta
+		if scale == floatMode {
+			w.writeVarBits(int64(math.Float64bits(s.V) ^ math.Float64bits(prevV)))
+		} else {
+			i := scaled(s.V, scale)
+			w.writeVarBits(i - prevI)
+			prevI = i
+		}
+		prevV = s.V
+		w.writeVarBits(s.Lag - prevLag)
+		prevLag = s.Lag
+	}
+	return w.b
+}
+
+func TestVersion1StillReads(t *testing.T) {
+	for name, vs := range map[string][]float64{"integers": {72, 73, 73, 71, 90, 72}, "decimals": {36.6, 36.7, 36.7, 37.1}, "floats": {0.1 + 0.2, math.Pi, math.E}} {
+		var in []Sample
+		for i, v := range vs {
+			in = append(in, Sample{T: 1_700_000_000_000 + int64(i)*1000 + int64(i%2)*7, V: v, Lag: int64(i % 3)})
+		}
+		out, err := Decode(encodeV1(in))
+		if err != nil || !slices.Equal(out, in) {
+			t.Errorf("%s: %v %v, want %v", name, out, err, in)
+		}
+		v2, err := Encode(in)
+		if err != nil || v2[0] != 2 {
+			t.Fatalf("%s: writes version %d", name, v2[0])
+		}
+		if out, err = Decode(v2); err != nil || !slices.Equal(out, in) {
+			t.Errorf("%s v2: %v %v", name, out, err)
+		}
+	}
 }

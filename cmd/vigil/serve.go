@@ -37,7 +37,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var oidcCfg web.OIDC
 	var plaintext bool
 	var tlsCert, tlsKey string
-	var cpuProfile string
+	var cpuProfile, memProfile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the Vigil server on a data directory",
@@ -243,6 +243,11 @@ mirror the flags.`,
 				}
 				defer func() { pprof.StopCPUProfile(); f.Close() }()
 			}
+			if memProfile != "" {
+				// Each SIGUSR1 writes the live heap (after a collection).
+				stop := writeHeapOnSignal(memProfile)
+				defer stop()
+			}
 			return serve(cmd.Context(), g, opts)
 		},
 	}
@@ -261,6 +266,7 @@ mirror the flags.`,
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
 	f.BoolVar(&noHTTPLimits, "no-http-rate-limits", false, "lift the HTTP rate limits (per address, user and device) — for load tests only: they protect the server from a flood")
+	f.IntVar(&opts.MQTTMaxConns, "mqtt-max-conns", 50000, "concurrent MQTT connections in all (each client address at most 2,048, loopback unlimited); raise the process's open-file limit to match")
 	f.Float64Var(&opts.MQTTRate, "mqtt-rate", broker.DefaultRatePerDevice, "MQTT messages per second per device (bursts of twice that); past it Vigil reads that device's connection more slowly, refusing nothing (-1: no limit)")
 	f.StringVar(&opts.EHRURL, "ehr-url", envOr("VIGIL_EHR_URL", ""), "push every Observation to this EHR: its FHIR R4 base https://… (conditional updates, batched, retried) or an HL7 v2 interface engine mllps://host:port (ORU^R01 over MLLP); env VIGIL_EHR_URL; empty: off")
 	f.StringVar(&ehrTokenFile, "ehr-token-file", "", "file holding the EHR's bearer token (or env VIGIL_EHR_TOKEN)")
@@ -277,6 +283,7 @@ mirror the flags.`,
 	f.StringVar(&syslogKey, "audit-syslog-key", "", "its private key (PEM)")
 	f.StringVar(&opts.AuditSyslogFormat, "audit-syslog-format", "vigil", "vigil (RFC 5424 structured data, for a SIEM) or atna (IHE ATNA ITI-20: DICOM audit message XML, for an audit record repository)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
+	f.StringVar(&memProfile, "memprofile", "", "on each SIGUSR1, write a Go heap profile to this file (read it with go tool pprof)")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd
 }

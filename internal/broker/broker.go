@@ -66,6 +66,11 @@ const DefaultMaxPayload = 256 << 10
 // acknowledgement has been written.
 const ReceiveMaximum = 1024
 
+// MaxClientWritesPending is how many outgoing messages may wait for one
+// client's connection; past it mochi drops QoS 0 and keeps QoS 1 in flight
+// for resending.
+const MaxClientWritesPending = 256
+
 // packetOverhead is the room the broker's maximum packet size leaves for
 // the fixed header, topic and properties on top of MaxPayload.
 const packetOverhead = 4 << 10
@@ -187,6 +192,10 @@ func New(opts Options) (*Broker, error) {
 	caps.MaximumPacketSize = uint32(opts.MaxPayload + packetOverhead)
 	caps.ReceiveMaximum = ReceiveMaximum
 	caps.MaximumSessionExpiryInterval = 24 * 60 * 60 // seconds; bounds memory held for absent clients
+	// Messages queued to one client (commands to a device, alerts to a
+	// nurse-call system): mochi's default of 8,192 is a 64 KB channel per
+	// connection, most of an idle connection's memory.
+	caps.MaximumClientWritesPending = MaxClientWritesPending
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		Logger:                 slog.New(&redactHandler{h: log.Handler(), min: slog.LevelWarn}),

@@ -6,6 +6,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -145,6 +146,8 @@ type Options struct {
 	// MQTTRate is messages per second per device over MQTT (0: the
 	// broker's default, 1000; < 0: no limit); see broker.Options.
 	MQTTRate float64
+	// MQTTMaxConns caps concurrent MQTT connections in all (0: 50,000).
+	MQTTMaxConns int
 	// HTTPLimits are the HTTP rate limits (zero fields: the defaults,
 	// httpapi.DefaultLimits).
 	HTTPLimits    httpapi.Limits
@@ -415,7 +418,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	// have no per-address cap. Refusals and slow clients are counted.
 	conns := netlimit.NewMetrics(n.Registry)
 	bopts.WrapListener = func(ln net.Listener) net.Listener {
-		return netlimit.Wrap(ln, "mqtt", netlimit.Limits{Total: 50000, PerAddr: 2048}, conns)
+		return netlimit.Wrap(ln, "mqtt", netlimit.Limits{Total: cmp.Or(opts.MQTTMaxConns, 50000), PerAddr: 2048}, conns)
 	}
 	bopts.OnCommandAck = func(deviceID string, payload []byte) {
 		if err := n.Admin.CommandAck(context.Background(), deviceID, payload); err != nil {

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkIdleConnections holds N idle MQTT 3.1.1 connections (default
+// 100,000; VIGIL_BENCH_CONNS) open to a `vigil serve` child and, in the
+// same run, to a Mosquitto child, and reports each server's resident
+// memory per connection (VmRSS after the connections minus before, over
+// N). The clients dial from several loopback source addresses (one
+// address has about 28,000 ephemeral ports). Vigil's connections all
+// authenticate as one gateway device (each with its own client id):
+// registering 100,000 devices would spend 100,000 argon2id hashes, and
+// the per-connection state does not depend on it. Needs root (it raises
+// the open-file limit) and /usr/sbin/mosquitto for the peer.
+//
+// go test -run '^$' -bench IdleConnections -benchtime 1x -timeout 30m ./cmd/vigil/
+func BenchmarkIdleConnections(b *testing.B) {
+	n := 100_000
+	if v := os.Getenv("VIGIL_BENCH_CONNS"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	lim := &syscall.Rlimit{Cur: uint64(2*n + 10_000), Max: uint64(2*n + 10_000)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, lim); err != nil {
+		b.Skipf("cannot raise the open-file limit to %d (needs root): %v", lim.Cur, err)
+	}
+	b.Setenv("VIGIL_TEST_MAIN", "1")
+	for b.Loop() {
+		// Vigil
+		dir := b.TempDir()
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), []string{"device", "add", "--id", "gw-idle", "--kind", "gateway", "--json", "--data", dir}, nil, &out, &errb); err != nil {
+			b.Fatalf("device add: %v %s", err, errb.String())
+		}
+		var d struct{ Secret string }
+		if err := json.Unmarshal(out.Bytes(), &d); err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error",
+			"--plaintext", "--mqtt-max-conns", strconv.Itoa(n+1000), "--memprofile", filepath.Join(dir, "heap.pprof"))
+		cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		c, err := waitControl(context.Background(), dir, 60*time.Second)
+		if err != nil {
+			cmd.Process.Kill()
+			b.Fatal(err)
+		}
+		var held float64
+		vigilPer := idleMemory(b, cmd.Process.Pid, c.MQTTAddr, n, "gw-idle", d.Secret, func(before int64) {
+			// With the connections open: a collection that returns free
+			// memory to the OS (SIGUSR1 with --memprofile), then RSS again
+			// — what the connections hold once setup garbage is gone.
+			cmd.Process.Signal(syscall.SIGUSR1)
+			time.Sleep(3 * time.Second)
+			held = float64(rss(b, cmd.Process.Pid)-before) / float64(n)
+			if p := os.Getenv("VIGIL_BENCH_HEAP"); p != "" {
+				if b, err := os.ReadFile(filepath.Join(dir, "heap.pprof")); err == nil {
+					os.WriteFile(p, b, 0o644)
+				}
+			}
+		})
+		b.ReportMetric(held, "vigil-held-bytes/conn")
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+
+		// Mosquitto
+		exe, err := exec.LookPath("mosquitto")
+		if err != nil {
+			exe = "/usr/sbin/mosquitto"
+		}
+		if _, err := os.Stat(exe); err != nil {
+			b.Logf("vigil: %.0f bytes per idle connection; no mosquitto for the peer", vigilPer)
+			b.ReportMetric(vigilPer, "vigil-bytes/conn")
+			continue
+		}
+		port := freePort(b)
+		conf := filepath.Join(dir, "mosquitto.conf")
+		os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n", port)), 0o600)
+		mq := exec.Command(exe, "-c", conf)
+		if err := mq.Start(); err != nil {
+			b.Fatal(err)
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if conn, err := net.Dial("tcp", addr); err == nil {
+				conn.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("mosquitto did not start")
+			}
+		}
+		peerPer := idleMemory(b, mq.Process.Pid, addr, n, "", "", func(int64) {})
+		mq.Process.Kill()
+		mq.Wait()
+		b.ReportMetric(vigilPer, "vigil-bytes/conn")
+		b.ReportMetric(peerPer, "mosquitto-bytes/conn")
+		b.ReportMetric(held/peerPer, "vigil-held/mosquitto")
+	}
+}
+
+// idleMemory opens n MQTT connections to addr, waits for every CONNACK,
+// lets the server settle and returns its RSS growth per connection.
+func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, whileOpen func(before int64)) float64 {
+	b.Helper()
+	time.Sleep(2 * time.Second)
+	before := rss(b, pid)
+	conns := make([]net.Conn, n)
+	var next, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				// Source addresses 127.0.0.1–127.0.0.8, by connection.
+				src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
+				d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
+				conn, err := d.Dial("tcp", addr)
+				if err == nil {
+					_, err = conn.Write(connectPacket(fmt.Sprintf("idle-%d-%d", w, i), user, pass))
+				}
+				if err == nil {
+					conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+					ack := make([]byte, 4)
+					if _, err = io.ReadFull(conn, ack); err == nil && ack[3] != 0 {
+						err = fmt.Errorf("CONNACK return code %d", ack[3])
+					}
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					if conn != nil {
+						conn.Close()
+					}
+					continue
+				}
+				conns[i] = conn
+			}
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("%d of %d connections failed; first: %v", f, n, firstErr.Load())
+	}
+	time.Sleep(3 * time.Second)
+	after := rss(b, pid)
+	whileOpen(before)
+	return float64(after-before) / float64(n)
+}
+
+// connectPacket is an MQTT 3.1.1 CONNECT, clean session, keep-alive 600 s.
+func connectPacket(clientID, user, pass string) []byte {
+	str := func(b []byte, s string) []byte {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+		return append(b, s...)
+	}
+	flags := byte(0x02)
+	var payload []byte
+	payload = str(payload, clientID)
+	if user != "" {
+		flags |= 0x80 | 0x40
+		payload = str(payload, user)
+		payload = str(payload, pass)
+	}
+	vh := str(nil, "MQTT")
+	vh = append(vh, 4, flags, 0x02, 0x58)
+	body := append(vh, payload...)
+	pkt := []byte{0x10}
+	for l := len(body); ; {
+		d := byte(l % 128)
+		if l /= 128; l > 0 {
+			d |= 0x80
+		}
+		pkt = append(pkt, d)
+		if l == 0 {
+			break
+		}
+	}
+	return append(pkt, body...)
+}
+
+// rss is a process's resident memory in bytes.
+func rss(b *testing.B, pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+func freePort(b *testing.B) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

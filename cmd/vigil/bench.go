@@ -26,7 +26,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	var o bench.Options
 	var peer string
 	var keep bool
-	var profile string
+	var profile, mixSpec string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure acknowledged readings/s and latency over MQTT (against a peer broker in the same run) or HTTP",
@@ -63,7 +63,8 @@ both.`,
   vigil bench --publishers 200 --inflight 1 --rate 1   # many devices at a steady rate
   vigil bench --publishers 4 --inflight 256 --json      # a few gateways with deep pipelines
   vigil bench --protocol http --publishers 32 --inflight 4   # HTTP ingest
-  vigil bench --protocol mllp --publishers 16 --inflight 8 --peer 127.0.0.1:2576   # HL7 v2 vs simple-hl7`,
+  vigil bench --protocol mllp --publishers 16 --inflight 8 --peer 127.0.0.1:2576   # HL7 v2 vs simple-hl7
+  vigil bench --mix canonical=60,monitor=20,gatt=10,omh=10   # a mixed device population`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -76,10 +77,17 @@ both.`,
 			default:
 				return fmt.Errorf("--protocol %q: use mqtt, http or mllp", o.Protocol)
 			}
+			if mixSpec != "" && o.Protocol != "mqtt" {
+				return fmt.Errorf("--mix applies to --protocol mqtt")
+			}
+			mix, err := parseBenchMix(mixSpec, o.Publishers)
+			if err != nil {
+				return err
+			}
 			if !g.json {
 				o.Progress = g.stderr
 			}
-			vr, err := benchVigil(ctx, g, o, keep, profile)
+			vr, err := benchVigil(ctx, g, o, keep, profile, mix)
 			if err != nil {
 				return err
 			}
@@ -92,8 +100,7 @@ both.`,
 				po := o
 				po.Addr = peer
 				po.Creds = nil
-				po.Topic = benchTopic
-				po.Payload = benchPayload
+				po.Topic, po.Payload = mix.topic, mix.payload
 				if o.Protocol == "mllp" {
 					po.Payload = benchHL7
 				}
@@ -108,6 +115,9 @@ both.`,
 				}
 			}
 			return g.print(result, func(w *tabwriter.Writer) {
+				if mixSpec != "" {
+					fmt.Fprintf(w, "\nmix: %s publishers\n", mix)
+				}
 				fmt.Fprintf(w, "\n%s\n", vr)
 				if result.Peer != nil {
 					fmt.Fprintf(w, "%s\n", result.Peer)
@@ -127,18 +137,20 @@ both.`,
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish against each target")
 	f.Float64Var(&o.Rate, "rate", 0, "messages/s per publisher (0: as fast as acknowledged)")
 	f.StringVar(&peer, "peer", "127.0.0.1:1883", "peer measured in the same run: an MQTT broker, or with --protocol mllp an MLLP server (\"\" to skip)")
+	f.StringVar(&mixSpec, "mix", "", "payload mix over the publishers, format=weight,…: canonical (a heart rate), monitor (five vitals in one reading), gatt (a Bluetooth heart-rate characteristic), omh (an Open mHealth data point); default canonical")
 	f.StringVar(&profile, "server-cpuprofile", "", "write the benchmarked server's CPU profile to this file (go tool pprof)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary data directory of the benchmarked server")
 	return cmd
 }
 
-func benchTopic(i int) string { return "vigil/v1/devices/" + benchDevice(i) + "/readings" }
 
 func benchDevice(i int) string { return "bench-" + strconv.Itoa(i) }
 
 // benchPayload is one canonical reading: a unique id per publisher and
 // sequence, the current time, and a plausible heart rate.
-func benchPayload(i int, seq uint64) []byte {
+func benchPayload(i int, seq uint64) []byte { return benchPayloadSeq(seq) }
+
+func benchPayloadSeq(seq uint64) []byte {
 	b, _ := json.Marshal(map[string]any{
 		"id":     strconv.FormatUint(seq, 10),
 		"time":   time.Now().UTC().Format(time.RFC3339Nano),
@@ -159,7 +171,7 @@ func benchHL7(i int, seq uint64) []byte {
 }
 
 // benchVigil runs the load against a fresh `vigil serve` child process.
-func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, profile string) (bench.Report, error) {
+func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, profile string, mix benchMix) (bench.Report, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return bench.Report{}, err
@@ -225,8 +237,7 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 	}
 	o.Addr, o.URL = c.MQTTAddr, c.HTTPURL
 	o.Creds = func(i int) (string, string) { return benchDevice(i), secrets[i] }
-	o.Topic = benchTopic
-	o.Payload = benchPayload
+	o.Topic, o.Payload = mix.topic, mix.payload
 	if o.Protocol == "mllp" {
 		// Each publisher is a gateway (MSH-3 names it) reporting its patient by MRN.
 		for i := range o.Publishers {

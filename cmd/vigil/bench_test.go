@@ -1,8 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/node"
 )
 
 // vigil bench --protocol http drives a fresh server's HTTP ingest and
@@ -52,5 +61,73 @@ func TestBenchMLLP(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 || rep.Peer != nil {
 		t.Fatalf("report: %v %+v\n%s", err, rep, out)
+	}
+}
+
+// A payload mix: publishers split by weight among formats, every one of
+// which Vigil acknowledges (no errors: each payload is valid).
+func TestBenchMix(t *testing.T) {
+	m, err := parseBenchMix("canonical=60,monitor=20,gatt=10,omh=10", 10)
+	if err != nil || m.String() != "6 canonical, 2 monitor, 1 gatt, 1 omh" {
+		t.Fatalf("mix: %v %v", m, err)
+	}
+	if m, err = parseBenchMix("canonical=1,omh=1", 3); err != nil || len(m) != 3 {
+		t.Fatalf("rounding: %v %v", m, err)
+	}
+	for _, bad := range []string{"canonical", "xml=1", "gatt=-1", "gatt=x"} {
+		if _, err := parseBenchMix(bad, 4); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	t.Setenv("VIGIL_TEST_MAIN", "1")
+	out, err := vigilCmd(t, "", "bench", "--mix", "canonical=1,monitor=1,gatt=1,omh=1", "--publishers", "4", "--inflight", "4", "--duration", "1s", "--peer", "", "--json")
+	if err != nil {
+		t.Fatalf("vigil bench --mix: %v\n%s", err, out)
+	}
+	var rep struct {
+		Vigil struct {
+			Acked  uint64 `json:"acked"`
+			Errors uint64 `json:"errors"`
+		} `json:"vigil"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 {
+		t.Fatalf("report: %v %+v\n%s", err, rep, out)
+	}
+	// Each format's payload is one Vigil stores (MQTT 3.1.1 acknowledges
+	// refusals too, so the run above does not show it): post one of each
+	// to a node's HTTP ingest.
+	ctx := context.Background()
+	n, err := node.Start(ctx, node.Options{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Admin.AddPatient(ctx, &vigil.Patient{ID: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := n.Admin.AddDevice(ctx, &vigil.Device{ID: benchDevice(0), Kind: vigil.DeviceWearable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Admin.Assign(ctx, benchDevice(0), "p1", time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	seq := uint64(0)
+	for name, f := range benchFormats {
+		seq++ // a reading id of its own: stored, not a duplicate
+		req, _ := http.NewRequest("POST", n.URL()+"/api/v1/devices/"+benchDevice(0)+"/"+f.topic, bytes.NewReader(f.payload(seq)))
+		req.SetBasicAuth(benchDevice(0), secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(body), `"duplicate"`) {
+			t.Errorf("%s payload: %d %s", name, resp.StatusCode, body)
+		}
+	}
+	if out, err := vigilCmd(t, "", "bench", "--protocol", "http", "--mix", "gatt=1"); err == nil {
+		t.Fatalf("--mix with http accepted: %s", out)
 	}
 }

@@ -143,7 +143,6 @@ both.`,
 	return cmd
 }
 
-
 func benchDevice(i int) string { return "bench-" + strconv.Itoa(i) }
 
 // benchPayload is one canonical reading: a unique id per publisher and

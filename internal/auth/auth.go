@@ -23,6 +23,7 @@ import (
 	"github.com/pquerna/otp/totp"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/argon2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/certs"
@@ -61,6 +62,9 @@ func HashSecret(secret string) (string, error) {
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
 }
+
+// verifySecret is VerifySecret (a variable so tests can count calls).
+var verifySecret = VerifySecret
 
 // VerifySecret reports whether secret matches hash (from HashSecret), in
 // constant time with respect to the secret.
@@ -125,6 +129,10 @@ type Authenticator struct {
 	usedCodes map[string]string
 
 	failed *prometheus.CounterVec
+	// verifying shares one argon2id verification among concurrent
+	// requests with the same device and secret (a device's first burst of
+	// HTTP requests, each 64 ms of CPU and memory otherwise).
+	verifying singleflight.Group
 }
 
 // NewAuthenticator returns an Authenticator over st.
@@ -180,7 +188,8 @@ func (a *Authenticator) Device(ctx context.Context, deviceID, secret string) (*v
 		a.failed.WithLabelValues("device").Inc()
 		return nil, errBadCredentials
 	}
-	good, err := VerifySecret(d.SecretHash, secret)
+	v, err, _ := a.verifying.Do(deviceID+"\x00"+string(sum[:]), func() (any, error) { return verifySecret(d.SecretHash, secret) })
+	good, _ := v.(bool)
 	if err != nil {
 		return nil, vigil.Errorf(vigil.EINTERNAL, "device %s has an unreadable secret hash: rotate its secret", deviceID)
 	}

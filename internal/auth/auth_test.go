@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -305,4 +307,51 @@ func FuzzPrincipal(f *testing.F) {
 			t.Fatalf("token %q: %v", tok, err)
 		}
 	})
+}
+
+// A device's first burst of concurrent requests shares one argon2id
+// verification (each costs tens of milliseconds and its memory).
+func TestConcurrentFirstVerificationShared(t *testing.T) {
+	st, a, _ := setup(t)
+	secret := "a device secret of some length"
+	h, err := HashSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateDevice(context.Background(), &vigil.Device{ID: "w1", Kind: vigil.DeviceWearable, SecretHash: h}); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	release := make(chan struct{})
+	verifySecret = func(hash, s string) (bool, error) {
+		calls.Add(1)
+		<-release // every caller arrives while this one is verifying
+		return VerifySecret(hash, s)
+	}
+	defer func() { verifySecret = VerifySecret }()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := a.Device(context.Background(), "w1", secret)
+			errs <- err
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // generous: the callers are all waiting
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := calls.Load(); n > 2 {
+		t.Fatalf("%d verifications for 16 concurrent requests, want them shared", n)
+	}
+	if _, err := a.Device(context.Background(), "w1", "a wrong secret of some length"); vigil.ErrorCode(err) != vigil.EUNAUTHORIZED {
+		t.Fatalf("wrong secret: %v", err)
+	}
 }

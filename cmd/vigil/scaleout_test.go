@@ -205,6 +205,18 @@ func TestPostgresOffline(t *testing.T) {
 			t.Errorf("%s: %v, want ok %v", c.url, err, c.ok)
 		}
 	}
+	for u, ok := range map[string]bool{
+		"nats://127.0.0.1:4222":                       true,
+		"nats://127.0.0.1:4222,nats://127.0.0.2:4223": true,
+		"tls://nats.example.org:4222":                 true,
+		"nats://nats.example.org:4222":                false,
+		"nats://127.0.0.1:4222,nats://10.0.0.5:4222":  false,
+		"not a url": false,
+	} {
+		if err := checkNATSURL(u); (err == nil) != ok {
+			t.Errorf("--nats %s: %v, want ok %v", u, err, ok)
+		}
+	}
 }
 
 // vigil bench --postgres measures a server that keeps its data in

@@ -63,8 +63,14 @@ node's keys and TLS material. A database on another machine must be reached over
 (sslmode=verify-full, verify-ca or require in the URL). docs/formats/postgres.md has the
 schema, which is created and migrated at start.
 
-Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT, VIGIL_MLLP and VIGIL_POSTGRES
-mirror the flags.`,
+With --nats (and --postgres), NATS JetStream sits between ingest and storage: a
+device is acknowledged once JetStream has its reading, and workers store readings
+from the stream and run the rules. --role ingest takes devices only; --role worker
+works the stream; all (the default) does both. Run nats-server with jetstream
+{ sync_interval: always } so that JetStream fsyncs before it acknowledges.
+
+Environment variables VIGIL_DATA, VIGIL_HTTP, VIGIL_MQTT, VIGIL_MLLP, VIGIL_POSTGRES,
+VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 		Example: `  vigil certs init --data /var/lib/vigil --host vigil.ward4.example.org && vigil serve --data /var/lib/vigil
   vigil serve --data ./vigil-data --tls-cert /etc/pki/vigil.pem --tls-key /etc/pki/vigil-key.pem
   vigil serve --data ./vigil-data --http 127.0.0.1:8080 --mqtt 127.0.0.1:1883 --plaintext
@@ -181,6 +187,17 @@ mirror the flags.`,
 			if err := checkPostgresURL(g.postgres); err != nil {
 				return err
 			}
+			switch {
+			case opts.Role != node.RoleAll && opts.Role != node.RoleIngest && opts.Role != node.RoleWorker:
+				return fmt.Errorf("--role %q: use all, ingest or worker", opts.Role)
+			case opts.Role != node.RoleAll && opts.NATS == "":
+				return fmt.Errorf("--role %s needs --nats: roles share work through NATS JetStream", opts.Role)
+			case opts.NATS != "" && g.postgres == "":
+				return fmt.Errorf("--nats needs --postgres: ingest nodes and workers share the database")
+			}
+			if err := checkNATSURL(opts.NATS); err != nil {
+				return err
+			}
 			opts.Postgres, opts.PostgresSchema = g.postgres, g.postgresSchema
 			if u := opts.EHRURL; u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "mllps://") &&
 				!strings.HasPrefix(u, "http://127.") && !strings.HasPrefix(u, "http://localhost") && !strings.HasPrefix(u, "mllp://127.") && !strings.HasPrefix(u, "mllp://localhost") {
@@ -266,6 +283,10 @@ mirror the flags.`,
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
 	f.BoolVar(&noHTTPLimits, "no-http-rate-limits", false, "lift the HTTP rate limits (per address, user and device) — for load tests only: they protect the server from a flood")
+	f.StringVar(&opts.NATS, "nats", envOr("VIGIL_NATS", ""), "JetStream mode: put NATS JetStream between ingest and storage, nats://host:4222 (comma-separated for a cluster; needs --postgres; env VIGIL_NATS)")
+	f.StringVar(&opts.NATSPrefix, "nats-prefix", envOr("VIGIL_NATS_PREFIX", "vigil"), "JetStream subject prefix; the stream is PREFIX_READINGS")
+	f.IntVar(&opts.NATSReplicas, "nats-replicas", 1, "JetStream stream replicas (3 on a three-node cluster)")
+	f.StringVar(&opts.Role, "role", envOr("VIGIL_ROLE", "all"), "with --nats: all (ingest, work the stream, serve the API), ingest (devices' readings into the stream only) or worker (store from the stream and run rules; serves the API)")
 	f.IntVar(&opts.MQTTMaxConns, "mqtt-max-conns", 50000, "concurrent MQTT connections in all (each client address at most 2,048, loopback unlimited); raise the process's open-file limit to match")
 	f.Float64Var(&opts.MQTTRate, "mqtt-rate", broker.DefaultRatePerDevice, "MQTT messages per second per device (bursts of twice that); past it Vigil reads that device's connection more slowly, refusing nothing (-1: no limit)")
 	f.StringVar(&opts.EHRURL, "ehr-url", envOr("VIGIL_EHR_URL", ""), "push every Observation to this EHR: its FHIR R4 base https://… (conditional updates, batched, retried) or an HL7 v2 interface engine mllps://host:port (ORU^R01 over MLLP); env VIGIL_EHR_URL; empty: off")
@@ -356,6 +377,26 @@ func checkPostgresURL(u string) error {
 	}
 	if !local && !tlsOnly {
 		return fmt.Errorf("--postgres: %s is reached over the network: add sslmode=verify-full (or verify-ca, require) to the URL; patient data leaves this machine only over TLS", cfg.Host)
+	}
+	return nil
+}
+
+// checkNATSURL refuses a NATS server reached in the clear over a network:
+// readings carry patient data, so only tls:// leaves this machine.
+func checkNATSURL(urls string) error {
+	if urls == "" {
+		return nil
+	}
+	for _, u := range strings.Split(urls, ",") {
+		pu, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || pu.Host == "" {
+			return fmt.Errorf("--nats %q: use nats://host:4222 (loopback) or tls://host:4222", u)
+		}
+		host := pu.Hostname()
+		ip := net.ParseIP(host)
+		if pu.Scheme != "tls" && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("--nats %s is reached over the network: use tls://%s; patient data leaves this machine only over TLS", u, pu.Host)
+		}
 	}
 	return nil
 }

@@ -42,6 +42,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/hl7"
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/ingest"
+	"github.com/vigil-iomt/vigil/internal/jsqueue"
 	"github.com/vigil-iomt/vigil/internal/live"
 	"github.com/vigil-iomt/vigil/internal/mapping"
 	"github.com/vigil-iomt/vigil/internal/medtech"
@@ -82,6 +83,25 @@ type Control struct {
 // range this long before its alert resolves.
 const ResolveAfter = time.Minute
 
+// Roles of a node in JetStream mode.
+const (
+	RoleAll    = "all"    // ingest, work the stream, serve the API (the default)
+	RoleIngest = "ingest" // take devices' readings into the stream only
+	RoleWorker = "worker" // store from the stream and run rules; also serves the API
+)
+
+// queueStore is the store as the ingest pipeline sees it in JetStream
+// mode: readings go to the stream, the rest (devices, assignments, dead
+// letters) to the store.
+type queueStore struct {
+	Store
+	q *jsqueue.Queue
+}
+
+func (s queueStore) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigil.AppendResult, error) {
+	return s.q.AppendReadings(ctx, rs)
+}
+
 // Store is where a node keeps its data: the embedded store
 // (internal/pebble, the default) or PostgreSQL (internal/pgstore).
 type Store interface {
@@ -113,6 +133,16 @@ func AuditStore(st Store, pub ed25519.PublicKey) (audit.Store, error) {
 // Options configure a node. Zero values take the defaults noted.
 type Options struct {
 	DataDir string // required (keys, TLS material, exports; the embedded store)
+	// NATS, a nats:// URL (comma-separated for a cluster), puts JetStream
+	// between ingest and storage (internal/jsqueue; needs Postgres):
+	// readings go to the stream NATSPrefix (default "vigil") with
+	// NATSReplicas replicas; Role says whether this node also works the
+	// stream (RoleAll, the default, or RoleWorker) or only ingests
+	// (RoleIngest).
+	NATS         string
+	NATSPrefix   string
+	NATSReplicas int
+	Role         string
 	// Postgres, a postgres:// URL, keeps the data in PostgreSQL instead
 	// of the embedded store (internal/pgstore), in PostgresSchema
 	// ("vigil" when empty).
@@ -176,6 +206,7 @@ type Options struct {
 // Node is a running Vigil process.
 type Node struct {
 	Store Store
+	Queue *jsqueue.Queue // JetStream mode only
 	// AuditStore holds this node's audit log (in Store).
 	AuditStore audit.Store
 	Pipeline   *ingest.Pipeline
@@ -208,20 +239,22 @@ type Node struct {
 	EHRSync  *ehrsync.Syncer
 	Registry *prometheus.Registry
 
-	opts      Options
-	httpLn    net.Listener
-	httpSrv   *http.Server
-	httpDone  chan error
-	kinds     sync.Map // device id → kind, for offline detection
-	stopTick  chan struct{}
-	tickDone  chan struct{}
-	stopWarm  context.CancelFunc
-	warmDone  chan struct{}
-	closeOnce sync.Once
-	closeErr  error
-	ready     bool
-	mu        sync.Mutex
-	tokenID   string
+	opts       Options
+	httpLn     net.Listener
+	httpSrv    *http.Server
+	httpDone   chan error
+	kinds      sync.Map // device id → kind, for offline detection
+	stopTick   chan struct{}
+	stopWorker context.CancelFunc // JetStream mode: the stream's worker
+	workerDone chan struct{}
+	tickDone   chan struct{}
+	stopWarm   context.CancelFunc
+	warmDone   chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+	ready      bool
+	mu         sync.Mutex
+	tokenID    string
 }
 
 // Start opens the store in opts.DataDir and starts every listener. On
@@ -383,7 +416,34 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		fhir.Format:    ingest.PayloadDecoder(fhir.DecodePayload),
 		medtech.Format: medtech.NewDecoder(n.Store, table).Decode,
 	}
-	n.Pipeline = ingest.New(n.Store, table, iopts)
+	var pipelineStore ingest.Store = n.Store
+	if opts.NATS != "" {
+		// JetStream between ingest and storage: the pipeline appends to the
+		// stream (a device is acknowledged once JetStream has its reading);
+		// a worker stores from the stream and runs the observers.
+		if opts.Postgres == "" {
+			return nil, fmt.Errorf("JetStream mode (--nats) needs --postgres: ingest nodes and workers share the database")
+		}
+		if n.Queue, err = jsqueue.Open(ctx, jsqueue.Options{URL: opts.NATS, Prefix: opts.NATSPrefix, Replicas: opts.NATSReplicas, Logger: log}); err != nil {
+			return nil, err
+		}
+		pipelineStore = queueStore{Store: n.Store, q: n.Queue}
+		observers := iopts.OnStored
+		iopts.OnStored = nil
+		if opts.Role != RoleIngest {
+			wctx, stop := context.WithCancel(context.Background())
+			n.stopWorker, n.workerDone = stop, make(chan struct{})
+			go func() {
+				defer close(n.workerDone)
+				n.Queue.Work(wctx, n.Store, func(ctx context.Context, rs []*vigil.Reading) {
+					for _, f := range observers {
+						f(ctx, rs)
+					}
+				})
+			}()
+		}
+	}
+	n.Pipeline = ingest.New(pipelineStore, table, iopts)
 	if len(opts.Webhooks) > 0 {
 		n.Notifier = notify.Start(notify.Options{Targets: opts.Webhooks, Hub: n.Hub, DeadLetters: n.Store, Now: opts.Now, Logger: log, Registerer: n.Registry})
 	}
@@ -835,6 +895,13 @@ func (n *Node) close() error {
 		if err := n.Pipeline.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("drain pipeline: %w", err))
 		}
+	}
+	if n.stopWorker != nil {
+		n.stopWorker() // what it has not acknowledged comes again to a worker
+		<-n.workerDone
+	}
+	if n.Queue != nil {
+		n.Queue.Close()
 	}
 	if n.Notifier != nil {
 		n.Notifier.Close() // after the pipeline drained (its alerts still go out), before the store closes

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/pgstore"
+)
+
+// natsCluster starts three nats-server processes (Debian's, or
+// VIGIL_NATS_SERVER) forming a JetStream cluster on loopback and returns
+// their client URLs and the processes.
+func natsCluster(t *testing.T) ([]string, []*exec.Cmd) {
+	t.Helper()
+	exe := os.Getenv("VIGIL_NATS_SERVER")
+	if exe == "" {
+		exe = "/usr/sbin/nats-server"
+	}
+	if _, err := os.Stat(exe); err != nil {
+		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
+			t.Fatalf("nats-server: %v (apt-get install nats-server)", err)
+		}
+		t.Skipf("no nats-server at %s", exe)
+	}
+	port := func() int {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	client, route := []int{port(), port(), port()}, []int{port(), port(), port()}
+	var urls []string
+	var cmds []*exec.Cmd
+	for i := range 3 {
+		dir := t.TempDir()
+		var routes []string
+		for j := range 3 {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", route[j]))
+			}
+		}
+		conf := fmt.Sprintf("server_name: n%d\nlisten: 127.0.0.1:%d\njetstream { store_dir: %q }\ncluster { name: vigil, listen: 127.0.0.1:%d, routes: [%s] }\n",
+			i, client[i], filepath.Join(dir, "js"), route[i], strings.Join(routes, ", "))
+		os.WriteFile(filepath.Join(dir, "nats.conf"), []byte(conf), 0o600)
+		cmd := exec.Command(exe, "-c", filepath.Join(dir, "nats.conf"))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		cmds = append(cmds, cmd)
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", client[i]))
+	}
+	// Ready when JetStream answers with a meta leader elected.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		nc, err := nats.Connect(strings.Join(urls, ","), nats.Timeout(time.Second))
+		if err == nil {
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err = js.AccountInfo(ctx)
+			cancel()
+			nc.Close()
+			if err == nil {
+				return urls, cmds
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the NATS cluster did not form: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A three-node JetStream cluster under a `vigil serve` (PostgreSQL,
+// stream with three replicas): devices publish over MQTT, one NATS node
+// is SIGKILLed mid-ingest, ingest carries on through the other two, and
+// the checker finds every acknowledged reading stored exactly once once
+// the worker has drained the stream.
+func TestJetStreamClusterLosesANode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test is not short")
+	}
+	urls, natsCmds := natsCluster(t)
+	pg, schema := pgSchema(t)
+	dir := t.TempDir()
+	srv := startChild(t, dir, "--postgres", pg, "--postgres-schema", schema, "--nats", strings.Join(urls, ","), "--nats-replicas", "3")
+	defer srv.cmd.Process.Kill()
+	const devices = 4
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	secrets := make([]string, devices)
+	for i := range devices {
+		pid := fmt.Sprintf("cp%d", i)
+		if out, err := vigilCmd(t, "", "patient", "add", "--id", pid, "--data", dir); err != nil {
+			t.Fatalf("patient add: %v %s", err, out)
+		}
+		out, err := vigilCmd(t, "", "device", "add", "--id", fmt.Sprintf("cd%d", i), "--kind", "wearable", "--json", "--data", dir)
+		if err != nil {
+			t.Fatalf("device add: %v %s", err, out)
+		}
+		var d struct{ Secret string }
+		if err := json.Unmarshal([]byte(out), &d); err != nil {
+			t.Fatal(err)
+		}
+		secrets[i] = d.Secret
+		if out, err := vigilCmd(t, "", "device", "assign", fmt.Sprintf("cd%d", i), pid, "--from", t0.Add(-time.Hour).Format(time.RFC3339), "--data", dir); err != nil {
+			t.Fatalf("assign: %v %s", err, out)
+		}
+	}
+	ck := newChecker(devices)
+	rng := mrand.New(mrand.NewPCG(5, 6))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	run := func() {
+		for d := range devices {
+			seed := rng.Uint64()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil { // reconnect after a refusal, as a device does
+					publishUntilKilled(ctx, srv.mqtt, d, secrets[d], ck, t0, seed)
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+		}
+	}
+	run()
+	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < 500 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ck.ackedCount() == 0 {
+		t.Fatal("nothing acknowledged")
+	}
+	victim := natsCmds[rng.IntN(3)]
+	victim.Process.Signal(syscall.SIGKILL)
+	victim.Wait()
+	atKill := ck.ackedCount()
+	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < atKill+500 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if ck.ackedCount() <= atKill {
+		t.Fatalf("nothing acknowledged after a NATS node was killed (%d before)", atKill)
+	}
+
+	st, err := pgstore.Open(context.Background(), pg, pgstore.Options{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	count := func(d int) map[int64]int {
+		counts := map[int64]int{}
+		cursor := ""
+		for {
+			obs, next, err := st.FindObservations(context.Background(), vigil.ObservationFilter{PatientID: fmt.Sprintf("cp%d", d), Codes: []string{vigil.LOINCHeartRate}, Limit: 1000, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range obs {
+				counts[o.Time.Sub(t0).Milliseconds()]++
+			}
+			if cursor = next; cursor == "" {
+				return counts
+			}
+		}
+	}
+	// The worker drains what JetStream acknowledged.
+	for d := range devices {
+		acked, sent := ck.snapshot(d)
+		var counts map[int64]int
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			counts = count(d)
+			missing := 0
+			for seq := range acked {
+				if counts[int64(seq)] == 0 {
+					missing++
+				}
+			}
+			if missing == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		for seq := range acked {
+			if n := counts[int64(seq)]; n != 1 {
+				t.Errorf("device %d: acknowledged reading %d stored %d times, want exactly once", d, seq, n)
+			}
+		}
+		for ms := range counts {
+			if !sent[int(ms)] {
+				t.Errorf("device %d: stored a reading at +%d ms that was never sent", d, ms)
+			}
+		}
+		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
+	}
+	t.Logf("%d acknowledged in all, %d before a NATS node was killed", ck.ackedCount(), atKill)
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.cmd.Wait()
+}

@@ -1,0 +1,104 @@
+package node_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/node"
+)
+
+// natsPrefix returns the machine's NATS (or VIGIL_TEST_NATS) and a
+// subject prefix of the test's own, whose stream is deleted after.
+func natsPrefix(t *testing.T) (url, prefix string) {
+	t.Helper()
+	url = os.Getenv("VIGIL_TEST_NATS")
+	if url == "" {
+		url = "nats://127.0.0.1:4222"
+	}
+	nc, err := nats.Connect(url, nats.Timeout(2*time.Second))
+	if err != nil {
+		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
+			t.Fatalf("NATS at %s: %v", url, err)
+		}
+		t.Skipf("no NATS at %s: %v", url, err)
+	}
+	b := make([]byte, 5)
+	rand.Read(b)
+	prefix = "vigiltest" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		if js, err := jetstream.New(nc); err == nil {
+			js.DeleteStream(context.Background(), prefix+"_READINGS")
+		}
+		nc.Close()
+	})
+	return url, prefix
+}
+
+// JetStream mode: an ingest node acknowledges a device once JetStream has
+// the reading; a worker node (another node on the same database) stores
+// it and runs the rules; a re-send is a duplicate at the stream.
+func TestJetStreamIngestAndWorker(t *testing.T) {
+	pg, schema := pgSchema(t)
+	nurl, prefix := natsPrefix(t)
+	ctx := context.Background()
+	js := node.Options{Postgres: pg, PostgresSchema: schema, NATS: nurl, NATSPrefix: prefix}
+	ingest := js
+	ingest.Role = node.RoleIngest
+	e := startWith(t, ingest)
+	worker := js
+	worker.Role = node.RoleWorker
+	worker.DataDir, worker.HTTPAddr, worker.MQTTAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	w, err := node.Start(ctx, worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	body := string(reading("js-1", now, `{"code":"8310-5","value":39.6,"unit":"Cel"}`))
+	post := func() string {
+		req, _ := http.NewRequest("POST", e.n.URL()+"/api/v1/devices/mon-1/readings", strings.NewReader(body))
+		req.SetBasicAuth(e.device, e.secret)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("reading: %d %s", resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if out := post(); !strings.Contains(out, `"stored"`) {
+		t.Fatalf("first send: %s", out)
+	}
+	if out := post(); !strings.Contains(out, `"duplicate"`) {
+		t.Fatalf("re-send: %s, want a duplicate", out)
+	}
+	// The worker stores it and raises the temperature alert.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		obs, _, err := e.n.Store.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Codes: []string{vigil.LOINCBodyTemp}})
+		must(t, err)
+		as, err := e.n.Store.FindAlerts(ctx, vigil.AlertFilter{PatientID: "p1"})
+		must(t, err)
+		if len(obs) == 1 && slices.ContainsFunc(as, func(a *vigil.Alert) bool { return a.RuleID == "temp-high" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s: %d observations, %d alerts", len(obs), len(as))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-iomt/vigil"
@@ -26,7 +28,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	var o bench.Options
 	var peer string
 	var keep bool
-	var profile, mixSpec string
+	var profile, mixSpec, natsURL string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure acknowledged readings/s and latency over MQTT (against a peer broker in the same run) or HTTP",
@@ -43,7 +45,8 @@ load-tool device sends thousands of messages a second.
 --server-cpuprofile FILE writes the server's CPU profile for go tool pprof.
 
 With --postgres URL the benchmarked server keeps its data in PostgreSQL (a fresh
-schema for the run, dropped afterwards) instead of the embedded store.
+schema for the run, dropped afterwards) instead of the embedded store; adding
+--nats URL runs it in JetStream mode (a stream of its own, deleted afterwards).
 
 --protocol mllp sends HL7 v2 ORU^R01 (IHE PCD-01) over MLLP, one connection per
 sending gateway, --inflight messages before their ACKs; an ACK AA, sent after the
@@ -87,7 +90,10 @@ both.`,
 			if !g.json {
 				o.Progress = g.stderr
 			}
-			vr, err := benchVigil(ctx, g, o, keep, profile, mix)
+			if natsURL != "" && g.postgres == "" {
+				return fmt.Errorf("--nats needs --postgres: the benchmarked server's workers store into PostgreSQL")
+			}
+			vr, err := benchVigil(ctx, g, o, keep, profile, mix, natsURL)
 			if err != nil {
 				return err
 			}
@@ -137,6 +143,7 @@ both.`,
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish against each target")
 	f.Float64Var(&o.Rate, "rate", 0, "messages/s per publisher (0: as fast as acknowledged)")
 	f.StringVar(&peer, "peer", "127.0.0.1:1883", "peer measured in the same run: an MQTT broker, or with --protocol mllp an MLLP server (\"\" to skip)")
+	f.StringVar(&natsURL, "nats", "", "with --postgres: benchmark JetStream mode (the server acknowledges on JetStream's PubAck; its worker stores into PostgreSQL), e.g. nats://127.0.0.1:4222")
 	f.StringVar(&mixSpec, "mix", "", "payload mix over the publishers, format=weight,…: canonical (a heart rate), monitor (five vitals in one reading), gatt (a Bluetooth heart-rate characteristic), omh (an Open mHealth data point); default canonical")
 	f.StringVar(&profile, "server-cpuprofile", "", "write the benchmarked server's CPU profile to this file (go tool pprof)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary data directory of the benchmarked server")
@@ -170,7 +177,7 @@ func benchHL7(i int, seq uint64) []byte {
 }
 
 // benchVigil runs the load against a fresh `vigil serve` child process.
-func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, profile string, mix benchMix) (bench.Report, error) {
+func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, profile string, mix benchMix, natsURL string) (bench.Report, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return bench.Report{}, err
@@ -204,6 +211,19 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 			if conn, err := pgx.Connect(context.Background(), g.postgres); err == nil {
 				conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
 				conn.Close(context.Background())
+			}
+		}()
+	}
+	if natsURL != "" {
+		// JetStream mode, on a stream of its own, deleted afterwards.
+		prefix := fmt.Sprintf("vigilbench%d", time.Now().UnixNano())
+		args = append(args, "--nats", natsURL, "--nats-prefix", prefix)
+		defer func() {
+			if nc, err := nats.Connect(natsURL); err == nil {
+				if js, err := jetstream.New(nc); err == nil {
+					js.DeleteStream(context.Background(), prefix+"_READINGS")
+				}
+				nc.Close()
 			}
 		}()
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -35,26 +36,8 @@ func TestCrashSafety(t *testing.T) {
 	trials := 20
 	const devices = 4
 	dir := t.TempDir()
-	secrets := make([]string, devices)
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
-	for i := range devices {
-		pid := fmt.Sprintf("cp%d", i)
-		if out, err := vigilCmd(t, "", "patient", "add", "--id", pid, "--data", dir); err != nil {
-			t.Fatalf("patient add: %v %s", err, out)
-		}
-		out, err := vigilCmd(t, "", "device", "add", "--id", fmt.Sprintf("cd%d", i), "--kind", "wearable", "--json", "--data", dir)
-		if err != nil {
-			t.Fatalf("device add: %v %s", err, out)
-		}
-		var d struct{ Secret string }
-		if err := json.Unmarshal([]byte(out), &d); err != nil || d.Secret == "" {
-			t.Fatalf("device add --json: %v %q", err, out)
-		}
-		secrets[i] = d.Secret
-		if out, err := vigilCmd(t, "", "device", "assign", fmt.Sprintf("cd%d", i), pid, "--from", t0.Add(-time.Hour).Format(time.RFC3339), "--data", dir); err != nil {
-			t.Fatalf("assign: %v %s", err, out)
-		}
-	}
+	secrets := registerDevices(t, dir, devices, t0)
 
 	ck := newChecker(devices)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -131,6 +114,33 @@ func TestCrashSafety(t *testing.T) {
 		}
 		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
 	}
+}
+
+// registerDevices adds patients cp0… and wearables cd0… assigned to them
+// from before t0, through the CLI on dir (offline, or through the server
+// running on it), and returns the devices' secrets.
+func registerDevices(t *testing.T, dir string, devices int, t0 time.Time) []string {
+	t.Helper()
+	secrets := make([]string, devices)
+	cli := func(args ...string) string {
+		out, err := vigilCmd(t, "", append(args, "--data", dir)...)
+		if err != nil {
+			t.Fatalf("vigil %s: %v %s", strings.Join(args[:2], " "), err, out)
+		}
+		return out
+	}
+	for i := range devices {
+		pid := fmt.Sprintf("cp%d", i)
+		cli("patient", "add", "--id", pid)
+		out := cli("device", "add", "--id", fmt.Sprintf("cd%d", i), "--kind", "wearable", "--json")
+		var d struct{ Secret string }
+		if err := json.Unmarshal([]byte(out), &d); err != nil || d.Secret == "" {
+			t.Fatalf("device add --json: %v %q", err, out)
+		}
+		secrets[i] = d.Secret
+		cli("device", "assign", fmt.Sprintf("cd%d", i), pid, "--from", t0.Add(-time.Hour).Format(time.RFC3339))
+	}
+	return secrets
 }
 
 type child struct {

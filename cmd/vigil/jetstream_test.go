@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
@@ -104,25 +103,7 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 	defer srv.cmd.Process.Kill()
 	const devices = 4
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
-	secrets := make([]string, devices)
-	for i := range devices {
-		pid := fmt.Sprintf("cp%d", i)
-		if out, err := vigilCmd(t, "", "patient", "add", "--id", pid, "--data", dir); err != nil {
-			t.Fatalf("patient add: %v %s", err, out)
-		}
-		out, err := vigilCmd(t, "", "device", "add", "--id", fmt.Sprintf("cd%d", i), "--kind", "wearable", "--json", "--data", dir)
-		if err != nil {
-			t.Fatalf("device add: %v %s", err, out)
-		}
-		var d struct{ Secret string }
-		if err := json.Unmarshal([]byte(out), &d); err != nil {
-			t.Fatal(err)
-		}
-		secrets[i] = d.Secret
-		if out, err := vigilCmd(t, "", "device", "assign", fmt.Sprintf("cd%d", i), pid, "--from", t0.Add(-time.Hour).Format(time.RFC3339), "--data", dir); err != nil {
-			t.Fatalf("assign: %v %s", err, out)
-		}
-	}
+	secrets := registerDevices(t, dir, devices, t0)
 	ck := newChecker(devices)
 	rng := mrand.New(mrand.NewPCG(5, 6))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
@@ -19,32 +17,10 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
+	"github.com/vigil-iomt/vigil/internal/testenv"
 )
 
-// pgSchema makes a fresh schema in the machine's PostgreSQL (or
-// VIGIL_TEST_POSTGRES) for one test and drops it after.
-func pgSchema(t *testing.T) (url, schema string) {
-	t.Helper()
-	url = os.Getenv("VIGIL_TEST_POSTGRES")
-	if url == "" {
-		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
-			t.Fatalf("PostgreSQL at %s: %v", url, err)
-		}
-		t.Skipf("no PostgreSQL at %s: %v", url, err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema = "vigil_cmd_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	return url, schema
-}
+func pgSchema(t testing.TB) (url, schema string) { return testenv.PostgresSchema(t) }
 
 // Two `vigil serve` processes on one PostgreSQL database: devices
 // registered through one authenticate on the other, every device sends
@@ -64,25 +40,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	defer a.cmd.Process.Kill()
 	const devices = 4
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
-	secrets := make([]string, devices)
-	for i := range devices {
-		pid := fmt.Sprintf("cp%d", i)
-		if out, err := vigilCmd(t, "", "patient", "add", "--id", pid, "--data", dirA); err != nil {
-			t.Fatalf("patient add: %v %s", err, out)
-		}
-		out, err := vigilCmd(t, "", "device", "add", "--id", fmt.Sprintf("cd%d", i), "--kind", "wearable", "--json", "--data", dirA)
-		if err != nil {
-			t.Fatalf("device add: %v %s", err, out)
-		}
-		var d struct{ Secret string }
-		if err := json.Unmarshal([]byte(out), &d); err != nil || d.Secret == "" {
-			t.Fatalf("device add --json: %v %q", err, out)
-		}
-		secrets[i] = d.Secret
-		if out, err := vigilCmd(t, "", "device", "assign", fmt.Sprintf("cd%d", i), pid, "--from", t0.Add(-time.Hour).Format(time.RFC3339), "--data", dirA); err != nil {
-			t.Fatalf("assign: %v %s", err, out)
-		}
-	}
+	secrets := registerDevices(t, dirA, devices, t0)
 	b := startChild(t, dirB, pg...)
 	defer b.cmd.Process.Kill()
 

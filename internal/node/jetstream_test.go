@@ -2,56 +2,24 @@ package node_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/testenv"
 )
-
-// natsPrefix returns the machine's NATS (or VIGIL_TEST_NATS) and a
-// subject prefix of the test's own, whose stream is deleted after.
-func natsPrefix(t *testing.T) (url, prefix string) {
-	t.Helper()
-	url = os.Getenv("VIGIL_TEST_NATS")
-	if url == "" {
-		url = "nats://127.0.0.1:4222"
-	}
-	nc, err := nats.Connect(url, nats.Timeout(2*time.Second))
-	if err != nil {
-		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
-			t.Fatalf("NATS at %s: %v", url, err)
-		}
-		t.Skipf("no NATS at %s: %v", url, err)
-	}
-	b := make([]byte, 5)
-	rand.Read(b)
-	prefix = "vigiltest" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		if js, err := jetstream.New(nc); err == nil {
-			js.DeleteStream(context.Background(), prefix+"_READINGS")
-		}
-		nc.Close()
-	})
-	return url, prefix
-}
 
 // JetStream mode: an ingest node acknowledges a device once JetStream has
 // the reading; a worker node (another node on the same database) stores
 // it and runs the rules; a re-send is a duplicate at the stream.
 func TestJetStreamIngestAndWorker(t *testing.T) {
 	pg, schema := pgSchema(t)
-	nurl, prefix := natsPrefix(t)
+	nurl, prefix := testenv.NATSPrefix(t)
 	ctx := context.Background()
 	js := node.Options{Postgres: pg, PostgresSchema: schema, NATS: nurl, NATSPrefix: prefix}
 	ingest := js

@@ -2,47 +2,20 @@ package node_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
+	"github.com/vigil-iomt/vigil/internal/testenv"
 )
 
-// pgSchema makes a fresh schema in the machine's PostgreSQL (or
-// VIGIL_TEST_POSTGRES) for one test and drops it after.
-func pgSchema(t testing.TB) (url, schema string) {
-	t.Helper()
-	url = os.Getenv("VIGIL_TEST_POSTGRES")
-	if url == "" {
-		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	conn, err := pgx.Connect(context.Background(), url)
-	if err != nil {
-		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
-			t.Fatalf("PostgreSQL at %s: %v", url, err)
-		}
-		t.Skipf("no PostgreSQL at %s: %v", url, err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema = "vigil_node_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	return url, schema
-}
+func pgSchema(t testing.TB) (url, schema string) { return testenv.PostgresSchema(t) }
 
 // A node on PostgreSQL does what a node on the embedded store does: a
 // device's reading over HTTP, acknowledged once committed, comes back

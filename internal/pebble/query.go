@@ -110,6 +110,15 @@ func (si seriesInfo) series() obsquery.Series {
 		Method: si.Method, Text: si.Kind == kindText, Sampling: si.Sampling}
 }
 
+// numericSeries lists the patient's numeric series of code (of one
+// device, when deviceID is set).
+func numericSeries(r pebble.Reader, patientID, code, deviceID string) ([]seriesInfo, error) {
+	all, err := patientSeries(r, patientID)
+	return slices.DeleteFunc(all, func(si seriesInfo) bool {
+		return si.Code != code || si.Kind == kindText || (deviceID != "" && si.Device != deviceID)
+	}), err
+}
+
 // ReadSeries returns the patient's numeric values of code in [from, to)
 // per device (and method), reading the compressed chunks directly; at most
 // max values in all (more is EINVALID: narrow the range).
@@ -119,16 +128,13 @@ func (s *Store) ReadSeries(ctx context.Context, patientID, code, deviceID string
 	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
-	all, err := patientSeries(snap, patientID)
+	all, err := numericSeries(snap, patientID, code, deviceID)
 	if err != nil {
 		return nil, err
 	}
 	var out []vigil.SeriesData
 	n := 0
 	for _, si := range all {
-		if si.Code != code || si.Kind == kindText || (deviceID != "" && si.Device != deviceID) {
-			continue
-		}
 		st, err := s.newSeriesStream(snap, si, from.UnixMilli(), to.UnixMilli(), false)
 		if err != nil {
 			return nil, err
@@ -418,16 +424,13 @@ func (s *Store) ReadSeriesChunks(ctx context.Context, patientID, code, deviceID 
 	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
-	all, err := patientSeries(snap, patientID)
+	all, err := numericSeries(snap, patientID, code, deviceID)
 	if err != nil {
 		return nil, err
 	}
 	var out []vigil.SeriesChunks
 	n := 0
 	for _, si := range all {
-		if si.Code != code || si.Kind == kindText || (deviceID != "" && si.Device != deviceID) {
-			continue
-		}
 		st, err := s.newSeriesStream(snap, si, from.UnixMilli(), to.UnixMilli(), false)
 		if err != nil {
 			return nil, err

@@ -4,32 +4,15 @@ import (
 	"bytes"
 	"context"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/storerec"
 )
 
 // Records whose JSON form in the domain package hides secrets are stored
 // through these wrappers.
-type deviceRecord struct {
-	vigil.Device
-	SecretHash string `json:"secretHash,omitempty"`
-	EnrollHash []byte `json:"enrollHash,omitempty"`
-}
-
-type userRecord struct {
-	vigil.User
-	PasswordHash string `json:"passwordHash,omitempty"`
-	TOTPSecret   string `json:"totpSecret,omitempty"`
-}
-
-type tokenRecord struct {
-	vigil.Token
-	Hash []byte `json:"hash"`
-}
-
-const defaultLimit = 100
+const defaultLimit = storerec.DefaultLimit
 
 func (s *Store) CreatePatient(ctx context.Context, p *vigil.Patient) error {
 	if !vigil.ValidID(p.ID) {
@@ -76,7 +59,7 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 		if !f.Matches(p) {
 			return nil, 0, nil
 		}
-		return page([]*vigil.Patient{p}, f.After, f.Offset, f.Limit, patientID)
+		return storerec.Page([]*vigil.Patient{p}, f.After, f.Offset, f.Limit, patientID)
 	}
 	var out []*vigil.Patient
 	err := scan(s.db, prefixKey(pPatient), false, func(_, v []byte) (bool, error) {
@@ -92,31 +75,11 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 	if err != nil {
 		return nil, 0, err
 	}
-	return page(out, f.After, f.Offset, f.Limit, patientID)
+	return storerec.Page(out, f.After, f.Offset, f.Limit, patientID)
 }
 
 func patientID(p *vigil.Patient) string { return p.ID }
 func deviceID(d *vigil.Device) string   { return d.ID }
-
-// page returns one page of all (sorted by id) and the total: the items
-// with an id above after, from offset, at most limit.
-func page[T any](all []T, after string, offset, limit int, id func(T) string) ([]T, int, error) {
-	if limit <= 0 {
-		limit = defaultLimit
-	}
-	total := len(all)
-	if after != "" {
-		all = all[sort.Search(len(all), func(i int) bool { return id(all[i]) > after }):]
-	}
-	if offset >= len(all) {
-		return nil, total, nil
-	}
-	all = all[offset:]
-	if len(all) > limit {
-		all = all[:limit]
-	}
-	return all, total, nil
-}
 
 func (s *Store) CreateDevice(ctx context.Context, d *vigil.Device) error {
 	if !vigil.ValidID(d.ID) {
@@ -125,28 +88,27 @@ func (s *Store) CreateDevice(ctx context.Context, d *vigil.Device) error {
 	return s.create(ctx, key(pDevice, d.ID), "device "+d.ID, func() any {
 		now := s.opts.Now().UTC()
 		d.Version, d.Created, d.Updated = 1, now, now
-		return deviceRecord{Device: *d, SecretHash: d.SecretHash, EnrollHash: d.EnrollHash}
+		return storerec.NewDevice(d)
 	})
 }
 
 func (s *Store) UpdateDevice(ctx context.Context, d *vigil.Device, version int) error {
-	var old deviceRecord
+	var old storerec.Device
 	return s.update(ctx, key(pDevice, d.ID), "device "+d.ID, &old, func() (any, error) {
 		if version != 0 && old.Version != version {
 			return nil, vigil.Errorf(vigil.ECONFLICT, "device %s was changed by someone else (version %d, not %d): reload and retry", d.ID, old.Version, version)
 		}
 		d.Version, d.Created, d.Updated = old.Version+1, old.Created, s.opts.Now().UTC()
-		return deviceRecord{Device: *d, SecretHash: d.SecretHash, EnrollHash: d.EnrollHash}, nil
+		return storerec.NewDevice(d), nil
 	})
 }
 
 func (s *Store) FindDeviceByID(ctx context.Context, id string) (*vigil.Device, error) {
-	var r deviceRecord
+	var r storerec.Device
 	if err := s.find(ctx, key(pDevice, id), "device "+id, &r); err != nil {
 		return nil, err
 	}
-	r.Device.SecretHash, r.Device.EnrollHash = r.SecretHash, r.EnrollHash
-	return &r.Device, nil
+	return r.Get(), nil
 }
 
 func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil.Device, int, error) {
@@ -168,15 +130,14 @@ func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil
 	}
 	var out []*vigil.Device
 	add := func(v []byte) error {
-		var r deviceRecord
+		var r storerec.Device
 		if err := s.unmarshal(v, &r); err != nil {
 			return err
 		}
 		if (f.ID != "" && r.ID != f.ID) || (f.Serial != "" && r.Serial != f.Serial) {
 			return nil
 		}
-		r.Device.SecretHash, r.Device.EnrollHash = r.SecretHash, r.EnrollHash
-		out = append(out, &r.Device)
+		out = append(out, r.Get())
 		return nil
 	}
 	if f.PatientID != "" {
@@ -197,7 +158,7 @@ func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil
 			return nil, 0, err
 		}
 	}
-	return page(out, f.After, f.Offset, f.Limit, deviceID)
+	return storerec.Page(out, f.After, f.Offset, f.Limit, deviceID)
 }
 
 // AssignDevice assigns the device to the patient from the given time on,
@@ -311,28 +272,27 @@ func (s *Store) CreateUser(ctx context.Context, u *vigil.User) error {
 	return s.create(ctx, key(pUser, u.ID), "user "+u.ID, func() any {
 		now := s.opts.Now().UTC()
 		u.Version, u.Created, u.Updated = 1, now, now
-		return userRecord{User: *u, PasswordHash: u.PasswordHash, TOTPSecret: u.TOTPSecret}
+		return storerec.NewUser(u)
 	})
 }
 
 func (s *Store) UpdateUser(ctx context.Context, u *vigil.User, version int) error {
-	var old userRecord
+	var old storerec.User
 	return s.update(ctx, key(pUser, u.ID), "user "+u.ID, &old, func() (any, error) {
 		if version != 0 && old.Version != version {
 			return nil, vigil.Errorf(vigil.ECONFLICT, "user %s was changed by someone else (version %d, not %d): reload and retry", u.ID, old.Version, version)
 		}
 		u.Version, u.Created, u.Updated = old.Version+1, old.Created, s.opts.Now().UTC()
-		return userRecord{User: *u, PasswordHash: u.PasswordHash, TOTPSecret: u.TOTPSecret}, nil
+		return storerec.NewUser(u), nil
 	})
 }
 
 func (s *Store) FindUserByID(ctx context.Context, id string) (*vigil.User, error) {
-	var r userRecord
+	var r storerec.User
 	if err := s.find(ctx, key(pUser, id), "user "+id, &r); err != nil {
 		return nil, err
 	}
-	r.User.PasswordHash, r.User.TOTPSecret = r.PasswordHash, r.TOTPSecret
-	return &r.User, nil
+	return r.Get(), nil
 }
 
 func (s *Store) FindUsers(ctx context.Context) ([]*vigil.User, error) {
@@ -341,12 +301,11 @@ func (s *Store) FindUsers(ctx context.Context) ([]*vigil.User, error) {
 	}
 	var out []*vigil.User
 	err := scan(s.db, prefixKey(pUser), false, func(_, v []byte) (bool, error) {
-		var r userRecord
+		var r storerec.User
 		if err := s.unmarshal(v, &r); err != nil {
 			return false, err
 		}
-		r.User.PasswordHash, r.User.TOTPSecret = r.PasswordHash, r.TOTPSecret
-		out = append(out, &r.User)
+		out = append(out, r.Get())
 		return true, nil
 	})
 	return out, err
@@ -357,17 +316,16 @@ func (s *Store) CreateToken(ctx context.Context, t *vigil.Token) error {
 		return vigil.FieldErrorf("id", "required", "a token needs an id")
 	}
 	return s.create(ctx, key(pToken, t.ID), "token "+t.ID, func() any {
-		return tokenRecord{Token: *t, Hash: t.Hash}
+		return storerec.NewToken(t)
 	})
 }
 
 func (s *Store) FindTokenByID(ctx context.Context, id string) (*vigil.Token, error) {
-	var r tokenRecord
+	var r storerec.Token
 	if err := s.find(ctx, key(pToken, id), "token", &r); err != nil {
 		return nil, err
 	}
-	r.Token.Hash = r.Hash
-	return &r.Token, nil
+	return r.Get(), nil
 }
 
 func (s *Store) DeleteToken(ctx context.Context, id string) error {

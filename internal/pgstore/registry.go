@@ -3,34 +3,15 @@ package pgstore
 import (
 	"context"
 	"errors"
-	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/storerec"
 )
 
-// Records as stored: the secrets vigil's types keep out of JSON are kept
-// here (hashes only, as in the embedded store).
-type deviceRecord struct {
-	vigil.Device
-	SecretHash string `json:"secretHash,omitempty"`
-	EnrollHash []byte `json:"enrollHash,omitempty"`
-}
-
-type userRecord struct {
-	vigil.User
-	PasswordHash string `json:"passwordHash,omitempty"`
-	TOTPSecret   string `json:"totpSecret,omitempty"`
-}
-
-type tokenRecord struct {
-	vigil.Token
-	Hash []byte `json:"hash"`
-}
-
-const defaultLimit = 100
+const defaultLimit = storerec.DefaultLimit
 
 func invalidID(what, id string) error {
 	return vigil.FieldErrorf("id", "invalid", "%s id %q: use letters, digits and '-', up to 48 characters", what, id)
@@ -89,27 +70,7 @@ func (s *Store) FindPatients(ctx context.Context, f vigil.PatientFilter) ([]*vig
 			out = append(out, p)
 		}
 	}
-	return page(out, f.After, f.Offset, f.Limit, func(p *vigil.Patient) string { return p.ID })
-}
-
-// page returns one page of all (sorted by id) and the total: the items
-// with an id above after, from offset, at most limit.
-func page[T any](all []T, after string, offset, limit int, id func(T) string) ([]T, int, error) {
-	if limit <= 0 {
-		limit = defaultLimit
-	}
-	total := len(all)
-	if after != "" {
-		all = all[sort.Search(len(all), func(i int) bool { return id(all[i]) > after }):]
-	}
-	if offset >= len(all) {
-		return nil, total, nil
-	}
-	all = all[offset:]
-	if len(all) > limit {
-		all = all[:limit]
-	}
-	return all, total, nil
+	return storerec.Page(out, f.After, f.Offset, f.Limit, func(p *vigil.Patient) string { return p.ID })
 }
 
 func (s *Store) CreateDevice(ctx context.Context, d *vigil.Device) error {
@@ -118,31 +79,26 @@ func (s *Store) CreateDevice(ctx context.Context, d *vigil.Device) error {
 	}
 	now := s.opts.Now().UTC()
 	d.Version, d.Created, d.Updated = 1, now, now
-	return s.create(ctx, "devices", d.ID, "device "+d.ID, deviceRecord{Device: *d, SecretHash: d.SecretHash, EnrollHash: d.EnrollHash}, "serial", d.Serial)
+	return s.create(ctx, "devices", d.ID, "device "+d.ID, storerec.NewDevice(d), "serial", d.Serial)
 }
 
 func (s *Store) UpdateDevice(ctx context.Context, d *vigil.Device, version int) error {
-	var old deviceRecord
+	var old storerec.Device
 	return s.update(ctx, "devices", d.ID, "device "+d.ID, &old, func() (any, error) {
 		if version != 0 && old.Version != version {
 			return nil, conflict("device", d.ID, old.Version, version)
 		}
 		d.Version, d.Created, d.Updated = old.Version+1, old.Created, s.opts.Now().UTC()
-		return deviceRecord{Device: *d, SecretHash: d.SecretHash, EnrollHash: d.EnrollHash}, nil
+		return storerec.NewDevice(d), nil
 	}, "serial", d.Serial)
 }
 
-func (r *deviceRecord) device() *vigil.Device {
-	r.Device.SecretHash, r.Device.EnrollHash = r.SecretHash, r.EnrollHash
-	return &r.Device
-}
-
 func (s *Store) FindDeviceByID(ctx context.Context, id string) (*vigil.Device, error) {
-	var r deviceRecord
+	var r storerec.Device
 	if err := s.find(ctx, "devices", id, "device "+id, &r); err != nil {
 		return nil, err
 	}
-	return r.device(), nil
+	return r.Get(), nil
 }
 
 func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil.Device, int, error) {
@@ -151,15 +107,15 @@ func (s *Store) FindDevices(ctx context.Context, f vigil.DeviceFilter) ([]*vigil
 		q += " AND id IN (SELECT device FROM assignments WHERE patient = $3 AND to_ns IS NULL)"
 		args = append(args, f.PatientID)
 	}
-	recs, err := docs[deviceRecord](ctx, s, q+" ORDER BY id", args...)
+	recs, err := docs[storerec.Device](ctx, s, q+" ORDER BY id", args...)
 	if err != nil {
 		return nil, 0, err
 	}
 	out := make([]*vigil.Device, len(recs))
 	for i, r := range recs {
-		out[i] = r.device()
+		out[i] = r.Get()
 	}
-	return page(out, f.After, f.Offset, f.Limit, func(d *vigil.Device) string { return d.ID })
+	return storerec.Page(out, f.After, f.Offset, f.Limit, func(d *vigil.Device) string { return d.ID })
 }
 
 // AssignDevice assigns the device to the patient from the given time on,
@@ -254,38 +210,33 @@ func (s *Store) CreateUser(ctx context.Context, u *vigil.User) error {
 	}
 	now := s.opts.Now().UTC()
 	u.Version, u.Created, u.Updated = 1, now, now
-	return s.create(ctx, "users", u.ID, "user "+u.ID, userRecord{User: *u, PasswordHash: u.PasswordHash, TOTPSecret: u.TOTPSecret})
+	return s.create(ctx, "users", u.ID, "user "+u.ID, storerec.NewUser(u))
 }
 
 func (s *Store) UpdateUser(ctx context.Context, u *vigil.User, version int) error {
-	var old userRecord
+	var old storerec.User
 	return s.update(ctx, "users", u.ID, "user "+u.ID, &old, func() (any, error) {
 		if version != 0 && old.Version != version {
 			return nil, conflict("user", u.ID, old.Version, version)
 		}
 		u.Version, u.Created, u.Updated = old.Version+1, old.Created, s.opts.Now().UTC()
-		return userRecord{User: *u, PasswordHash: u.PasswordHash, TOTPSecret: u.TOTPSecret}, nil
+		return storerec.NewUser(u), nil
 	})
 }
 
-func (r *userRecord) user() *vigil.User {
-	r.User.PasswordHash, r.User.TOTPSecret = r.PasswordHash, r.TOTPSecret
-	return &r.User
-}
-
 func (s *Store) FindUserByID(ctx context.Context, id string) (*vigil.User, error) {
-	var r userRecord
+	var r storerec.User
 	if err := s.find(ctx, "users", id, "user "+id, &r); err != nil {
 		return nil, err
 	}
-	return r.user(), nil
+	return r.Get(), nil
 }
 
 func (s *Store) FindUsers(ctx context.Context) ([]*vigil.User, error) {
-	recs, err := docs[userRecord](ctx, s, "SELECT doc FROM users ORDER BY id")
+	recs, err := docs[storerec.User](ctx, s, "SELECT doc FROM users ORDER BY id")
 	out := make([]*vigil.User, len(recs))
 	for i, r := range recs {
-		out[i] = r.user()
+		out[i] = r.Get()
 	}
 	return out, err
 }
@@ -294,16 +245,15 @@ func (s *Store) CreateToken(ctx context.Context, t *vigil.Token) error {
 	if t.ID == "" {
 		return vigil.FieldErrorf("id", "required", "a token needs an id")
 	}
-	return s.create(ctx, "tokens", t.ID, "token "+t.ID, tokenRecord{Token: *t, Hash: t.Hash})
+	return s.create(ctx, "tokens", t.ID, "token "+t.ID, storerec.NewToken(t))
 }
 
 func (s *Store) FindTokenByID(ctx context.Context, id string) (*vigil.Token, error) {
-	var r tokenRecord
+	var r storerec.Token
 	if err := s.find(ctx, "tokens", id, "token", &r); err != nil {
 		return nil, err
 	}
-	r.Token.Hash = r.Hash
-	return &r.Token, nil
+	return r.Get(), nil
 }
 
 func (s *Store) DeleteToken(ctx context.Context, id string) error {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,37 +16,16 @@ import (
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
 	"github.com/vigil-iomt/vigil/internal/storetest"
+	"github.com/vigil-iomt/vigil/internal/testenv"
 )
 
-// dbURL is the PostgreSQL the tests use: the one on this machine
-// (127.0.0.1:5432, trust auth, database test) unless VIGIL_TEST_POSTGRES
-// names another.
-func dbURL() string {
-	if u := os.Getenv("VIGIL_TEST_POSTGRES"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
+func dbURL() string { return testenv.PostgresURL() }
 
 // open returns a store on a fresh schema, dropped after the test.
 func open(t testing.TB) *pgstore.Store {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dbURL())
-	if err != nil {
-		if os.Getenv("VIGIL_REQUIRE_ALL") != "" {
-			t.Fatalf("PostgreSQL at %s: %v", dbURL(), err)
-		}
-		t.Skipf("no PostgreSQL at %s (%v); set VIGIL_TEST_POSTGRES", dbURL(), err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "vigil_test_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	s, err := pgstore.Open(ctx, dbURL(), pgstore.Options{Schema: schema})
+	url, schema := testenv.PostgresSchema(t)
+	s, err := pgstore.Open(context.Background(), url, pgstore.Options{Schema: schema})
 	if err != nil {
 		t.Fatal(err)
 	}

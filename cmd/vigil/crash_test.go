@@ -82,38 +82,7 @@ func TestCrashSafety(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	for d := range devices {
-		counts := map[int64]int{}
-		cursor := ""
-		for {
-			obs, next, err := st.FindObservations(context.Background(), vigil.ObservationFilter{PatientID: fmt.Sprintf("cp%d", d), Codes: []string{vigil.LOINCHeartRate}, Limit: 1000, Cursor: cursor})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, o := range obs {
-				counts[o.Time.Sub(t0).Milliseconds()]++
-			}
-			if next == "" {
-				break
-			}
-			cursor = next
-		}
-		acked, sent := ck.snapshot(d)
-		for seq := range acked {
-			if n := counts[int64(seq)]; n != 1 {
-				t.Errorf("device %d: acknowledged reading %d stored %d times, want exactly once", d, seq, n)
-			}
-		}
-		for ms, n := range counts {
-			if !sent[int(ms)] {
-				t.Errorf("device %d: stored a reading at +%d ms that was never sent", d, ms)
-			}
-			if n > 1 {
-				t.Errorf("device %d: reading at +%d ms stored %d times", d, ms, n)
-			}
-		}
-		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
-	}
+	ck.check(t, st, t0, 0)
 }
 
 // registerDevices adds patients cp0… and wearables cd0… assigned to them
@@ -214,6 +183,63 @@ func (c *checker) ack(d, seq int) {
 	c.mu.Lock()
 	c.acked[d][seq] = true
 	c.mu.Unlock()
+}
+
+// check reads each device's stored heart rates back from st (waiting up
+// to wait for acknowledged ones still on their way, as from a stream's
+// worker) and fails the test for an acknowledged reading not stored
+// exactly once, or a stored one never sent.
+func (c *checker) check(t *testing.T, st vigil.ObservationStore, t0 time.Time, wait time.Duration) {
+	t.Helper()
+	for d := range c.sent {
+		acked, sent := c.snapshot(d)
+		var counts map[int64]int
+		for deadline := time.Now().Add(wait); ; time.Sleep(200 * time.Millisecond) {
+			counts = storedCounts(t, st, d, t0)
+			missing := 0
+			for seq := range acked {
+				if counts[int64(seq)] == 0 {
+					missing++
+				}
+			}
+			if missing == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		for seq := range acked {
+			if n := counts[int64(seq)]; n != 1 {
+				t.Errorf("device %d: acknowledged reading %d stored %d times, want exactly once", d, seq, n)
+			}
+		}
+		for ms, n := range counts {
+			if !sent[int(ms)] {
+				t.Errorf("device %d: stored a reading at +%d ms that was never sent", d, ms)
+			}
+			if n > 1 {
+				t.Errorf("device %d: reading at +%d ms stored %d times", d, ms, n)
+			}
+		}
+		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
+	}
+}
+
+// storedCounts counts device d's stored heart rates by time since t0 (ms).
+func storedCounts(t *testing.T, st vigil.ObservationStore, d int, t0 time.Time) map[int64]int {
+	t.Helper()
+	counts := map[int64]int{}
+	cursor := ""
+	for {
+		obs, next, err := st.FindObservations(context.Background(), vigil.ObservationFilter{PatientID: fmt.Sprintf("cp%d", d), Codes: []string{vigil.LOINCHeartRate}, Limit: 1000, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range obs {
+			counts[o.Time.Sub(t0).Milliseconds()]++
+		}
+		if cursor = next; cursor == "" {
+			return counts
+		}
+	}
 }
 
 func (c *checker) ackedCount() int {

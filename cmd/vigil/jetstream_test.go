@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
 )
 
@@ -147,50 +146,7 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	count := func(d int) map[int64]int {
-		counts := map[int64]int{}
-		cursor := ""
-		for {
-			obs, next, err := st.FindObservations(context.Background(), vigil.ObservationFilter{PatientID: fmt.Sprintf("cp%d", d), Codes: []string{vigil.LOINCHeartRate}, Limit: 1000, Cursor: cursor})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, o := range obs {
-				counts[o.Time.Sub(t0).Milliseconds()]++
-			}
-			if cursor = next; cursor == "" {
-				return counts
-			}
-		}
-	}
-	// The worker drains what JetStream acknowledged.
-	for d := range devices {
-		acked, sent := ck.snapshot(d)
-		var counts map[int64]int
-		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			counts = count(d)
-			missing := 0
-			for seq := range acked {
-				if counts[int64(seq)] == 0 {
-					missing++
-				}
-			}
-			if missing == 0 || time.Now().After(deadline) {
-				break
-			}
-		}
-		for seq := range acked {
-			if n := counts[int64(seq)]; n != 1 {
-				t.Errorf("device %d: acknowledged reading %d stored %d times, want exactly once", d, seq, n)
-			}
-		}
-		for ms := range counts {
-			if !sent[int(ms)] {
-				t.Errorf("device %d: stored a reading at +%d ms that was never sent", d, ms)
-			}
-		}
-		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
-	}
+	ck.check(t, st, t0, 60*time.Second) // the worker drains what JetStream acknowledged
 	t.Logf("%d acknowledged in all, %d before a NATS node was killed", ck.ackedCount(), atKill)
 	srv.cmd.Process.Signal(syscall.SIGTERM)
 	srv.cmd.Wait()

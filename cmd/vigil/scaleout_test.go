@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
 	"github.com/vigil-iomt/vigil/internal/testenv"
 )
@@ -92,34 +90,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	for d := range devices {
-		counts := map[int64]int{}
-		cursor := ""
-		for {
-			obs, next, err := st.FindObservations(context.Background(), vigil.ObservationFilter{PatientID: fmt.Sprintf("cp%d", d), Codes: []string{vigil.LOINCHeartRate}, Limit: 1000, Cursor: cursor})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, o := range obs {
-				counts[o.Time.Sub(t0).Milliseconds()]++
-			}
-			if cursor = next; cursor == "" {
-				break
-			}
-		}
-		acked, sent := ck.snapshot(d)
-		for seq := range acked {
-			if n := counts[int64(seq)]; n != 1 {
-				t.Errorf("device %d: acknowledged reading %d stored %d times, want exactly once", d, seq, n)
-			}
-		}
-		for ms := range counts {
-			if !sent[int(ms)] {
-				t.Errorf("device %d: stored a reading at +%d ms that was never sent", d, ms)
-			}
-		}
-		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
-	}
+	ck.check(t, st, t0, 0)
 	var ids int
 	conn, err := pgx.Connect(context.Background(), url)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-iomt/vigil"
 )
@@ -35,14 +36,20 @@ type Options struct {
 	Prefix   string // subject prefix and stream name stem; "" means "vigil"
 	Replicas int    // stream replicas (3 on a three-node cluster); 0 means 1
 	Logger   *slog.Logger
+	// Registerer, when set, gets the workers' metrics:
+	// vigil_stream_pending (readings in the stream not yet delivered to a
+	// worker) and vigil_stream_stored_total{outcome} (stored, duplicate).
+	Registerer prometheus.Registerer
 }
 
 // Queue is a connection to the readings stream.
 type Queue struct {
-	o      Options
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	stream jetstream.Stream
+	o       Options
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	pending prometheus.Gauge
+	stored  *prometheus.CounterVec
 }
 
 // Open connects and creates (or updates) the stream.
@@ -78,7 +85,14 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		nc.Close()
 		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream stream: %v", err)
 	}
-	return &Queue{o: o, nc: nc, js: js, stream: st}, nil
+	q := &Queue{o: o, nc: nc, js: js, stream: st,
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_stream_pending", Help: "Readings in the JetStream stream not yet delivered to a worker (alert when it grows)."}),
+		stored:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_stream_stored_total", Help: "Readings workers took from the stream, by outcome (stored, duplicate)."}, []string{"outcome"}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(q.pending, q.stored)
+	}
+	return q, nil
 }
 
 func streamName(prefix string) string {
@@ -192,11 +206,16 @@ func (q *Queue) Work(ctx context.Context, st Store, onStored func(context.Contex
 				fresh = append(fresh, r)
 			}
 		}
+		q.stored.WithLabelValues("stored").Add(float64(len(fresh)))
+		q.stored.WithLabelValues("duplicate").Add(float64(len(rs) - len(fresh)))
 		if len(fresh) > 0 && onStored != nil {
 			onStored(ctx, fresh)
 		}
 		for _, m := range msgs {
 			m.DoubleAck(ctx)
+		}
+		if info, err := c.Info(ctx); err == nil {
+			q.pending.Set(float64(info.NumPending))
 		}
 	}
 	return nil

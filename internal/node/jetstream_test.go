@@ -69,4 +69,25 @@ func TestJetStreamIngestAndWorker(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The worker counts what it took from the stream (a token made on the
+	// ingest node works on the worker: they share the database).
+	req, _ := http.NewRequest("GET", w.URL()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken(t, e))
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `vigil_stream_stored_total{outcome="stored"} 1`) || !strings.Contains(string(metrics), "vigil_stream_pending 0") {
+		t.Fatalf("worker metrics: %d\n%s", resp.StatusCode, grepLines(string(metrics), "vigil_stream"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -424,7 +424,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		if opts.Postgres == "" {
 			return nil, fmt.Errorf("JetStream mode (--nats) needs --postgres: ingest nodes and workers share the database")
 		}
-		if n.Queue, err = jsqueue.Open(ctx, jsqueue.Options{URL: opts.NATS, Prefix: opts.NATSPrefix, Replicas: opts.NATSReplicas, Logger: log}); err != nil {
+		if n.Queue, err = jsqueue.Open(ctx, jsqueue.Options{URL: opts.NATS, Prefix: opts.NATSPrefix, Replicas: opts.NATSReplicas, Logger: log, Registerer: n.Registry}); err != nil {
 			return nil, err
 		}
 		pipelineStore = queueStore{Store: n.Store, q: n.Queue}

@@ -132,7 +132,7 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 	victim.Process.Signal(syscall.SIGKILL)
 	victim.Wait()
 	atKill := ck.ackedCount()
-	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < atKill+500 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(60 * time.Second); ck.ackedCount() < atKill+500 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()

@@ -30,6 +30,12 @@ import (
 // Partitions is the number of reading subjects.
 const Partitions = 16
 
+// PubAckTimeout is how long a reading waits for JetStream's
+// acknowledgement before it is refused as unavailable (and re-sent by its
+// device): long enough for a stream leader to be elected again after a
+// server is lost.
+const PubAckTimeout = 10 * time.Second
+
 // Options configure a Queue.
 type Options struct {
 	URL      string // nats://host:4222 (several, comma-separated, for a cluster)
@@ -67,7 +73,10 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 	if err != nil {
 		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "NATS at %s: %v", o.URL, err)
 	}
-	js, err := jetstream.New(nc)
+	// A PubAck that never comes (its server died with the message) must
+	// not hold the ingest pipeline: after PubAckTimeout the readings are
+	// refused as unavailable, and devices send them again.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(PubAckTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -132,6 +141,8 @@ func (q *Queue) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		}
 	}
 	res := make([]vigil.AppendResult, len(rs))
+	late := time.NewTimer(PubAckTimeout + time.Second) // the client's own timeout should fire first
+	defer late.Stop()
 	for i, f := range futures {
 		select {
 		case ack := <-f.Ok():
@@ -140,6 +151,8 @@ func (q *Queue) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream did not take reading %d: %v", i, err)
 		case <-ctx.Done():
 			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "%v", ctx.Err())
+		case <-late.C:
+			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream did not acknowledge reading %d in time", i)
 		}
 	}
 	return res, nil

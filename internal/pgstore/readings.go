@@ -162,10 +162,6 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		if len(rowsIn) == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS stage_samples (ord integer, series bigint, t bigint, value double precision,
-			lag integer, text_value jsonb, origin jsonb) ON COMMIT DELETE ROWS`); err != nil {
-			return err
-		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stage_samples"}, []string{"ord", "series", "t", "value", "lag", "text_value", "origin"}, pgx.CopyFromRows(rowsIn)); err != nil {
 			return err
 		}
@@ -224,8 +220,13 @@ func month(t int64) (int64, int64) {
 // ensurePartitions creates the monthly partitions of samples the batch
 // needs (samples_y2026m11), outside the data's transaction.
 func (s *Store) ensurePartitions(ctx context.Context, samples []staged) error {
+	done := int64(math.MinInt64) // a batch's samples are mostly in one month
 	for _, st := range samples {
 		lo, hi := month(st.t)
+		if lo == done {
+			continue
+		}
+		done = lo
 		if _, ok := s.parts.Load(lo); ok {
 			continue
 		}
@@ -486,28 +487,47 @@ func (s *Store) DeviceChannels(ctx context.Context, deviceID string) ([]vigil.Ch
 }
 
 // FillOrigins sets the Origin of each observation that has one stored
-// (a panel takes its systolic value's, a period the value at its start).
+// (a panel takes its systolic value's, a period the value at its start),
+// in one query.
 func (s *Store) FillOrigins(ctx context.Context, obs []*vigil.Observation) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
+	var sids, ts []int64
+	at := map[[2]int64][]*vigil.Observation{}
 	for _, o := range obs {
 		_, sid, t, err := obsquery.ParseID(o.ID)
 		if err != nil || sid > math.MaxInt64 {
 			continue
 		}
-		var b []byte
-		err = s.pool.QueryRow(ctx, "SELECT origin FROM samples WHERE series = $1 AND t = $2", int64(sid), t).Scan(&b)
-		if errors.Is(err, pgx.ErrNoRows) || b == nil {
-			continue
+		k := [2]int64{int64(sid), t}
+		if at[k] == nil {
+			sids, ts = append(sids, k[0]), append(ts, t)
 		}
-		if err != nil {
+		at[k] = append(at[k], o)
+	}
+	if len(sids) == 0 {
+		return nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT m.series, m.t, m.origin FROM samples m
+		JOIN unnest($1::bigint[], $2::bigint[]) AS k(series, t) ON m.series = k.series AND m.t = k.t
+		WHERE m.origin IS NOT NULL`, sids, ts)
+	if err != nil {
+		return storeErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k [2]int64
+		var b []byte
+		if err := rows.Scan(&k[0], &k[1], &b); err != nil {
 			return storeErr(err)
 		}
 		var or vigil.Origin
 		if json.Unmarshal(b, &or) == nil {
-			o.Origin = &or
+			for _, o := range at[k] {
+				o.Origin = &or
+			}
 		}
 	}
-	return nil
+	return storeErr(rows.Err())
 }

@@ -84,7 +84,13 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	schema := opts.Schema
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, "SET search_path TO "+pgx.Identifier{schema}.Sanitize())
+		if _, err := c.Exec(ctx, "SET search_path TO "+pgx.Identifier{schema}.Sanitize()); err != nil {
+			return err
+		}
+		// AppendReadings' COPY target, one per connection (emptied at
+		// every commit).
+		_, err := c.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS stage_samples (ord integer, series bigint, t bigint,
+			value double precision, lag integer, text_value jsonb, origin jsonb) ON COMMIT DELETE ROWS`)
 		return err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

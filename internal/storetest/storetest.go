@@ -555,8 +555,10 @@ func testMethods(t *testing.T, s vigil.Store, settle func(*testing.T, vigil.Stor
 	closeStore(t, s)
 	ecg, ox := hr(60), hr(64)
 	ecg.Method, ox.Method = "147842", "149530"
+	withOrigin := reading("mon", "1", "p1", T0, ecg)
+	withOrigin.Origin = &vigil.Origin{Location: "3 WEST ICU^3001^1", Containment: "1.6.1.1"}
 	_, err := s.AppendReadings(ctx, []*vigil.Reading{
-		reading("mon", "1", "p1", T0, ecg),
+		withOrigin,
 		reading("mon", "2", "p1", T0, ox),
 		reading("mon", "3", "p1", T0.Add(time.Second), hr(70)), // no method
 	})
@@ -582,6 +584,17 @@ func testMethods(t *testing.T, s vigil.Store, settle func(*testing.T, vigil.Stor
 	must(t, err)
 	if l := latest[vigil.LOINCHeartRate]; len(l) != 3 || l[0].Value != 70 {
 		t.Fatalf("latest: %+v", latest)
+	}
+	// Stores that keep where a value was taken give it back on request.
+	if origins, ok := s.(interface {
+		FillOrigins(context.Context, []*vigil.Observation) error
+	}); ok {
+		must(t, origins.FillOrigins(ctx, obs))
+		for _, o := range obs {
+			if want := o.Method == "147842"; (o.Origin != nil) != want || (want && o.Origin.Containment != "1.6.1.1") {
+				t.Fatalf("origin of %s (method %q): %+v", o.ID, o.Method, o.Origin)
+			}
+		}
 	}
 }
 

@@ -119,47 +119,60 @@ func numericSeries(r pebble.Reader, patientID, code, deviceID string) ([]seriesI
 	}), err
 }
 
-// ReadSeries returns the patient's numeric values of code in [from, to)
-// per device (and method), reading the compressed chunks directly; at most
-// max values in all (more is EINVALID: narrow the range).
-func (s *Store) ReadSeries(ctx context.Context, patientID, code, deviceID string, from, to time.Time, max int) ([]vigil.SeriesData, error) {
+// eachSeries calls fn with a stream over [from, to) of each of the
+// patient's numeric series of code (of one device, when deviceID is
+// set), in one snapshot, and closes it after.
+func (s *Store) eachSeries(ctx context.Context, patientID, code, deviceID string, from, to time.Time, fn func(seriesInfo, *seriesStream) error) error {
 	if err := ctxErr(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 	all, err := numericSeries(snap, patientID, code, deviceID)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []vigil.SeriesData
-	n := 0
 	for _, si := range all {
 		st, err := s.newSeriesStream(snap, si, from.UnixMilli(), to.UnixMilli(), false)
 		if err != nil {
-			return nil, err
+			return err
 		}
+		err = fn(si, st)
+		st.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func tooMany(max int) error {
+	return vigil.FieldErrorf("to", "too-many", "more than %d values in this range: ask for a shorter one", max)
+}
+
+// ReadSeries returns the patient's numeric values of code in [from, to)
+// per device (and method), reading the compressed chunks directly; at most
+// max values in all (more is EINVALID: narrow the range).
+func (s *Store) ReadSeries(ctx context.Context, patientID, code, deviceID string, from, to time.Time, max int) ([]vigil.SeriesData, error) {
+	var out []vigil.SeriesData
+	n := 0
+	err := s.eachSeries(ctx, patientID, code, deviceID, from, to, func(si seriesInfo, st *seriesStream) error {
 		sd := vigil.SeriesData{Device: si.Device, Method: si.Method, Unit: si.Unit}
 		for {
 			smp, ok, err := st.Next()
 			if err != nil || !ok {
-				st.Close()
-				if err != nil {
-					return nil, err
+				if len(sd.T) > 0 {
+					out = append(out, sd)
 				}
-				break
+				return err
 			}
 			if n++; n > max {
-				st.Close()
-				return nil, vigil.FieldErrorf("to", "too-many", "more than %d values in this range: ask for a shorter one", max)
+				return tooMany(max)
 			}
 			sd.T, sd.V = append(sd.T, smp.T), append(sd.V, smp.V)
 		}
-		if len(sd.T) > 0 {
-			out = append(out, sd)
-		}
-	}
-	return out, nil
+	})
+	return out, err
 }
 
 // FindObservations implements vigil.ObservationStore.
@@ -419,54 +432,35 @@ func (s *seriesStream) nextChunk() (raw []byte, smp []tsdb.Sample, ok bool, err 
 // chunks inside the range are passed on without decoding; the edges and
 // recent (head) values are encoded afresh.
 func (s *Store) ReadSeriesChunks(ctx context.Context, patientID, code, deviceID string, from, to time.Time, max int) ([]vigil.SeriesChunks, error) {
-	if err := ctxErr(ctx); err != nil {
-		return nil, err
-	}
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	all, err := numericSeries(snap, patientID, code, deviceID)
-	if err != nil {
-		return nil, err
-	}
 	var out []vigil.SeriesChunks
 	n := 0
-	for _, si := range all {
-		st, err := s.newSeriesStream(snap, si, from.UnixMilli(), to.UnixMilli(), false)
-		if err != nil {
-			return nil, err
-		}
+	err := s.eachSeries(ctx, patientID, code, deviceID, from, to, func(si seriesInfo, st *seriesStream) error {
 		st.raw = true
 		sc := vigil.SeriesChunks{Device: si.Device, Method: si.Method, Unit: si.Unit}
 		for {
 			raw, smp, ok, err := st.nextChunk()
-			if err == nil && ok && raw == nil {
-				if raw, err = tsdb.Encode(smp); err == nil {
-					raw = slices.Clip(raw)
-				}
-			}
 			if err != nil || !ok {
-				st.Close()
-				if err != nil {
-					return nil, err
+				if len(sc.Chunks) > 0 {
+					out = append(out, sc)
 				}
-				break
+				return err
+			}
+			if raw == nil {
+				if raw, err = tsdb.Encode(smp); err != nil {
+					return err
+				}
 			}
 			c, err := tsdb.Count(raw)
 			if err != nil {
-				st.Close()
-				return nil, vigil.Errorf(vigil.EINTERNAL, "corrupt chunk of series %d: %v", si.sid, err)
+				return vigil.Errorf(vigil.EINTERNAL, "corrupt chunk of series %d: %v", si.sid, err)
 			}
 			if n += c; n > max {
-				st.Close()
-				return nil, vigil.FieldErrorf("to", "too-many", "more than %d values in this range: ask for a shorter one", max)
+				return tooMany(max)
 			}
 			sc.Chunks = append(sc.Chunks, raw)
 		}
-		if len(sc.Chunks) > 0 {
-			out = append(out, sc)
-		}
-	}
-	return out, nil
+	})
+	return out, err
 }
 
 func firstErr(errs ...error) error {

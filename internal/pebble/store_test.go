@@ -19,6 +19,20 @@ import (
 	"github.com/vigil-iomt/vigil/internal/tsdb"
 )
 
+// openAt opens a store in a temp dir whose clock reads *now (tests move
+// it), with compaction only when a test asks.
+func openAt(t *testing.T, now *time.Time) *Store {
+	t.Helper()
+	o := DefaultOptions()
+	o.CompactInterval = -1
+	o.Now = func() time.Time { return *now }
+	s, err := Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func open(t *testing.T) *Store {
 	t.Helper()
 	o := DefaultOptions()
@@ -136,7 +150,7 @@ func TestCompactionKeepsIDsAndMergesLateData(t *testing.T) {
 	}
 
 	// Reading ids are forgotten after the retention.
-	now = now.Add(o.DedupRetention + 48*time.Hour)
+	now = now.Add(s.opts.DedupRetention + 48*time.Hour)
 	st, err = s.Compact(ctx)
 	if err != nil || st.ExpiredDedups != len(rs)+2 {
 		t.Fatalf("expiry: %+v %v (want %d)", st, err, len(rs)+2)
@@ -206,13 +220,7 @@ func BenchmarkDiskBytesPerReading(b *testing.B) {
 
 func TestDeadLetterRetention(t *testing.T) {
 	now := storetest.T0
-	o := DefaultOptions()
-	o.CompactInterval = -1
-	o.Now = func() time.Time { return now }
-	s, err := Open(t.TempDir(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, &now)
 	defer s.Close()
 	for i := 0; i < 3; i++ {
 		if err := s.AddDeadLetter(ctx, &vigil.DeadLetter{Time: now.Add(time.Duration(i) * 24 * time.Hour), Source: "mqtt", Reason: "malformed"}); err != nil {
@@ -222,7 +230,7 @@ func TestDeadLetterRetention(t *testing.T) {
 	if s.deadLetters.Load() != 3 {
 		t.Fatalf("count %d", s.deadLetters.Load())
 	}
-	now = now.Add(o.DeadLetterRetention + 36*time.Hour) // the first two are past retention
+	now = now.Add(s.opts.DeadLetterRetention + 36*time.Hour) // the first two are past retention
 	st, err := s.Compact(ctx)
 	if err != nil || st.ExpiredDeadLetters != 2 {
 		t.Fatalf("compact: %+v %v", st, err)
@@ -235,13 +243,7 @@ func TestDeadLetterRetention(t *testing.T) {
 
 func TestReadingDays(t *testing.T) {
 	now := storetest.T0.Add(40 * 24 * time.Hour)
-	o := DefaultOptions()
-	o.CompactInterval = -1
-	o.Now = func() time.Time { return now }
-	s, err := Open(t.TempDir(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, &now)
 	defer s.Close()
 	var rs []*vigil.Reading
 	for _, d := range []int{0, 0, 1, 5, 5, 30, 31} {
@@ -353,13 +355,7 @@ func TestReadingsSealed(t *testing.T) {
 // (K); a limited pass goes on where it stopped.
 func TestDedupExpiry(t *testing.T) {
 	now := storetest.T0
-	o := DefaultOptions()
-	o.CompactInterval = -1
-	o.Now = func() time.Time { return now }
-	s, err := Open(t.TempDir(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, &now)
 	defer s.Close()
 	day0, day3 := storetest.T0, storetest.T0.Add(72*time.Hour)
 	var old []*vigil.Reading
@@ -384,13 +380,13 @@ func TestDedupExpiry(t *testing.T) {
 	}
 
 	// Before the retention has passed nothing is forgotten.
-	now = day0.Add(o.DedupRetention)
+	now = day0.Add(s.opts.DedupRetention)
 	if st, err := s.Compact(ctx); err != nil || st.ExpiredDedups != 0 {
 		t.Fatalf("early: %+v %v", st, err)
 	}
 	// A day later day 0's ids go, in passes of at most 4; day 3's stay.
-	now = day0.Add(o.DedupRetention + 24*time.Hour)
-	expiry := now.Add(-o.DedupRetention).Truncate(24 * time.Hour).UnixMilli()
+	now = day0.Add(s.opts.DedupRetention + 24*time.Hour)
+	expiry := now.Add(-s.opts.DedupRetention).Truncate(24 * time.Hour).UnixMilli()
 	total := 0
 	for pass := 0; ; pass++ {
 		b := s.db.NewBatch()
@@ -478,13 +474,7 @@ func TestChangeFeed(t *testing.T) {
 // exactly what ReadSeries reads.
 func TestReadSeriesChunks(t *testing.T) {
 	now := storetest.T0.Add(10 * time.Hour)
-	o := DefaultOptions()
-	o.CompactInterval = -1
-	o.Now = func() time.Time { return now }
-	s, err := Open(t.TempDir(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, &now)
 	defer s.Close()
 	var rs []*vigil.Reading
 	for i := 0; i < 6*3600; i++ { // 6 h at 1 Hz: three 2-hour buckets

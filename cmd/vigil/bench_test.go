@@ -11,34 +11,18 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/bench"
 	"github.com/vigil-iomt/vigil/internal/node"
 )
 
 // vigil bench --protocol http drives a fresh server's HTTP ingest and
 // reports acknowledged readings with their latency quantiles.
 func TestBenchHTTP(t *testing.T) {
-	t.Setenv("VIGIL_TEST_MAIN", "1") // the benchmarked server is this binary acting as vigil
-	out, err := vigilCmd(t, "", "bench", "--protocol", "http", "--publishers", "2", "--inflight", "2", "--duration", "1s", "--json")
-	if err != nil {
-		t.Fatalf("vigil bench: %v\n%s", err, out)
-	}
-	var rep struct {
-		Vigil struct {
-			Acked  uint64  `json:"acked"`
-			Errors uint64  `json:"errors"`
-			Rate   float64 `json:"per_second"`
-			P50    int64   `json:"p50_ns"`
-			P999   int64   `json:"p999_ns"`
-		} `json:"vigil"`
-		Peer any `json:"peer"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("report: %v\n%s", err, out)
-	}
-	if rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 || rep.Vigil.P50 <= 0 || rep.Vigil.P999 < rep.Vigil.P50 || rep.Peer != nil {
+	rep := runBench(t, "--protocol", "http", "--publishers", "2", "--inflight", "2", "--duration", "1s")
+	if rep.Vigil.P50 <= 0 || rep.Vigil.P999 < rep.Vigil.P50 || rep.Peer != nil {
 		t.Fatalf("report: %+v", rep)
 	}
-	t.Logf("%.0f acked/s over HTTP", rep.Vigil.Rate)
+	t.Logf("%.0f acked/s over HTTP", rep.Vigil.PerSecond)
 	if out, err := vigilCmd(t, "", "bench", "--protocol", "coap"); err == nil {
 		t.Fatalf("an unknown protocol was accepted: %s", out)
 	}
@@ -47,20 +31,8 @@ func TestBenchHTTP(t *testing.T) {
 // vigil bench --protocol mllp sends IHE PCD-01 messages over MLLP to a
 // fresh server's listener and counts the ACK AA answers.
 func TestBenchMLLP(t *testing.T) {
-	t.Setenv("VIGIL_TEST_MAIN", "1")
-	out, err := vigilCmd(t, "", "bench", "--protocol", "mllp", "--publishers", "2", "--inflight", "4", "--duration", "1s", "--json")
-	if err != nil {
-		t.Fatalf("vigil bench: %v\n%s", err, out)
-	}
-	var rep struct {
-		Vigil struct {
-			Acked  uint64 `json:"acked"`
-			Errors uint64 `json:"errors"`
-		} `json:"vigil"`
-		Peer any `json:"peer"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 || rep.Peer != nil {
-		t.Fatalf("report: %v %+v\n%s", err, rep, out)
+	if rep := runBench(t, "--protocol", "mllp", "--publishers", "2", "--inflight", "4", "--duration", "1s"); rep.Peer != nil {
+		t.Fatalf("a peer without --peer: %+v", rep.Peer)
 	}
 }
 
@@ -79,20 +51,7 @@ func TestBenchMix(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	t.Setenv("VIGIL_TEST_MAIN", "1")
-	out, err := vigilCmd(t, "", "bench", "--mix", "canonical=1,monitor=1,gatt=1,omh=1", "--publishers", "4", "--inflight", "4", "--duration", "1s", "--peer", "", "--json")
-	if err != nil {
-		t.Fatalf("vigil bench --mix: %v\n%s", err, out)
-	}
-	var rep struct {
-		Vigil struct {
-			Acked  uint64 `json:"acked"`
-			Errors uint64 `json:"errors"`
-		} `json:"vigil"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 {
-		t.Fatalf("report: %v %+v\n%s", err, rep, out)
-	}
+	runBench(t, "--mix", "canonical=1,monitor=1,gatt=1,omh=1", "--publishers", "4", "--inflight", "4", "--duration", "1s", "--peer", "")
 	// Each format's payload is one Vigil stores (MQTT 3.1.1 acknowledges
 	// refusals too, so the run above does not show it): post one of each
 	// to a node's HTTP ingest.
@@ -130,4 +89,22 @@ func TestBenchMix(t *testing.T) {
 	if out, err := vigilCmd(t, "", "bench", "--protocol", "http", "--mix", "gatt=1"); err == nil {
 		t.Fatalf("--mix with http accepted: %s", out)
 	}
+}
+
+// runBench runs `vigil bench … --json` against a fresh server (this test
+// binary acting as vigil) and wants readings acknowledged without errors.
+func runBench(t *testing.T, args ...string) (rep struct {
+	Vigil bench.Report  `json:"vigil"`
+	Peer  *bench.Report `json:"peer"`
+}) {
+	t.Helper()
+	t.Setenv("VIGIL_TEST_MAIN", "1")
+	out, err := vigilCmd(t, "", append(append([]string{"bench"}, args...), "--json")...)
+	if err != nil {
+		t.Fatalf("vigil bench: %v\n%s", err, out)
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 {
+		t.Fatalf("report: %v %+v\n%s", err, rep, out)
+	}
+	return rep
 }

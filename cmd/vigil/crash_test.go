@@ -119,7 +119,7 @@ type child struct {
 
 // startChild runs the test binary as `vigil serve` on dir (with extra
 // flags) and waits until it listens.
-func startChild(t *testing.T, dir string, extra ...string) child {
+func startChild(t testing.TB, dir string, extra ...string) child {
 	t.Helper()
 	os.Remove(filepath.Join(dir, node.ControlFile)) // left behind by the previous SIGKILL
 	args := append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error", "--plaintext"}, extra...)

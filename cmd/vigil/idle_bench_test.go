@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -57,28 +55,18 @@ func BenchmarkIdleConnections(b *testing.B) {
 	for b.Loop() {
 		// Vigil
 		dir := b.TempDir()
-		var out, errb bytes.Buffer
-		if err := run(context.Background(), []string{"device", "add", "--id", "gw-idle", "--kind", "gateway", "--json", "--data", dir}, nil, &out, &errb); err != nil {
-			b.Fatalf("device add: %v %s", err, errb.String())
+		out, err := vigilCmd(b, "", "device", "add", "--id", "gw-idle", "--kind", "gateway", "--json", "--data", dir)
+		if err != nil {
+			b.Fatalf("device add: %v %s", err, out)
 		}
 		var d struct{ Secret string }
-		if err := json.Unmarshal(out.Bytes(), &d); err != nil {
+		if err := json.Unmarshal([]byte(out), &d); err != nil {
 			b.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error",
-			"--plaintext", "--mqtt-max-conns", strconv.Itoa(n+1000), "--memprofile", filepath.Join(dir, "heap.pprof"))
-		cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		c, err := waitControl(context.Background(), dir, 60*time.Second)
-		if err != nil {
-			cmd.Process.Kill()
-			b.Fatal(err)
-		}
+		srv := startChild(b, dir, "--mqtt-max-conns", strconv.Itoa(n+1000), "--memprofile", filepath.Join(dir, "heap.pprof"))
+		cmd := srv.cmd
 		var held float64
-		vigilPer := idleMemory(b, cmd.Process.Pid, c.MQTTAddr, n, "gw-idle", d.Secret, func(before int64) {
+		vigilPer := idleMemory(b, cmd.Process.Pid, srv.mqtt, n, "gw-idle", d.Secret, func(before int64) {
 			// With the connections open: a collection that returns free
 			// memory to the OS (SIGUSR1 with --memprofile), then RSS again
 			// — what the connections hold once setup garbage is gone.

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) {
 }
 
 // vigilCmd runs the CLI in-process and returns what it printed.
-func vigilCmd(t *testing.T, stdin string, args ...string) (string, error) {
+func vigilCmd(t testing.TB, stdin string, args ...string) (string, error) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	err := run(context.Background(), args, bytes.NewBufferString(stdin), &out, &errb)

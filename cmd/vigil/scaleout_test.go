@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -152,20 +151,7 @@ func TestPostgresOffline(t *testing.T) {
 // PostgreSQL (on a schema of its own, dropped afterwards).
 func TestBenchPostgres(t *testing.T) {
 	url, _ := pgSchema(t) // skips or fails as the other PostgreSQL tests do
-	t.Setenv("VIGIL_TEST_MAIN", "1")
-	out, err := vigilCmd(t, "", "bench", "--postgres", url, "--publishers", "2", "--inflight", "4", "--duration", "1s", "--peer", "", "--json")
-	if err != nil {
-		t.Fatalf("vigil bench: %v\n%s", err, out)
-	}
-	var rep struct {
-		Vigil struct {
-			Acked  uint64 `json:"acked"`
-			Errors uint64 `json:"errors"`
-		} `json:"vigil"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Vigil.Acked == 0 || rep.Vigil.Errors != 0 {
-		t.Fatalf("report: %v %+v\n%s", err, rep, out)
-	}
+	runBench(t, "--postgres", url, "--publishers", "2", "--inflight", "4", "--duration", "1s", "--peer", "")
 	conn, err := pgx.Connect(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)

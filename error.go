@@ -19,7 +19,16 @@ const (
 	ETOOLARGE     = "too_large"    // the payload exceeds a configured limit
 	EUNAVAILABLE  = "unavailable"  // shutting down or overloaded; retry later
 	ETOOMANY      = "too_many"     // the caller exceeded its rate limit; retry later
+	EFULL         = "storage_full" // the server's disk is (nearly) full; nothing was stored; retry later
 )
+
+// Retryable reports whether err means nothing was stored and the sender
+// must send the same data again later (EUNAVAILABLE or EFULL): such data
+// is never acknowledged and never dead-lettered.
+func Retryable(err error) bool {
+	c := ErrorCode(err)
+	return c == EUNAVAILABLE || c == EFULL
+}
 
 // Error is Vigil's application error. Code is one of the E* constants;
 // Message is safe to show to the caller (it never contains PHI such as a

@@ -115,6 +115,7 @@ func registerDevices(t *testing.T, dir string, devices int, t0 time.Time) []stri
 type child struct {
 	cmd  *exec.Cmd
 	mqtt string
+	http string // base URL
 }
 
 // startChild runs the test binary as `vigil serve` on dir (with extra
@@ -137,7 +138,7 @@ func startChild(t testing.TB, dir string, extra ...string) child {
 	if c.PID != cmd.Process.Pid {
 		t.Fatalf("control file from pid %d, want %d", c.PID, cmd.Process.Pid)
 	}
-	return child{cmd: cmd, mqtt: c.MQTTAddr}
+	return child{cmd: cmd, mqtt: c.MQTTAddr, http: c.HTTPURL}
 }
 
 // checker records, per device, which reading sequence numbers were sent

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -250,6 +251,11 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 				// in the environment overrides it.
 				debug.SetGCPercent(300)
 			}
+			if v := os.Getenv("VIGIL_DISK_RESERVE"); v != "" && !cmd.Flags().Changed("disk-reserve") {
+				if err := (&sizeFlag{&opts.DiskReserve}).Set(v); err != nil {
+					return fmt.Errorf("VIGIL_DISK_RESERVE: %w", err)
+				}
+			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -282,6 +288,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.StringVar(&webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (or env VIGIL_WEBHOOK_SECRET)")
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
+	f.Var(&sizeFlag{&opts.DiskReserve}, "disk-reserve", "refuse new readings (MQTT 0x97, HTTP 507; devices send them again) while the data directory's disk has less free space than this, e.g. 2GiB (env VIGIL_DISK_RESERVE; default: 5% of the disk, between 64MiB and 1GiB; off: never)")
 	f.BoolVar(&noHTTPLimits, "no-http-rate-limits", false, "lift the HTTP rate limits (per address, user and device) — for load tests only: they protect the server from a flood")
 	f.StringVar(&opts.NATS, "nats", envOr("VIGIL_NATS", ""), "JetStream mode: put NATS JetStream between ingest and storage, nats://host:4222 (comma-separated for a cluster; needs --postgres; env VIGIL_NATS)")
 	f.StringVar(&opts.NATSPrefix, "nats-prefix", envOr("VIGIL_NATS_PREFIX", "vigil"), "JetStream subject prefix; the stream is PREFIX_READINGS")
@@ -398,5 +405,49 @@ func checkNATSURL(urls string) error {
 			return fmt.Errorf("--nats %s is reached over the network: use tls://%s; patient data leaves this machine only over TLS", u, pu.Host)
 		}
 	}
+	return nil
+}
+
+// sizeFlag is a byte count given as 512MiB, 2GiB, 100MB or a plain number
+// of bytes; "off" is -1 and "" or "default" 0.
+type sizeFlag struct{ p *int64 }
+
+func (f *sizeFlag) String() string {
+	if f.p == nil || *f.p == 0 {
+		return "default"
+	}
+	if *f.p < 0 {
+		return "off"
+	}
+	return strconv.FormatInt(*f.p, 10)
+}
+
+func (f *sizeFlag) Type() string { return "size" }
+
+func (f *sizeFlag) Set(s string) error {
+	switch s = strings.TrimSpace(s); strings.ToLower(s) {
+	case "off":
+		*f.p = -1
+		return nil
+	case "", "default":
+		*f.p = 0
+		return nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(strings.ToLower(s), strings.ToLower(u.suffix)) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a size: give bytes or a number with KiB, MiB, GiB (or KB, MB, GB), or off", s)
+	}
+	*f.p = int64(n * float64(mult))
 	return nil
 }

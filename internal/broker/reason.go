@@ -24,6 +24,8 @@ func codeFor(code string) byte {
 		return packets.ErrNotAuthorized.Code // 0x87
 	case vigil.EUNAVAILABLE:
 		return packets.ErrServerBusy.Code // 0x89
+	case vigil.EFULL:
+		return packets.ErrQuotaExceeded.Code // 0x97
 	default: // EINTERNAL and codes that have no better MQTT form
 		return packets.ErrUnspecifiedError.Code // 0x80
 	}
@@ -81,5 +83,5 @@ func describe(err error) string {
 // unavailable reports whether r means nothing of the message is durable
 // and the device must send it again (it must not be acknowledged).
 func unavailable(r vigil.IngestResult) bool {
-	return r.Err != nil && vigil.ErrorCode(r.Err) == vigil.EUNAVAILABLE
+	return vigil.Retryable(r.Err)
 }

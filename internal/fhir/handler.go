@@ -248,6 +248,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case vigil.EUNAVAILABLE:
 		status, code = http.StatusServiceUnavailable, "transient"
 		w.Header().Set("Retry-After", "5")
+	case vigil.EFULL:
+		status, code = http.StatusInsufficientStorage, "transient"
+		w.Header().Set("Retry-After", "30")
 	}
 	msg := e.Message
 	if e.Code == vigil.EINTERNAL {

@@ -102,7 +102,7 @@ func (s *Server) replay(ctx context.Context, d *vigil.DeadLetter) (ReplayResult,
 	})
 	out := ReplayResult{ID: d.ID, Status: "refused"}
 	if res.Err != nil {
-		if vigil.ErrorCode(res.Err) == vigil.EUNAVAILABLE {
+		if vigil.Retryable(res.Err) {
 			return out, res.Err
 		}
 		out.Detail = vigil.ErrorMessage(res.Err)

@@ -50,6 +50,8 @@ func StatusOf(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case vigil.EUNAVAILABLE:
 		return http.StatusServiceUnavailable
+	case vigil.EFULL:
+		return http.StatusInsufficientStorage
 	case vigil.ETOOMANY:
 		return http.StatusTooManyRequests
 	}
@@ -77,7 +79,7 @@ func problemFor(err error) *Problem {
 func writeProblem(w http.ResponseWriter, p *Problem) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if p.Status == http.StatusServiceUnavailable {
+	if p.Status == http.StatusServiceUnavailable || p.Status == http.StatusInsufficientStorage {
 		w.Header().Set("Retry-After", "5")
 	}
 	if p.Status == http.StatusTooManyRequests {

@@ -11,10 +11,12 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +53,10 @@ type Options struct {
 	Now        func() time.Time
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// Admit, when set, is asked before each message: an error (EFULL
+	// while the disk is nearly full) refuses the whole message unread,
+	// and the device sends it again later.
+	Admit func() error
 	// OnStored are called, in order and outside the commit path, with the
 	// newly stored readings of each group commit (duplicates excluded).
 	OnStored []func(context.Context, []*vigil.Reading)
@@ -168,6 +174,13 @@ func New(st Store, table *mapping.Table, o Options) *Pipeline {
 	return p
 }
 
+func (p *Pipeline) admit() error {
+	if p.opts.Admit == nil {
+		return nil
+	}
+	return p.opts.Admit()
+}
+
 // Ingest is Submit that waits for the result.
 func (p *Pipeline) Ingest(ctx context.Context, m vigil.Message) vigil.IngestResult {
 	ch := make(chan vigil.IngestResult, 1)
@@ -184,7 +197,11 @@ func (p *Pipeline) Submit(ctx context.Context, m vigil.Message, done func(vigil.
 		m.Received = p.opts.Now().UTC()
 	}
 	j := &job{m: m, done: done}
-	p.prepare(ctx, j)
+	if err := p.admit(); err != nil {
+		j.res = vigil.IngestResult{Err: err}
+	} else {
+		p.prepare(ctx, j)
+	}
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
@@ -367,9 +384,13 @@ func (p *Pipeline) commit(batch []*job, n int) {
 		res, err := p.store.AppendReadings(context.Background(), all)
 		if err != nil {
 			p.log.Error("storing readings failed; devices will be told to send again", "readings", n, "err", err)
+			refusal := vigil.Errorf(vigil.EUNAVAILABLE, "readings could not be stored; send them again")
+			if errors.Is(err, syscall.ENOSPC) || vigil.ErrorCode(err) == vigil.EFULL {
+				refusal = vigil.Errorf(vigil.EFULL, "the server's disk is full: nothing was stored; send the readings again later")
+			}
 			for _, j := range batch {
 				if len(j.readings) > 0 {
-					j.res = vigil.IngestResult{Err: vigil.Errorf(vigil.EUNAVAILABLE, "readings could not be stored; send them again")}
+					j.res = vigil.IngestResult{Err: refusal}
 				}
 			}
 		} else {
@@ -407,7 +428,7 @@ func (p *Pipeline) deadLetter(j *job) {
 	for _, s := range p.opts.DeadLetterSources {
 		keep = keep || s == j.m.Source
 	}
-	if !keep || (j.res.Err != nil && vigil.ErrorCode(j.res.Err) == vigil.EUNAVAILABLE) {
+	if !keep || vigil.Retryable(j.res.Err) {
 		return
 	}
 	var errs []error

@@ -238,7 +238,7 @@ func (s *Server) serve(c net.Conn) {
 				continue
 			}
 			if err := s.o.Alarms(ctx, sender, received, msg); err != nil {
-				if vigil.ErrorCode(err) == vigil.EUNAVAILABLE {
+				if vigil.Retryable(err) {
 					c.Close() // nothing stored: no ACK, the sender resends
 					continue
 				}
@@ -253,7 +253,7 @@ func (s *Server) serve(c net.Conn) {
 		s.o.Ingester.Submit(ctx, vigil.Message{DeviceID: sender, Source: "mllp", Format: pcd.Format, Topic: "mllp", Payload: frame, Received: received},
 			func(r vigil.IngestResult) {
 				defer pending.Done()
-				if r.Err != nil && vigil.ErrorCode(r.Err) == vigil.EUNAVAILABLE {
+				if vigil.Retryable(r.Err) {
 					// Nothing is durable: no ACK, close, the sender resends.
 					c.Close()
 					return

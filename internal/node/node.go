@@ -36,6 +36,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/baseline"
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/certs"
+	"github.com/vigil-iomt/vigil/internal/diskguard"
 	"github.com/vigil-iomt/vigil/internal/ehrsync"
 	"github.com/vigil-iomt/vigil/internal/fhir"
 	"github.com/vigil-iomt/vigil/internal/gatt"
@@ -201,12 +202,20 @@ type Options struct {
 	// CompactInterval overrides the store's background compaction period
 	// (0: the store's default).
 	CompactInterval time.Duration
+	// DiskReserve is the free space of the data directory's file system
+	// below which the embedded store refuses new readings (0: 5 % of the
+	// file system, between 64 MiB and 1 GiB; negative: never refuse).
+	// See internal/diskguard.
+	DiskReserve int64
 }
 
 // Node is a running Vigil process.
 type Node struct {
 	Store Store
 	Queue *jsqueue.Queue // JetStream mode only
+	// Disk refuses readings while the embedded store's disk is nearly
+	// full (nil with PostgreSQL).
+	Disk *diskguard.Guard
 	// AuditStore holds this node's audit log (in Store).
 	AuditStore audit.Store
 	Pipeline   *ingest.Pipeline
@@ -415,6 +424,12 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		omh.Format:     ingest.PayloadDecoder(omh.DecodePayload),
 		fhir.Format:    ingest.PayloadDecoder(fhir.DecodePayload),
 		medtech.Format: medtech.NewDecoder(n.Store, table).Decode,
+	}
+	if opts.Postgres == "" {
+		if n.Disk, err = diskguard.Start(diskguard.Options{Dir: opts.DataDir, Reserve: opts.DiskReserve, Logger: log, Registerer: n.Registry}); err != nil {
+			return nil, err
+		}
+		iopts.Admit = n.Disk.Admit
 	}
 	var pipelineStore ingest.Store = n.Store
 	if opts.NATS != "" {
@@ -895,6 +910,9 @@ func (n *Node) close() error {
 		if err := n.Pipeline.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("drain pipeline: %w", err))
 		}
+	}
+	if n.Disk != nil {
+		n.Disk.Close()
 	}
 	if n.stopWorker != nil {
 		n.stopWorker() // what it has not acknowledged comes again to a worker

@@ -387,6 +387,8 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case vigil.EUNAVAILABLE:
 		return http.StatusServiceUnavailable
+	case vigil.EFULL:
+		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
 }

@@ -143,9 +143,22 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.PebbleOptions != nil {
 		opts.PebbleOptions(po)
 	}
+	tail, walErr := checkWAL(dir)
+	if tail != nil && tail.corrupt {
+		return nil, tail.damaged(dir)
+	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w (is another Vigil process using this data directory?)", dir, err)
+	}
+	switch {
+	case walErr != nil:
+		opts.Logger.Warn("could not read the store's write-ahead log before recovery", "err", walErr)
+	case tail != nil && tail.ignored > 0:
+		// Pebble replays the newest log up to its last whole record; what
+		// follows was never synced, so never acknowledged.
+		opts.Logger.Warn("the store's write-ahead log ended in an incomplete record (the last stop was not clean): recovered to the last whole record; nothing acknowledged is lost, as acknowledgements follow a sync",
+			"log", tail.file, "recovered_bytes", tail.good, "ignored_bytes", tail.ignored)
 	}
 	s := &Store{
 		db:           db,

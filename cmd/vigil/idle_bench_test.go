@@ -230,7 +230,7 @@ func rss(b *testing.B, pid int) int64 {
 	return 0
 }
 
-func freePort(b *testing.B) int {
+func freePort(b testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -103,7 +103,7 @@ func (s *Service) AddDevice(ctx context.Context, d *vigil.Device) (string, error
 		return "", vigil.FieldErrorf("kind", "invalid", "device kind %q: use bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, nurse-call or pill-bottle", d.Kind)
 	}
 	secret := auth.NewSecret()
-	h, err := auth.HashSecret(secret)
+	h, err := auth.HashDeviceSecret(secret)
 	if err != nil {
 		return "", err
 	}
@@ -122,7 +122,7 @@ func (s *Service) RotateDeviceSecret(ctx context.Context, id string) (string, er
 		return "", err
 	}
 	secret := auth.NewSecret()
-	if d.SecretHash, err = auth.HashSecret(secret); err != nil {
+	if d.SecretHash, err = auth.HashDeviceSecret(secret); err != nil {
 		return "", err
 	}
 	d.Revoked = false
@@ -174,7 +174,7 @@ func (s *Service) Enroll(ctx context.Context, id, code string) (string, error) {
 		return "", bad
 	}
 	secret := auth.NewSecret()
-	if d.SecretHash, err = auth.HashSecret(secret); err != nil {
+	if d.SecretHash, err = auth.HashDeviceSecret(secret); err != nil {
 		return "", err
 	}
 	d.EnrollHash, d.EnrollExpires, d.Revoked = nil, time.Time{}, false

@@ -355,3 +355,47 @@ func TestConcurrentFirstVerificationShared(t *testing.T) {
 		t.Fatalf("wrong secret: %v", err)
 	}
 }
+
+// Device secrets (256 random bits from NewSecret) are hashed with
+// argon2id at its minimum cost, so a fleet can reconnect at once; a hash
+// made at the password cost is moved to it on the next good connect.
+func TestDeviceSecretCost(t *testing.T) {
+	secret := NewSecret()
+	h, err := HashDeviceSecret(secret)
+	if err != nil || !strings.HasPrefix(h, "$argon2id$v=19$m=64,t=1,p=1$") {
+		t.Fatalf("device hash %q %v", h, err)
+	}
+	if ok, err := VerifySecret(h, secret); !ok || err != nil {
+		t.Fatalf("verify: %v %v", ok, err)
+	}
+	if _, err := HashDeviceSecret("chosen-by-a-person"); err == nil {
+		t.Fatal("a short, person-chosen secret got the device cost")
+	}
+
+	st, a, _ := setup(t)
+	old, _ := HashSecret(secret)
+	if err := st.CreateDevice(ctx, &vigil.Device{ID: "w-1", Kind: vigil.DeviceWearable, SecretHash: old}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Device(ctx, "w-1", "wrong"); err == nil {
+		t.Fatal("wrong secret accepted")
+	}
+	if d, _ := st.FindDeviceByID(ctx, "w-1"); d.SecretHash != old {
+		t.Fatal("a failed connect changed the hash")
+	}
+	if _, err := a.Device(ctx, "w-1", secret); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := st.FindDeviceByID(ctx, "w-1")
+	if !strings.HasPrefix(d.SecretHash, "$argon2id$v=19$m=64,t=1,p=1$") {
+		t.Fatalf("hash not moved to the device cost: %q", d.SecretHash)
+	}
+	// A new authenticator (a restart) verifies against the new hash.
+	b := NewAuthenticator(st, Options{})
+	if _, err := b.Device(ctx, "w-1", secret); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Device(ctx, "w-1", "wrong"); err == nil {
+		t.Fatal("wrong secret accepted after the move")
+	}
+}

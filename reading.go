@@ -253,6 +253,11 @@ type Message struct {
 	// transaction Bundle). When one is refused, the message is refused
 	// with EINVALID and the outcomes say which.
 	Atomic bool
+	// Shed: the sender can be told to send again (HTTP 503, MQTT 5 PUBACK
+	// 0x89), so when ingest is overloaded the message is refused at once
+	// (EUNAVAILABLE) instead of waiting for room; other messages (MQTT
+	// 3.1.1, HL7 over MLLP) wait, which slows their connection down.
+	Shed bool
 }
 
 // ReadingOutcome is what happened to one reading of a message.

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -228,4 +230,182 @@ func TestDiskFull(t *testing.T) {
 	}
 	defer st.Close()
 	ck.check(t, st, t0, 0)
+}
+
+// TestOverload measures how many readings a server stores per second over
+// HTTP, then offers twice that for a few seconds from an open loop (new
+// requests at a fixed rate, whatever the answers): the server sheds with
+// explicit 503s (reason overloaded, Retry-After) instead of queueing
+// without bound, its memory stays bounded, every acknowledged reading is
+// stored exactly once, and it takes readings at once when load drops.
+func TestOverload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test is not short")
+	}
+	const devices, batch = 4, 100
+	dir := t.TempDir()
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	secrets := registerDevices(t, dir, devices, t0)
+	srv := startChild(t, dir, "--no-http-rate-limits")
+	defer func() { srv.cmd.Process.Kill(); srv.cmd.Wait() }()
+	ck := newChecker(devices)
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
+	var shed, other atomic.Int64
+	var firstOther atomic.Value
+	post := func(d int) bool {
+		ck.mu.Lock()
+		seqs := make([]int, batch)
+		for i := range seqs {
+			seqs[i] = ck.next[d]
+			ck.sent[d][ck.next[d]] = true
+			ck.next[d]++
+		}
+		ck.mu.Unlock()
+		var b strings.Builder
+		b.WriteByte('[')
+		for i, s := range seqs {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(heartRate(s, t0))
+		}
+		b.WriteByte(']')
+		user := fmt.Sprintf("cd%d", d)
+		req, _ := http.NewRequest("POST", srv.http+"/api/v1/devices/"+user+"/readings", strings.NewReader(b.String()))
+		req.SetBasicAuth(user, secrets[d])
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			other.Add(1)
+			firstOther.CompareAndSwap(nil, err.Error())
+			return false
+		}
+		defer resp.Body.Close()
+		var prob struct{ Reason string }
+		json.NewDecoder(resp.Body).Decode(&prob)
+		switch {
+		case resp.StatusCode == 200:
+			for _, s := range seqs {
+				ck.ack(d, s)
+			}
+			return true
+		case resp.StatusCode == 503 && prob.Reason == "overloaded" && resp.Header.Get("Retry-After") != "":
+			shed.Add(1)
+		default:
+			other.Add(1)
+			firstOther.CompareAndSwap(nil, fmt.Sprintf("%d %+v", resp.StatusCode, prob))
+		}
+		return false
+	}
+
+	// Capacity: 16 clients, each sending as soon as its last answer came.
+	start := time.Now()
+	var stored atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(start) < 3*time.Second {
+				if post(w % devices) {
+					stored.Add(batch)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	capacity := float64(stored.Load()) / time.Since(start).Seconds()
+	if shed.Load() > 0 || other.Load() > 0 {
+		t.Fatalf("at capacity: %d shed, %d failed (%v)", shed.Load(), other.Load(), firstOther.Load())
+	}
+
+	// Twice that, from an open loop, for 5 s, watching the server's memory.
+	rate := 2 * capacity / batch // requests per second
+	before := childRSS(t, srv.cmd.Process.Pid)
+	peak := before
+	stop, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				peak = max(peak, childRSS(t, srv.cmd.Process.Pid))
+			}
+		}
+	}()
+	var inflight atomic.Int64
+	sent, notSent := 0, 0
+	start = time.Now()
+	for tick := time.NewTicker(10 * time.Millisecond); time.Since(start) < 5*time.Second; <-tick.C {
+		for due := int(rate * time.Since(start).Seconds()); sent+notSent < due; {
+			if inflight.Load() >= 2000 { // the load tool's own limit
+				notSent++
+				continue
+			}
+			sent++
+			inflight.Add(1)
+			wg.Add(1)
+			go func(d int) {
+				defer wg.Done()
+				defer inflight.Add(-1)
+				post(d)
+			}(sent % devices)
+		}
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	t.Logf("capacity %.0f readings/s; offered %.0f requests/s of %d (2x) for 5 s: %d sent, %d shed with 503, %d not sent (2,000 in flight); server RSS %d MiB before, peak %d MiB",
+		capacity, rate, batch, sent, shed.Load(), notSent, before>>20, peak>>20)
+	if other.Load() > 0 {
+		t.Fatalf("%d requests failed other than by shedding: first %v", other.Load(), firstOther.Load())
+	}
+	if shed.Load() == 0 {
+		t.Fatal("twice the capacity was offered and nothing was shed: the queue grew instead")
+	}
+	// 2,000 requests in flight, their bodies, goroutines and buffers, at
+	// vigil serve's GOGC of 300: a few hundred MiB (the race detector's
+	// shadow memory multiplies it).
+	limit := int64(1 << 30)
+	if raceEnabled {
+		limit *= 4
+	}
+	if peak-before > limit {
+		t.Fatalf("server memory grew by %d MiB under overload: not bounded", (peak-before)>>20)
+	}
+
+	// Load drops: the next request is taken at once.
+	if !post(0) {
+		t.Fatalf("after the overload: %d shed, %v", shed.Load(), firstOther.Load())
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.cmd.Wait()
+	sl, err := node.OpenSealer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pebble.Open(filepath.Join(dir, "store"), pebble.Options{CompactInterval: -1, Sealer: sl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ck.check(t, st, t0, 0)
+}
+
+// childRSS is a process's resident memory in bytes.
+func childRSS(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for l := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }

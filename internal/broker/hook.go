@@ -203,6 +203,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		Topic:    pk.TopicName,
 		Payload:  pk.Payload, // a fresh slice per packet (mochi copies on read)
 		Received: h.b.now().UTC(),
+		// Under overload an MQTT 5 device is told (PUBACK 0x89 server
+		// busy) and QoS 0 is dropped (counted); an MQTT 3.1.1 device
+		// cannot be refused without a disconnect, so its connection waits.
+		Shed: s.v5 || pk.FixedHeader.Qos == 0,
 	}
 	switch pk.FixedHeader.Qos {
 	case 0:

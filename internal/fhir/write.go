@@ -35,7 +35,7 @@ func (h *handler) deviceWrite(bundle bool) http.HandlerFunc {
 			return
 		}
 		tx := bundle && bundleType(body) == "transaction"
-		res := h.o.Ingester.Ingest(r.Context(), vigil.Message{DeviceID: dev, Source: "fhir", Format: Format, Topic: r.URL.Path, Payload: body, Received: h.o.Now().UTC(), Atomic: tx})
+		res := h.o.Ingester.Ingest(r.Context(), vigil.Message{DeviceID: dev, Source: "fhir", Format: Format, Topic: r.URL.Path, Payload: body, Received: h.o.Now().UTC(), Atomic: tx, Shed: true})
 		if res.Err != nil && tx && vigil.ErrorReason(res.Err) == "atomic-refused" {
 			// A transaction is all or nothing: say which entries failed.
 			oo := OperationOutcome{ResourceType: "OperationOutcome"}

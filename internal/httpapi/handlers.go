@@ -84,7 +84,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, format string) {
 		return
 	}
 	res := s.o.Ingester.Ingest(r.Context(), vigil.Message{
-		DeviceID: id, Source: "http", Format: format, Topic: r.URL.Path, Payload: body, Received: s.o.Now().UTC(),
+		DeviceID: id, Source: "http", Format: format, Topic: r.URL.Path, Payload: body, Received: s.o.Now().UTC(), Shed: true,
 	})
 	if res.Err != nil {
 		writeProblem(w, problemFor(res.Err))

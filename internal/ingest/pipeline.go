@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,8 +42,15 @@ type Options struct {
 	MaxFuture   time.Duration // how far ahead of Vigil's clock a reading may be (default 5 min)
 	MaxAge      time.Duration // how old a reading may be (default 30 days; negative: unlimited)
 	QueueSize   int           // messages waiting for a commit before Submit blocks (default 8192)
-	MaxBatch    int           // readings per group commit (default 8192)
-	DeviceTTL   time.Duration // how long device assignments are cached (default 1 min)
+	// MaxQueueBytes: once the payloads waiting for a commit reach it (or
+	// the queue is three-quarters full), messages marked Shed are refused
+	// as overloaded (default 64 MiB).
+	MaxQueueBytes int64
+	// MaxQueueDelay: while messages wait longer than this for their
+	// commit, messages marked Shed are refused as overloaded (default 1 s).
+	MaxQueueDelay time.Duration
+	MaxBatch      int           // readings per group commit (default 8192)
+	DeviceTTL     time.Duration // how long device assignments are cached (default 1 min)
 	// DeadLetterSources lists the message sources whose refusals are kept
 	// as dead letters (default: mqtt; HTTP clients get the error in the
 	// response).
@@ -70,6 +78,8 @@ func DefaultOptions() Options {
 		MaxFuture:         5 * time.Minute,
 		MaxAge:            30 * 24 * time.Hour,
 		QueueSize:         8192,
+		MaxQueueBytes:     64 << 20,
+		MaxQueueDelay:     time.Second,
 		MaxBatch:          8192,
 		DeviceTTL:         time.Minute,
 		DeadLetterSources: []string{"mqtt", "mllp"},
@@ -84,6 +94,10 @@ type Pipeline struct {
 	opts  Options
 	log   *slog.Logger
 	m     *metrics
+
+	queuedBytes atomic.Int64 // payload bytes of the messages in queue
+	queueDelay  atomic.Int64 // how long the latest batch's first message waited, ns
+	committing  atomic.Int64 // when the commit under way began (Unix ns), 0 between commits
 
 	mu      sync.RWMutex // guards closed against queue sends
 	closed  bool
@@ -116,6 +130,7 @@ type job struct {
 	readings []*vigil.Reading // accepted by validation, to store
 	index    []int            // position of each in res.Readings
 	done     func(vigil.IngestResult)
+	queued   time.Time // when it entered the queue (monotonic)
 }
 
 // New starts a pipeline. Close it to drain.
@@ -138,6 +153,12 @@ func New(st Store, table *mapping.Table, o Options) *Pipeline {
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = d.MaxBatch
+	}
+	if o.MaxQueueBytes <= 0 {
+		o.MaxQueueBytes = d.MaxQueueBytes
+	}
+	if o.MaxQueueDelay <= 0 {
+		o.MaxQueueDelay = d.MaxQueueDelay
 	}
 	if o.DeviceTTL <= 0 {
 		o.DeviceTTL = d.DeviceTTL
@@ -174,6 +195,28 @@ func New(st Store, table *mapping.Table, o Options) *Pipeline {
 	return p
 }
 
+var errOverloaded = &vigil.Error{Code: vigil.EUNAVAILABLE, Reason: "overloaded",
+	Message: "Vigil is overloaded: readings wait for the disk; nothing of this message was stored, send it again in a few seconds"}
+
+// overloaded reports whether messages arrive faster than they become
+// durable: the queue is three-quarters full, holds MaxQueueBytes of
+// payloads, or is not empty while the latest commit's messages waited
+// longer than MaxQueueDelay or the commit under way has taken longer (the
+// disk is behind: a device would wait that long for its acknowledgement
+// anyway).
+func (p *Pipeline) overloaded() bool {
+	n := len(p.queue)
+	if n >= cap(p.queue)*3/4 || p.queuedBytes.Load() >= p.opts.MaxQueueBytes {
+		return true
+	}
+	if n == 0 {
+		return false
+	}
+	c := p.committing.Load()
+	return time.Duration(p.queueDelay.Load()) > p.opts.MaxQueueDelay ||
+		(c != 0 && time.Since(time.Unix(0, c)) > p.opts.MaxQueueDelay) // a commit that hangs
+}
+
 func (p *Pipeline) admit() error {
 	if p.opts.Admit == nil {
 		return nil
@@ -197,6 +240,13 @@ func (p *Pipeline) Submit(ctx context.Context, m vigil.Message, done func(vigil.
 		m.Received = p.opts.Now().UTC()
 	}
 	j := &job{m: m, done: done}
+	if m.Shed && p.overloaded() {
+		// Refused before it takes room or work; the sender is told to
+		// send again (its answer need not wait for earlier messages').
+		j.res = vigil.IngestResult{Err: errOverloaded}
+		p.finish(j)
+		return
+	}
 	if err := p.admit(); err != nil {
 		j.res = vigil.IngestResult{Err: err}
 	} else {
@@ -210,6 +260,8 @@ func (p *Pipeline) Submit(ctx context.Context, m vigil.Message, done func(vigil.
 		p.finish(j)
 		return
 	}
+	p.queuedBytes.Add(int64(len(j.m.Payload)))
+	j.queued = time.Now()
 	p.queue <- j
 	p.m.queued.Inc()
 	p.mu.RUnlock()
@@ -351,6 +403,7 @@ func (p *Pipeline) commitLoop() {
 		}
 		batch := []*job{j}
 		n := len(j.readings)
+		p.queueDelay.Store(int64(time.Since(j.queued)))
 		open := true
 	more:
 		for n < p.opts.MaxBatch {
@@ -366,7 +419,9 @@ func (p *Pipeline) commitLoop() {
 				break more
 			}
 		}
+		p.committing.Store(time.Now().UnixNano())
 		p.commit(batch, n)
+		p.committing.Store(0)
 		if !open {
 			return
 		}
@@ -375,6 +430,11 @@ func (p *Pipeline) commitLoop() {
 
 func (p *Pipeline) commit(batch []*job, n int) {
 	p.m.queued.Sub(float64(len(batch)))
+	var bytes int64
+	for _, j := range batch {
+		bytes += int64(len(j.m.Payload))
+	}
+	p.queuedBytes.Add(-bytes)
 	var stored []*vigil.Reading
 	if n > 0 {
 		all := make([]*vigil.Reading, 0, n)

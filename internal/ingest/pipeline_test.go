@@ -295,3 +295,128 @@ func BenchmarkIngest(b *testing.B) {
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "readings/s")
 }
+
+// gatedStore holds every commit until its gate opens.
+type gatedStore struct {
+	Store
+	gate chan struct{}
+}
+
+func (g gatedStore) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigil.AppendResult, error) {
+	<-g.gate
+	return g.Store.AppendReadings(ctx, rs)
+}
+
+// Overload: while the disk lags, messages whose sender can be told to
+// retry are refused at once (EUNAVAILABLE, reason overloaded) instead of
+// queueing without bound; the others wait their turn; nothing queued is
+// lost, and ingest takes messages again once the queue drains.
+func TestShedsWhenOverloaded(t *testing.T) {
+	e := setup(t, nil)
+	g := gatedStore{Store: e.store, gate: make(chan struct{})}
+	o := DefaultOptions()
+	o.Now = func() time.Time { return now }
+	o.QueueSize = 8
+	o.MaxQueueBytes = 1 << 20
+	p := New(g, mapping.DefaultTable(), o)
+	defer p.Close()
+
+	var wg sync.WaitGroup
+	results := make([]vigil.IngestResult, 7)
+	for i := range results {
+		wg.Add(1)
+		p.Submit(ctx, vigil.Message{DeviceID: "mon", Source: "mllp", Payload: []byte(msg(fmt.Sprint("q", i), now.Add(-time.Duration(i)*time.Second), hr72)), Received: now},
+			func(r vigil.IngestResult) { results[i] = r; wg.Done() })
+		if i == 0 {
+			waitTaken(t, p)
+		}
+	}
+	// One message is in the blocked commit, six wait: the queue (8) is
+	// three-quarters full.
+	shed := ingestWithin(t, p, g.gate, vigil.Message{DeviceID: "mon", Source: "http", Shed: true, Payload: []byte(msg("s", now, hr72)), Received: now})
+	if vigil.ErrorCode(shed.Err) != vigil.EUNAVAILABLE || vigil.ErrorReason(shed.Err) != "overloaded" {
+		t.Fatalf("overloaded, sheddable: %v", shed.Err)
+	}
+	close(g.gate)
+	wg.Wait()
+	for i, r := range results {
+		if r.Err != nil || r.Rejected() != 0 {
+			t.Fatalf("queued message %d: %+v", i, r)
+		}
+	}
+	if r := p.Ingest(ctx, vigil.Message{DeviceID: "mon", Source: "http", Shed: true, Payload: []byte(msg("s", now, hr72)), Received: now}); r.Err != nil || r.Rejected() != 0 {
+		t.Fatalf("after the queue drained: %+v", r)
+	}
+
+	// The byte budget: one large message waiting is enough.
+	g2 := gatedStore{Store: e.store, gate: make(chan struct{})}
+	o.QueueSize, o.MaxQueueBytes = 1000, 200
+	p2 := New(g2, mapping.DefaultTable(), o)
+	defer p2.Close()
+	var big []string
+	for i := range 5 {
+		big = append(big, msg(fmt.Sprint("b", i), now.Add(-time.Duration(i)*time.Minute), hr72))
+	}
+	wg.Add(2)
+	for i := range 2 { // the first goes to the blocked commit, the second waits
+		p2.Submit(ctx, vigil.Message{DeviceID: "mon", Source: "mllp", Payload: []byte("[" + strings.Join(big, ",") + "]"), Received: now}, func(vigil.IngestResult) { wg.Done() })
+		if i == 0 {
+			waitTaken(t, p2)
+		}
+	}
+	if r := ingestWithin(t, p2, g2.gate, vigil.Message{DeviceID: "mon", Source: "http", Shed: true, Payload: []byte(msg("s2", now, hr72)), Received: now}); vigil.ErrorReason(r.Err) != "overloaded" {
+		t.Fatalf("over the byte budget: %v", r.Err)
+	}
+	close(g2.gate)
+	wg.Wait()
+
+	// A commit that hangs: one message waiting behind it longer than
+	// MaxQueueDelay is enough.
+	g3 := gatedStore{Store: e.store, gate: make(chan struct{})}
+	o.QueueSize, o.MaxQueueBytes, o.MaxQueueDelay = 1000, 1<<20, 100*time.Millisecond
+	p3 := New(g3, mapping.DefaultTable(), o)
+	defer p3.Close()
+	wg.Add(2)
+	for i := range 2 {
+		p3.Submit(ctx, vigil.Message{DeviceID: "mon", Source: "mllp", Payload: []byte(msg(fmt.Sprint("h", i), now.Add(-time.Duration(i)*time.Hour), hr72)), Received: now}, func(vigil.IngestResult) { wg.Done() })
+		if i == 0 {
+			waitTaken(t, p3)
+		}
+	}
+	time.Sleep(150 * time.Millisecond)
+	if r := ingestWithin(t, p3, g3.gate, vigil.Message{DeviceID: "mon", Source: "http", Shed: true, Payload: []byte(msg("s3", now, hr72)), Received: now}); vigil.ErrorReason(r.Err) != "overloaded" {
+		t.Fatalf("behind a hung commit: %v", r.Err)
+	}
+	close(g3.gate)
+	wg.Wait()
+	if r := p3.Ingest(ctx, vigil.Message{DeviceID: "mon", Source: "http", Shed: true, Payload: []byte(msg("s3", now, hr72)), Received: now}); r.Err != nil {
+		t.Fatalf("once the commit finished: %v", r.Err)
+	}
+}
+
+// waitTaken waits until the commit loop has taken everything queued.
+func waitTaken(t *testing.T, p *Pipeline) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(p.queue) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the commit loop never took the first message")
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // into the gated AppendReadings
+}
+
+// ingestWithin is Ingest that fails the test (opening the gate) if the
+// answer waits: a message that should be shed at once.
+func ingestWithin(t *testing.T, p *Pipeline, gate chan struct{}, m vigil.Message) vigil.IngestResult {
+	t.Helper()
+	ch := make(chan vigil.IngestResult, 1)
+	p.Submit(ctx, m, func(r vigil.IngestResult) { ch <- r })
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(5 * time.Second):
+		close(gate)
+		t.Fatal("a sheddable message waited behind the blocked commit instead of being refused")
+		return vigil.IngestResult{}
+	}
+}

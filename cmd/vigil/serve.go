@@ -287,7 +287,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.StringSliceVar(&webhooks, "webhook", nil, "URL that receives every alert transition as a signed JSON POST (repeatable; https, or http to loopback)")
 	f.StringVar(&webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (or env VIGIL_WEBHOOK_SECRET)")
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
-	f.IntVar(&opts.MaxPayload, "max-payload", 256<<10, "largest accepted device message, in bytes")
+	f.IntVar(&opts.MaxPayload, "max-payload", 1<<20, "largest accepted device message, in bytes (a batch holds at most 5,000 readings)")
 	f.Var(&sizeFlag{&opts.DiskReserve}, "disk-reserve", "refuse new readings (MQTT 0x97, HTTP 507; devices send them again) while the data directory's disk has less free space than this, e.g. 2GiB (env VIGIL_DISK_RESERVE; default: 5% of the disk, between 64MiB and 1GiB; off: never)")
 	f.BoolVar(&noHTTPLimits, "no-http-rate-limits", false, "lift the HTTP rate limits (per address, user and device) — for load tests only: they protect the server from a flood")
 	f.StringVar(&opts.NATS, "nats", envOr("VIGIL_NATS", ""), "JetStream mode: put NATS JetStream between ingest and storage, nats://host:4222 (comma-separated for a cluster; needs --postgres; env VIGIL_NATS)")

@@ -20,7 +20,7 @@ import (
 const (
 	maxIDLen       = 64
 	maxValues      = 64
-	defaultMaxMsgs = 1000
+	defaultMaxMsgs = 5000
 )
 
 func malformed(err error) error {

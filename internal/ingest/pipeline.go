@@ -37,8 +37,8 @@ type Store interface {
 
 // Options configure a Pipeline.
 type Options struct {
-	MaxPayload  int           // bytes per message (default 256 KiB)
-	MaxReadings int           // readings per message (default 1000)
+	MaxPayload  int           // bytes per message (default 1 MiB)
+	MaxReadings int           // readings per message (default 5000)
 	MaxFuture   time.Duration // how far ahead of Vigil's clock a reading may be (default 5 min)
 	MaxAge      time.Duration // how old a reading may be (default 30 days; negative: unlimited)
 	QueueSize   int           // messages waiting for a commit before Submit blocks (default 8192)
@@ -73,7 +73,7 @@ type Options struct {
 // DefaultOptions returns the options a node uses.
 func DefaultOptions() Options {
 	return Options{
-		MaxPayload:        256 << 10,
+		MaxPayload:        1 << 20,
 		MaxReadings:       defaultMaxMsgs,
 		MaxFuture:         5 * time.Minute,
 		MaxAge:            30 * 24 * time.Hour,

@@ -173,7 +173,7 @@ type Options struct {
 	// AuditSyslogFormat is "vigil" (structured data) or "atna" (IHE ATNA
 	// DICOM audit XML); see audit.SyslogOptions.
 	AuditSyslogFormat string
-	MaxPayload        int // bytes per message; default 256 KiB
+	MaxPayload        int // bytes per message; default 1 MiB (a batch of 5,000 readings)
 	// MQTTRate is messages per second per device over MQTT (0: the
 	// broker's default, 1000; < 0: no limit); see broker.Options.
 	MQTTRate float64
@@ -279,7 +279,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		opts.MQTTAddr = ":1883"
 	}
 	if opts.MaxPayload == 0 {
-		opts.MaxPayload = 256 << 10
+		opts.MaxPayload = 1 << 20
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -249,7 +249,7 @@ func TestRejections(t *testing.T) {
 		{"SpO2 120 %", string(reading("r3", now, `{"code":"59408-5","value":120,"unit":"%"}`)), 422, "implausible", "values[0].value"},
 		{"heart rate 900", string(reading("r4", now, `{"code":"8867-4","value":900,"unit":"/min"}`)), 422, "implausible", "values[0].value"},
 		{"far future", string(reading("r5", now.Add(48*time.Hour), hr)), 422, "future", "time"},
-		{"oversized", `{"id":"big","pad":"` + strings.Repeat("x", 300<<10) + `"}`, 413, "too-large", ""},
+		{"oversized", `{"id":"big","pad":"` + strings.Repeat("x", 1100<<10) + `"}`, 413, "too-large", ""},
 		{"before assignment", string(reading("r6", now.Add(-48*time.Hour), hr)), 422, "unassigned", ""},
 	}
 	for _, tc := range cases {

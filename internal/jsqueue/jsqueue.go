@@ -7,8 +7,8 @@
 // device and reading id) and hand the new ones to rules and alerts.
 //
 // Subjects are {prefix}.readings.{partition}, the partition a hash of
-// the patient (16 of them), so that a patient's readings stay in order
-// when partitions are later spread over workers.
+// the patient (16 of them); each partition is worked by one worker at a
+// time (see Work), so a patient's readings are processed in order.
 package jsqueue
 
 import (
@@ -18,10 +18,15 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-iomt/vigil"
@@ -54,8 +59,9 @@ type Queue struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	stream  jetstream.Stream
-	pending prometheus.Gauge
+	pending *prometheus.GaugeVec
 	stored  *prometheus.CounterVec
+	owned   prometheus.Gauge
 }
 
 // Open connects and creates (or updates) the stream.
@@ -95,11 +101,12 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream stream: %v", err)
 	}
 	q := &Queue{o: o, nc: nc, js: js, stream: st,
-		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_stream_pending", Help: "Readings in the JetStream stream not yet delivered to a worker (alert when it grows)."}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_stream_pending", Help: "Readings in a partition of the JetStream stream not yet delivered to its worker, for the partitions this worker owns (alert when it grows)."}, []string{"partition"}),
+		owned:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_stream_partitions_owned", Help: "Partitions of the readings stream this worker owns (16 in all, spread over the live workers)."}),
 		stored:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_stream_stored_total", Help: "Readings workers took from the stream, by outcome (stored, duplicate)."}, []string{"outcome"}),
 	}
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(q.pending, q.stored)
+		o.Registerer.MustRegister(q.pending, q.stored, q.owned)
 	}
 	return q, nil
 }
@@ -158,33 +165,241 @@ func (q *Queue) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	return res, nil
 }
 
+// Partition ownership. Each partition has its own durable consumer and is
+// worked by one worker at a time, its owner, so a patient's readings are
+// stored and evaluated in the order they were acknowledged. Owners hold a
+// lease, a key in the KV bucket {stream}_LEASES that expires LeaseTTL
+// after its last refresh; workers announce themselves in {stream}_WORKERS
+// and each claims its fair share (16 ÷ live workers, rounded up), giving
+// back what exceeds it, so partitions spread over the workers and move to
+// the others when one stops (at once) or dies (after LeaseTTL).
+//
+// Order across an owner's death: a message it fetched but did not
+// acknowledge comes again AckWait after delivery, and JetStream delivers
+// those before newer ones. AckWait is shorter than the time a dead
+// owner's lease takes to expire (LeaseTTL − LeaseRefresh), so the next
+// owner starts with them.
+const (
+	LeaseTTL     = 15 * time.Second
+	LeaseRefresh = 3 * time.Second
+	AckWait      = 10 * time.Second
+)
+
 // Store is where a worker puts the readings.
 type Store interface {
 	AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigil.AppendResult, error)
 }
 
-// Work consumes the stream with a durable consumer shared by the
-// workers, stores each batch and calls onStored with the readings that
-// were new, then acknowledges the batch; it returns when ctx ends. A
-// batch that fails to store is not acknowledged and comes again.
+// Work takes part in working the stream until ctx ends: it claims its
+// share of partitions and, for each, stores batches in order, calls
+// onStored with the readings that were new, then acknowledges the batch.
+// A batch that fails to store is not acknowledged and comes again. When
+// ctx ends it finishes the batches under way and gives its partitions
+// back.
 func (q *Queue) Work(ctx context.Context, st Store, onStored func(context.Context, []*vigil.Reading)) error {
-	c, err := q.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       "workers",
+	w, err := q.newWorker(ctx, st, onStored)
+	if err != nil {
+		return err
+	}
+	w.run(ctx)
+	return nil
+}
+
+type worker struct {
+	q        *Queue
+	id       string
+	st       Store
+	onStored func(context.Context, []*vigil.Reading)
+	members  jetstream.KeyValue
+	leases   jetstream.KeyValue
+	owned    map[int]*lease
+}
+
+// lease is one claimed partition: its lease and consumer loop.
+type lease struct {
+	n      int
+	rev    uint64       // the lease key's revision
+	valid  atomic.Int64 // the lease is ours until then (Unix ns)
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (q *Queue) newWorker(ctx context.Context, st Store, onStored func(context.Context, []*vigil.Reading)) (*worker, error) {
+	name := streamName(q.o.Prefix)
+	kv := func(bucket string) (jetstream.KeyValue, error) {
+		b, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name + "_" + bucket, TTL: LeaseTTL, Replicas: q.o.Replicas, Storage: jetstream.FileStorage})
+		if err != nil {
+			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream key-value bucket %s: %v", bucket, err)
+		}
+		return b, nil
+	}
+	w := &worker{q: q, st: st, onStored: onStored, owned: map[int]*lease{}}
+	var err error
+	if w.members, err = kv("WORKERS"); err != nil {
+		return nil, err
+	}
+	if w.leases, err = kv("LEASES"); err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	w.id = fmt.Sprintf("%s-%d-%s", strings.NewReplacer(".", "_", " ", "_").Replace(host), os.Getpid(), nuid.Next())
+	if err := q.migrateShared(ctx); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// migrateShared replaces the single consumer earlier versions shared
+// among workers ("workers") by the partition consumers, starting them
+// where it had acknowledged everything.
+func (q *Queue) migrateShared(ctx context.Context) error {
+	c, err := q.stream.Consumer(ctx, "workers")
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil
+	} else if err != nil {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "JetStream consumer: %v", err)
+	}
+	info := c.CachedInfo()
+	for n := range Partitions {
+		if _, err := q.stream.CreateConsumer(ctx, q.consumerConfig(n, info.AckFloor.Stream+1)); err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+			return vigil.Errorf(vigil.EUNAVAILABLE, "JetStream consumer: %v", err)
+		}
+	}
+	q.o.Logger.Info("moved from the shared workers consumer to one per partition", "from_sequence", info.AckFloor.Stream+1)
+	return q.stream.DeleteConsumer(ctx, "workers")
+}
+
+func (q *Queue) consumerConfig(n int, startSeq uint64) jetstream.ConsumerConfig {
+	c := jetstream.ConsumerConfig{
+		Durable:       fmt.Sprintf("workers-p%02d", n),
+		FilterSubject: fmt.Sprintf("%s.readings.%d", q.o.Prefix, n),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       AckWait,
 		MaxAckPending: 4096,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	}
+	if startSeq > 1 {
+		c.DeliverPolicy, c.OptStartSeq = jetstream.DeliverByStartSequencePolicy, startSeq
+	}
+	return c
+}
+
+func (w *worker) run(ctx context.Context) {
+	t := time.NewTicker(LeaseRefresh)
+	defer t.Stop()
+	for {
+		w.balance(ctx)
+		select {
+		case <-ctx.Done():
+			for n := range w.owned {
+				w.release(n)
+			}
+			w.members.Delete(context.Background(), w.id)
+			w.q.owned.Set(0)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// balance refreshes this worker's membership and leases, gives back
+// partitions beyond its share and claims free ones up to it.
+func (w *worker) balance(ctx context.Context) {
+	if _, err := w.members.Put(ctx, w.id, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		w.q.o.Logger.Warn("JetStream: cannot announce this worker", "err", err)
+	}
+	for n, p := range w.owned {
+		rev, err := w.leases.Update(ctx, leaseKey(n), []byte(w.id), p.rev)
+		if err != nil {
+			// Expired and taken, or NATS unreachable for too long: stop
+			// before another owner works it too.
+			w.q.o.Logger.Warn("JetStream: lost the lease of a partition; stopping work on it", "partition", n, "err", err)
+			w.stop(n)
+			continue
+		}
+		p.rev = rev
+		p.valid.Store(time.Now().Add(LeaseTTL - LeaseRefresh).UnixNano())
+	}
+	live := 1
+	if keys, err := w.members.ListKeys(ctx); err == nil {
+		live = 0
+		for range keys.Keys() {
+			live++
+		}
+		keys.Stop()
+		live = max(live, 1)
+	}
+	share := (Partitions + live - 1) / live
+	w.q.o.Logger.Debug("JetStream: balancing partitions", "worker", w.id, "live", live, "share", share, "owned", len(w.owned))
+	for n := range w.owned {
+		if len(w.owned) <= share {
+			break
+		}
+		w.release(n)
+	}
+	for n := 0; n < Partitions && len(w.owned) < share; n++ {
+		if _, mine := w.owned[n]; mine {
+			continue
+		}
+		rev, err := w.leases.Create(ctx, leaseKey(n), []byte(w.id))
+		if err != nil {
+			continue // held by another worker (or NATS is away: next time)
+		}
+		w.start(ctx, n, rev)
+	}
+	w.q.owned.Set(float64(len(w.owned)))
+}
+
+func leaseKey(n int) string { return fmt.Sprintf("p%02d", n) }
+
+func (w *worker) start(ctx context.Context, n int, rev uint64) {
+	pctx, cancel := context.WithCancel(ctx)
+	p := &lease{n: n, rev: rev, cancel: cancel, done: make(chan struct{})}
+	p.valid.Store(time.Now().Add(LeaseTTL - LeaseRefresh).UnixNano())
+	w.owned[n] = p
+	go func() {
+		defer close(p.done)
+		w.consume(pctx, p)
+	}()
+}
+
+// stop ends work on partition n (after its batch under way).
+func (w *worker) stop(n int) {
+	p := w.owned[n]
+	p.cancel()
+	<-p.done
+	delete(w.owned, n)
+}
+
+// release stops work on partition n and gives its lease back.
+func (w *worker) release(n int) {
+	rev := w.owned[n].rev
+	w.stop(n)
+	if err := w.leases.Delete(context.Background(), leaseKey(n), jetstream.LastRevision(rev)); err != nil {
+		w.q.o.Logger.Warn("JetStream: could not give a partition back; it frees itself when its lease expires", "partition", n, "err", err)
+	}
+}
+
+// consume works partition p in order until ctx ends or its lease lapses.
+func (w *worker) consume(ctx context.Context, p *lease) {
+	q := w.q
+	c, err := q.stream.CreateOrUpdateConsumer(ctx, q.consumerConfig(p.n, 0))
 	if err != nil {
-		return vigil.Errorf(vigil.EUNAVAILABLE, "JetStream consumer: %v", err)
+		if info, ierr := q.stream.Consumer(ctx, q.consumerConfig(p.n, 0).Durable); ierr == nil {
+			c, err = info, nil // made by a migration, with its own start
+		}
+	}
+	if err != nil {
+		q.o.Logger.Warn("JetStream consumer", "partition", p.n, "err", err)
+		return
 	}
 	for ctx.Err() == nil {
 		batch, err := c.Fetch(512, jetstream.FetchMaxWait(500*time.Millisecond))
 		if err != nil {
 			if ctx.Err() != nil {
-				break
+				return
 			}
-			q.o.Logger.Warn("JetStream fetch failed", "err", err)
+			q.o.Logger.Warn("JetStream fetch failed", "partition", p.n, "err", err)
 			time.Sleep(250 * time.Millisecond)
 			continue
 		}
@@ -200,12 +415,23 @@ func (q *Queue) Work(ctx context.Context, st Store, onStored func(context.Contex
 			msgs, rs = append(msgs, m), append(rs, &r)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-			q.o.Logger.Warn("JetStream fetch", "err", err)
+			q.o.Logger.Warn("JetStream fetch", "partition", p.n, "err", err)
 		}
 		if len(rs) == 0 {
 			continue
 		}
-		res, err := st.AppendReadings(ctx, rs)
+		// Store only while the lease is surely ours. If a refresh is late
+		// (NATS unreachable), wait: a refresh revives the partition; a
+		// lost lease stops it, and the batch, unacknowledged, comes again
+		// to the next owner, in order.
+		for time.Now().UnixNano() > p.valid.Load() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		res, err := w.st.AppendReadings(ctx, rs)
 		if err != nil {
 			q.o.Logger.Warn("storing a batch from the stream failed: it comes again", "readings", len(rs), "err", err)
 			for _, m := range msgs {
@@ -221,15 +447,14 @@ func (q *Queue) Work(ctx context.Context, st Store, onStored func(context.Contex
 		}
 		q.stored.WithLabelValues("stored").Add(float64(len(fresh)))
 		q.stored.WithLabelValues("duplicate").Add(float64(len(rs) - len(fresh)))
-		if len(fresh) > 0 && onStored != nil {
-			onStored(ctx, fresh)
+		if len(fresh) > 0 && w.onStored != nil {
+			w.onStored(ctx, fresh)
 		}
 		for _, m := range msgs {
-			m.DoubleAck(ctx)
+			m.DoubleAck(context.Background())
 		}
 		if info, err := c.Info(ctx); err == nil {
-			q.pending.Set(float64(info.NumPending))
+			q.pending.With(prometheus.Labels{"partition": strconv.Itoa(p.n)}).Set(float64(info.NumPending))
 		}
 	}
-	return nil
 }

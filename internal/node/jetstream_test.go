@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -77,7 +78,8 @@ func TestJetStreamIngestAndWorker(t *testing.T) {
 	must(t, err)
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(metrics), `vigil_stream_stored_total{outcome="stored"} 1`) || !strings.Contains(string(metrics), "vigil_stream_pending 0") {
+	if !strings.Contains(string(metrics), `vigil_stream_stored_total{outcome="stored"} 1`) ||
+		!strings.Contains(string(metrics), "vigil_stream_partitions_owned 16") || !regexp.MustCompile(`vigil_stream_pending\{partition="\d+"\} 0`).MatchString(string(metrics)) {
 		t.Fatalf("worker metrics: %d\n%s", resp.StatusCode, grepLines(string(metrics), "vigil_stream"))
 	}
 }

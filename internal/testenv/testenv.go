@@ -75,6 +75,8 @@ func NATSPrefix(t testing.TB) (url, prefix string) {
 	t.Cleanup(func() {
 		if js, err := jetstream.New(nc); err == nil {
 			js.DeleteStream(context.Background(), prefix+"_READINGS")
+			js.DeleteKeyValue(context.Background(), prefix+"_READINGS_WORKERS")
+			js.DeleteKeyValue(context.Background(), prefix+"_READINGS_LEASES")
 		}
 		nc.Close()
 	})

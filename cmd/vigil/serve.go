@@ -189,8 +189,8 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 				return err
 			}
 			switch {
-			case opts.Role != node.RoleAll && opts.Role != node.RoleIngest && opts.Role != node.RoleWorker:
-				return fmt.Errorf("--role %q: use all, ingest or worker", opts.Role)
+			case opts.Role != node.RoleAll && opts.Role != node.RoleIngest && opts.Role != node.RoleWorker && opts.Role != node.RoleAPI:
+				return fmt.Errorf("--role %q: use all, ingest, worker or api", opts.Role)
 			case opts.Role != node.RoleAll && opts.NATS == "":
 				return fmt.Errorf("--role %s needs --nats: roles share work through NATS JetStream", opts.Role)
 			case opts.NATS != "" && g.postgres == "":
@@ -293,7 +293,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.StringVar(&opts.NATS, "nats", envOr("VIGIL_NATS", ""), "JetStream mode: put NATS JetStream between ingest and storage, nats://host:4222 (comma-separated for a cluster; needs --postgres; env VIGIL_NATS)")
 	f.StringVar(&opts.NATSPrefix, "nats-prefix", envOr("VIGIL_NATS_PREFIX", "vigil"), "JetStream subject prefix; the stream is PREFIX_READINGS")
 	f.IntVar(&opts.NATSReplicas, "nats-replicas", 1, "JetStream stream replicas (3 on a three-node cluster)")
-	f.StringVar(&opts.Role, "role", envOr("VIGIL_ROLE", "all"), "with --nats: all (ingest, work the stream, serve the API), ingest (devices' readings into the stream only) or worker (store from the stream and run rules; serves the API)")
+	f.StringVar(&opts.Role, "role", envOr("VIGIL_ROLE", "all"), "with --nats: all (take devices, work the stream, serve the API), ingest (take devices into the stream; serves the API), worker (store from the stream and run rules; serves the API, no devices) or api (the API, FHIR and the web app only); every node's live views show what any worker stored")
 	f.IntVar(&opts.MQTTMaxConns, "mqtt-max-conns", 50000, "concurrent MQTT connections in all (each client address at most 2,048, loopback unlimited); raise the process's open-file limit to match")
 	f.Float64Var(&opts.MQTTRate, "mqtt-rate", broker.DefaultRatePerDevice, "MQTT messages per second per device (bursts of twice that); past it Vigil reads that device's connection more slowly, refusing nothing (-1: no limit)")
 	f.StringVar(&opts.EHRURL, "ehr-url", envOr("VIGIL_EHR_URL", ""), "push every Observation to this EHR: its FHIR R4 base https://… (conditional updates, batched, retried) or an HL7 v2 interface engine mllps://host:port (ORU^R01 over MLLP); env VIGIL_EHR_URL; empty: off")
@@ -326,7 +326,11 @@ func serve(ctx context.Context, g *globals, opts node.Options) error {
 	if opts.TLS == nil {
 		sec = "PLAINTEXT"
 	}
-	fmt.Fprintf(g.stderr, "vigil: serving %s on %s and MQTT (%s) on %s (data %s)\n", map[bool]string{true: "HTTPS", false: "HTTP"}[opts.TLS != nil], n.URL(), sec, n.MQTTAddr(), opts.DataDir)
+	if n.MQTTAddr() == "" {
+		fmt.Fprintf(g.stderr, "vigil: serving %s on %s, role %s: no device connections (data %s)\n", map[bool]string{true: "HTTPS", false: "HTTP"}[opts.TLS != nil], n.URL(), opts.Role, opts.DataDir)
+	} else {
+		fmt.Fprintf(g.stderr, "vigil: serving %s on %s and MQTT (%s) on %s (data %s)\n", map[bool]string{true: "HTTPS", false: "HTTP"}[opts.TLS != nil], n.URL(), sec, n.MQTTAddr(), opts.DataDir)
+	}
 	if n.MLLP != nil {
 		fmt.Fprintf(g.stderr, "vigil: HL7 v2 over MLLP on %s\n", n.MLLP.Addr())
 	}

@@ -164,7 +164,9 @@ func NewSubscriptions(o SubscriptionOptions) (*Subscriptions, error) {
 			m.start(st)
 		}
 	}
-	sub := o.Hub.Subscribe(queueSize, func(e live.Event) bool { return e.Type == live.TypeReading || e.Type == live.TypeAlert })
+	sub := o.Hub.Subscribe(queueSize, func(e live.Event) bool {
+		return (e.Type == live.TypeReading || e.Type == live.TypeAlert) && e.Origin == ""
+	})
 	m.wg.Add(1)
 	go m.dispatch(sub)
 	return m, nil
@@ -214,7 +216,9 @@ func (m *Subscriptions) dispatch(sub *live.Subscription) {
 				// The hub dropped us: events were lost. Say so on every
 				// live subscription, and listen again.
 				m.failAll("Vigil fell behind under load and dropped events; search for what you missed, then PUT the subscription with status requested to resume")
-				sub = m.o.Hub.Subscribe(queueSize, func(e live.Event) bool { return e.Type == live.TypeReading || e.Type == live.TypeAlert })
+				sub = m.o.Hub.Subscribe(queueSize, func(e live.Event) bool {
+					return (e.Type == live.TypeReading || e.Type == live.TypeAlert) && e.Origin == ""
+				})
 				continue
 			}
 			m.route(e)

@@ -458,3 +458,9 @@ func (w *worker) consume(ctx context.Context, p *lease) {
 		}
 	}
 }
+
+// Conn is the queue's NATS connection (for other subjects under Prefix).
+func (q *Queue) Conn() *nats.Conn { return q.nc }
+
+// Prefix is the subject prefix.
+func (q *Queue) Prefix() string { return q.o.Prefix }

@@ -25,6 +25,11 @@ type Event struct {
 	PatientID string
 	Time      time.Time // when Vigil published it
 	Data      any
+	// Origin is "" for an event of this node, else the node it came from
+	// (another node's worker, relayed over NATS for this node's live
+	// views). Listeners with effects that must happen once — webhooks,
+	// FHIR subscription notifications — take only their own node's.
+	Origin string
 }
 
 // Hub broadcasts events to subscribers. The zero value is ready to use and

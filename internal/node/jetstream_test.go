@@ -34,6 +34,21 @@ func TestJetStreamIngestAndWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	// An API node takes no devices; its live view shows what the worker
+	// stored and raised, relayed over NATS.
+	api := js
+	api.Role = node.RoleAPI
+	api.DataDir, api.HTTPAddr, api.MQTTAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	a, err := node.Start(ctx, api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.MQTTAddr() != "" || w.MQTTAddr() != "" {
+		t.Fatalf("worker and API nodes listen for MQTT: %q %q", w.MQTTAddr(), a.MQTTAddr())
+	}
+	feed := a.Hub.Subscribe(64, nil)
+	defer feed.Close()
 
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	body := string(reading("js-1", now, `{"code":"8310-5","value":39.6,"unit":"Cel"}`))
@@ -70,11 +85,41 @@ func TestJetStreamIngestAndWorker(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The API node's live view got the reading and the alert from the
+	// worker (marked as another node's, so its webhooks stay silent).
+	var gotReading, gotAlert bool
+	for timeout := time.After(10 * time.Second); !gotReading || !gotAlert; {
+		select {
+		case ev := <-feed.C:
+			if ev.Origin == "" || ev.PatientID != "p1" {
+				t.Fatalf("live event on the API node without another origin: %+v", ev)
+			}
+			switch d := ev.Data.(type) {
+			case *vigil.Reading:
+				gotReading = gotReading || d.ID == "js-1"
+			case *vigil.Alert:
+				gotAlert = gotAlert || d.RuleID == "temp-high"
+			}
+		case <-timeout:
+			t.Fatalf("API node's live view: reading %v, alert %v", gotReading, gotAlert)
+		}
+	}
+	// A device sending to a node without devices is told where to go.
+	req, _ := http.NewRequest("POST", a.URL()+"/api/v1/devices/mon-1/readings", strings.NewReader(body))
+	req.SetBasicAuth(e.device, e.secret)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(msg), "ingest node") {
+		t.Fatalf("device ingest on an API node: %d %s", resp.StatusCode, msg)
+	}
+
 	// The worker counts what it took from the stream (a token made on the
 	// ingest node works on the worker: they share the database).
-	req, _ := http.NewRequest("GET", w.URL()+"/metrics", nil)
+	req, _ = http.NewRequest("GET", w.URL()+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+adminToken(t, e))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err = http.DefaultClient.Do(req)
 	must(t, err)
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()

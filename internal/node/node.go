@@ -89,6 +89,7 @@ const (
 	RoleAll    = "all"    // ingest, work the stream, serve the API (the default)
 	RoleIngest = "ingest" // take devices' readings into the stream only
 	RoleWorker = "worker" // store from the stream and run rules; also serves the API
+	RoleAPI    = "api"    // serve the API, FHIR and the web app only
 )
 
 // queueStore is the store as the ingest pipeline sees it in JetStream
@@ -138,8 +139,11 @@ type Options struct {
 	// between ingest and storage (internal/jsqueue; needs Postgres):
 	// readings go to the stream NATSPrefix (default "vigil") with
 	// NATSReplicas replicas; Role says whether this node also works the
-	// stream (RoleAll, the default, or RoleWorker) or only ingests
-	// (RoleIngest).
+	// stream (RoleAll, the default, or RoleWorker), only ingests
+	// (RoleIngest) or only serves the API, FHIR and the web app (RoleAPI).
+	// Only RoleAll and RoleIngest take devices (MQTT, MLLP, HTTP device
+	// ingest); in JetStream mode every node relays its live events (new
+	// readings, alerts, NEWS2) to the others' live views.
 	NATS         string
 	NATSPrefix   string
 	NATSReplicas int
@@ -211,8 +215,9 @@ type Options struct {
 
 // Node is a running Vigil process.
 type Node struct {
-	Store Store
-	Queue *jsqueue.Queue // JetStream mode only
+	Store     Store
+	Queue     *jsqueue.Queue // JetStream mode only
+	stopRelay func()         // the live relay over NATS (JetStream mode)
 	// Disk refuses readings while the embedded store's disk is nearly
 	// full (nil with PostgreSQL).
 	Disk *diskguard.Guard
@@ -431,6 +436,11 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 		iopts.Admit = n.Disk.Admit
 	}
+	if !n.takesDevices() {
+		iopts.Admit = func() error {
+			return vigil.Errorf(vigil.EUNAVAILABLE, "this Vigil node does not take device readings (--role %s): send them to an ingest node", opts.Role)
+		}
+	}
 	var pipelineStore ingest.Store = n.Store
 	if opts.NATS != "" {
 		// JetStream between ingest and storage: the pipeline appends to the
@@ -445,7 +455,10 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		pipelineStore = queueStore{Store: n.Store, q: n.Queue}
 		observers := iopts.OnStored
 		iopts.OnStored = nil
-		if opts.Role != RoleIngest {
+		if err := n.relayLive(); err != nil {
+			return nil, err
+		}
+		if opts.Role == RoleAll || opts.Role == RoleWorker {
 			wctx, stop := context.WithCancel(context.Background())
 			n.stopWorker, n.workerDone = stop, make(chan struct{})
 			go func() {
@@ -477,46 +490,51 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		},
 		CommandKey: ckey,
 		PublishCommand: func(deviceID string, payload []byte) error {
+			if n.Broker == nil {
+				return vigil.Errorf(vigil.EUNAVAILABLE, "this Vigil node takes no device connections (--role %s): send the command through an ingest node", opts.Role)
+			}
 			return n.Broker.PublishCommand(deviceID, payload)
 		}}
 
-	bopts := broker.DefaultOptions()
-	bopts.Addr = opts.MQTTAddr
-	bopts.Auth = n.Auth
-	bopts.Ingester = n.Pipeline
-	bopts.MaxPayload = opts.MaxPayload
-	bopts.Logger = log
-	bopts.Registerer = n.Registry
-	bopts.TLSConfig = opts.TLS
-	bopts.RatePerDevice = opts.MQTTRate
 	// Connection caps: no host can exhaust a listener; loopback clients
 	// have no per-address cap. Refusals and slow clients are counted.
 	conns := netlimit.NewMetrics(n.Registry)
-	bopts.WrapListener = func(ln net.Listener) net.Listener {
-		return netlimit.Wrap(ln, "mqtt", netlimit.Limits{Total: cmp.Or(opts.MQTTMaxConns, 50000), PerAddr: 2048}, conns)
-	}
-	bopts.OnCommandAck = func(deviceID string, payload []byte) {
-		if err := n.Admin.CommandAck(context.Background(), deviceID, payload); err != nil {
-			log.Warn("device command answer not recorded", "device", deviceID, "err", err)
+	if n.takesDevices() {
+		bopts := broker.DefaultOptions()
+		bopts.Addr = opts.MQTTAddr
+		bopts.Auth = n.Auth
+		bopts.Ingester = n.Pipeline
+		bopts.MaxPayload = opts.MaxPayload
+		bopts.Logger = log
+		bopts.Registerer = n.Registry
+		bopts.TLSConfig = opts.TLS
+		bopts.RatePerDevice = opts.MQTTRate
+		bopts.WrapListener = func(ln net.Listener) net.Listener {
+			return netlimit.Wrap(ln, "mqtt", netlimit.Limits{Total: cmp.Or(opts.MQTTMaxConns, 50000), PerAddr: 2048}, conns)
 		}
-	}
-	if n.Broker, err = broker.New(bopts); err != nil {
-		return nil, fmt.Errorf("start MQTT broker: %w", err)
-	}
-	if err = n.Broker.Start(); err != nil {
-		return nil, err
-	}
-	if n.NurseCall, err = nursecall.Start(nursecall.Options{Hub: n.Hub, Broker: n.Broker, Patients: n.Store.FindPatientByID, Logger: log, Registerer: n.Registry}); err != nil {
-		return nil, err
-	}
-
-	if opts.MLLPAddr != "" {
-		if n.MLLP, err = mllp.Start(mllp.Options{Addr: opts.MLLPAddr, Ingester: n.Pipeline, Devices: n.Store, Allow: opts.MLLPAllow, TLS: opts.TLS,
-			WrapListener: func(ln net.Listener) net.Listener {
-				return netlimit.Wrap(ln, "mllp", netlimit.Limits{Total: 1024, PerAddr: 256}, conns)
-			},
-			Alarms: n.deviceAlarms, Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
+		bopts.OnCommandAck = func(deviceID string, payload []byte) {
+			if err := n.Admin.CommandAck(context.Background(), deviceID, payload); err != nil {
+				log.Warn("device command answer not recorded", "device", deviceID, "err", err)
+			}
+		}
+		if n.Broker, err = broker.New(bopts); err != nil {
+			return nil, fmt.Errorf("start MQTT broker: %w", err)
+		}
+		if err = n.Broker.Start(); err != nil {
 			return nil, err
+		}
+		if n.NurseCall, err = nursecall.Start(nursecall.Options{Hub: n.Hub, Broker: n.Broker, Patients: n.Store.FindPatientByID, Logger: log, Registerer: n.Registry}); err != nil {
+			return nil, err
+		}
+
+		if opts.MLLPAddr != "" {
+			if n.MLLP, err = mllp.Start(mllp.Options{Addr: opts.MLLPAddr, Ingester: n.Pipeline, Devices: n.Store, Allow: opts.MLLPAllow, TLS: opts.TLS,
+				WrapListener: func(ln net.Listener) net.Listener {
+					return netlimit.Wrap(ln, "mllp", netlimit.Limits{Total: 1024, PerAddr: 256}, conns)
+				},
+				Alarms: n.deviceAlarms, Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -572,7 +590,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		NEWS2Record: n.News2.Record,
 		DeviceState: n.deviceState,
 		Thresholds:  n.Alerts.Thresholds,
-		Connected:   n.Broker.Connected,
+		Connected:   n.connected,
 		// Over TLS the session cookie is Secure and browsers are told to
 		// keep to HTTPS (HSTS).
 		SecureCookies: opts.TLS != nil,
@@ -640,7 +658,26 @@ func (n *Node) URL() string {
 }
 
 // MQTTAddr is the host:port of the MQTT listener.
-func (n *Node) MQTTAddr() string { return dialable(n.Broker.Addr()) }
+func (n *Node) MQTTAddr() string {
+	if n.Broker == nil {
+		return "" // a worker or API node takes no devices
+	}
+	return dialable(n.Broker.Addr())
+}
+
+// takesDevices reports whether this node runs the device listeners (MQTT,
+// MLLP) and takes HTTP device ingest: roles all and ingest.
+func (n *Node) takesDevices() bool {
+	return n.opts.Role == "" || n.opts.Role == RoleAll || n.opts.Role == RoleIngest
+}
+
+// connected is the web app's view of which devices are connected here.
+func (n *Node) connected() map[string]bool {
+	if n.Broker == nil {
+		return map[string]bool{}
+	}
+	return n.Broker.Connected()
+}
 
 // dialable turns a listen address such as [::]:8080 into 127.0.0.1:8080.
 func dialable(a net.Addr) string {
@@ -913,6 +950,9 @@ func (n *Node) close() error {
 	}
 	if n.Disk != nil {
 		n.Disk.Close()
+	}
+	if n.stopRelay != nil {
+		n.stopRelay()
 	}
 	if n.stopWorker != nil {
 		n.stopWorker() // what it has not acknowledged comes again to a worker

@@ -90,7 +90,7 @@ func Start(o Options) *Notifier {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(n.results)
 	}
-	n.sub = o.Hub.Subscribe(1<<16, func(e live.Event) bool { return e.Type == live.TypeAlert })
+	n.sub = o.Hub.Subscribe(1<<16, func(e live.Event) bool { return e.Type == live.TypeAlert && e.Origin == "" })
 	// One queue per target, so a slow receiver delays only itself.
 	queues := make([]chan []byte, len(o.Targets))
 	for i := range o.Targets {

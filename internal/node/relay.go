@@ -1,0 +1,88 @@
+package node
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/live"
+	"github.com/vigil-iomt/vigil/internal/news2"
+)
+
+// liveEnvelope is a live event on NATS subject {prefix}.live.{type}.
+type liveEnvelope struct {
+	Origin  string          `json:"o"`
+	Type    string          `json:"t"`
+	Patient string          `json:"p"`
+	Time    time.Time       `json:"ts"`
+	Data    json.RawMessage `json:"d"`
+}
+
+// relayLive makes the live views of every node in JetStream mode show
+// what any node's workers stored and raised: this node publishes its own
+// live events (new readings, alert transitions, NEWS2 scores) on core
+// NATS, {prefix}.live.{type}, and puts the other nodes' into its hub with
+// their Origin set (so webhooks and FHIR notifications, which must go
+// out once, stay with the node that made them). Live views are a best
+// effort, like the hub itself: a lost event shows at the next reload.
+func (n *Node) relayLive() error {
+	nc, prefix := n.Queue.Conn(), n.Queue.Prefix()
+	self := nuid.Next()
+	sub, err := nc.Subscribe(prefix+".live.>", func(m *nats.Msg) {
+		var env liveEnvelope
+		if json.Unmarshal(m.Data, &env) != nil || env.Origin == self {
+			return
+		}
+		var data any
+		switch env.Type {
+		case live.TypeReading:
+			data = new(vigil.Reading)
+		case live.TypeAlert:
+			data = new(vigil.Alert)
+		case live.TypeNEWS2:
+			data = new(news2.Update)
+		default:
+			return
+		}
+		if json.Unmarshal(env.Data, data) != nil {
+			return
+		}
+		n.Hub.Publish(live.Event{Type: env.Type, PatientID: env.Patient, Time: env.Time, Data: data, Origin: env.Origin})
+	})
+	if err != nil {
+		return vigil.Errorf(vigil.EUNAVAILABLE, "NATS live relay: %v", err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			local := n.Hub.Subscribe(1<<14, func(e live.Event) bool { return e.Origin == "" })
+			for open := true; open; {
+				select {
+				case <-stop:
+					local.Close()
+					return
+				case e, ok := <-local.C:
+					if open = ok; !ok {
+						break // fell behind: subscribe again
+					}
+					d, err := json.Marshal(e.Data)
+					if err != nil {
+						continue
+					}
+					b, _ := json.Marshal(liveEnvelope{Origin: self, Type: e.Type, Patient: e.PatientID, Time: e.Time, Data: d})
+					nc.Publish(prefix+".live."+e.Type, b)
+				}
+			}
+		}
+	}()
+	n.stopRelay = func() {
+		sub.Unsubscribe()
+		close(stop)
+		<-done
+	}
+	return nil
+}

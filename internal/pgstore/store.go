@@ -221,6 +221,9 @@ func storeErr(err error) error {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
+		if pe.Code == "53100" { // disk_full: the pipeline tells devices to send again later
+			return vigil.Errorf(vigil.EFULL, "the database's disk is full: nothing was stored; send the readings again later")
+		}
 		if strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57") || pe.Code == "53300" {
 			return vigil.Errorf(vigil.EUNAVAILABLE, "database unavailable: %s", pe.Message)
 		}

@@ -15,9 +15,15 @@ build:
 demo: build
 	./$(BIN) demo
 
-## tools: install the npm tooling the integration tests use (FHIR validator), pinned by its lockfile.
-tools:
+## tools: install the npm tooling the integration tests use (FHIR validator), pinned by its lockfile,
+## and build a NATS server recent enough for `sync_interval: always` (the JetStream cluster test;
+## Debian 12's 2.9 has no such setting) into bin/, from the Go module proxy.
+NATS_SERVER_VERSION ?= v2.14.9
+tools: bin/nats-server
 	@for d in tools/*/; do [ -f "$$d/package-lock.json" ] || continue; echo "npm ci in $$d"; (cd "$$d" && npm ci --no-audit --no-fund --loglevel=error) || exit 1; done
+
+bin/nats-server:
+	GOBIN=$(abspath bin) GOFLAGS=-mod=mod $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
 ## test: the whole suite, with the race detector. Needs `make tools` and Debian's chromium
 ## for the FHIR-validator and browser tests (.ci/run installs both).

@@ -23,7 +23,10 @@ type Patient struct {
 	Family     string `json:"family,omitempty"`
 	Given      string `json:"given,omitempty"`
 	BirthDate  string `json:"birthDate,omitempty"` // YYYY-MM-DD
-	Sex        string `json:"sex,omitempty"`       // FHIR administrative gender: male, female, other, unknown
+	// PostalCode of the home address: its first characters are the
+	// region of public-health aggregates (internal/pubhealth).
+	PostalCode string `json:"postalCode,omitempty"`
+	Sex        string `json:"sex,omitempty"` // FHIR administrative gender: male, female, other, unknown
 	Ward       string `json:"ward,omitempty"`
 	Bed        string `json:"bed,omitempty"`
 	// NEWS2 inputs a nurse records (they have no device).

@@ -108,6 +108,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newAuditCmd(g),
 		newKeysCmd(g),
 		newAlertsCmd(g),
+		newExportCmd(g),
 	)
 	return root
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/pebble"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
+	"github.com/vigil-iomt/vigil/internal/pubhealth"
 	"github.com/vigil-iomt/vigil/internal/rules"
 )
 
@@ -60,6 +61,9 @@ type registry interface {
 	// AuditVerify checks the audit log: offline with pub (nil: the data
 	// directory's audit-key.pub), online by the server with its own key.
 	AuditVerify(ctx context.Context, pub ed25519.PublicKey) (*audit.Report, error)
+	// Aggregates computes public-health aggregates (through the running
+	// server only: every export is audited).
+	Aggregates(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error)
 	// AuditFind reads one page of the audit log.
 	AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error)
 	Close() error
@@ -212,6 +216,10 @@ func (o *offlineRegistry) AuditVerify(ctx context.Context, pub ed25519.PublicKey
 }
 
 // AuditFind reads the log of the node whose data directory this is.
+func (o *offlineRegistry) Aggregates(context.Context, pubhealth.Options) (*pubhealth.Table, error) {
+	return nil, errors.New("start the server (vigil serve) first: aggregate exports go through it, so that each is audited")
+}
+
 func (o *offlineRegistry) AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error) {
 	pub, _ := audit.LoadPublicKey(filepath.Join(o.data, audit.PubKeyFile)) // PostgreSQL: names the log
 	as, err := node.AuditStore(o.store, pub)

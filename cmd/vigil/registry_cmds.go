@@ -40,6 +40,7 @@ func newPatientCmd(g *globals) *cobra.Command {
 	f.StringVar(&p.Given, "given", "", "given name")
 	f.StringVar(&p.BirthDate, "birth-date", "", "birth date YYYY-MM-DD")
 	f.StringVar(&p.Sex, "sex", "", "male, female, other or unknown")
+	f.StringVar(&p.PostalCode, "postal-code", "", "postal code of the home address (its first characters are the region in public-health aggregates)")
 	f.StringVar(&p.Ward, "ward", "", "ward")
 	f.StringVar(&p.Bed, "bed", "", "bed")
 	_ = add.MarkFlagRequired("id")

@@ -17,6 +17,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/audit"
+	"github.com/vigil-iomt/vigil/internal/pubhealth"
 )
 
 // Client calls a running server's admin API. Errors come back as
@@ -293,6 +294,22 @@ func (c *Client) AuditVerify(ctx context.Context) (*audit.Report, error) {
 }
 
 // AuditFind reads one page of the server's audit log.
+// Aggregates fetches public-health aggregates (GET /api/v1/aggregates).
+func (c *Client) Aggregates(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error) {
+	q := url.Values{"from": {o.From.Format("2006-01-02")}, "to": {o.To.Format("2006-01-02")}, "format": {"json"}}
+	if o.K > 0 {
+		q.Set("k", strconv.Itoa(o.K))
+	}
+	if o.PostalChars > 0 {
+		q.Set("postal-chars", strconv.Itoa(o.PostalChars))
+	}
+	var t pubhealth.Table
+	if err := c.do(ctx, "GET", "/api/v1/aggregates?"+q.Encode(), nil, &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
 func (c *Client) AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error) {
 	v := url.Values{}
 	for k, x := range map[string]string{"actor": q.Actor, "patient": q.Patient, "outcome": q.Outcome} {

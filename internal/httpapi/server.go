@@ -29,6 +29,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/news2"
+	"github.com/vigil-iomt/vigil/internal/pubhealth"
 	"github.com/vigil-iomt/vigil/internal/ratelimit"
 )
 
@@ -56,6 +57,8 @@ type Options struct {
 	// NEWS2Record stores a nurse's NEWS2 inputs and recomputes
 	// (prescriber: may set SpO2 scale 2).
 	NEWS2Record func(ctx context.Context, patientID string, in news2.Inputs, prescriber bool) (news2.Result, error)
+	// Aggregate computes public-health aggregates (GET /api/v1/aggregates).
+	Aggregate func(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error)
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines func(patientID string) any
@@ -178,6 +181,7 @@ func New(o Options) *Server {
 	m.HandleFunc("POST /api/v1/patients/{id}/news2-inputs", s.with(care, s.news2Inputs))
 	m.HandleFunc("GET /api/v1/devices/{id}/status", s.with(care, s.deviceStatus))
 	oversight := []string{vigil.RoleAdmin, vigil.RoleAuditor}
+	m.HandleFunc("GET /api/v1/aggregates", s.with([]string{vigil.RoleAdmin, vigil.RoleAnalyst}, s.aggregates))
 	m.HandleFunc("GET /api/v1/audit", s.with(oversight, s.auditEntries))
 	m.HandleFunc("GET /api/v1/audit/verify", s.with(oversight, s.auditVerify))
 	m.HandleFunc("POST /api/v1/patients/{id}/break-glass", s.with([]string{vigil.RoleClinician, vigil.RoleNurse}, s.breakGlass))

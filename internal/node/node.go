@@ -56,6 +56,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/pcd"
 	"github.com/vigil-iomt/vigil/internal/pebble"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
+	"github.com/vigil-iomt/vigil/internal/pubhealth"
 	"github.com/vigil-iomt/vigil/internal/seal"
 	"github.com/vigil-iomt/vigil/internal/web"
 )
@@ -605,6 +606,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Alerts:      n.Alerts,
 		NEWS2:       func(ctx context.Context, id string) (any, error) { return n.News2.Compute(ctx, id) },
 		NEWS2Record: n.News2.Record,
+		Aggregate: func(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error) {
+			return pubhealth.Aggregate(ctx, n.Store, o)
+		},
 		Baselines:   func(id string) any { return n.Baseline.Current(id) },
 		Opened:      n.Adherence.Opened,
 		Audit:       n.audit,

@@ -1,0 +1,98 @@
+package node_test
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/admin"
+	"github.com/vigil-iomt/vigil/internal/audit"
+)
+
+// An analyst exports public-health aggregates as CSV: small cells are
+// suppressed (with a complementary cell), no row names a patient, the
+// export is audited with the analyst as actor, and the analyst reads no
+// patient's record, readings or FHIR resources.
+func TestAnalystAggregates(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	monday := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -7)
+	monday = monday.AddDate(0, 0, -((int(monday.Weekday()) + 6) % 7))
+	next := 0
+	add := func(n int, postal, birth, sex string, temp float64) {
+		for range n {
+			next++
+			id := fmt.Sprintf("ph-%d", next)
+			must(t, e.n.Admin.AddPatient(ctx, &vigil.Patient{ID: id, PostalCode: postal, BirthDate: birth, Sex: sex, Family: "Secret-" + id}))
+			at := monday.Add(10 * time.Hour)
+			_, err := e.n.Store.AppendReadings(ctx, []*vigil.Reading{{DeviceID: "kiosk-" + id, ID: "1", PatientID: id, Time: at, Received: at,
+				Values: []vigil.Measurement{{Code: vigil.LOINCBodyTemp, Value: temp, Unit: "Cel"}}}})
+			must(t, err)
+		}
+	}
+	add(14, "LS6 2AB", "1985-03-03", "male", 37)
+	add(3, "LS6 9ZZ", "1985-03-03", "female", 39) // three people with fever: must not show
+	add(12, "LS6 4CD", "1950-03-03", "female", 37)
+
+	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "epi", Role: vigil.RoleAnalyst}, "correct horse battery"))
+	tok, _, err := e.n.Admin.CreateToken(ctx, "epi", admin.TokenSpec{Name: "aggregates", TTL: time.Hour})
+	must(t, err)
+	get := func(path string) *http.Response {
+		req, _ := http.NewRequest("GET", e.n.URL()+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		return resp
+	}
+	resp := get(fmt.Sprintf("/api/v1/aggregates?from=%s&to=%s&format=csv", monday.Format("2006-01-02"), monday.AddDate(0, 0, 7).Format("2006-01-02")))
+	rows, err := csv.NewReader(resp.Body).ReadAll()
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || resp.Header.Get("Content-Type") != "text/csv; charset=utf-8" {
+		t.Fatalf("export: %d %v %s", resp.StatusCode, err, resp.Header.Get("Content-Type"))
+	}
+	byKey := map[string][]string{}
+	for _, r := range rows[1:] {
+		byKey[r[1]+"/"+r[2]+"/"+r[3]] = r
+		for _, f := range r {
+			if len(f) > 6 && f[:6] == "Secret" || len(f) > 3 && f[:3] == "ph-" {
+				t.Fatalf("a row names a patient: %v", r)
+			}
+		}
+	}
+	if r := byKey["LS6/18-44/female"]; r == nil || r[4] != "" || r[5] != "" || r[9] != "small" {
+		t.Fatalf("3-patient cell: %v", r)
+	}
+	if r := byKey["LS6/75+/female"]; r == nil || r[9] != "complementary" {
+		t.Fatalf("complementary cell: %v", r)
+	}
+	if r := byKey["LS6/18-44/male"]; r == nil || r[4] != "14" || r[5] != "0" {
+		t.Fatalf("14-patient cell: %v", r)
+	}
+	if r := byKey["LS6/all/all"]; r == nil || r[4] != "29" {
+		t.Fatalf("region total: %v", r)
+	}
+	if resp := get("/api/v1/aggregates?from=2026-01-01&to=2026-02-01&k=3"); resp.StatusCode != 400 {
+		t.Fatalf("k below 11: %d", resp.StatusCode)
+	}
+	// Nothing about any one patient.
+	for _, path := range []string{"/api/v1/patients", "/api/v1/patients/p1", "/fhir/R4/Patient", "/fhir/R4/Observation?patient=p1", "/api/v1/patients/p1/series?code=8310-5"} {
+		if resp := get(path); resp.StatusCode != 403 {
+			t.Errorf("analyst GET %s: %d, want 403", path, resp.StatusCode)
+		}
+	}
+	// Audited, with the analyst as actor.
+	var page audit.Page
+	page2, err := audit.Find(ctx, e.n.AuditStore, audit.Query{Actor: "epi", Limit: 100})
+	must(t, err)
+	page = *page2
+	if !slices.ContainsFunc(page.Entries, func(en audit.Entry) bool {
+		return en.Outcome == "success" && en.Action == "GET /api/v1/aggregates"
+	}) {
+		t.Fatalf("no audited export by the analyst: %+v", page.Entries)
+	}
+}

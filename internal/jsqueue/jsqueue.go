@@ -196,13 +196,24 @@ type Store interface {
 // A batch that fails to store is not acknowledged and comes again. When
 // ctx ends it finishes the batches under way and gives its partitions
 // back.
+//
+// Setting up (the KV buckets, a migration) is retried until it succeeds:
+// a cluster still electing leaders, or a NATS server away for a while,
+// delays the worker but never leaves the stream unworked.
 func (q *Queue) Work(ctx context.Context, st Store, onStored func(context.Context, []*vigil.Reading)) error {
-	w, err := q.newWorker(ctx, st, onStored)
-	if err != nil {
-		return err
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+		w, err := q.newWorker(ctx, st, onStored)
+		if err == nil {
+			w.run(ctx)
+			return nil
+		}
+		q.o.Logger.Warn("JetStream worker cannot start yet; trying again", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
 	}
-	w.run(ctx)
-	return nil
 }
 
 type worker struct {
@@ -383,15 +394,25 @@ func (w *worker) release(n int) {
 // consume works partition p in order until ctx ends or its lease lapses.
 func (w *worker) consume(ctx context.Context, p *lease) {
 	q := w.q
-	c, err := q.stream.CreateOrUpdateConsumer(ctx, q.consumerConfig(p.n, 0))
-	if err != nil {
-		if info, ierr := q.stream.Consumer(ctx, q.consumerConfig(p.n, 0).Durable); ierr == nil {
-			c, err = info, nil // made by a migration, with its own start
+	var c jetstream.Consumer
+	for wait := 250 * time.Millisecond; c == nil; wait = min(2*wait, 10*time.Second) {
+		var err error
+		c, err = q.stream.CreateOrUpdateConsumer(ctx, q.consumerConfig(p.n, 0))
+		if err != nil {
+			if made, ierr := q.stream.Consumer(ctx, q.consumerConfig(p.n, 0).Durable); ierr == nil {
+				c, err = made, nil // made by a migration, with its own start
+			}
 		}
-	}
-	if err != nil {
-		q.o.Logger.Warn("JetStream consumer", "partition", p.n, "err", err)
-		return
+		if err == nil {
+			break
+		}
+		c = nil
+		q.o.Logger.Warn("JetStream consumer not ready; trying again", "partition", p.n, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 	for ctx.Err() == nil {
 		batch, err := c.Fetch(512, jetstream.FetchMaxWait(500*time.Millisecond))

@@ -47,10 +47,21 @@ type User struct {
 	BreakGlass []BreakGlass `json:"breakGlass,omitempty"`
 	// TOTPSecret is the base32 secret of the user's authenticator app
 	// (RFC 6238), when a second factor is enrolled.
-	TOTPSecret string    `json:"-"`
-	Version    int       `json:"version"`
-	Created    time.Time `json:"created"`
-	Updated    time.Time `json:"updated"`
+	TOTPSecret string `json:"-"`
+	// PrivacySpent is the differential-privacy budget an analyst's
+	// aggregate queries have used (internal/pubhealth's ledger).
+	PrivacySpent *PrivacySpent `json:"privacySpent,omitempty"`
+	Version      int           `json:"version"`
+	Created      time.Time     `json:"created"`
+	Updated      time.Time     `json:"updated"`
+}
+
+// PrivacySpent totals the (ε, δ) of a user's differentially private
+// queries, by sequential composition.
+type PrivacySpent struct {
+	Epsilon float64 `json:"epsilon"`
+	Delta   float64 `json:"delta"`
+	Queries int     `json:"queries"`
 }
 
 // Token is an API bearer token or a web session. Only the SHA-256 of the

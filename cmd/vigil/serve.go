@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
 	"github.com/vigil-iomt/vigil/internal/notify"
+	"github.com/vigil-iomt/vigil/internal/pubhealth"
 	"github.com/vigil-iomt/vigil/internal/web"
 )
 
@@ -288,6 +289,8 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.StringVar(&webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (or env VIGIL_WEBHOOK_SECRET)")
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 1<<20, "largest accepted device message, in bytes (a batch holds at most 5,000 readings)")
+	f.Float64Var(&opts.PrivacyBudget.Epsilon, "dp-budget-epsilon", pubhealth.DefaultBudget.Epsilon, "each analyst's differential-privacy budget ε for aggregate exports (spent by every query; default ten queries at ε 1)")
+	f.Float64Var(&opts.PrivacyBudget.Delta, "dp-budget-delta", pubhealth.DefaultBudget.Delta, "each analyst's budget δ (every private query spends its delta, default 1e-5)")
 	f.Var(&sizeFlag{&opts.DiskReserve}, "disk-reserve", "refuse new readings (MQTT 0x97, HTTP 507; devices send them again) while the data directory's disk has less free space than this, e.g. 2GiB (env VIGIL_DISK_RESERVE; default: 5% of the disk, between 64MiB and 1GiB; off: never)")
 	f.BoolVar(&noHTTPLimits, "no-http-rate-limits", false, "lift the HTTP rate limits (per address, user and device) — for load tests only: they protect the server from a flood")
 	f.StringVar(&opts.NATS, "nats", envOr("VIGIL_NATS", ""), "JetStream mode: put NATS JetStream between ingest and storage, nats://host:4222 (comma-separated for a cluster; needs --postgres; env VIGIL_NATS)")

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,7 +15,12 @@ import (
 // [&k=11][&postal-chars=3][&format=csv|json]: population aggregates with
 // small-cell suppression (docs/api.md, internal/pubhealth). Analysts see
 // these and nothing about any one patient; every request is audited.
-func (s *Server) aggregates(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+//
+// Analysts always get a differentially private table (epsilon, default
+// 1, and delta, default 1e-5, are spent from their budget before it is
+// computed; X-Privacy-Spent says their total); administrators get exact
+// values with small-cell suppression unless they give an epsilon.
+func (s *Server) aggregates(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error {
 	if s.o.Aggregate == nil {
 		return vigil.Errorf(vigil.ENOTFOUND, "aggregates are not served here")
 	}
@@ -43,6 +49,43 @@ func (s *Server) aggregates(w http.ResponseWriter, r *http.Request, _ *vigil.Pri
 		if o.PostalChars, err = strconv.Atoi(pc); err != nil || o.PostalChars < 1 || o.PostalChars > 4 {
 			return vigil.FieldErrorf("postal-chars", "invalid", "postal-chars: 1 to 4 characters of the postal code (coarser regions are safer)")
 		}
+	}
+	num := func(name string, def float64) (float64, error) {
+		v := q.Get(name)
+		if v == "" {
+			return def, nil
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 10 {
+			return 0, vigil.FieldErrorf(name, "invalid", "%s: a number from 0 to 10", name)
+		}
+		return f, nil
+	}
+	defEps, defDelta := 0.0, 0.0
+	if p.Role == vigil.RoleAnalyst {
+		defEps, defDelta = pubhealth.DefaultEpsilon, pubhealth.DefaultDelta
+	}
+	if o.Epsilon, err = num("epsilon", defEps); err != nil {
+		return err
+	}
+	if o.Delta, err = num("delta", defDelta); err != nil {
+		return err
+	}
+	if o.Epsilon > 0 && o.Delta == 0 {
+		o.Delta = pubhealth.DefaultDelta
+	}
+	if p.Role == vigil.RoleAnalyst && o.Epsilon == 0 {
+		return &vigil.Error{Code: vigil.EFORBIDDEN, Reason: "private-only", Message: "analysts get differentially private aggregates only: give an epsilon above 0 (default 1)"}
+	}
+	if o.Epsilon > 0 {
+		if s.o.ChargePrivacy == nil {
+			return vigil.Errorf(vigil.EUNAVAILABLE, "no privacy ledger on this server")
+		}
+		spent, err := s.o.ChargePrivacy(r.Context(), p.UserID, o.Epsilon, o.Delta)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("X-Privacy-Spent", fmt.Sprintf("epsilon=%g; delta=%g; queries=%d", spent.Epsilon, spent.Delta, spent.Queries))
 	}
 	t, err := s.o.Aggregate(r.Context(), o)
 	if err != nil {

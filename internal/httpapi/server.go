@@ -59,6 +59,9 @@ type Options struct {
 	NEWS2Record func(ctx context.Context, patientID string, in news2.Inputs, prescriber bool) (news2.Result, error)
 	// Aggregate computes public-health aggregates (GET /api/v1/aggregates).
 	Aggregate func(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error)
+	// ChargePrivacy spends (ε, δ) of a user's privacy budget before a
+	// differentially private export, or refuses it.
+	ChargePrivacy func(ctx context.Context, userID string, epsilon, delta float64) (*vigil.PrivacySpent, error)
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines func(patientID string) any

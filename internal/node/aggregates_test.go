@@ -4,22 +4,28 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"io"
 	"net/http"
-	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/audit"
+	"github.com/vigil-iomt/vigil/internal/node"
+	"github.com/vigil-iomt/vigil/internal/pubhealth"
 )
 
-// An analyst exports public-health aggregates as CSV: small cells are
-// suppressed (with a complementary cell), no row names a patient, the
-// export is audited with the analyst as actor, and the analyst reads no
-// patient's record, readings or FHIR resources.
+// Public-health aggregates as CSV. An administrator's exact export
+// suppresses small cells (with a complementary cell) and names no
+// patient. An analyst gets differentially private tables only, each
+// spending from a budget that refuses queries once spent; every export is
+// audited with its actor, and the analyst reads no patient's record,
+// readings or FHIR resources.
 func TestAnalystAggregates(t *testing.T) {
-	e := start(t)
+	e := startWith(t, node.Options{PrivacyBudget: pubhealth.Budget{Epsilon: 2.5, Delta: 1e-4}})
 	ctx := context.Background()
 	monday := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -7)
 	monday = monday.AddDate(0, 0, -((int(monday.Weekday()) + 6) % 7))
@@ -42,14 +48,17 @@ func TestAnalystAggregates(t *testing.T) {
 	must(t, e.n.Admin.AddUser(ctx, &vigil.User{ID: "epi", Role: vigil.RoleAnalyst}, "correct horse battery"))
 	tok, _, err := e.n.Admin.CreateToken(ctx, "epi", admin.TokenSpec{Name: "aggregates", TTL: time.Hour})
 	must(t, err)
-	get := func(path string) *http.Response {
+	root := adminToken(t, e)
+	getAs := func(token, path string) *http.Response {
 		req, _ := http.NewRequest("GET", e.n.URL()+path, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
 		must(t, err)
 		return resp
 	}
-	resp := get(fmt.Sprintf("/api/v1/aggregates?from=%s&to=%s&format=csv", monday.Format("2006-01-02"), monday.AddDate(0, 0, 7).Format("2006-01-02")))
+	get := func(path string) *http.Response { return getAs(tok, path) }
+	period := fmt.Sprintf("from=%s&to=%s", monday.Format("2006-01-02"), monday.AddDate(0, 0, 7).Format("2006-01-02"))
+	resp := getAs(root, "/api/v1/aggregates?format=csv&"+period)
 	rows, err := csv.NewReader(resp.Body).ReadAll()
 	resp.Body.Close()
 	if resp.StatusCode != 200 || err != nil || resp.Header.Get("Content-Type") != "text/csv; charset=utf-8" {
@@ -76,8 +85,39 @@ func TestAnalystAggregates(t *testing.T) {
 	if r := byKey["LS6/all/all"]; r == nil || r[4] != "29" {
 		t.Fatalf("region total: %v", r)
 	}
-	if resp := get("/api/v1/aggregates?from=2026-01-01&to=2026-02-01&k=3"); resp.StatusCode != 400 {
+	if resp := getAs(root, "/api/v1/aggregates?from=2026-01-01&to=2026-02-01&k=3"); resp.StatusCode != 400 {
 		t.Fatalf("k below 11: %d", resp.StatusCode)
+	}
+
+	// The analyst: private tables only, each paid for from the budget
+	// (2.5): two queries at ε 1, then one that would exceed it is refused.
+	if resp := get("/api/v1/aggregates?epsilon=0&" + period); resp.StatusCode != 403 {
+		t.Fatalf("analyst asking for exact values: %d", resp.StatusCode)
+	}
+	for i := range 2 {
+		resp := get("/api/v1/aggregates?format=csv&" + period)
+		rows, err := csv.NewReader(resp.Body).ReadAll()
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err != nil || resp.Header.Get("X-Privacy-Spent") != fmt.Sprintf("epsilon=%d; delta=%g; queries=%d", i+1, float64(i+1)*1e-5, i+1) {
+			t.Fatalf("private query %d: %d %v %q", i, resp.StatusCode, err, resp.Header.Get("X-Privacy-Spent"))
+		}
+		for _, r := range rows[1:] {
+			if r[1] == "all" || r[2] == "all" {
+				t.Fatalf("a private table published a total: %v", r)
+			}
+			if n, _ := strconv.Atoi(r[4]); r[9] == "" && n < 11 {
+				t.Fatalf("a released private cell under k: %v", r)
+			}
+		}
+	}
+	resp = get("/api/v1/aggregates?" + period)
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(msg), "privacy budget") {
+		t.Fatalf("over budget: %d %s", resp.StatusCode, msg)
+	}
+	if resp := get("/api/v1/aggregates?epsilon=0.5&" + period); resp.StatusCode != 200 {
+		t.Fatalf("what is left of the budget: %d", resp.StatusCode)
 	}
 	// Nothing about any one patient.
 	for _, path := range []string{"/api/v1/patients", "/api/v1/patients/p1", "/fhir/R4/Patient", "/fhir/R4/Observation?patient=p1", "/api/v1/patients/p1/series?code=8310-5"} {
@@ -90,9 +130,17 @@ func TestAnalystAggregates(t *testing.T) {
 	page2, err := audit.Find(ctx, e.n.AuditStore, audit.Query{Actor: "epi", Limit: 100})
 	must(t, err)
 	page = *page2
-	if !slices.ContainsFunc(page.Entries, func(en audit.Entry) bool {
-		return en.Outcome == "success" && en.Action == "GET /api/v1/aggregates"
-	}) {
-		t.Fatalf("no audited export by the analyst: %+v", page.Entries)
+	exports, refused := 0, 0
+	for _, en := range page.Entries {
+		if en.Action == "GET /api/v1/aggregates" {
+			if en.Outcome == "success" {
+				exports++
+			} else {
+				refused++
+			}
+		}
+	}
+	if exports != 3 || refused != 2 {
+		t.Fatalf("audited analyst exports: %d, refusals %d; want 3 and 2", exports, refused)
 	}
 }

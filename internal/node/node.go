@@ -212,6 +212,9 @@ type Options struct {
 	// file system, between 64 MiB and 1 GiB; negative: never refuse).
 	// See internal/diskguard.
 	DiskReserve int64
+	// PrivacyBudget is each analyst's differential-privacy budget for
+	// aggregate exports (zero: pubhealth.DefaultBudget, ε 10 and δ 1e-4).
+	PrivacyBudget pubhealth.Budget
 }
 
 // Node is a running Vigil process.
@@ -608,6 +611,13 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		NEWS2Record: n.News2.Record,
 		Aggregate: func(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error) {
 			return pubhealth.Aggregate(ctx, n.Store, o)
+		},
+		ChargePrivacy: func(ctx context.Context, userID string, epsilon, delta float64) (*vigil.PrivacySpent, error) {
+			b := opts.PrivacyBudget
+			if b == (pubhealth.Budget{}) {
+				b = pubhealth.DefaultBudget
+			}
+			return pubhealth.Charge(ctx, n.Store, userID, epsilon, delta, b)
 		},
 		Baselines:   func(id string) any { return n.Baseline.Current(id) },
 		Opened:      n.Adherence.Opened,

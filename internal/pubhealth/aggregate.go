@@ -55,6 +55,9 @@ type Options struct {
 	From, To    time.Time // the ISO weeks (Monday to Monday, UTC) that meet [From, To)
 	K           int       // smallest published cell; 0: DefaultK
 	PostalChars int       // postal code characters kept for the region; 0: DefaultPostalChars
+	// Epsilon > 0 makes the export differentially private (see dp.go):
+	// (Epsilon, Delta) is what the whole table costs.
+	Epsilon, Delta float64
 }
 
 // Cell is one published row. Region, AgeBand and Sex are All in totals.
@@ -85,7 +88,11 @@ type Cell struct {
 type Table struct {
 	From, To time.Time
 	K        int
-	Cells    []Cell
+	// Epsilon and Delta: the privacy cost of a differentially private
+	// table (0: exact values with small-cell suppression).
+	Epsilon float64 `json:"epsilon,omitempty"`
+	Delta   float64 `json:"delta,omitempty"`
+	Cells   []Cell
 }
 
 // patientWeek is one patient's contribution to one week.
@@ -155,15 +162,7 @@ func Aggregate(ctx context.Context, src Source, o Options) (*Table, error) {
 		}
 		after = page[len(page)-1].ID
 	}
-	cells := map[[4]string]*Cell{}
-	add := func(key [4]string, pw patientWeek) {
-		c := cells[key]
-		if c == nil {
-			c = &Cell{Week: key[0], Region: key[1], AgeBand: key[2], Sex: key[3]}
-			cells[key] = c
-		}
-		c.stats.add(pw)
-	}
+	contribs := map[[4]string][]patientWeek{} // per base cell, one per patient
 	for _, p := range patients {
 		pws, err := contributions(ctx, src, p.ID, from, to)
 		if err != nil {
@@ -175,21 +174,38 @@ func Aggregate(ctx context.Context, src Source, o Options) (*Table, error) {
 			if !ok {
 				continue
 			}
-			w, band := Week(wk), AgeBand(p.BirthDate, wk)
-			sex := cmp.Or(p.Sex, "unknown")
-			add([4]string{w, region, band, sex}, pw)
-			add([4]string{w, region, All, All}, pw)
-			add([4]string{w, All, All, All}, pw)
+			key := [4]string{Week(wk), region, AgeBand(p.BirthDate, wk), cmp.Or(p.Sex, "unknown")}
+			contribs[key] = append(contribs[key], pw)
 		}
 	}
 	t := &Table{From: from, To: to, K: o.K}
+	if o.Epsilon > 0 {
+		if err := t.private(contribs, len(weeks), o); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
+	cells := map[[4]string]*Cell{}
+	add := func(key [4]string, pws []patientWeek) {
+		c := cells[key]
+		if c == nil {
+			c = &Cell{Week: key[0], Region: key[1], AgeBand: key[2], Sex: key[3]}
+			cells[key] = c
+		}
+		for _, pw := range pws {
+			c.stats.add(pw)
+		}
+	}
+	for key, pws := range contribs {
+		add(key, pws)
+		add([4]string{key[0], key[1], All, All}, pws)
+		add([4]string{key[0], All, All, All}, pws)
+	}
 	for _, c := range cells {
 		c.fill()
 		t.Cells = append(t.Cells, *c)
 	}
-	slices.SortFunc(t.Cells, func(a, b Cell) int {
-		return cmp.Or(strings.Compare(a.Week, b.Week), cmpAll(a.Region, b.Region), cmpAll(a.AgeBand, b.AgeBand), cmpAll(a.Sex, b.Sex))
-	})
+	t.sort()
 	suppress(t.Cells, o.K)
 	for i := range t.Cells {
 		if t.Cells[i].Suppressed != "" {
@@ -198,6 +214,12 @@ func Aggregate(ctx context.Context, src Source, o Options) (*Table, error) {
 		t.Cells[i].stats = cellStats{}
 	}
 	return t, nil
+}
+
+func (t *Table) sort() {
+	slices.SortFunc(t.Cells, func(a, b Cell) int {
+		return cmp.Or(strings.Compare(a.Week, b.Week), cmpAll(a.Region, b.Region), cmpAll(a.AgeBand, b.AgeBand), cmpAll(a.Sex, b.Sex))
+	})
 }
 
 // cmpAll orders totals after the values they total.

@@ -60,7 +60,10 @@ func open(t *testing.T) *pebble.Store {
 
 func waitDrained(t *testing.T, st *pebble.Store, s *Syncer) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	// Generous: CI runs this beside the whole suite under the race
+	// detector, and the EHR stand-in is a Node.js process (once 100 of 123
+	// resources were pushed in 30 s there).
+	for deadline := time.Now().Add(90 * time.Second); ; {
 		es, err := st.FeedAfter(ctx, 0, 1)
 		must(t, err)
 		if len(es) == 0 {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,7 +13,7 @@ import (
 )
 
 // aggregates serves GET /api/v1/aggregates?from=YYYY-MM-DD&to=YYYY-MM-DD
-// [&k=11][&postal-chars=3][&format=csv|json]: population aggregates with
+// [&k=11][&postal-chars=3][&format=csv|json|fhir]: population aggregates with
 // small-cell suppression (docs/api.md, internal/pubhealth). Analysts see
 // these and nothing about any one patient; every request is audited.
 //
@@ -90,6 +91,10 @@ func (s *Server) aggregates(w http.ResponseWriter, r *http.Request, p *vigil.Pri
 	t, err := s.o.Aggregate(r.Context(), o)
 	if err != nil {
 		return err
+	}
+	if q.Get("format") == "fhir" || q.Get("format") == "" && strings.Contains(r.Header.Get("Accept"), "application/fhir+json") {
+		w.Header().Set("Content-Type", "application/fhir+json")
+		return json.NewEncoder(w).Encode(t.MeasureReport(s.o.Now()))
 	}
 	if q.Get("format") == "csv" || q.Get("format") == "" && strings.Contains(r.Header.Get("Accept"), "text/csv") {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")

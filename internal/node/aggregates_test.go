@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -84,6 +85,13 @@ func TestAnalystAggregates(t *testing.T) {
 	}
 	if r := byKey["LS6/all/all"]; r == nil || r[4] != "29" {
 		t.Fatalf("region total: %v", r)
+	}
+	resp = getAs(root, "/api/v1/aggregates?format=fhir&"+period)
+	var mr map[string]any
+	must(t, json.NewDecoder(resp.Body).Decode(&mr))
+	resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "application/fhir+json" || mr["resourceType"] != "MeasureReport" || len(mr["group"].([]any)) != 5 {
+		t.Fatalf("FHIR export: %s %v", resp.Header.Get("Content-Type"), mr["resourceType"])
 	}
 	if resp := getAs(root, "/api/v1/aggregates?from=2026-01-01&to=2026-02-01&k=3"); resp.StatusCode != 400 {
 		t.Fatalf("k below 11: %d", resp.StatusCode)

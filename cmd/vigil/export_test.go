@@ -27,6 +27,10 @@ func TestExportAggregatesCommand(t *testing.T) {
 	if lines[0] != "week,region,age_band,sex,patients,fever_rate,mean_spo2,hypertensive_share,adherence,suppressed" {
 		t.Fatalf("header: %q", lines[0])
 	}
+	out, err = vigilCmd(t, "", "export", "research", "--study", "s1", "--approval", "REC 1", "--from", from, "--to", to, "--data", dir)
+	if err != nil || !strings.HasPrefix(out, "subject,time,code,value,unit,birth_year,sex\n") || strings.Contains(out, "cp0") {
+		t.Fatalf("research extract: %v %q", err, out)
+	}
 	if out, err := vigilCmd(t, "", "export", "aggregates", "--from", from, "--to", to, "--k", "5", "--data", dir); err == nil || !strings.Contains(err.Error()+out, "at least 11") {
 		t.Fatalf("k 5: %v %s", err, out)
 	}

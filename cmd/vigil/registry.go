@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -64,6 +65,9 @@ type registry interface {
 	// Aggregates computes public-health aggregates (through the running
 	// server only: every export is audited).
 	Aggregates(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error)
+	// Extract writes a study's pseudonymised research extract (through
+	// the running server only: audited).
+	Extract(ctx context.Context, o pubhealth.ExtractOptions, w io.Writer) error
 	// AuditFind reads one page of the audit log.
 	AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error)
 	Close() error
@@ -218,6 +222,10 @@ func (o *offlineRegistry) AuditVerify(ctx context.Context, pub ed25519.PublicKey
 // AuditFind reads the log of the node whose data directory this is.
 func (o *offlineRegistry) Aggregates(context.Context, pubhealth.Options) (*pubhealth.Table, error) {
 	return nil, errors.New("start the server (vigil serve) first: aggregate exports go through it, so that each is audited")
+}
+
+func (o *offlineRegistry) Extract(context.Context, pubhealth.ExtractOptions, io.Writer) error {
+	return errors.New("start the server (vigil serve) first: research extracts go through it, so that each is audited")
 }
 
 func (o *offlineRegistry) AuditFind(ctx context.Context, q audit.Query) (*audit.Page, error) {

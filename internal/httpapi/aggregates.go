@@ -104,3 +104,32 @@ func (s *Server) aggregates(w http.ResponseWriter, r *http.Request, p *vigil.Pri
 	writeJSON(w, http.StatusOK, t)
 	return nil
 }
+
+// extract serves GET /api/v1/studies/{id}/extract?approval=REF&from=…&to=…
+// [&code=…]: a pseudonymised research extract for an approved study, as
+// CSV (internal/pubhealth: keyed pseudonyms, shifted dates, Safe Harbor
+// identifiers left out). Administrators only; audited with the study in
+// the path. It is personal data still: hand it over under a data-use
+// agreement.
+func (s *Server) extract(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	if s.o.Extract == nil {
+		return vigil.Errorf(vigil.ENOTFOUND, "research extracts are not served here")
+	}
+	q := r.URL.Query()
+	o := pubhealth.ExtractOptions{Study: r.PathValue("id"), Approval: q.Get("approval"), Codes: q["code"]}
+	var err error
+	if o.From, err = time.Parse("2006-01-02", q.Get("from")); err != nil {
+		return vigil.FieldErrorf("from", "invalid", "from: give a date YYYY-MM-DD")
+	}
+	if o.To, err = time.Parse("2006-01-02", q.Get("to")); err != nil {
+		return vigil.FieldErrorf("to", "invalid", "to: give a date YYYY-MM-DD")
+	}
+	if strings.TrimSpace(o.Approval) == "" {
+		return vigil.FieldErrorf("approval", "required", "an extract is for an approved study: give approval=REFERENCE (ethics committee or data-access decision)")
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="vigil-study-`+o.Study+`.csv"`)
+	w.Header().Set("X-Vigil-Data-Class", "pseudonymised personal data (GDPR Recital 26): not anonymous; keyed pseudonyms and shifted dates, study "+o.Study+", approval "+strings.Join(strings.Fields(o.Approval), " "))
+	_, err = s.o.Extract(r.Context(), o, w)
+	return err
+}

@@ -63,6 +63,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return vigil.Errorf(vigil.EUNAVAILABLE, "cannot reach the Vigil server at %s: %v", c.base, err)
 	}
 	defer resp.Body.Close()
+	if w, ok := out.(io.Writer); ok && resp.StatusCode < 300 {
+		// A download (CSV): streamed as it comes.
+		if _, err := io.Copy(w, resp.Body); err != nil {
+			return vigil.Errorf(vigil.EUNAVAILABLE, "reading the answer of %s: %v", c.base, err)
+		}
+		return nil
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return vigil.Errorf(vigil.EUNAVAILABLE, "reading the answer of %s: %v", c.base, err)
@@ -294,6 +301,12 @@ func (c *Client) AuditVerify(ctx context.Context) (*audit.Report, error) {
 }
 
 // AuditFind reads one page of the server's audit log.
+// Extract writes a study's research extract (CSV) to w.
+func (c *Client) Extract(ctx context.Context, o pubhealth.ExtractOptions, w io.Writer) error {
+	q := url.Values{"approval": {o.Approval}, "from": {o.From.Format("2006-01-02")}, "to": {o.To.Format("2006-01-02")}, "code": o.Codes}
+	return c.do(ctx, "GET", "/api/v1/studies/"+url.PathEscape(o.Study)+"/extract?"+q.Encode(), nil, w)
+}
+
 // Aggregates fetches public-health aggregates (GET /api/v1/aggregates).
 func (c *Client) Aggregates(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error) {
 	q := url.Values{"from": {o.From.Format("2006-01-02")}, "to": {o.To.Format("2006-01-02")}, "format": {"json"}}

@@ -97,6 +97,25 @@ func TestAnalystAggregates(t *testing.T) {
 		t.Fatalf("k below 11: %d", resp.StatusCode)
 	}
 
+	// A research extract for an approved study: administrators only,
+	// pseudonymised (no patient id or name), marked as personal data.
+	resp = getAs(root, "/api/v1/studies/fever-kiosk/extract?approval=REC-26-0042&"+period)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "subject,time,code,value,unit,birth_year,sex\n") ||
+		strings.Contains(string(body), "ph-") || strings.Contains(string(body), "Secret") || !strings.Contains(resp.Header.Get("X-Vigil-Data-Class"), "not anonymous") {
+		t.Fatalf("extract: %d %q %.200s", resp.StatusCode, resp.Header.Get("X-Vigil-Data-Class"), body)
+	}
+	if n := strings.Count(string(body), "\n") - 1; n != 29 {
+		t.Fatalf("extract rows %d, want 29 temperatures", n)
+	}
+	if resp := getAs(root, "/api/v1/studies/fever-kiosk/extract?"+period); resp.StatusCode != 400 {
+		t.Fatalf("extract without an approval: %d", resp.StatusCode)
+	}
+	if resp := get("/api/v1/studies/fever-kiosk/extract?approval=x&" + period); resp.StatusCode != 403 {
+		t.Fatalf("analyst extract: %d", resp.StatusCode)
+	}
+
 	// The analyst: private tables only, each paid for from the budget
 	// (2.5): two queries at ε 1, then one that would exceed it is refused.
 	if resp := get("/api/v1/aggregates?epsilon=0&" + period); resp.StatusCode != 403 {

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -611,6 +612,14 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		NEWS2Record: n.News2.Record,
 		Aggregate: func(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error) {
 			return pubhealth.Aggregate(ctx, n.Store, o)
+		},
+		Extract: func(ctx context.Context, o pubhealth.ExtractOptions, w io.Writer) (int, error) {
+			secret, err := pubhealth.LoadOrCreateSecret(filepath.Join(opts.DataDir, pubhealth.ResearchSecretFile))
+			if err != nil {
+				return 0, fmt.Errorf("research secret: %w", err)
+			}
+			o.Secret = secret
+			return pubhealth.WriteExtract(ctx, n.Store, o, w)
 		},
 		ChargePrivacy: func(ctx context.Context, userID string, epsilon, delta float64) (*vigil.PrivacySpent, error) {
 			b := opts.PrivacyBudget

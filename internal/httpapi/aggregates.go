@@ -133,3 +133,33 @@ func (s *Server) extract(w http.ResponseWriter, r *http.Request, _ *vigil.Princi
 	_, err = s.o.Extract(r.Context(), o, w)
 	return err
 }
+
+// signals serves GET /api/v1/signals?from=YYYY-MM-DD&to=YYYY-MM-DD
+// [&postal-chars=3]: per region, daily counts of patients with fever made
+// differentially private (the same noisy value on every query), and the
+// CDC EARS C1, C2 and C3 statistics and signals on them. For analysts.
+func (s *Server) signals(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	if s.o.Signals == nil {
+		return vigil.Errorf(vigil.ENOTFOUND, "signals are not served here")
+	}
+	q := r.URL.Query()
+	var o pubhealth.SignalOptions
+	var err error
+	if o.From, err = time.Parse("2006-01-02", q.Get("from")); err != nil {
+		return vigil.FieldErrorf("from", "invalid", "from: give a date YYYY-MM-DD")
+	}
+	if o.To, err = time.Parse("2006-01-02", q.Get("to")); err != nil {
+		return vigil.FieldErrorf("to", "invalid", "to: give a date YYYY-MM-DD")
+	}
+	if pc := q.Get("postal-chars"); pc != "" {
+		if o.PostalChars, err = strconv.Atoi(pc); err != nil || o.PostalChars < 1 || o.PostalChars > 4 {
+			return vigil.FieldErrorf("postal-chars", "invalid", "postal-chars: 1 to 4 characters of the postal code")
+		}
+	}
+	out, err := s.o.Signals(r.Context(), o)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -62,6 +62,8 @@ type Options struct {
 	// ChargePrivacy spends (ε, δ) of a user's privacy budget before a
 	// differentially private export, or refuses it.
 	ChargePrivacy func(ctx context.Context, userID string, epsilon, delta float64) (*vigil.PrivacySpent, error)
+	// Signals computes the biosurveillance series and EARS signals.
+	Signals func(ctx context.Context, o pubhealth.SignalOptions) (*pubhealth.Surveillance, error)
 	// Extract writes a study's pseudonymised research extract as CSV.
 	Extract func(ctx context.Context, o pubhealth.ExtractOptions, w io.Writer) (int, error)
 	// Baselines returns a patient's current values scored against their
@@ -188,6 +190,7 @@ func New(o Options) *Server {
 	oversight := []string{vigil.RoleAdmin, vigil.RoleAuditor}
 	m.HandleFunc("GET /api/v1/aggregates", s.with([]string{vigil.RoleAdmin, vigil.RoleAnalyst}, s.aggregates))
 	m.HandleFunc("GET /api/v1/studies/{id}/extract", s.with(adminOnly, s.extract))
+	m.HandleFunc("GET /api/v1/signals", s.with([]string{vigil.RoleAdmin, vigil.RoleAnalyst}, s.signals))
 	m.HandleFunc("GET /api/v1/audit", s.with(oversight, s.auditEntries))
 	m.HandleFunc("GET /api/v1/audit/verify", s.with(oversight, s.auditVerify))
 	m.HandleFunc("POST /api/v1/patients/{id}/break-glass", s.with([]string{vigil.RoleClinician, vigil.RoleNurse}, s.breakGlass))

@@ -146,6 +146,21 @@ func TestAnalystAggregates(t *testing.T) {
 	if resp := get("/api/v1/aggregates?epsilon=0.5&" + period); resp.StatusCode != 200 {
 		t.Fatalf("what is left of the budget: %d", resp.StatusCode)
 	}
+	// Biosurveillance: noisy daily fever counts per region and EARS.
+	resp = get("/api/v1/signals?" + period)
+	var sv struct {
+		EpsilonPerDay float64
+		Regions       []struct {
+			Region string
+			Days   []struct{ Date string }
+		}
+	}
+	must(t, json.NewDecoder(resp.Body).Decode(&sv))
+	resp.Body.Close()
+	if resp.StatusCode != 200 || sv.EpsilonPerDay != 1 || len(sv.Regions) != 2 || sv.Regions[0].Region != "LS6" || len(sv.Regions[0].Days) != 7 { // and "unknown": p1 has no postal code
+		t.Fatalf("signals: %d %+v", resp.StatusCode, sv)
+	}
+
 	// Nothing about any one patient.
 	for _, path := range []string{"/api/v1/patients", "/api/v1/patients/p1", "/fhir/R4/Patient", "/fhir/R4/Observation?patient=p1", "/api/v1/patients/p1/series?code=8310-5"} {
 		if resp := get(path); resp.StatusCode != 403 {

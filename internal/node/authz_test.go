@@ -58,6 +58,7 @@ var access = map[string]string{
 	"GET /api/v1/audit":                                     "admin,auditor",
 	"GET /api/v1/aggregates":                                "admin,analyst",
 	"GET /api/v1/studies/{id}/extract":                      "admin",
+	"GET /api/v1/signals":                                   "admin,analyst",
 	"GET /api/v1/audit/verify":                              "admin,auditor",
 	"POST /api/v1/patients/{id}/break-glass":                "clinician,nurse",
 	"GET /api/v1/reports/break-glass":                       "admin,auditor",

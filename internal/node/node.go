@@ -613,6 +613,14 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		Aggregate: func(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error) {
 			return pubhealth.Aggregate(ctx, n.Store, o)
 		},
+		Signals: func(ctx context.Context, o pubhealth.SignalOptions) (*pubhealth.Surveillance, error) {
+			secret, err := pubhealth.LoadOrCreateSecret(filepath.Join(opts.DataDir, pubhealth.ResearchSecretFile))
+			if err != nil {
+				return nil, fmt.Errorf("research secret: %w", err)
+			}
+			o.Secret = secret
+			return pubhealth.Signals(ctx, n.Store, o)
+		},
 		Extract: func(ctx context.Context, o pubhealth.ExtractOptions, w io.Writer) (int, error) {
 			secret, err := pubhealth.LoadOrCreateSecret(filepath.Join(opts.DataDir, pubhealth.ResearchSecretFile))
 			if err != nil {

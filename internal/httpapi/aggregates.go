@@ -88,6 +88,9 @@ func (s *Server) aggregates(w http.ResponseWriter, r *http.Request, p *vigil.Pri
 		}
 		w.Header().Set("X-Privacy-Spent", fmt.Sprintf("epsilon=%g; delta=%g; queries=%d", spent.Epsilon, spent.Delta, spent.Queries))
 	}
+	if o.Epsilon > 0 {
+		auditDetail(r, fmt.Sprintf("epsilon %g, delta %g", o.Epsilon, o.Delta))
+	}
 	t, err := s.o.Aggregate(r.Context(), o)
 	if err != nil {
 		return err
@@ -127,6 +130,7 @@ func (s *Server) extract(w http.ResponseWriter, r *http.Request, _ *vigil.Princi
 	if strings.TrimSpace(o.Approval) == "" {
 		return vigil.FieldErrorf("approval", "required", "an extract is for an approved study: give approval=REFERENCE (ethics committee or data-access decision)")
 	}
+	auditDetail(r, "study "+o.Study+", approval "+strings.Join(strings.Fields(o.Approval), " "))
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="vigil-study-`+o.Study+`.csv"`)
 	w.Header().Set("X-Vigil-Data-Class", "pseudonymised personal data (GDPR Recital 26): not anonymous; keyed pseudonyms and shifted dates, study "+o.Study+", approval "+strings.Join(strings.Fields(o.Approval), " "))

@@ -426,8 +426,25 @@ func (s *Server) principal(r *http.Request, roles []string) (*vigil.Principal, e
 
 type handler func(w http.ResponseWriter, r *http.Request, p *vigil.Principal) error
 
+// auditNote is where a handler leaves a detail for its request's audit
+// entry (auditDetail), for example the approval a research extract was
+// made under.
+type auditNote struct{ detail string }
+
+type auditNoteKey struct{}
+
+// auditDetail records detail in the audit entry of r's request. It must
+// not hold PHI.
+func auditDetail(r *http.Request, detail string) {
+	if n, ok := r.Context().Value(auditNoteKey{}).(*auditNote); ok {
+		n.detail = detail
+	}
+}
+
 func (s *Server) with(roles []string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		note := &auditNote{}
+		r = r.WithContext(context.WithValue(r.Context(), auditNoteKey{}, note))
 		p, err := s.principal(r, roles)
 		if err == nil {
 			err = s.limit(s.byUser, "user", p.UserID)
@@ -446,7 +463,11 @@ func (s *Server) with(roles []string, h handler) http.HandlerFunc {
 			if p != nil {
 				actor, role = p.UserID, p.Role
 			}
-			s.o.Audit(r.Context(), audit.FromRequest(r, actor, role, err))
+			e := audit.FromRequest(r, actor, role, err)
+			if note.detail != "" {
+				e.Detail = strings.TrimSpace(e.Detail + " " + note.detail)
+			}
+			s.o.Audit(r.Context(), e)
 		}
 	}
 }

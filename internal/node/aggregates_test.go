@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -181,6 +182,16 @@ func TestAnalystAggregates(t *testing.T) {
 				refused++
 			}
 		}
+	}
+	if !slices.ContainsFunc(page.Entries, func(en audit.Entry) bool { return strings.Contains(en.Detail, "epsilon 0.5") }) {
+		t.Errorf("the privacy cost is not in the audit entries")
+	}
+	all, err := audit.Find(ctx, e.n.AuditStore, audit.Query{Limit: 1000})
+	must(t, err)
+	if !slices.ContainsFunc(all.Entries, func(en audit.Entry) bool {
+		return en.Action == "GET /api/v1/studies/{id}/extract" && en.Outcome == "success" && strings.Contains(en.Detail, "approval REC-26-0042")
+	}) {
+		t.Errorf("the extract's approval is not in its audit entry")
 	}
 	if exports != 3 || refused != 2 {
 		t.Fatalf("audited analyst exports: %d, refusals %d; want 3 and 2", exports, refused)

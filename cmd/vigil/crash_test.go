@@ -73,6 +73,15 @@ func TestCrashSafety(t *testing.T) {
 
 	// Check: open the store offline (with the node's data keys: readings
 	// are encrypted at rest) and compare.
+	st := openStore(t, dir)
+	ck.check(t, st, t0, 0)
+}
+
+// openStore opens the embedded store of a stopped server's data
+// directory offline, with the node's data keys (readings are encrypted at
+// rest), until the test ends.
+func openStore(t testing.TB, dir string) *pebble.Store {
+	t.Helper()
 	sl, err := node.OpenSealer(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -81,8 +90,8 @@ func TestCrashSafety(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	ck.check(t, st, t0, 0)
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // registerDevices adds patients cp0… and wearables cd0… assigned to them

@@ -18,9 +18,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"golang.org/x/sys/unix"
-
-	"github.com/vigil-iomt/vigil/internal/node"
-	"github.com/vigil-iomt/vigil/internal/pebble"
 )
 
 // tmpfs mounts a small file system of the given size at a new temporary
@@ -220,15 +217,7 @@ func TestDiskFull(t *testing.T) {
 
 	srv.cmd.Process.Signal(syscall.SIGTERM)
 	srv.cmd.Wait()
-	sl, err := node.OpenSealer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pebble.Open(filepath.Join(dir, "store"), pebble.Options{CompactInterval: -1, Sealer: sl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, dir)
 	ck.check(t, st, t0, 0)
 }
 
@@ -382,15 +371,7 @@ func TestOverload(t *testing.T) {
 	}
 	srv.cmd.Process.Signal(syscall.SIGTERM)
 	srv.cmd.Wait()
-	sl, err := node.OpenSealer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pebble.Open(filepath.Join(dir, "store"), pebble.Options{CompactInterval: -1, Sealer: sl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, dir)
 	ck.check(t, st, t0, 0)
 }
 

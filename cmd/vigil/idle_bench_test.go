@@ -197,8 +197,13 @@ func connectPacket(clientID, user, pass string) []byte {
 	}
 	vh := str(nil, "MQTT")
 	vh = append(vh, 4, flags, 0x02, 0x58)
-	body := append(vh, payload...)
-	pkt := []byte{0x10}
+	return mqttPacket(0x10, append(vh, payload...))
+}
+
+// mqttPacket frames body with the fixed header's first byte and the
+// remaining length (variable-length integer).
+func mqttPacket(first byte, body []byte) []byte {
+	pkt := []byte{first}
 	for l := len(body); ; {
 		d := byte(l % 128)
 		if l /= 128; l > 0 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,8 +14,6 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/admin"
-	"github.com/vigil-iomt/vigil/internal/node"
-	"github.com/vigil-iomt/vigil/internal/pebble"
 )
 
 // TestReconnectStorm connects 10,000 devices, restarts the server under
@@ -67,15 +64,7 @@ func TestReconnectStorm(t *testing.T) {
 	srv.cmd.Process.Signal(syscall.SIGTERM)
 	srv.cmd.Wait()
 
-	sl, err := node.OpenSealer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pebble.Open(filepath.Join(dir, "store"), pebble.Options{CompactInterval: -1, Sealer: sl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, dir)
 	counts := storedCounts(t, st, 0, t0)
 	for round := range 2 {
 		for d := range devices {
@@ -90,20 +79,14 @@ func TestReconnectStorm(t *testing.T) {
 // t0, straight into the stopped server's store, and returns their secrets.
 func addDevices(t *testing.T, dir string, n int, t0 time.Time) []string {
 	t.Helper()
-	sl, err := node.OpenSealer(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pebble.Open(filepath.Join(dir, "store"), pebble.Options{CompactInterval: -1, Sealer: sl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t, dir)
+	defer st.Close() // before the server opens it
 	svc := &admin.Service{Store: st}
 	secrets := make([]string, n)
 	ctx := context.Background()
 	for i := range n {
 		id := fmt.Sprintf("sd%d", i)
+		var err error
 		if secrets[i], err = svc.AddDevice(ctx, &vigil.Device{ID: id, Kind: vigil.DeviceWearable}); err != nil {
 			t.Fatal(err)
 		}
@@ -223,17 +206,5 @@ func publishPacket(topic string, id uint16, payload string) []byte {
 	body := binary.BigEndian.AppendUint16(nil, uint16(len(topic)))
 	body = append(body, topic...)
 	body = binary.BigEndian.AppendUint16(body, id)
-	body = append(body, payload...)
-	pkt := []byte{0x32}
-	for l := len(body); ; {
-		d := byte(l % 128)
-		if l /= 128; l > 0 {
-			d |= 0x80
-		}
-		pkt = append(pkt, d)
-		if l == 0 {
-			break
-		}
-	}
-	return append(pkt, body...)
+	return mqttPacket(0x32, append(body, payload...))
 }

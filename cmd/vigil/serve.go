@@ -34,6 +34,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var allow []string
 	var limitsFile string
 	var webhooks []string
+	var phWebhooks []string
 	var webhookSecretFile, ehrTokenFile, oidcSecretFile, syslogURL, syslogCA, syslogCert, syslogKey string
 	var noHTTPLimits bool
 	var oidcCfg web.OIDC
@@ -84,7 +85,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 				return fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
 			}
 			opts.DataDir = g.data
-			if len(webhooks) > 0 {
+			if len(webhooks) > 0 || len(phWebhooks) > 0 {
 				secret := os.Getenv("VIGIL_WEBHOOK_SECRET")
 				if webhookSecretFile != "" {
 					b, err := os.ReadFile(webhookSecretFile)
@@ -101,6 +102,12 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 						return fmt.Errorf("--webhook %s: use https:// (plain http only to loopback): alerts carry patient data", u)
 					}
 					opts.Webhooks = append(opts.Webhooks, notify.Target{URL: u, Secret: secret})
+				}
+				for _, u := range phWebhooks {
+					if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://127.") && !strings.HasPrefix(u, "http://localhost") {
+						return fmt.Errorf("--public-health-webhook %s: use https:// (plain http only to loopback)", u)
+					}
+					opts.PublicHealthWebhooks = append(opts.PublicHealthWebhooks, notify.Target{URL: u, Secret: secret})
 				}
 			}
 			if limitsFile != "" {
@@ -286,6 +293,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.StringVar(&opts.MLLPAddr, "mllp", envOr("VIGIL_MLLP", ""), "HL7 v2 MLLP listen address, e.g. :2575 (env VIGIL_MLLP; empty: off)")
 	f.StringSliceVar(&allow, "mllp-allow", nil, "networks allowed to send HL7 over MLLP, CIDR (default: loopback only)")
 	f.StringSliceVar(&webhooks, "webhook", nil, "URL that receives every alert transition as a signed JSON POST (repeatable; https, or http to loopback)")
+	f.StringSliceVar(&phWebhooks, "public-health-webhook", nil, "URL that receives every new biosurveillance signal (EARS on noisy daily fever counts per region, checked hourly) as a signed JSON POST with a stable event id (repeatable; https, or http to loopback)")
 	f.StringVar(&webhookSecretFile, "webhook-secret-file", "", "file holding the webhook signing secret (or env VIGIL_WEBHOOK_SECRET)")
 	f.StringVar(&limitsFile, "limits", "", `JSON file of plausibility ranges by LOINC code, e.g. {"8867-4": {"min": 20, "max": 300}}`)
 	f.IntVar(&opts.MaxPayload, "max-payload", 1<<20, "largest accepted device message, in bytes (a batch holds at most 5,000 readings)")

@@ -16,6 +16,9 @@ const (
 	TypeReading = "reading" // Data is *vigil.Reading
 	TypeAlert   = "alert"   // Data is *vigil.Alert
 	TypeNEWS2   = "news2"   // Data is *news2.Update
+	// TypeSignal is a public-health aberration (Data is *pubhealth.Signal),
+	// for the public-health webhooks; no patient.
+	TypeSignal = "public-health-signal"
 )
 
 // Event is one thing that happened. PatientID lets subscribers filter

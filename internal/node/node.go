@@ -213,6 +213,11 @@ type Options struct {
 	// file system, between 64 MiB and 1 GiB; negative: never refuse).
 	// See internal/diskguard.
 	DiskReserve int64
+	// PublicHealthWebhooks receive every new biosurveillance signal (EARS
+	// on noisy daily fever counts per region), checked every
+	// SignalInterval (0: hourly), signed like the alert webhooks.
+	PublicHealthWebhooks []notify.Target
+	SignalInterval       time.Duration
 	// PrivacyBudget is each analyst's differential-privacy budget for
 	// aggregate exports (zero: pubhealth.DefaultBudget, ε 10 and δ 1e-4).
 	PrivacyBudget pubhealth.Budget
@@ -232,6 +237,10 @@ type Node struct {
 	Broker     *broker.Broker
 	MLLP       *mllp.Server     // nil unless Options.MLLPAddr is set
 	Notifier   *notify.Notifier // nil without webhooks
+	// PublicHealth delivers biosurveillance signals (nil without
+	// public-health webhooks).
+	PublicHealth *notify.Notifier
+	stopSignals  func()
 	// NurseCall publishes alert transitions on vigil/v1/alerts/... for
 	// nurse-call systems (devices of kind nurse-call).
 	NurseCall *nursecall.Publisher
@@ -477,6 +486,11 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 	}
 	n.Pipeline = ingest.New(pipelineStore, table, iopts)
+	if len(opts.PublicHealthWebhooks) > 0 {
+		n.PublicHealth = notify.Start(notify.Options{Targets: opts.PublicHealthWebhooks, Events: []string{live.TypeSignal}, Hub: n.Hub, DeadLetters: n.Store,
+			Now: opts.Now, Logger: log})
+		n.watchSignals(cmp.Or(opts.SignalInterval, time.Hour))
+	}
 	if len(opts.Webhooks) > 0 {
 		n.Notifier = notify.Start(notify.Options{Targets: opts.Webhooks, Hub: n.Hub, DeadLetters: n.Store, Now: opts.Now, Logger: log, Registerer: n.Registry})
 	}
@@ -991,6 +1005,12 @@ func (n *Node) close() error {
 	}
 	if n.Queue != nil {
 		n.Queue.Close()
+	}
+	if n.stopSignals != nil {
+		n.stopSignals()
+	}
+	if n.PublicHealth != nil {
+		n.PublicHealth.Close()
 	}
 	if n.Notifier != nil {
 		n.Notifier.Close() // after the pipeline drained (its alerts still go out), before the store closes

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -10,6 +12,7 @@ import (
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/live"
 	"github.com/vigil-iomt/vigil/internal/news2"
+	"github.com/vigil-iomt/vigil/internal/pubhealth"
 )
 
 // liveEnvelope is a live event on NATS subject {prefix}.live.{type}.
@@ -85,4 +88,53 @@ func (n *Node) relayLive() error {
 		<-done
 	}
 	return nil
+}
+
+// watchSignals runs the biosurveillance every interval over the last two
+// weeks and publishes each signal of the last two days not published
+// before by this process, for the public-health webhooks. After a restart
+// (or from several nodes) a signal can go out again with the same event
+// id, which receivers use to drop repeats.
+func (n *Node) watchSignals(interval time.Duration) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	n.stopSignals = func() { close(stop); <-done }
+	sent := map[string]bool{}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			n.publishSignals(sent)
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+func (n *Node) publishSignals(sent map[string]bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	secret, err := pubhealth.LoadOrCreateSecret(filepath.Join(n.opts.DataDir, pubhealth.ResearchSecretFile))
+	if err != nil {
+		n.opts.Logger.Error("biosurveillance: research secret", "err", err)
+		return
+	}
+	today := n.opts.Now().UTC().Truncate(24 * time.Hour)
+	sv, err := pubhealth.Signals(ctx, n.Store, pubhealth.SignalOptions{From: today.AddDate(0, 0, -14), To: today.AddDate(0, 0, 1), Secret: secret})
+	if err != nil {
+		n.opts.Logger.Error("biosurveillance failed; trying again at the next interval", "err", err)
+		return
+	}
+	recent := today.AddDate(0, 0, -1).Format("2006-01-02")
+	for i := range sv.Signals {
+		s := &sv.Signals[i]
+		if s.Date < recent || sent[s.EventID()] {
+			continue
+		}
+		sent[s.EventID()] = true
+		n.Hub.Publish(live.Event{Type: live.TypeSignal, Data: s})
+	}
 }

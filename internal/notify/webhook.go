@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -39,7 +40,10 @@ type Target struct {
 
 // Options configure a Notifier.
 type Options struct {
-	Targets     []Target
+	Targets []Target
+	// Events are the hub event types delivered: live.TypeAlert (the
+	// default) or live.TypeSignal (public-health webhooks).
+	Events      []string
 	Hub         *live.Hub
 	DeadLetters vigil.DeadLetterStore // nil: failures are only logged
 	Client      *http.Client          // default: 10 s timeout
@@ -61,9 +65,13 @@ type Notifier struct {
 
 // Payload is the JSON body of a delivery.
 type Payload struct {
-	Event string       `json:"event"` // "alert"
-	Time  time.Time    `json:"time"`
-	Alert *vigil.Alert `json:"alert"`
+	Event string `json:"event"` // "alert" or "public-health-signal"
+	// ID identifies the event: the same event sent again (by another node,
+	// or after a restart) has the same id, so receivers can drop repeats.
+	ID     string       `json:"id"`
+	Time   time.Time    `json:"time"`
+	Alert  *vigil.Alert `json:"alert,omitempty"`
+	Signal any          `json:"signal,omitempty"` // *pubhealth.Signal
 }
 
 // Start subscribes to alert events and delivers them.
@@ -90,7 +98,10 @@ func Start(o Options) *Notifier {
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(n.results)
 	}
-	n.sub = o.Hub.Subscribe(1<<16, func(e live.Event) bool { return e.Type == live.TypeAlert && e.Origin == "" })
+	if len(o.Events) == 0 {
+		o.Events = []string{live.TypeAlert}
+	}
+	n.sub = o.Hub.Subscribe(1<<16, func(e live.Event) bool { return slices.Contains(o.Events, e.Type) && e.Origin == "" })
 	// One queue per target, so a slow receiver delays only itself.
 	queues := make([]chan []byte, len(o.Targets))
 	for i := range o.Targets {
@@ -107,17 +118,22 @@ func Start(o Options) *Notifier {
 			}
 		}()
 		for ev := range n.sub.C {
-			a, ok := ev.Data.(*vigil.Alert)
-			if !ok {
+			p := Payload{Event: ev.Type, Time: ev.Time}
+			switch d := ev.Data.(type) {
+			case *vigil.Alert:
+				p.Alert, p.ID = d, fmt.Sprintf("%s@%d", d.ID, d.Updated.UnixNano())
+			case interface{ EventID() string }:
+				p.Signal, p.ID = d, d.EventID()
+			default:
 				continue
 			}
-			body, _ := json.Marshal(Payload{Event: "alert", Time: ev.Time, Alert: a})
+			body, _ := json.Marshal(p)
 			for _, q := range queues {
 				select {
 				case q <- body:
 				default:
 					n.results.WithLabelValues("failed").Inc()
-					o.Logger.Error("webhook queue full; delivery dropped to a dead letter", "alert", a.ID)
+					o.Logger.Error("webhook queue full; delivery dropped to a dead letter", "event", p.ID)
 					n.deadLetter(Target{}, body, "queue full")
 				}
 			}

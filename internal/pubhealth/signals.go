@@ -62,6 +62,11 @@ type Signal struct {
 	Fever     int     `json:"fever"`
 }
 
+// EventID identifies the signal (region, date, method) wherever and
+// whenever it is computed: public-health webhooks carry it so receivers
+// can drop repeats.
+func (s *Signal) EventID() string { return "ears:" + s.Method + ":" + s.Region + ":" + s.Date }
+
 // Surveillance is the answer to a signals query.
 type Surveillance struct {
 	EpsilonPerDay float64      `json:"epsilonPerDay"`

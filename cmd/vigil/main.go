@@ -109,6 +109,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newKeysCmd(g),
 		newAlertsCmd(g),
 		newExportCmd(g),
+		newStoreCmd(g),
 	)
 	return root
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/record"
 )
@@ -102,7 +103,59 @@ func checkWAL(dir string) (*walTail, error) {
 func (t *walTail) damaged(dir string) error {
 	return fmt.Errorf("the store's write-ahead log %s is damaged at byte %d, and whole records follow the damage: "+
 		"that is disk damage, not an interrupted write, and Vigil does not guess what the damaged part held. "+
-		"Keep a copy of %s, check the disk, then restore the data directory from a backup", filepath.Join(dir, t.file), t.good, dir)
+		"Keep a copy of %s, check the disk, then restore the data directory from a backup — or, to keep what precedes the damage "+
+		"and lose what follows it, run `vigil store salvage`", filepath.Join(dir, t.file), t.good, dir)
+}
+
+// Salvage is what SalvageWAL did.
+type Salvage struct {
+	Log     string `json:"log"`     // the damaged log
+	Kept    int64  `json:"kept"`    // bytes up to the last whole record before the damage
+	Dropped int64  `json:"dropped"` // bytes after it, whole records among them
+	Copy    string `json:"copy"`    // where the damaged log was copied first
+}
+
+// SalvageWAL makes a store whose newest write-ahead log is damaged in the
+// middle openable again: it copies the log beside the store
+// (DIR.damaged-{time}/), then cuts it at the last whole record before the
+// damage. Whatever followed the damage — acknowledged readings among it —
+// is lost from the store (the copy keeps the bytes). It returns nil and
+// does nothing when the log is not damaged. The store must be closed.
+func SalvageWAL(dir string, now time.Time) (*Salvage, error) {
+	t, err := checkWAL(dir)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil || !t.corrupt {
+		return nil, nil
+	}
+	path := filepath.Join(dir, t.file)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	copyDir := filepath.Clean(dir) + ".damaged-" + now.UTC().Format("20060102T150405Z")
+	if err := os.MkdirAll(copyDir, 0o700); err != nil {
+		return nil, err
+	}
+	cp := filepath.Join(copyDir, t.file)
+	if err := os.WriteFile(cp, data, 0o600); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(t.good); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Salvage{Log: path, Kept: t.good, Dropped: t.size - t.good, Copy: cp}, nil
 }
 
 // Pebble's chunk format (cockroachdb/pebble record package): checksum

@@ -120,7 +120,27 @@ func TestCorruptWALMiddle(t *testing.T) {
 		s.Close()
 		t.Fatal("a store with a damaged log opened: it would silently drop acknowledged readings")
 	}
-	if !strings.Contains(err.Error(), "disk damage") || !strings.Contains(err.Error(), "backup") {
+	if !strings.Contains(err.Error(), "disk damage") || !strings.Contains(err.Error(), "backup") || !strings.Contains(err.Error(), "vigil store salvage") {
 		t.Fatalf("error does not explain: %v", err)
+	}
+
+	// Salvage keeps what precedes the damage (after copying the log).
+	sv, err := SalvageWAL(dir, time.Now())
+	if err != nil || sv == nil || sv.Kept >= int64(len(b)) || sv.Kept+sv.Dropped != int64(len(b)) {
+		t.Fatalf("salvage: %+v %v", sv, err)
+	}
+	if c, err := os.ReadFile(sv.Copy); err != nil || !bytes.Equal(c, b) {
+		t.Fatalf("the damaged log was not copied whole: %v", err)
+	}
+	s, err = Open(dir, o)
+	if err != nil {
+		t.Fatalf("after salvage: %v", err)
+	}
+	defer s.Close()
+	if n := countReadings(t, s); n == 0 || n >= 200 {
+		t.Fatalf("%d readings after salvage: want those before the damage", n)
+	}
+	if again, err := SalvageWAL(dir, time.Now()); again != nil || err != nil {
+		t.Fatalf("salvage of a sound store: %+v %v", again, err)
 	}
 }

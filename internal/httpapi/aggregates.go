@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -26,19 +27,9 @@ func (s *Server) aggregates(w http.ResponseWriter, r *http.Request, p *vigil.Pri
 		return vigil.Errorf(vigil.ENOTFOUND, "aggregates are not served here")
 	}
 	q := r.URL.Query()
-	day := func(name string) (time.Time, error) {
-		t, err := time.Parse("2006-01-02", q.Get(name))
-		if err != nil {
-			return t, vigil.FieldErrorf(name, "invalid", "%s: give a date YYYY-MM-DD", name)
-		}
-		return t, nil
-	}
 	o := pubhealth.Options{}
 	var err error
-	if o.From, err = day("from"); err != nil {
-		return err
-	}
-	if o.To, err = day("to"); err != nil {
+	if o.From, o.To, err = period(q); err != nil {
 		return err
 	}
 	if k := q.Get("k"); k != "" {
@@ -121,11 +112,8 @@ func (s *Server) extract(w http.ResponseWriter, r *http.Request, _ *vigil.Princi
 	q := r.URL.Query()
 	o := pubhealth.ExtractOptions{Study: r.PathValue("id"), Approval: q.Get("approval"), Codes: q["code"]}
 	var err error
-	if o.From, err = time.Parse("2006-01-02", q.Get("from")); err != nil {
-		return vigil.FieldErrorf("from", "invalid", "from: give a date YYYY-MM-DD")
-	}
-	if o.To, err = time.Parse("2006-01-02", q.Get("to")); err != nil {
-		return vigil.FieldErrorf("to", "invalid", "to: give a date YYYY-MM-DD")
+	if o.From, o.To, err = period(q); err != nil {
+		return err
 	}
 	if strings.TrimSpace(o.Approval) == "" {
 		return vigil.FieldErrorf("approval", "required", "an extract is for an approved study: give approval=REFERENCE (ethics committee or data-access decision)")
@@ -149,11 +137,8 @@ func (s *Server) signals(w http.ResponseWriter, r *http.Request, _ *vigil.Princi
 	q := r.URL.Query()
 	var o pubhealth.SignalOptions
 	var err error
-	if o.From, err = time.Parse("2006-01-02", q.Get("from")); err != nil {
-		return vigil.FieldErrorf("from", "invalid", "from: give a date YYYY-MM-DD")
-	}
-	if o.To, err = time.Parse("2006-01-02", q.Get("to")); err != nil {
-		return vigil.FieldErrorf("to", "invalid", "to: give a date YYYY-MM-DD")
+	if o.From, o.To, err = period(q); err != nil {
+		return err
 	}
 	if pc := q.Get("postal-chars"); pc != "" {
 		if o.PostalChars, err = strconv.Atoi(pc); err != nil || o.PostalChars < 1 || o.PostalChars > 4 {
@@ -166,4 +151,17 @@ func (s *Server) signals(w http.ResponseWriter, r *http.Request, _ *vigil.Princi
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// period reads the from and to dates (YYYY-MM-DD) of a public-health query.
+func period(q url.Values) (from, to time.Time, err error) {
+	for _, p := range []struct {
+		name string
+		t    *time.Time
+	}{{"from", &from}, {"to", &to}} {
+		if *p.t, err = time.Parse("2006-01-02", q.Get(p.name)); err != nil {
+			return from, to, vigil.FieldErrorf(p.name, "invalid", "%s: give a date YYYY-MM-DD", p.name)
+		}
+	}
+	return from, to, nil
 }

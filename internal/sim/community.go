@@ -32,7 +32,10 @@ type CommunityOptions struct {
 	OutbreakRegion, OutbreakDay int
 	OutbreakGrowth              float64 // 0.02
 	Seed                        uint64
-	Progress                    func(done float64)
+	// Secret keys the counts' noise (nil: DIR/research-key, made anew for
+	// a new directory, so each run draws other noise).
+	Secret   []byte
+	Progress func(done float64)
 }
 
 // CommunityReport is what the biosurveillance made of it.
@@ -136,9 +139,11 @@ func Community(ctx context.Context, o CommunityOptions) (*CommunityReport, error
 			o.Progress(0.9 * float64(r+1) / float64(o.Regions))
 		}
 	}
-	secret, err := pubhealth.LoadOrCreateSecret(filepath.Join(o.Dir, pubhealth.ResearchSecretFile))
-	if err != nil {
-		return nil, err
+	secret := o.Secret
+	if secret == nil {
+		if secret, err = pubhealth.LoadOrCreateSecret(filepath.Join(o.Dir, pubhealth.ResearchSecretFile)); err != nil {
+			return nil, err
+		}
 	}
 	sv, err := pubhealth.Signals(ctx, store, pubhealth.SignalOptions{From: start.AddDate(0, 0, 10), To: end, Secret: secret})
 	if err != nil {

@@ -42,8 +42,10 @@ func TestPrivateAggregate(t *testing.T) {
 			}
 		}
 		cell := find(t, tb, "2026-W45", "M11", "45-64", "female")
-		if math.Abs(float64(cell.Patients-200)) > 40 || cell.FeverRate == nil || math.Abs(*cell.FeverRate-0.25) > 0.2 ||
-			cell.MeanSpO2 == nil || math.Abs(*cell.MeanSpO2-96) > 5 {
+		// Bars of about ten noise scales (ε 1 split six ways): a failure
+		// means a fault, not bad luck.
+		if math.Abs(float64(cell.Patients-200)) > 40 || cell.FeverRate == nil || math.Abs(*cell.FeverRate-0.25) > 0.4 ||
+			cell.MeanSpO2 == nil || math.Abs(*cell.MeanSpO2-96) > 12 {
 			t.Fatalf("noisy cell far from the truth (200, 0.25, 96): %+v %v %v", cell, *cell.FeverRate, *cell.MeanSpO2)
 		}
 		counts = append(counts, cell.Patients)

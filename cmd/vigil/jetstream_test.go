@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +30,33 @@ import (
 // must: with `sync_interval: always`, an fsync before every
 // acknowledgement.
 func natsCluster(t *testing.T) ([]string, []*exec.Cmd) {
+	c := startNATSCluster(t, false)
+	return c.urls, c.cmds
+}
+
+// cluster is a three-server JetStream cluster started by a test.
+type cluster struct {
+	urls    []string
+	cmds    []*exec.Cmd
+	monitor []string       // each server's monitoring base URL
+	routes  [3][3]*tcpGate // routes[i][j]: server i's route to server j, when gated
+}
+
+// partition cuts (or, with cut false, restores) every route to and from
+// server k: it keeps running and serving its clients, alone.
+func (c *cluster) partition(k int, cut bool) {
+	for i := range 3 {
+		for j := range 3 {
+			if g := c.routes[i][j]; g != nil && (i == k || j == k) {
+				g.set(cut)
+			}
+		}
+	}
+}
+
+// startNATSCluster starts the cluster; with gated routes every route
+// between two servers runs through a tcpGate the test can cut.
+func startNATSCluster(t *testing.T, gated bool) *cluster {
 	t.Helper()
 	exe := os.Getenv("VIGIL_NATS_SERVER")
 	for _, c := range []string{"../../bin/nats-server", "/usr/sbin/nats-server"} {
@@ -55,32 +85,40 @@ func natsCluster(t *testing.T) ([]string, []*exec.Cmd) {
 		defer l.Close()
 		return l.Addr().(*net.TCPAddr).Port
 	}
-	client, route := []int{port(), port(), port()}, []int{port(), port(), port()}
-	var urls []string
-	var cmds []*exec.Cmd
+	client, route, mon := []int{port(), port(), port()}, []int{port(), port(), port()}, []int{port(), port(), port()}
+	c := &cluster{}
 	for i := range 3 {
 		dir := t.TempDir()
 		var routes []string
 		for j := range 3 {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", route[j]))
+			if j == i {
+				continue
 			}
+			to := route[j]
+			if gated {
+				c.routes[i][j] = newTCPGate(t, fmt.Sprintf("127.0.0.1:%d", route[j]))
+				to = c.routes[i][j].port()
+			}
+			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", to))
 		}
-		conf := fmt.Sprintf("server_name: n%d\nlisten: 127.0.0.1:%d\njetstream { store_dir: %q%s }\ncluster { name: vigil, listen: 127.0.0.1:%d, routes: [%s] }\n",
-			i, client[i], filepath.Join(dir, "js"), sync, route[i], strings.Join(routes, ", "))
+		// no_advertise: servers learn of each other only from these
+		// routes, so gated routes are the only way between them.
+		conf := fmt.Sprintf("server_name: n%d\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\njetstream { store_dir: %q%s }\ncluster { name: vigil, listen: 127.0.0.1:%d, no_advertise: true, routes: [%s] }\n",
+			i, client[i], mon[i], filepath.Join(dir, "js"), sync, route[i], strings.Join(routes, ", "))
 		os.WriteFile(filepath.Join(dir, "nats.conf"), []byte(conf), 0o600)
 		cmd := exec.Command(exe, "-c", filepath.Join(dir, "nats.conf"))
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		cmds = append(cmds, cmd)
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", client[i]))
+		c.cmds = append(c.cmds, cmd)
+		c.urls = append(c.urls, fmt.Sprintf("nats://127.0.0.1:%d", client[i]))
+		c.monitor = append(c.monitor, fmt.Sprintf("http://127.0.0.1:%d", mon[i]))
 	}
 	// Ready when JetStream answers with a meta leader elected.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		nc, err := nats.Connect(strings.Join(urls, ","), nats.Timeout(time.Second))
+		nc, err := nats.Connect(strings.Join(c.urls, ","), nats.Timeout(time.Second))
 		if err == nil {
 			js, _ := jetstream.New(nc)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -88,13 +126,77 @@ func natsCluster(t *testing.T) ([]string, []*exec.Cmd) {
 			cancel()
 			nc.Close()
 			if err == nil {
-				return urls, cmds
+				return c
 			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the NATS cluster did not form: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// tcpGate forwards TCP connections to a target until it is cut: then it
+// closes the connections it carries and refuses new ones.
+type tcpGate struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]bool
+}
+
+func newTCPGate(t *testing.T, target string) *tcpGate {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &tcpGate{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); g.set(true) })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			g.mu.Lock()
+			cut := g.cut
+			g.mu.Unlock()
+			if cut {
+				in.Close()
+				continue
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			g.mu.Lock()
+			g.conns[in], g.conns[out] = true, true
+			g.mu.Unlock()
+			pipe := func(a, b net.Conn) {
+				io.Copy(a, b)
+				a.Close()
+				b.Close()
+			}
+			go pipe(in, out)
+			go pipe(out, in)
+		}
+	}()
+	return g
+}
+
+func (g *tcpGate) port() int { return g.ln.Addr().(*net.TCPAddr).Port }
+
+func (g *tcpGate) set(cut bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cut = cut
+	if cut {
+		for c := range g.conns {
+			c.Close()
+		}
+		clear(g.conns)
 	}
 }
 
@@ -160,6 +262,88 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 	defer st.Close()
 	ck.check(t, st, t0, 60*time.Second) // the worker drains what JetStream acknowledged
 	t.Logf("%d acknowledged in all, %d before a NATS node was killed", ck.ackedCount(), atKill)
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.cmd.Wait()
+}
+
+// A network partition: the NATS server Vigil's client is connected to is
+// cut off from the other two (it keeps running and answering its
+// clients, but has no quorum). Ingest must come back through the majority
+// side within a minute, and once the partition heals every acknowledged
+// reading is stored exactly once.
+func TestJetStreamClusterPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test is not short")
+	}
+	c := startNATSCluster(t, true)
+	pg, schema := pgSchema(t)
+	dir := t.TempDir()
+	srv := startChild(t, dir, "--postgres", pg, "--postgres-schema", schema, "--nats", strings.Join(c.urls, ","), "--nats-replicas", "3")
+	defer srv.cmd.Process.Kill()
+	const devices = 4
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	secrets := registerDevices(t, dir, devices, t0)
+	ck := newChecker(devices)
+	rng := mrand.New(mrand.NewPCG(7, 8))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for d := range devices {
+		seed := rng.Uint64()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				publishUntilKilled(ctx, srv.mqtt, d, secrets[d], ck, t0, seed)
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}
+	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < 300 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ck.ackedCount() == 0 {
+		t.Fatal("nothing acknowledged")
+	}
+	// Which server holds Vigil's connection?
+	k := -1
+	for i, m := range c.monitor {
+		resp, err := http.Get(m + "/connz")
+		if err != nil {
+			continue
+		}
+		var cz struct{ Connections []struct{ Name string } }
+		json.NewDecoder(resp.Body).Decode(&cz)
+		resp.Body.Close()
+		for _, cn := range cz.Connections {
+			if cn.Name == "vigil" {
+				k = i
+			}
+		}
+	}
+	if k < 0 {
+		t.Fatal("no server holds Vigil's connection")
+	}
+	c.partition(k, true)
+	atCut, cutAt := ck.ackedCount(), time.Now()
+	for deadline := time.Now().Add(90 * time.Second); ck.ackedCount() < atCut+300 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	back := time.Since(cutAt)
+	after := ck.ackedCount() - atCut
+	c.partition(k, false)
+	cancel()
+	wg.Wait()
+	if after < 300 {
+		t.Fatalf("only %d readings acknowledged in the 90 s after Vigil's NATS server was cut off", after)
+	}
+	st, err := pgstore.Open(context.Background(), pg, pgstore.Options{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ck.check(t, st, t0, 90*time.Second)
+	t.Logf("server n%d cut off: 300 more readings acknowledged %v later; %d acknowledged in all, %d before the cut", k, back.Round(100*time.Millisecond), ck.ackedCount(), atCut)
 	srv.cmd.Process.Signal(syscall.SIGTERM)
 	srv.cmd.Wait()
 }

@@ -55,13 +55,17 @@ type Options struct {
 
 // Queue is a connection to the readings stream.
 type Queue struct {
-	o       Options
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	pending *prometheus.GaugeVec
-	stored  *prometheus.CounterVec
-	owned   prometheus.Gauge
+	o  Options
+	nc *nats.Conn
+	// lastFailover is when the connection last moved away from a server
+	// that stopped answering for JetStream (Unix ns).
+	lastFailover atomic.Int64
+	js           jetstream.JetStream
+	stream       jetstream.Stream
+	pending      *prometheus.GaugeVec
+	stored       *prometheus.CounterVec
+	owned        prometheus.Gauge
+	failovers    prometheus.Counter
 }
 
 // Open connects and creates (or updates) the stream.
@@ -101,12 +105,13 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream stream: %v", err)
 	}
 	q := &Queue{o: o, nc: nc, js: js, stream: st,
-		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_stream_pending", Help: "Readings in a partition of the JetStream stream not yet delivered to its worker, for the partitions this worker owns (alert when it grows)."}, []string{"partition"}),
-		owned:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_stream_partitions_owned", Help: "Partitions of the readings stream this worker owns (16 in all, spread over the live workers)."}),
-		stored:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_stream_stored_total", Help: "Readings workers took from the stream, by outcome (stored, duplicate)."}, []string{"outcome"}),
+		pending:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_stream_pending", Help: "Readings in a partition of the JetStream stream not yet delivered to its worker, for the partitions this worker owns (alert when it grows)."}, []string{"partition"}),
+		owned:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_stream_partitions_owned", Help: "Partitions of the readings stream this worker owns (16 in all, spread over the live workers)."}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_nats_failovers_total", Help: "Times the NATS connection moved to another server because JetStream stopped answering through the one it had."}),
+		stored:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_stream_stored_total", Help: "Readings workers took from the stream, by outcome (stored, duplicate)."}, []string{"outcome"}),
 	}
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(q.pending, q.stored, q.owned)
+		o.Registerer.MustRegister(q.pending, q.stored, q.owned, q.failovers)
 	}
 	return q, nil
 }
@@ -144,6 +149,7 @@ func (q *Queue) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		msg := &nats.Msg{Subject: fmt.Sprintf("%s.readings.%d", q.o.Prefix, partition(r.PatientID)), Data: data, Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, r.DeviceID+"/"+r.ID)
 		if futures[i], err = q.js.PublishMsgAsync(msg); err != nil {
+			q.failover(err)
 			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream publish: %v", err)
 		}
 	}
@@ -155,15 +161,39 @@ func (q *Queue) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		case ack := <-f.Ok():
 			res[i].Duplicate = ack.Duplicate
 		case err := <-f.Err():
+			q.failover(err)
 			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream did not take reading %d: %v", i, err)
 		case <-ctx.Done():
 			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "%v", ctx.Err())
 		case <-late.C:
+			q.failover(errors.New("no acknowledgement in time"))
 			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream did not acknowledge reading %d in time", i)
 		}
 	}
 	return res, nil
 }
+
+// failover moves the connection to another server of the cluster after
+// JetStream failed to answer through this one. A server cut off from the
+// others by a network partition keeps its clients connected but has no
+// quorum, so without this the connection would stay with it and ingest
+// would stop until the partition heals (TestJetStreamClusterPartition).
+// nats.go reconnects to the next server of its pool; at most once in
+// FailoverEvery, so that a whole cluster briefly electing a leader does
+// not make the connection hop around.
+func (q *Queue) failover(err error) {
+	now := time.Now().UnixNano()
+	last := q.lastFailover.Load()
+	if now-last < int64(FailoverEvery) || !q.lastFailover.CompareAndSwap(last, now) {
+		return
+	}
+	q.o.Logger.Warn("JetStream did not answer through this NATS server; moving to another", "server", q.nc.ConnectedUrlRedacted(), "err", err)
+	q.failovers.Inc()
+	q.nc.ForceReconnect()
+}
+
+// FailoverEvery is the least time between two failovers.
+const FailoverEvery = 5 * time.Second
 
 // Partition ownership. Each partition has its own durable consumer and is
 // worked by one worker at a time, its owner, so a patient's readings are

@@ -228,6 +228,8 @@ type Node struct {
 	Store     Store
 	Queue     *jsqueue.Queue // JetStream mode only
 	stopRelay func()         // the live relay over NATS (JetStream mode)
+	// researchSecret is DATA/research-key, read (or made) on first use.
+	researchSecret func() ([]byte, error)
 	// Disk refuses readings while the embedded store's disk is nearly
 	// full (nil with PostgreSQL).
 	Disk *diskguard.Guard
@@ -312,6 +314,13 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 
 	n := &Node{opts: opts, Hub: &live.Hub{}, Registry: prometheus.NewRegistry()}
+	n.researchSecret = sync.OnceValues(func() ([]byte, error) {
+		b, err := pubhealth.LoadOrCreateSecret(filepath.Join(opts.DataDir, pubhealth.ResearchSecretFile))
+		if err != nil {
+			return nil, fmt.Errorf("research secret: %w", err)
+		}
+		return b, nil
+	})
 	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	defer func() {
 		if err != nil {
@@ -628,19 +637,17 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 			return pubhealth.Aggregate(ctx, n.Store, o)
 		},
 		Signals: func(ctx context.Context, o pubhealth.SignalOptions) (*pubhealth.Surveillance, error) {
-			secret, err := pubhealth.LoadOrCreateSecret(filepath.Join(opts.DataDir, pubhealth.ResearchSecretFile))
-			if err != nil {
-				return nil, fmt.Errorf("research secret: %w", err)
+			var err error
+			if o.Secret, err = n.researchSecret(); err != nil {
+				return nil, err
 			}
-			o.Secret = secret
 			return pubhealth.Signals(ctx, n.Store, o)
 		},
 		Extract: func(ctx context.Context, o pubhealth.ExtractOptions, w io.Writer) (int, error) {
-			secret, err := pubhealth.LoadOrCreateSecret(filepath.Join(opts.DataDir, pubhealth.ResearchSecretFile))
-			if err != nil {
-				return 0, fmt.Errorf("research secret: %w", err)
+			var err error
+			if o.Secret, err = n.researchSecret(); err != nil {
+				return 0, err
 			}
-			o.Secret = secret
 			return pubhealth.WriteExtract(ctx, n.Store, o, w)
 		},
 		ChargePrivacy: func(ctx context.Context, userID string, epsilon, delta float64) (*vigil.PrivacySpent, error) {

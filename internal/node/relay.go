@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -117,9 +116,9 @@ func (n *Node) watchSignals(interval time.Duration) {
 func (n *Node) publishSignals(sent map[string]bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	secret, err := pubhealth.LoadOrCreateSecret(filepath.Join(n.opts.DataDir, pubhealth.ResearchSecretFile))
+	secret, err := n.researchSecret()
 	if err != nil {
-		n.opts.Logger.Error("biosurveillance: research secret", "err", err)
+		n.opts.Logger.Error("biosurveillance", "err", err)
 		return
 	}
 	today := n.opts.Now().UTC().Truncate(24 * time.Hour)

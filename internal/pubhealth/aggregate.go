@@ -21,7 +21,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -80,8 +79,12 @@ type Cell struct {
 	// Suppressed: "" when published; "small" (fewer than K patients) or
 	// "complementary" (suppressed so a total cannot reveal a small cell).
 	Suppressed string `json:"suppressed,omitempty"`
+}
 
-	stats cellStats
+// withheld is the cell as published when suppressed for reason: its key
+// and the reason, no values.
+func (c Cell) withheld(reason string) Cell {
+	return Cell{Week: c.Week, Region: c.Region, AgeBand: c.AgeBand, Sex: c.Sex, Suppressed: reason}
 }
 
 // Table is an aggregate export: cells, region-week totals and week totals.
@@ -150,23 +153,11 @@ func Aggregate(ctx context.Context, src Source, o Options) (*Table, error) {
 		return nil, vigil.FieldErrorf("to", "invalid", "at most two years (106 weeks) per export")
 	}
 	from, to := weeks[0], weeks[len(weeks)-1].AddDate(0, 0, 7)
-	var patients []*vigil.Patient
-	for after := ""; ; {
-		page, _, err := src.FindPatients(ctx, vigil.PatientFilter{After: after, Limit: 1000})
-		if err != nil {
-			return nil, err
-		}
-		patients = append(patients, page...)
-		if len(page) < 1000 {
-			break
-		}
-		after = page[len(page)-1].ID
-	}
 	contribs := map[[4]string][]patientWeek{} // per base cell, one per patient
-	for _, p := range patients {
+	err := eachPatient(ctx, src, func(p *vigil.Patient) error {
 		pws, err := contributions(ctx, src, p.ID, from, to)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		region := Region(p, o.PostalChars)
 		for i, wk := range weeks {
@@ -177,6 +168,10 @@ func Aggregate(ctx context.Context, src Source, o Options) (*Table, error) {
 			key := [4]string{Week(wk), region, AgeBand(p.BirthDate, wk), cmp.Or(p.Sex, "unknown")}
 			contribs[key] = append(contribs[key], pw)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	t := &Table{From: from, To: to, K: o.K}
 	if o.Epsilon > 0 {
@@ -185,33 +180,26 @@ func Aggregate(ctx context.Context, src Source, o Options) (*Table, error) {
 		}
 		return t, nil
 	}
-	cells := map[[4]string]*Cell{}
-	add := func(key [4]string, pws []patientWeek) {
-		c := cells[key]
-		if c == nil {
-			c = &Cell{Week: key[0], Region: key[1], AgeBand: key[2], Sex: key[3]}
-			cells[key] = c
-		}
-		for _, pw := range pws {
-			c.stats.add(pw)
-		}
-	}
+	stats := map[[4]string]*cellStats{} // cells and their totals
 	for key, pws := range contribs {
-		add(key, pws)
-		add([4]string{key[0], key[1], All, All}, pws)
-		add([4]string{key[0], All, All, All}, pws)
+		for _, k := range [][4]string{key, {key[0], key[1], All, All}, {key[0], All, All, All}} {
+			if stats[k] == nil {
+				stats[k] = &cellStats{}
+			}
+			for _, pw := range pws {
+				stats[k].add(pw)
+			}
+		}
 	}
-	for _, c := range cells {
-		c.fill()
-		t.Cells = append(t.Cells, *c)
+	for key, s := range stats {
+		t.Cells = append(t.Cells, s.cell(key))
 	}
 	t.sort()
 	suppress(t.Cells, o.K)
-	for i := range t.Cells {
-		if t.Cells[i].Suppressed != "" {
-			t.Cells[i] = Cell{Week: t.Cells[i].Week, Region: t.Cells[i].Region, AgeBand: t.Cells[i].AgeBand, Sex: t.Cells[i].Sex, Suppressed: t.Cells[i].Suppressed}
+	for i, c := range t.Cells {
+		if c.Suppressed != "" {
+			t.Cells[i] = c.withheld(c.Suppressed)
 		}
-		t.Cells[i].stats = cellStats{}
 	}
 	return t, nil
 }
@@ -235,20 +223,17 @@ func cmpAll(a, b string) int {
 	return strings.Compare(a, b)
 }
 
-func (c *Cell) fill() {
-	s := c.stats
-	c.Patients = s.patients
+// cell is the published cell of key (week, region, age band, sex).
+func (s *cellStats) cell(key [4]string) Cell {
 	ratio := func(num float64, n int) *float64 {
 		if n == 0 {
 			return nil
 		}
-		v := math.Round(num/float64(n)*1000) / 1000
-		return &v
+		return round3(num / float64(n))
 	}
-	c.FeverRate = ratio(float64(s.fever), s.tempN)
-	c.MeanSpO2 = ratio(s.spo2Sum, s.spo2N)
-	c.HypertensiveShare = ratio(s.hyperSum, s.hyperN)
-	c.Adherence = ratio(s.adherenceSum, s.patients)
+	return Cell{Week: key[0], Region: key[1], AgeBand: key[2], Sex: key[3], Patients: s.patients,
+		FeverRate: ratio(float64(s.fever), s.tempN), MeanSpO2: ratio(s.spo2Sum, s.spo2N),
+		HypertensiveShare: ratio(s.hyperSum, s.hyperN), Adherence: ratio(s.adherenceSum, s.patients)}
 }
 
 // suppress marks cells with fewer than k patients, then, until nothing
@@ -320,6 +305,31 @@ func suppress(cells []Cell, k int) {
 	}
 }
 
+// maxValues bounds one patient's values of one code that a public-health
+// computation reads (a year at 1 Hz is 31.5 million; kiosks and hubs send
+// a few a day).
+const maxValues = 10_000_000
+
+// eachPatient calls fn with every patient of src, a page at a time.
+func eachPatient(ctx context.Context, src Source, fn func(*vigil.Patient) error) error {
+	const page = 1000
+	for after := ""; ; {
+		ps, _, err := src.FindPatients(ctx, vigil.PatientFilter{After: after, Limit: page})
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if err := fn(p); err != nil {
+				return err
+			}
+		}
+		if len(ps) < page {
+			return nil
+		}
+		after = ps[len(ps)-1].ID
+	}
+}
+
 // contributions reads one patient's readings over [from, to) and returns
 // their contribution to each week (by index) in which they reported.
 func contributions(ctx context.Context, src Source, patientID string, from, to time.Time) (map[int]patientWeek, error) {
@@ -341,9 +351,8 @@ func contributions(ctx context.Context, src Source, patientID string, from, to t
 	if len(out) == 0 {
 		return out, nil
 	}
-	const max = 10_000_000
 	series := func(code string) ([]vigil.SeriesData, error) {
-		return src.ReadSeries(ctx, patientID, code, "", from, to, max)
+		return src.ReadSeries(ctx, patientID, code, "", from, to, maxValues)
 	}
 	temps, err := series(vigil.LOINCBodyTemp)
 	if err != nil {

@@ -3,8 +3,8 @@ package pubhealth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
-	"strconv"
 
 	"github.com/google/differential-privacy/go/v3/dpagg"
 
@@ -84,8 +84,7 @@ func (t *Table) private(contribs map[[4]string][]patientWeek, weeks int, o Optio
 		}
 		c := Cell{Week: key[0], Region: key[1], AgeBand: key[2], Sex: key[3], Patients: int(max(*released, 0))}
 		if c.Patients < o.K {
-			c = Cell{Week: c.Week, Region: c.Region, AgeBand: c.AgeBand, Sex: c.Sex, Suppressed: "small"}
-			t.Cells = append(t.Cells, c)
+			t.Cells = append(t.Cells, c.withheld("small"))
 			continue
 		}
 		tn, _ := temp.Result()
@@ -166,10 +165,7 @@ func Charge(ctx context.Context, users Users, userID string, epsilon, delta floa
 }
 
 func formatBudget(spent vigil.PrivacySpent, epsilon, delta float64, b Budget) string {
-	return "privacy budget: this query needs ε = " + ftoa(epsilon) + ", δ = " + ftoa(delta) + "; " +
-		ftoa(math.Max(0, b.Epsilon-spent.Epsilon)) + " of ε = " + ftoa(b.Epsilon) + " and " + ftoa(math.Max(0, b.Delta-spent.Delta)) + " of δ = " + ftoa(b.Delta) +
-		" are left after " + itoa(spent.Queries) + " queries. Ask for a smaller epsilon, or an administrator for a new budget period"
+	return fmt.Sprintf("privacy budget: this query needs ε = %.4g, δ = %.4g; %.4g of ε = %.4g and %.4g of δ = %.4g are left after %d queries. "+
+		"Ask for a smaller epsilon, or an administrator for a new budget period",
+		epsilon, delta, math.Max(0, b.Epsilon-spent.Epsilon), b.Epsilon, math.Max(0, b.Delta-spent.Delta), b.Delta, spent.Queries)
 }
-
-func ftoa(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
-func itoa(v int) string     { return strconv.Itoa(v) }

@@ -141,34 +141,28 @@ func WriteExtract(ctx context.Context, src Source, o ExtractOptions, w io.Writer
 		return 0, err
 	}
 	rows := 0
-	for after := ""; ; {
-		page, _, err := src.FindPatients(ctx, vigil.PatientFilter{After: after, Limit: 500})
-		if err != nil {
-			return rows, err
-		}
-		for _, p := range page {
-			subject, shift := Pseudonym(key, p.ID), Shift(key, p.ID)
-			birth := birthYear(p.BirthDate, o.To)
-			for _, code := range codes {
-				series, err := src.ReadSeries(ctx, p.ID, code, "", o.From, o.To, 10_000_000)
-				if err != nil {
-					return rows, err
-				}
-				for _, s := range series {
-					for i, ms := range s.T {
-						t := time.UnixMilli(ms).UTC().Add(shift)
-						if err := cw.Write([]string{subject, t.Format(time.RFC3339Nano), code, strconv.FormatFloat(s.V[i], 'f', -1, 64), s.Unit, birth, p.Sex}); err != nil {
-							return rows, err
-						}
-						rows++
+	err := eachPatient(ctx, src, func(p *vigil.Patient) error {
+		subject, shift := Pseudonym(key, p.ID), Shift(key, p.ID)
+		birth := birthYear(p.BirthDate, o.To)
+		for _, code := range codes {
+			series, err := src.ReadSeries(ctx, p.ID, code, "", o.From, o.To, maxValues)
+			if err != nil {
+				return err
+			}
+			for _, s := range series {
+				for i, ms := range s.T {
+					t := time.UnixMilli(ms).UTC().Add(shift)
+					if err := cw.Write([]string{subject, t.Format(time.RFC3339Nano), code, strconv.FormatFloat(s.V[i], 'f', -1, 64), s.Unit, birth, p.Sex}); err != nil {
+						return err
 					}
+					rows++
 				}
 			}
 		}
-		if len(page) < 500 {
-			break
-		}
-		after = page[len(page)-1].ID
+		return nil
+	})
+	if err != nil {
+		return rows, err
 	}
 	cw.Flush()
 	return rows, cw.Error()

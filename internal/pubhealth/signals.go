@@ -94,38 +94,32 @@ func Signals(ctx context.Context, src Source, o SignalOptions) (*Surveillance, e
 	start := from.Add(-9 * day) // C2's baseline reaches 9 days back
 	n := int(to.Sub(start) / day)
 	counts := map[string][]float64{}
-	for after := ""; ; {
-		page, _, err := src.FindPatients(ctx, vigil.PatientFilter{After: after, Limit: 1000})
+	err := eachPatient(ctx, src, func(p *vigil.Patient) error {
+		series, err := src.ReadSeries(ctx, p.ID, vigil.LOINCBodyTemp, "", start, to, maxValues)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for _, p := range page {
-			series, err := src.ReadSeries(ctx, p.ID, vigil.LOINCBodyTemp, "", start, to, 10_000_000)
-			if err != nil {
-				return nil, err
-			}
-			fever := map[int]bool{}
-			for _, s := range series {
-				for i, ms := range s.T {
-					if s.V[i] >= FeverCelsius {
-						fever[int(time.UnixMilli(ms).UTC().Sub(start)/day)] = true
-					}
-				}
-			}
-			region := Region(p, o.PostalChars)
-			if counts[region] == nil {
-				counts[region] = make([]float64, n)
-			}
-			for d := range fever {
-				if d >= 0 && d < n {
-					counts[region][d]++ // each patient once per day
+		fever := map[int]bool{}
+		for _, s := range series {
+			for i, ms := range s.T {
+				if s.V[i] >= FeverCelsius {
+					fever[int(time.UnixMilli(ms).UTC().Sub(start)/day)] = true
 				}
 			}
 		}
-		if len(page) < 1000 {
-			break
+		region := Region(p, o.PostalChars)
+		if counts[region] == nil {
+			counts[region] = make([]float64, n)
 		}
-		after = page[len(page)-1].ID
+		for d := range fever {
+			if d >= 0 && d < n {
+				counts[region][d]++ // each patient once per day
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	key := hmac.New(sha256.New, o.Secret)
 	key.Write([]byte("signals\x00noise"))

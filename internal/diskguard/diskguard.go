@@ -117,16 +117,13 @@ func (g *Guard) Admit() error {
 		g.free.Load()>>20, g.reserve>>20)
 }
 
-// Check reads the file system now (after a write failed for lack of
-// space, say) and returns what Admit then returns.
-func (g *Guard) Check() error {
-	if g == nil || g.o.Reserve < 0 {
-		return nil
-	}
-	if free, _, err := g.o.statfs(g.o.Dir); err == nil {
+// read reads the file system's free space now.
+func (g *Guard) read() error {
+	free, _, err := g.o.statfs(g.o.Dir)
+	if err == nil {
 		g.update(free)
 	}
-	return g.Admit()
+	return err
 }
 
 // update records free space and switches between admitting and refusing:
@@ -156,12 +153,9 @@ func (g *Guard) loop() {
 		case <-g.stop:
 			return
 		case <-t.C:
-			free, _, err := g.o.statfs(g.o.Dir)
-			if err != nil {
+			if err := g.read(); err != nil {
 				g.o.Logger.Warn("cannot read the data directory's free space", "dir", g.o.Dir, "err", err)
-				continue
 			}
-			g.update(free)
 		}
 	}
 }

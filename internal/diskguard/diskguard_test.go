@@ -25,22 +25,20 @@ func TestRefusesBelowReserveAndResumes(t *testing.T) {
 		t.Fatalf("500 MiB free, 100 reserved: %v", err)
 	}
 	free.Store(99 << 20)
-	if err := g.Check(); vigil.ErrorCode(err) != vigil.EFULL {
-		t.Fatalf("below the reserve: %v, want %s", err, vigil.EFULL)
-	}
+	g.read()
 	if err := g.Admit(); vigil.ErrorCode(err) != vigil.EFULL {
-		t.Fatalf("Admit after Check: %v", err)
+		t.Fatalf("below the reserve: %v, want %s", err, vigil.EFULL)
 	}
 	if v := testutil.ToFloat64(g.fullG); v != 1 {
 		t.Fatalf("vigil_disk_full = %v", v)
 	}
 	// Just above the reserve is not enough: a margin keeps it from flapping.
 	free.Store(105 << 20)
-	if err := g.Check(); err == nil {
+	if g.read(); g.Admit() == nil {
 		t.Fatal("admitted again at the reserve's edge")
 	}
 	free.Store(111 << 20)
-	if err := g.Check(); err != nil {
+	if err := g.read(); err != nil || g.Admit() != nil {
 		t.Fatalf("back above reserve + 10%%: %v", err)
 	}
 	if v := testutil.ToFloat64(g.freeG); v != 111<<20 {
@@ -70,7 +68,7 @@ func TestOffAndRealDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.Check() != nil || g.Reserve() != 0 {
+	if g.Admit() != nil || g.Reserve() != 0 {
 		t.Fatal("a guard that is off refused")
 	}
 	g.Close()

@@ -275,6 +275,29 @@ func (c *checker) snapshot(d int) (acked, sent map[int]bool) {
 	return acked, sent
 }
 
+// keepPublishing runs each device (one per secret) until ctx ends,
+// reconnecting after a refusal or a lost server, as devices do.
+func keepPublishing(ctx context.Context, wg *sync.WaitGroup, addr string, secrets []string, ck *checker, t0 time.Time, rng *rand.Rand) {
+	for d := range secrets {
+		seed := rng.Uint64()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				publishUntilKilled(ctx, addr, d, secrets[d], ck, t0, seed)
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}
+}
+
+// waitAcked waits up to limit for n readings acknowledged in all.
+func (c *checker) waitAcked(n int, limit time.Duration) {
+	for deadline := time.Now().Add(limit); c.ackedCount() < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // publishUntilKilled publishes batches with up to 32 QoS 1 messages in
 // flight until the connection breaks or ctx ends.
 func publishUntilKilled(ctx context.Context, addr string, d int, secret string, ck *checker, t0 time.Time, seed uint64) {

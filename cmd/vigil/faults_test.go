@@ -310,7 +310,10 @@ func TestOverload(t *testing.T) {
 
 	// Twice that, from an open loop, for 5 s, watching the server's memory.
 	rate := 2 * capacity / batch // requests per second
-	before := childRSS(t, srv.cmd.Process.Pid)
+	before, err := vmRSS(srv.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	peak := before
 	stop, sampled := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -320,7 +323,9 @@ func TestOverload(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(50 * time.Millisecond):
-				peak = max(peak, childRSS(t, srv.cmd.Process.Pid))
+				if n, err := vmRSS(srv.cmd.Process.Pid); err == nil {
+					peak = max(peak, n)
+				}
 			}
 		}
 	}()
@@ -373,20 +378,4 @@ func TestOverload(t *testing.T) {
 	srv.cmd.Wait()
 	st := openStore(t, dir)
 	ck.check(t, st, t0, 0)
-}
-
-// childRSS is a process's resident memory in bytes.
-func childRSS(t *testing.T, pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for l := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
-			return kb << 10
-		}
-	}
-	return 0
 }

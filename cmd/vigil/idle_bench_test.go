@@ -219,20 +219,28 @@ func mqttPacket(first byte, body []byte) []byte {
 
 // rss is a process's resident memory in bytes.
 func rss(b *testing.B, pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := vmRSS(pid)
 	if err != nil {
 		b.Fatal(err)
+	}
+	return n
+}
+
+// vmRSS reads a process's resident memory (VmRSS) in bytes.
+func vmRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024, err
 		}
 	}
-	b.Fatal("no VmRSS")
-	return 0
+	return 0, fmt.Errorf("no VmRSS for process %d", pid)
 }
 
 func freePort(b testing.TB) int {

@@ -222,23 +222,8 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	run := func() {
-		for d := range devices {
-			seed := rng.Uint64()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for ctx.Err() == nil { // reconnect after a refusal, as a device does
-					publishUntilKilled(ctx, srv.mqtt, d, secrets[d], ck, t0, seed)
-					time.Sleep(50 * time.Millisecond)
-				}
-			}()
-		}
-	}
-	run()
-	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < 500 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	keepPublishing(ctx, &wg, srv.mqtt, secrets, ck, t0, rng)
+	ck.waitAcked(500, 30*time.Second)
 	if ck.ackedCount() == 0 {
 		t.Fatal("nothing acknowledged")
 	}
@@ -246,9 +231,7 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 	victim.Process.Signal(syscall.SIGKILL)
 	victim.Wait()
 	atKill := ck.ackedCount()
-	for deadline := time.Now().Add(60 * time.Second); ck.ackedCount() < atKill+500 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	ck.waitAcked(atKill+500, 60*time.Second)
 	cancel()
 	wg.Wait()
 	if ck.ackedCount() <= atKill {
@@ -288,20 +271,8 @@ func TestJetStreamClusterPartition(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	for d := range devices {
-		seed := rng.Uint64()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				publishUntilKilled(ctx, srv.mqtt, d, secrets[d], ck, t0, seed)
-				time.Sleep(50 * time.Millisecond)
-			}
-		}()
-	}
-	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < 300 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	keepPublishing(ctx, &wg, srv.mqtt, secrets, ck, t0, rng)
+	ck.waitAcked(300, 30*time.Second)
 	if ck.ackedCount() == 0 {
 		t.Fatal("nothing acknowledged")
 	}
@@ -326,9 +297,7 @@ func TestJetStreamClusterPartition(t *testing.T) {
 	}
 	c.partition(k, true)
 	atCut, cutAt := ck.ackedCount(), time.Now()
-	for deadline := time.Now().Add(90 * time.Second); ck.ackedCount() < atCut+300 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	ck.waitAcked(atCut+300, 90*time.Second)
 	back := time.Since(cutAt)
 	after := ck.ackedCount() - atCut
 	c.partition(k, false)

@@ -61,9 +61,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 			}()
 		}
 	}
-	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < 500 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	ck.waitAcked(500, 30*time.Second)
 	if ck.ackedCount() == 0 {
 		t.Fatal("nothing acknowledged by either node")
 	}
@@ -73,9 +71,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	cancelA()
 	atKill := ck.ackedCount()
 	// B carries on, with A's unacknowledged readings among its batches.
-	for deadline := time.Now().Add(30 * time.Second); ck.ackedCount() < atKill+500 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	ck.waitAcked(atKill+500, 30*time.Second)
 	cancelB()
 	wg.Wait()
 	b.cmd.Process.Signal(syscall.SIGTERM)

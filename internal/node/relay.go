@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,12 +17,15 @@ import (
 
 // liveEnvelope is a live event on NATS subject {prefix}.live.{type}.
 type liveEnvelope struct {
-	Origin  string          `json:"o"`
-	Type    string          `json:"t"`
-	Patient string          `json:"p"`
-	Time    time.Time       `json:"ts"`
-	Data    json.RawMessage `json:"d"`
+	Origin  string    `json:"o"`
+	Type    string    `json:"t"`
+	Patient string    `json:"p"`
+	Time    time.Time `json:"ts"`
+	Data    any       `json:"d"`
 }
+
+// relayed are the live events that other nodes' live views show.
+var relayed = []string{live.TypeReading, live.TypeAlert, live.TypeNEWS2}
 
 // relayLive makes the live views of every node in JetStream mode show
 // what any node's workers stored and raised: this node publishes its own
@@ -34,7 +38,10 @@ func (n *Node) relayLive() error {
 	nc, prefix := n.Queue.Conn(), n.Queue.Prefix()
 	self := nuid.Next()
 	sub, err := nc.Subscribe(prefix+".live.>", func(m *nats.Msg) {
-		var env liveEnvelope
+		var env struct {
+			liveEnvelope
+			Data json.RawMessage `json:"d"` // decoded below, by type
+		}
 		if json.Unmarshal(m.Data, &env) != nil || env.Origin == self {
 			return
 		}
@@ -61,7 +68,7 @@ func (n *Node) relayLive() error {
 	go func() {
 		defer close(done)
 		for {
-			local := n.Hub.Subscribe(1<<14, func(e live.Event) bool { return e.Origin == "" })
+			local := n.Hub.Subscribe(1<<14, func(e live.Event) bool { return e.Origin == "" && slices.Contains(relayed, e.Type) })
 			for open := true; open; {
 				select {
 				case <-stop:
@@ -71,12 +78,10 @@ func (n *Node) relayLive() error {
 					if open = ok; !ok {
 						break // fell behind: subscribe again
 					}
-					d, err := json.Marshal(e.Data)
-					if err != nil {
-						continue
+					b, err := json.Marshal(liveEnvelope{Origin: self, Type: e.Type, Patient: e.PatientID, Time: e.Time, Data: e.Data})
+					if err == nil {
+						nc.Publish(prefix+".live."+e.Type, b)
 					}
-					b, _ := json.Marshal(liveEnvelope{Origin: self, Type: e.Type, Patient: e.PatientID, Time: e.Time, Data: d})
-					nc.Publish(prefix+".live."+e.Type, b)
 				}
 			}
 		}

@@ -78,6 +78,10 @@ const (
 	DeviceThermometer    = "thermometer"
 	DeviceScale          = "scale"
 	DeviceGateway        = "gateway" // relays other devices' data (HL7 gateways, BLE hubs)
+	// DeviceEdge is an edge gateway (vigil edge): it runs ingest, rules and
+	// alerts near the devices and forwards their readings upstream for the
+	// patients its Serves names.
+	DeviceEdge = "edge"
 	// DeviceNurseCall is a nurse-call system: it sends no readings but may
 	// subscribe to the alert topics (vigil/v1/alerts/#) over MQTT.
 	DeviceNurseCall = "nurse-call"
@@ -93,8 +97,13 @@ type Device struct {
 	Model        string `json:"model,omitempty"`
 	Serial       string `json:"serial,omitempty"`
 	// Firmware is the device's firmware version as registered.
-	Firmware   string `json:"firmware,omitempty"`
-	SecretHash string `json:"-"`
+	Firmware string `json:"firmware,omitempty"`
+	// Serves, for an edge gateway (kind DeviceEdge), is whom it serves:
+	// the patients of these wards and these patients, with the devices
+	// assigned to them. The edge receives their registry entries, rules
+	// and mapping templates, and may forward only their readings.
+	Serves     *EdgeScope `json:"serves,omitempty"`
+	SecretHash string     `json:"-"`
 	// Revoked devices may not connect or send anything (their secret is
 	// gone); a new secret (rotation) lets them back in.
 	Revoked bool `json:"revoked,omitempty"`
@@ -115,6 +124,30 @@ type Device struct {
 	Created    time.Time       `json:"created"`
 	Updated    time.Time       `json:"updated"`
 	LastSeen   time.Time       `json:"lastSeen,omitzero"`
+}
+
+// EdgeScope is what an edge gateway serves (Device.Serves).
+type EdgeScope struct {
+	Wards    []string `json:"wards,omitempty"`
+	Patients []string `json:"patients,omitempty"`
+}
+
+// Covers reports whether the scope includes the patient.
+func (s *EdgeScope) Covers(p *Patient) bool {
+	if s == nil || p == nil {
+		return false
+	}
+	for _, w := range s.Wards {
+		if p.Ward == w {
+			return true
+		}
+	}
+	for _, id := range s.Patients {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Device command states.

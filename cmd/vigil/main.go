@@ -94,6 +94,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 
 	root.AddCommand(
 		newServeCmd(g),
+		newEdgeCmd(g),
 		newDemoCmd(g),
 		newSimCmd(g),
 		newBenchCmd(g),

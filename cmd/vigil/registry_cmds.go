@@ -69,15 +69,25 @@ func newPatientCmd(g *globals) *cobra.Command {
 func newDeviceCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "device", Short: "Add, list and assign devices; rotate their secrets"}
 	var d vigil.Device
+	var servesWards, servesPatients []string
 	add := &cobra.Command{
 		Use:   "add",
 		Short: "Register a device and print its secret (shown once; only a hash is stored)",
 		Long: `Register a device. Vigil prints the device's secret once; it stores only an
 argon2id hash of it. Configure the device with its id as MQTT username (or HTTP
 Basic user) and the secret as password.`,
-		Example: `  vigil device add --id mon-icu-4 --kind bedside-monitor --manufacturer Acme --model M1 --serial SN123`,
-		Args:    cobra.NoArgs,
+		Example: `  vigil device add --id mon-icu-4 --kind bedside-monitor --manufacturer Acme --model M1 --serial SN123
+  vigil device add --id ward7-edge --kind edge --serves-ward 7     # an edge gateway (vigil edge)`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(servesWards)+len(servesPatients) > 0 {
+				if d.Kind != vigil.DeviceEdge {
+					return fmt.Errorf("--serves-ward and --serves-patient are for edge gateways (--kind edge)")
+				}
+				d.Serves = &vigil.EdgeScope{Wards: servesWards, Patients: servesPatients}
+			} else if d.Kind == vigil.DeviceEdge {
+				return fmt.Errorf("an edge gateway serves wards or patients: give --serves-ward W or --serves-patient ID (repeatable)")
+			}
 			return g.withRegistry(cmd, func(ctx context.Context, r registry) error {
 				secret, err := r.AddDevice(ctx, &d)
 				if err != nil {
@@ -95,7 +105,9 @@ Basic user) and the secret as password.`,
 	}
 	f := add.Flags()
 	f.StringVar(&d.ID, "id", "", "device id: letters, digits and '-', up to 48 (required)")
-	f.StringVar(&d.Kind, "kind", vigil.DeviceBedsideMonitor, "bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, pill-bottle (reports openings to /api/v1/devices/{id}/events) or nurse-call (may subscribe to vigil/v1/alerts/#)")
+	f.StringVar(&d.Kind, "kind", vigil.DeviceBedsideMonitor, "bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, pill-bottle (reports openings to /api/v1/devices/{id}/events), nurse-call (may subscribe to vigil/v1/alerts/#) or edge (an edge gateway running vigil edge; give --serves-ward or --serves-patient)")
+	f.StringSliceVar(&servesWards, "serves-ward", nil, "edge gateways: a ward whose patients (and their devices) the edge serves (repeatable)")
+	f.StringSliceVar(&servesPatients, "serves-patient", nil, "edge gateways: a patient the edge serves, e.g. a home hub's (repeatable)")
 	f.StringVar(&d.Manufacturer, "manufacturer", "", "manufacturer")
 	f.StringVar(&d.Model, "model", "", "model")
 	f.StringVar(&d.Firmware, "firmware", "", "firmware version (shown in the web app's device fleet)")

@@ -217,30 +217,8 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 				return err
 			}
 			opts.Logger = log
-			dir := certs.Dir(g.data)
-			switch {
-			case tlsCert != "" || tlsKey != "":
-				if tlsCert == "" || tlsKey == "" {
-					return fmt.Errorf("give both --tls-cert and --tls-key")
-				}
-				if opts.TLS, err = certs.ServerConfig(tlsCert, tlsKey); err != nil {
-					return err
-				}
-			case !plaintext && certs.Exists(dir):
-				if opts.TLS, err = certs.ServerConfig(filepath.Join(dir, certs.CertFile), filepath.Join(dir, certs.KeyFile)); err != nil {
-					return err
-				}
-			}
-			if opts.TLS != nil {
-				if _, err := os.Stat(filepath.Join(dir, certs.CAFile)); err == nil {
-					// Devices may present a certificate from Vigil's CA (vigil device cert).
-					if err := certs.RequireClientCertsFrom(opts.TLS, filepath.Join(dir, certs.CAFile)); err != nil {
-						return err
-					}
-				}
-			}
-			if opts.TLS == nil && !plaintext {
-				return fmt.Errorf("no TLS certificate in %s: run `vigil certs init --data %s` (or give --tls-cert and --tls-key); --plaintext serves in the clear for a test setup only", dir, g.data)
+			if opts.TLS, err = listenerTLS(g, tlsCert, tlsKey, plaintext); err != nil {
+				return err
 			}
 			if opts.MQTTAddr == "" {
 				opts.MQTTAddr = ":8883"
@@ -325,6 +303,40 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.StringVar(&memProfile, "memprofile", "", "on each SIGUSR1, write a Go heap profile to this file (read it with go tool pprof)")
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd
+}
+
+// listenerTLS is the TLS configuration of a node's listeners: --tls-cert
+// and --tls-key, else DATA/tls (vigil certs init), with client
+// certificates from Vigil's CA accepted; nil only with --plaintext.
+func listenerTLS(g *globals, tlsCert, tlsKey string, plaintext bool) (*tls.Config, error) {
+	dir := certs.Dir(g.data)
+	var cfg *tls.Config
+	var err error
+	switch {
+	case tlsCert != "" || tlsKey != "":
+		if tlsCert == "" || tlsKey == "" {
+			return nil, fmt.Errorf("give both --tls-cert and --tls-key")
+		}
+		if cfg, err = certs.ServerConfig(tlsCert, tlsKey); err != nil {
+			return nil, err
+		}
+	case !plaintext && certs.Exists(dir):
+		if cfg, err = certs.ServerConfig(filepath.Join(dir, certs.CertFile), filepath.Join(dir, certs.KeyFile)); err != nil {
+			return nil, err
+		}
+	}
+	if cfg != nil {
+		if _, err := os.Stat(filepath.Join(dir, certs.CAFile)); err == nil {
+			// Devices may present a certificate from Vigil's CA (vigil device cert).
+			if err := certs.RequireClientCertsFrom(cfg, filepath.Join(dir, certs.CAFile)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cfg == nil && !plaintext {
+		return nil, fmt.Errorf("no TLS certificate in %s: run `vigil certs init --data %s` (or give --tls-cert and --tls-key); --plaintext serves in the clear for a test setup only", dir, g.data)
+	}
+	return cfg, nil
 }
 
 // serve runs a node until ctx ends, then shuts it down gracefully.

@@ -86,7 +86,7 @@ func (s *Service) AddPatient(ctx context.Context, p *vigil.Patient) error {
 
 func validKind(k string) bool {
 	switch k {
-	case vigil.DeviceBedsideMonitor, vigil.DeviceWearable, vigil.DeviceBPCuff, vigil.DeviceGlucometer, vigil.DeviceThermometer, vigil.DeviceScale, vigil.DeviceGateway, vigil.DeviceNurseCall, vigil.DevicePillBottle:
+	case vigil.DeviceBedsideMonitor, vigil.DeviceWearable, vigil.DeviceBPCuff, vigil.DeviceGlucometer, vigil.DeviceThermometer, vigil.DeviceScale, vigil.DeviceGateway, vigil.DeviceNurseCall, vigil.DevicePillBottle, vigil.DeviceEdge:
 		return true
 	}
 	return false
@@ -100,7 +100,10 @@ func (s *Service) AddDevice(ctx context.Context, d *vigil.Device) (string, error
 		return "", vigil.FieldErrorf("id", "invalid", "device id %q: use letters, digits and '-', up to 48 characters, starting with a letter or digit", d.ID)
 	}
 	if !validKind(d.Kind) {
-		return "", vigil.FieldErrorf("kind", "invalid", "device kind %q: use bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, nurse-call or pill-bottle", d.Kind)
+		return "", vigil.FieldErrorf("kind", "invalid", "device kind %q: use bedside-monitor, wearable, bp-cuff, glucometer, thermometer, scale, gateway, nurse-call, pill-bottle or edge", d.Kind)
+	}
+	if (d.Kind == vigil.DeviceEdge) != (d.Serves != nil) {
+		return "", vigil.FieldErrorf("serves", "invalid", "an edge gateway (kind edge) says which wards or patients it serves (serves), and only an edge does")
 	}
 	secret := auth.NewSecret()
 	h, err := auth.HashDeviceSecret(secret)

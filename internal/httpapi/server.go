@@ -165,6 +165,8 @@ func New(o Options) *Server {
 	}
 	m := &routes{mux: s.mux, list: &s.routes}
 	m.HandleFunc("POST /api/v1/devices/{id}/readings", s.ingestFormat(""))
+	m.HandleFunc("GET /api/v1/edges/{id}/config", s.edgeConfig)
+	m.HandleFunc("POST /api/v1/edges/{id}/readings", s.edgeReadings)
 	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))
 	m.HandleFunc("POST /api/v1/devices/{id}/events", s.postEvents)
 	m.HandleFunc("POST /api/v1/devices/{id}/omh", s.ingestFormat("omh"))

@@ -49,6 +49,10 @@ type Raw struct {
 	Battery *float64
 	// Origin is where the reading was taken, when the message says.
 	Origin *vigil.Origin
+	// Received, when set, is when the reading first reached Vigil (an
+	// edge gateway forwarding what it took in earlier); otherwise the
+	// message's receive time.
+	Received time.Time
 	// Err is set when the decoder already refused this reading.
 	Err error
 }
@@ -64,6 +68,9 @@ type RawValue struct {
 	Concept *vigil.Concept
 	// Sampling: a MedTech SampledData value's grouping for FHIR.
 	Sampling *vigil.Sampling
+	// OrigUnit is the unit the device sent when Value was already
+	// converted from it (an edge gateway forwards normalized values).
+	OrigUnit string
 }
 
 // A Decoder turns a message into readings. An error refuses the whole
@@ -258,6 +265,9 @@ func (p *Pipeline) normalize(raw Raw, received time.Time) (*vigil.Reading, error
 	if len(raw.ID) > maxIDLen || strings.IndexFunc(raw.ID, func(r rune) bool { return r == 0 || unicode.IsControl(r) }) >= 0 {
 		return nil, vigil.FieldErrorf(prefix+"id", "invalid", "id must be 1–%d printable characters", maxIDLen)
 	}
+	if !raw.Received.IsZero() {
+		received = raw.Received.UTC()
+	}
 	r := &vigil.Reading{ID: raw.ID, Received: received, Time: raw.Time.UTC()}
 	if r.Time.IsZero() {
 		return nil, vigil.FieldErrorf(prefix+"time", "required", "the reading has no time")
@@ -295,6 +305,9 @@ func (p *Pipeline) normalize(raw Raw, received time.Time) (*vigil.Reading, error
 			return nil, err
 		}
 		m.Sampling = v.Sampling
+		if v.OrigUnit != "" && v.OrigUnit != m.Unit {
+			m.OrigUnit = v.OrigUnit
+		}
 		k := m.Code + "\x00" + m.Method // one value per code and method
 		if seen[k] {
 			return nil, vigil.FieldErrorf(v.Field+".code", "duplicate", "code %s appears twice in one reading", m.Code)

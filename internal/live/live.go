@@ -19,6 +19,9 @@ const (
 	// TypeSignal is a public-health aberration (Data is *pubhealth.Signal),
 	// for the public-health webhooks; no patient.
 	TypeSignal = "public-health-signal"
+	// TypeEdgeBuffer: an edge gateway's forwarding buffer is nearly full,
+	// or no longer (Data: {"active": bool, "detail": string}).
+	TypeEdgeBuffer = "edge-buffer"
 )
 
 // Event is one thing that happened. PatientID lets subscribers filter

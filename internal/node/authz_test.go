@@ -37,6 +37,8 @@ var access = map[string]string{
 	"POST /api/v1/devices/{id}/events":                      "device",
 	"POST /api/v1/devices/{id}/omh":                         "device",
 	"POST /api/v1/devices/{id}/medtech":                     "device",
+	"GET /api/v1/edges/{id}/config":                         "device",
+	"POST /api/v1/edges/{id}/readings":                      "device",
 	"GET /healthz":                                          "public",
 	"GET /readyz":                                           "public",
 	"GET /metrics":                                          "admin",

@@ -38,6 +38,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/certs"
 	"github.com/vigil-iomt/vigil/internal/diskguard"
+	"github.com/vigil-iomt/vigil/internal/edge"
 	"github.com/vigil-iomt/vigil/internal/ehrsync"
 	"github.com/vigil-iomt/vigil/internal/fhir"
 	"github.com/vigil-iomt/vigil/internal/gatt"
@@ -221,6 +222,29 @@ type Options struct {
 	// PrivacyBudget is each analyst's differential-privacy budget for
 	// aggregate exports (zero: pubhealth.DefaultBudget, ε 10 and δ 1e-4).
 	PrivacyBudget pubhealth.Budget
+	// Edge, when set, makes this node an edge gateway (vigil edge): its
+	// configuration comes from the upstream server and every reading it
+	// stores is forwarded there (internal/edge). Embedded store only.
+	Edge *EdgeOptions
+}
+
+// EdgeOptions configure an edge gateway's link to its upstream server.
+type EdgeOptions struct {
+	Upstream string // the server's base URL, https://vigil.example:8443
+	ID       string // the edge's device id on the server (kind edge)
+	// TLS is the client configuration towards the server: its CA and
+	// the edge's certificate (mutual TLS).
+	TLS *tls.Config
+	// BufferMax bounds the store-and-forward buffer in bytes (0: only the
+	// disk reserve does); BufferPolicy says what happens when it is full
+	// (edge.PolicyRefuse, the default, or edge.PolicyDropOldest).
+	BufferMax    int64
+	BufferPolicy string
+	// ConfigInterval is how often the configuration is fetched (default
+	// 1 minute).
+	ConfigInterval time.Duration
+	// Batch is the most readings forwarded per request (default 2000).
+	Batch int
 }
 
 // Node is a running Vigil process.
@@ -266,8 +290,11 @@ type Node struct {
 	// Subscriptions sends FHIR topic-based subscription notifications.
 	Subscriptions *fhir.Subscriptions
 	// EHRSync pushes to an EHR's FHIR server (nil unless Options.EHRURL).
-	EHRSync  *ehrsync.Syncer
-	Registry *prometheus.Registry
+	EHRSync *ehrsync.Syncer
+	// Forwarder and EdgeConfig run on an edge gateway (Options.Edge).
+	Forwarder  *edge.Forwarder
+	EdgeConfig *edge.Syncer
+	Registry   *prometheus.Registry
 
 	opts       Options
 	httpLn     net.Listener
@@ -328,6 +355,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		}
 	}()
 
+	if opts.Edge != nil && (opts.Postgres != "" || opts.NATS != "") {
+		return nil, errors.New("an edge gateway keeps its buffer in the embedded store: drop --postgres and --nats")
+	}
 	if opts.Postgres != "" {
 		if n.Store, err = pgstore.Open(ctx, opts.Postgres, pgstore.Options{Schema: opts.PostgresSchema, Now: opts.Now, ChangeFeed: opts.EHRURL != ""}); err != nil {
 			return nil, fmt.Errorf("PostgreSQL store: %w", err)
@@ -335,6 +365,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	} else {
 		sopts := pebble.DefaultOptions()
 		sopts.ChangeFeed = opts.EHRURL != ""
+		sopts.Outbox = opts.Edge != nil
 		sopts.Now = opts.Now
 		sopts.Logger = log
 		sopts.Registerer = n.Registry
@@ -452,6 +483,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		omh.Format:     ingest.PayloadDecoder(omh.DecodePayload),
 		fhir.Format:    ingest.PayloadDecoder(fhir.DecodePayload),
 		medtech.Format: medtech.NewDecoder(n.Store, table).Decode,
+		edge.Format:    edge.Decode,
 	}
 	if opts.Postgres == "" {
 		if n.Disk, err = diskguard.Start(diskguard.Options{Dir: opts.DataDir, Reserve: opts.DiskReserve, Logger: log, Registerer: n.Registry}); err != nil {
@@ -462,6 +494,26 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if !n.takesDevices() {
 		iopts.Admit = func() error {
 			return vigil.Errorf(vigil.EUNAVAILABLE, "this Vigil node does not take device readings (--role %s): send them to an ingest node", opts.Role)
+		}
+	}
+	if e := opts.Edge; e != nil {
+		client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: e.TLS.Clone(), ForceAttemptHTTP2: true,
+			MaxIdleConns: 4, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}}
+		if n.Forwarder, err = edge.StartForwarder(edge.ForwarderOptions{Upstream: e.Upstream, ID: e.ID, Client: client,
+			Store: n.Store.(*pebble.Store), Batch: e.Batch, MaxBytes: e.BufferMax, Policy: e.BufferPolicy, Alarm: n.edgeBufferAlarm,
+			Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
+			return nil, err
+		}
+		iopts.OnStored = append(iopts.OnStored, func(context.Context, []*vigil.Reading) { n.Forwarder.Kick() })
+		diskAdmit := iopts.Admit
+		iopts.Admit = func() error {
+			if err := n.Forwarder.Admit(); err != nil {
+				return err
+			}
+			if diskAdmit != nil {
+				return diskAdmit()
+			}
+			return nil
 		}
 	}
 	var pipelineStore ingest.Store = n.Store
@@ -523,6 +575,26 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 			}
 			return n.Broker.PublishCommand(deviceID, payload)
 		}}
+
+	if e := opts.Edge; e != nil {
+		client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: e.TLS.Clone(), TLSHandshakeTimeout: 10 * time.Second}}
+		if n.EdgeConfig, err = edge.StartSync(edge.SyncOptions{Upstream: e.Upstream, ID: e.ID, Client: client, Store: n.Store,
+			StateFile: filepath.Join(opts.DataDir, "edge-config.json"), Interval: e.ConfigInterval, Logger: log,
+			Hooks: edge.Hooks{
+				SaveRule: func(ctx context.Context, r vigil.Rule) error {
+					_, err := n.Alerts.SaveRule(ctx, r)
+					return err
+				},
+				DeviceChanged: n.deviceChanged,
+				PatientChanged: func(p *vigil.Patient) {
+					if err := n.Alerts.SetOverrides(p.ID, p.Overrides); err != nil {
+						log.Warn("a patient-specific alert limit from upstream was not taken into force", "err", err)
+					}
+				},
+			}}); err != nil {
+			return nil, err
+		}
+	}
 
 	// Connection caps: no host can exhaust a listener; loopback clients
 	// have no per-address cap. Refusals and slow clients are counted.
@@ -758,6 +830,13 @@ func (n *Node) authenticateRequest(r *http.Request) (*vigil.Principal, error) {
 		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "a bearer token is required")
 	}
 	return n.Auth.Principal(r.Context(), tok)
+}
+
+// edgeBufferAlarm tells the edge's operators, through the log and the
+// live event stream (the web app, webhooks), that the forwarding buffer is
+// nearly full or no longer.
+func (n *Node) edgeBufferAlarm(active bool, detail string) {
+	n.Hub.Publish(live.Event{Type: live.TypeEdgeBuffer, Time: n.opts.Now().UTC(), Data: map[string]any{"active": active, "detail": detail}})
 }
 
 // CommandKeyFile (in the data directory) holds the Ed25519 key that signs
@@ -1002,6 +1081,12 @@ func (n *Node) close() error {
 	}
 	if n.Disk != nil {
 		n.Disk.Close()
+	}
+	if n.EdgeConfig != nil {
+		n.EdgeConfig.Close()
+	}
+	if n.Forwarder != nil {
+		n.Forwarder.Close() // what is not forwarded stays in the outbox
 	}
 	if n.stopRelay != nil {
 		n.stopRelay()

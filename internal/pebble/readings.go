@@ -157,6 +157,7 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	var claimed []string
 	var newSeries []seriesKey
 	marked := make(map[dayMark]bool)
+	var outCount, outBytes int64 // outbox entries written
 	forget := func() {
 		// Series ids of a batch that did not commit.
 		for _, k := range newSeries {
@@ -212,6 +213,15 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		t, lag := r.Time.UnixMilli(), lagSeconds(r)
 		if s.opts.ChangeFeed {
 			set(s.feedValue(feedRecord{Kind: "r", Device: r.DeviceID, Reading: r.ID, Patient: r.PatientID, Time: t, Received: recv.UnixMilli()}))
+		}
+		if s.opts.Outbox {
+			k, v, err := s.outboxValue(r)
+			if err != nil {
+				return fail(err)
+			}
+			set(k, v)
+			outCount++
+			outBytes += int64(len(v))
 		}
 		for _, m := range r.Values {
 			sk := seriesKey{Patient: r.PatientID, Code: m.Code, Device: r.DeviceID, Method: m.Method}
@@ -281,6 +291,8 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		for dm := range marked {
 			s.durableMarks[dm] = true
 		}
+		s.outbox.count.Add(outCount)
+		s.outbox.bytes.Add(outBytes)
 	}
 	release()
 	s.mu.Unlock()

@@ -57,6 +57,9 @@ type Options struct {
 	// ChangeFeed keeps a durable log of stored readings and saved alerts
 	// for an outbound consumer (the EHR sync): see feed.go.
 	ChangeFeed bool
+	// Outbox keeps every new reading in a store-and-forward buffer for an
+	// edge gateway's forwarder: see outbox.go.
+	Outbox bool
 	// FS is passed to Pebble (nil: the operating system's).
 	PebbleOptions func(*pebble.Options)
 }
@@ -87,7 +90,8 @@ type Store struct {
 	durableMarks map[dayMark]bool
 	nextSID      uint64
 	feedSeq      atomic.Uint64 // next change-feed sequence
-	regMu        sync.Mutex    // serializes registry read-modify-writes
+	outbox       outbox
+	regMu        sync.Mutex // serializes registry read-modify-writes
 
 	deadLetters atomic.Int64 // stored dead letters, for the size metric
 
@@ -175,6 +179,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.loadFeed(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadOutbox(); err != nil {
 		db.Close()
 		return nil, err
 	}

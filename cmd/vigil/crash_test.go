@@ -131,8 +131,14 @@ type child struct {
 // flags) and waits until it listens.
 func startChild(t testing.TB, dir string, extra ...string) child {
 	t.Helper()
+	return startVigil(t, dir, append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error", "--plaintext"}, extra...)...)
+}
+
+// startVigil runs the test binary as vigil with args (a serving command
+// on dir) and waits until it listens.
+func startVigil(t testing.TB, dir string, args ...string) child {
+	t.Helper()
 	os.Remove(filepath.Join(dir, node.ControlFile)) // left behind by the previous SIGKILL
-	args := append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error", "--plaintext"}, extra...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=1")
 	cmd.Stderr = os.Stderr
@@ -151,8 +157,10 @@ func startChild(t testing.TB, dir string, extra ...string) child {
 }
 
 // checker records, per device, which reading sequence numbers were sent
-// and which were acknowledged. Sequence n has device time t0 + n ms.
+// and which were acknowledged. Sequence n has device time t0 + n·step
+// (step 1 ms unless a test sets another).
 type checker struct {
+	step  time.Duration
 	mu    sync.Mutex
 	next  []int
 	sent  []map[int]bool
@@ -160,7 +168,7 @@ type checker struct {
 }
 
 func newChecker(devices int) *checker {
-	c := &checker{next: make([]int, devices)}
+	c := &checker{next: make([]int, devices), step: time.Millisecond}
 	for range devices {
 		c.sent = append(c.sent, map[int]bool{})
 		c.acked = append(c.acked, map[int]bool{})
@@ -205,7 +213,7 @@ func (c *checker) check(t *testing.T, st vigil.ObservationStore, t0 time.Time, w
 		acked, sent := c.snapshot(d)
 		var counts map[int64]int
 		for deadline := time.Now().Add(wait); ; time.Sleep(200 * time.Millisecond) {
-			counts = storedCounts(t, st, d, t0)
+			counts = storedCounts(t, st, d, t0, c.step)
 			missing := 0
 			for seq := range acked {
 				if counts[int64(seq)] == 0 {
@@ -221,20 +229,21 @@ func (c *checker) check(t *testing.T, st vigil.ObservationStore, t0 time.Time, w
 				t.Errorf("device %d: acknowledged reading %d stored %d times, want exactly once", d, seq, n)
 			}
 		}
-		for ms, n := range counts {
-			if !sent[int(ms)] {
-				t.Errorf("device %d: stored a reading at +%d ms that was never sent", d, ms)
+		for seq, n := range counts {
+			if !sent[int(seq)] {
+				t.Errorf("device %d: stored a reading at t0 + %d steps that was never sent", d, seq)
 			}
 			if n > 1 {
-				t.Errorf("device %d: reading at +%d ms stored %d times", d, ms, n)
+				t.Errorf("device %d: reading %d stored %d times", d, seq, n)
 			}
 		}
 		t.Logf("device %d: %d acknowledged, %d sent, %d stored", d, len(acked), len(sent), len(counts))
 	}
 }
 
-// storedCounts counts device d's stored heart rates by time since t0 (ms).
-func storedCounts(t *testing.T, st vigil.ObservationStore, d int, t0 time.Time) map[int64]int {
+// storedCounts counts device d's stored heart rates by sequence: time
+// since t0 in steps.
+func storedCounts(t *testing.T, st vigil.ObservationStore, d int, t0 time.Time, step time.Duration) map[int64]int {
 	t.Helper()
 	counts := map[int64]int{}
 	cursor := ""
@@ -244,7 +253,7 @@ func storedCounts(t *testing.T, st vigil.ObservationStore, d int, t0 time.Time) 
 			t.Fatal(err)
 		}
 		for _, o := range obs {
-			counts[o.Time.Sub(t0).Milliseconds()]++
+			counts[int64(o.Time.Sub(t0)/step)]++
 		}
 		if cursor = next; cursor == "" {
 			return counts
@@ -328,7 +337,7 @@ func publishUntilKilled(ctx context.Context, addr string, d int, secret string, 
 			go func() {
 				defer func() { <-sem; wg.Done() }()
 				payload := fmt.Sprintf(`{"id":"%s","time":%q,"values":[{"code":"8867-4","value":%d,"unit":"/min"}]}`,
-					strconv.Itoa(seq), t0.Add(time.Duration(seq)*time.Millisecond).UTC().Format(time.RFC3339Nano), 60+seq%40)
+					strconv.Itoa(seq), t0.Add(time.Duration(seq)*ck.step).UTC().Format(time.RFC3339Nano), 60+seq%40)
 				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
 				pr, err := c.Publish(pctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)})

@@ -65,7 +65,7 @@ func TestReconnectStorm(t *testing.T) {
 	srv.cmd.Wait()
 
 	st := openStore(t, dir)
-	counts := storedCounts(t, st, 0, t0)
+	counts := storedCounts(t, st, 0, t0, time.Millisecond)
 	for round := range 2 {
 		for d := range devices {
 			if n := counts[int64(100000+round*devices+d)]; n != 1 {

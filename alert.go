@@ -74,6 +74,11 @@ type Alert struct {
 	// SnoozedUntil silences escalation and re-notification until then.
 	SnoozedUntil time.Time    `json:"snoozedUntil,omitzero"`
 	History      []AlertEvent `json:"history"`
+	// Origin is the edge gateway that raised the alert while its link to
+	// this server was down ("" for this server's own), and EdgeID the
+	// alert's id there.
+	Origin string `json:"origin,omitempty"`
+	EdgeID string `json:"edgeId,omitempty"`
 }
 
 // Open reports whether the alert still needs attention (firing or acknowledged).

@@ -28,6 +28,10 @@ type Outbox interface {
 	OutboxDelete(ctx context.Context, es []pebble.OutboxEntry) error
 	OutboxSize() (count, bytes int64)
 	vigil.DeadLetterStore
+	// The change feed holds the alerts saved here, to reconcile upstream.
+	FeedAfter(ctx context.Context, after uint64, n int) ([]vigil.FeedEntry, error)
+	TrimFeed(ctx context.Context, seqs []uint64) error
+	FindAlertByID(ctx context.Context, id string) (*vigil.Alert, error)
 }
 
 // What the edge does when its buffer is full (ForwarderOptions.Policy).
@@ -96,18 +100,20 @@ type Forwarder struct {
 
 // Status is what the forwarder has done, for operators.
 type Status struct {
-	Upstream     string    `json:"upstream"`
-	Connected    bool      `json:"connected"`
-	Pending      int64     `json:"pending"`
-	PendingBytes int64     `json:"pendingBytes"`
-	MaxBytes     int64     `json:"maxBytes,omitempty"`
-	Policy       string    `json:"policy"`
-	Forwarded    int64     `json:"forwarded"`
-	Refused      int64     `json:"refused"`
-	Evicted      int64     `json:"evicted"`
-	ClockSkewMS  int64     `json:"clockSkewMs"`
-	LastOK       time.Time `json:"lastOK,omitzero"`
-	LastError    string    `json:"lastError,omitempty"`
+	Upstream     string `json:"upstream"`
+	Connected    bool   `json:"connected"`
+	Pending      int64  `json:"pending"`
+	PendingBytes int64  `json:"pendingBytes"`
+	MaxBytes     int64  `json:"maxBytes,omitempty"`
+	Policy       string `json:"policy"`
+	Forwarded    int64  `json:"forwarded"`
+	Refused      int64  `json:"refused"`
+	Evicted      int64  `json:"evicted"`
+	// AlertsReconciled counts the edge alerts sent to the server.
+	AlertsReconciled int64     `json:"alertsReconciled"`
+	ClockSkewMS      int64     `json:"clockSkewMs"`
+	LastOK           time.Time `json:"lastOK,omitzero"`
+	LastError        string    `json:"lastError,omitempty"`
 }
 
 // StartForwarder begins forwarding.
@@ -224,7 +230,9 @@ func (f *Forwarder) step(ctx context.Context) (bool, time.Duration, error) {
 	}
 	if len(es) == 0 {
 		f.lag.Set(0)
-		return false, 0, nil
+		// Caught up: the server has every reading, so its own alerts
+		// from them are in place; now reconcile the edge's.
+		return f.alerts(ctx)
 	}
 	f.lag.Set(max(0, f.o.Now().Sub(es[0].Reading.Received).Seconds()))
 	req := ForwardRequest{Sent: f.o.Now().UTC(), Readings: make([]*vigil.Reading, len(es))}
@@ -281,22 +289,78 @@ func (f *Forwarder) fail(err error) error {
 	return err
 }
 
+// alerts sends the alerts saved here since the last reconciliation (the
+// latest state of each), and trims the feed once the server took them.
+func (f *Forwarder) alerts(ctx context.Context) (bool, time.Duration, error) {
+	es, err := f.o.Store.FeedAfter(ctx, 0, 500)
+	if err != nil || len(es) == 0 {
+		return false, 0, err
+	}
+	var req AlertsRequest
+	seen := map[string]bool{}
+	seqs := make([]uint64, 0, len(es))
+	for _, e := range es {
+		seqs = append(seqs, e.Seq)
+		if e.Kind != vigil.FeedAlert || seen[e.AlertID] {
+			continue
+		}
+		seen[e.AlertID] = true
+		a, err := f.o.Store.FindAlertByID(ctx, e.AlertID)
+		if vigil.ErrorCode(err) == vigil.ENOTFOUND {
+			continue
+		}
+		if err != nil {
+			return false, 0, err
+		}
+		req.Alerts = append(req.Alerts, a)
+	}
+	if len(req.Alerts) > 0 {
+		var resp AlertsResponse
+		if retry, err := f.call(ctx, "/alerts", req, &resp); err != nil {
+			return false, retry, f.fail(err)
+		}
+		for _, r := range resp.Results {
+			if r.Status == StatusRefused {
+				f.o.Logger.Warn("the upstream server refused an edge alert", "alert", r.ID, "reason", r.Reason)
+			}
+		}
+		f.mu.Lock()
+		f.status.AlertsReconciled += int64(len(req.Alerts))
+		f.mu.Unlock()
+	}
+	if err := f.o.Store.TrimFeed(ctx, seqs); err != nil {
+		return false, 0, err
+	}
+	return true, 0, nil
+}
+
 // post sends one batch; an error means nothing is settled.
 func (f *Forwarder) post(ctx context.Context, req ForwardRequest) (*ForwardResponse, time.Duration, error) {
-	body, _ := json.Marshal(req)
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, f.o.Upstream+"/api/v1/edges/"+f.o.ID+"/readings", bytes.NewReader(body))
+	var out ForwardResponse
+	retry, err := f.call(ctx, "/readings", req, &out)
 	if err != nil {
-		return nil, 0, err
+		return nil, retry, err
+	}
+	return &out, 0, nil
+}
+
+// call POSTs req to the edge's route path on the server and decodes a
+// 200 answer into out.
+func (f *Forwarder) call(ctx context.Context, path string, req, out any) (time.Duration, error) {
+	body, _ := json.Marshal(req)
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, f.o.Upstream+"/api/v1/edges/"+f.o.ID+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
 	}
 	hr.Header.Set("Content-Type", "application/json")
 	res, err := f.o.Client.Do(hr)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	if res.StatusCode != http.StatusOK {
 		var retry time.Duration
@@ -308,13 +372,12 @@ func (f *Forwarder) post(ctx context.Context, req ForwardRequest) (*ForwardRespo
 		if res.StatusCode == http.StatusRequestEntityTooLarge && f.o.Batch > 50 {
 			f.o.Batch /= 2
 		}
-		return nil, retry, fmt.Errorf("upstream answered %s: %s", res.Status, cmp.Or(p.Detail, p.Title, strings.TrimSpace(string(b))))
+		return retry, fmt.Errorf("upstream answered %s: %s", res.Status, cmp.Or(p.Detail, p.Title, strings.TrimSpace(string(b))))
 	}
-	var out ForwardResponse
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, 0, fmt.Errorf("upstream answer is not a forward response: %v", err)
+	if err := json.Unmarshal(b, out); err != nil {
+		return 0, fmt.Errorf("upstream answer to %s is not what an edge expects: %v", path, err)
 	}
-	return &out, 0, nil
+	return 0, nil
 }
 
 // checkBuffer raises or clears the buffer alarm and, under

@@ -54,6 +54,28 @@ type ForwardResult struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// AlertsRequest is the body of POST /api/v1/edges/{id}/alerts: the
+// latest state of alerts the edge raised or changed, sent once its
+// readings are all upstream.
+type AlertsRequest struct {
+	Alerts []*vigil.Alert `json:"alerts"`
+}
+
+// AlertsResponse says, per alert in request order, which server alert now
+// stands for it (Status stored), or why it was refused.
+type AlertsResponse struct {
+	Results []AlertResult `json:"results"`
+}
+
+// AlertResult is the outcome of one edge alert.
+type AlertResult struct {
+	ID     string `json:"id"`               // the edge's alert id
+	Server string `json:"server,omitempty"` // the server's alert standing for it
+	Status string `json:"status"`           // stored or refused
+	Reason string `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
 // MaxSkew is the clock difference between an edge and the server beyond
 // which the server corrects forwarded receive times (and says so).
 const MaxSkew = 2 * time.Second

@@ -193,6 +193,68 @@ func (s *Server) edgeReadings(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, edge.ForwardResponse{ServerTime: now, ClockSkewMS: skew.Milliseconds(), Results: res})
 }
 
+// edgeAlerts reconciles the alerts an edge raised or changed while its
+// link was down with this server's (alerting.Engine.Adopt): each is merged
+// into the server's open alert of the same patient and rule, or kept as
+// the edge's. Alerts of patients the edge does not serve are refused.
+// Every reconciled alert is audited.
+func (s *Server) edgeAlerts(w http.ResponseWriter, r *http.Request) {
+	d := s.edgeDevice(w, r)
+	if d == nil {
+		return
+	}
+	var req edge.AlertsRequest
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxEdgeBody+1))
+	if err == nil && len(body) > maxEdgeBody {
+		err = &vigil.Error{Code: vigil.ETOOLARGE, Reason: "too-large", Message: "too many alerts at once"}
+	}
+	if err == nil {
+		if jerr := json.Unmarshal(body, &req); jerr != nil {
+			err = vigil.FieldErrorf("", "malformed", "not an edge alert batch: %v", jerr)
+		}
+	}
+	if err != nil {
+		writeProblem(w, problemFor(err))
+		return
+	}
+	out := edge.AlertsResponse{Results: make([]edge.AlertResult, len(req.Alerts))}
+	for i, a := range req.Alerts {
+		res := &out.Results[i]
+		if a == nil {
+			res.Status, res.Reason = edge.StatusRefused, "malformed"
+			continue
+		}
+		res.ID = a.ID
+		p, err := s.o.Store.FindPatientByID(r.Context(), a.PatientID)
+		if err != nil && vigil.ErrorCode(err) != vigil.ENOTFOUND {
+			s.fail(w, r, err)
+			return
+		}
+		if !d.Serves.Covers(p) {
+			res.Status, res.Reason, res.Detail = edge.StatusRefused, "not-served", "edge "+d.ID+" does not serve the alert's patient"
+			continue
+		}
+		got, err := s.o.Alerts.Adopt(r.Context(), d.ID, a)
+		if err != nil {
+			if vigil.ErrorCode(err) != vigil.EINVALID {
+				s.fail(w, r, err)
+				return
+			}
+			e := problemFor(err)
+			res.Status, res.Reason, res.Detail = edge.StatusRefused, e.Reason, e.Detail
+			continue
+		}
+		res.Status, res.Server = edge.StatusStored, got.ID
+		if s.o.Audit != nil {
+			e := audit.FromRequest(r, d.ID, "edge", nil)
+			e.Patient, e.Resource = a.PatientID, "alert/"+got.ID
+			e.Detail = "edge alert " + a.ID + " reconciled (" + a.State + " at the edge)"
+			s.o.Audit(r.Context(), e)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // edgeScope answers whether an edge may forward a reading: its device
 // was assigned at the reading's time to a patient the edge serves. It
 // reads each device's assignments and each patient once per batch.

@@ -41,6 +41,7 @@ type AlertService interface {
 	Escalate(ctx context.Context, id, by, note string) (*vigil.Alert, error)
 	SetOverrides(patientID string, os []vigil.ThresholdOverride) error
 	SaveRule(ctx context.Context, r vigil.Rule) (*vigil.Rule, error)
+	Adopt(ctx context.Context, edge string, a *vigil.Alert) (*vigil.Alert, error)
 	Backtest(ctx context.Context, req alerting.BacktestRequest) (*alerting.BacktestReport, error)
 	DeviceStatus(id string) (alerting.DeviceStatus, bool)
 }
@@ -167,6 +168,7 @@ func New(o Options) *Server {
 	m.HandleFunc("POST /api/v1/devices/{id}/readings", s.ingestFormat(""))
 	m.HandleFunc("GET /api/v1/edges/{id}/config", s.edgeConfig)
 	m.HandleFunc("POST /api/v1/edges/{id}/readings", s.edgeReadings)
+	m.HandleFunc("POST /api/v1/edges/{id}/alerts", s.edgeAlerts)
 	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))
 	m.HandleFunc("POST /api/v1/devices/{id}/events", s.postEvents)
 	m.HandleFunc("POST /api/v1/devices/{id}/omh", s.ingestFormat("omh"))

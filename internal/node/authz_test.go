@@ -39,6 +39,7 @@ var access = map[string]string{
 	"POST /api/v1/devices/{id}/medtech":                     "device",
 	"GET /api/v1/edges/{id}/config":                         "device",
 	"POST /api/v1/edges/{id}/readings":                      "device",
+	"POST /api/v1/edges/{id}/alerts":                        "device",
 	"GET /healthz":                                          "public",
 	"GET /readyz":                                           "public",
 	"GET /metrics":                                          "admin",

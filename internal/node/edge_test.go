@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -159,16 +160,21 @@ func TestEdgeStoreAndForward(t *testing.T) {
 	// The link goes down: the edge keeps monitoring.
 	s.proxy.Block()
 	send(100, 300, 150)
+	var local *vigil.Alert
 	waitFor(t, "a local tachycardia alert", 10*time.Second, func() bool {
 		as, err := e.Alerts.Alerts(ctx, vigil.AlertFilter{PatientID: "p1"})
 		must(t, err)
 		for _, a := range as {
 			if a.RuleID == "tachy" {
+				local = a
 				return true
 			}
 		}
 		return false
 	})
+	// A nurse at the ward acknowledges it on the edge.
+	_, err := e.Alerts.Acknowledge(ctx, local.ID, "nurse-a", "at the bedside")
+	must(t, err)
 	if n, _ := e.Store.(*pebble.Store).OutboxSize(); n == 0 {
 		t.Fatal("nothing buffered while the link is down")
 	}
@@ -194,11 +200,17 @@ func TestEdgeStoreAndForward(t *testing.T) {
 	if v := e.EdgeConfig.State().Version; v != v1 {
 		t.Fatalf("configuration version changed with nothing changed: %s → %s", v1, v)
 	}
-	// The server raised its own alert from the forwarded readings.
-	as, err := s.server.Alerts.Alerts(ctx, vigil.AlertFilter{PatientID: "p1"})
-	must(t, err)
-	if len(as) == 0 {
-		t.Fatal("no alert upstream from the forwarded readings")
+	// Upstream there is one open tachycardia alert for p1 — the server's own
+	// from the forwarded readings, or the edge's, whichever came first —
+	// and it carries the acknowledgement made at the edge.
+	waitFor(t, "the edge's acknowledgement upstream", 10*time.Second, func() bool {
+		as, err := s.server.Alerts.Alerts(ctx, vigil.AlertFilter{PatientID: "p1", States: []string{vigil.AlertFiring, vigil.AlertAcknowledged}})
+		must(t, err)
+		as = slices.DeleteFunc(as, func(a *vigil.Alert) bool { return a.RuleID != "tachy" })
+		return len(as) == 1 && as[0].State == vigil.AlertAcknowledged && slices.ContainsFunc(as[0].History, func(h vigil.AlertEvent) bool { return h.By == "ward7-edge/nurse-a" })
+	})
+	if st := e.Forwarder.Status(); st.AlertsReconciled == 0 {
+		t.Fatalf("no alert reconciled: %+v", st)
 	}
 
 	// A configuration change on the server reaches the edge.
@@ -253,6 +265,46 @@ func TestEdgeForwardAPI(t *testing.T) {
 	if st != 200 || out.Results[0].Status != edge.StatusDuplicate {
 		t.Fatalf("resend: %d %+v", st, out)
 	}
+	// An alert raised at the edge, with no alert of the server's for it,
+	// is kept as the edge's (once, however often it is sent); one of a
+	// patient the edge does not serve is refused.
+	postAlerts := func(as ...*vigil.Alert) edge.AlertsResponse {
+		b, _ := json.Marshal(edge.AlertsRequest{Alerts: as})
+		res, err := hc.Post(s.server.URL()+"/api/v1/edges/ward7-edge/alerts", "application/json", bytes.NewReader(b))
+		must(t, err)
+		defer res.Body.Close()
+		var out edge.AlertsResponse
+		json.NewDecoder(res.Body).Decode(&out)
+		if res.StatusCode != 200 {
+			t.Fatalf("alerts: %d", res.StatusCode)
+		}
+		return out
+	}
+	ea := &vigil.Alert{ID: "e1", PatientID: "p1", RuleID: "tachy", Title: "Tachycardia", Priority: vigil.PriorityHigh, State: vigil.AlertFiring,
+		Since: now.Add(-time.Minute), Raised: now.Add(-time.Minute), Updated: now.Add(-time.Minute), History: []vigil.AlertEvent{{Time: now.Add(-time.Minute), State: vigil.AlertFiring}}}
+	other := *ea
+	other.ID, other.PatientID = "e2", "p2"
+	ar := postAlerts(ea, &other)
+	if ar.Results[0].Status != edge.StatusStored || ar.Results[0].Server != "edge-ward7-edge-e1" || ar.Results[1].Reason != "not-served" {
+		t.Fatalf("alerts: %+v", ar)
+	}
+	ea.State = vigil.AlertAcknowledged
+	ea.History = append(ea.History, vigil.AlertEvent{Time: now, State: vigil.AlertAcknowledged, By: "nurse-b"})
+	postAlerts(ea)
+	postAlerts(ea)
+	got, err := s.server.Store.FindAlertByID(context.Background(), "edge-ward7-edge-e1")
+	must(t, err)
+	if got.State != vigil.AlertAcknowledged || got.Origin != "ward7-edge" || len(got.History) != 3 || got.History[2].By != "ward7-edge/nurse-b" {
+		t.Fatalf("kept edge alert: %+v", got)
+	}
+	// It is the server's open alert of the rule: no second one is raised.
+	open, err := s.server.Alerts.Alerts(context.Background(), vigil.AlertFilter{PatientID: "p1", States: []string{vigil.AlertFiring, vigil.AlertAcknowledged}})
+	must(t, err)
+	open = slices.DeleteFunc(open, func(a *vigil.Alert) bool { return a.RuleID != "tachy" })
+	if len(open) != 1 {
+		t.Fatalf("open alerts upstream: %d", len(open))
+	}
+
 	// Another device's certificate, or a device that is no edge, may not.
 	res, err := http.Post(s.server.URL()+"/api/v1/edges/ward7-edge/readings", "application/json", nil)
 	if err == nil {

@@ -40,7 +40,8 @@ func (s *Store) SaveAlert(ctx context.Context, a *vigil.Alert) error {
 		b.Close()
 		return err
 	}
-	if s.opts.ChangeFeed {
+	if s.opts.ChangeFeed || s.opts.Outbox {
+		// An edge gateway's forwarder reconciles its alerts from the feed.
 		k, v := s.feedValue(feedRecord{Kind: "a", Alert: a.ID, Patient: a.PatientID})
 		if err := b.Set(k, v, nil); err != nil {
 			b.Close()

@@ -58,7 +58,8 @@ type Options struct {
 	// for an outbound consumer (the EHR sync): see feed.go.
 	ChangeFeed bool
 	// Outbox keeps every new reading in a store-and-forward buffer for an
-	// edge gateway's forwarder: see outbox.go.
+	// edge gateway's forwarder (see outbox.go), and every saved alert in
+	// the change feed, for the forwarder to reconcile with the server.
 	Outbox bool
 	// FS is passed to Pebble (nil: the operating system's).
 	PebbleOptions func(*pebble.Options)

@@ -178,14 +178,20 @@ func (s *Store) AssignDevice(ctx context.Context, deviceID, patientID string, fr
 	if _, err := s.FindDeviceByID(ctx, deviceID); err != nil {
 		return err
 	}
-	if _, err := s.FindPatientByID(ctx, patientID); err != nil {
-		return err
+	if patientID != "" {
+		if _, err := s.FindPatientByID(ctx, patientID); err != nil {
+			return err
+		}
 	}
 	as, err := s.Assignments(ctx, deviceID)
 	if err != nil {
 		return err
 	}
 	b := s.db.NewBatch()
+	if patientID == "" && (len(as) == 0 || !as[len(as)-1].To.IsZero()) {
+		b.Close()
+		return nil // nothing open to close
+	}
 	if n := len(as); n > 0 {
 		last := as[n-1]
 		if last.To.IsZero() && last.PatientID == patientID {
@@ -203,6 +209,9 @@ func (s *Store) AssignDevice(ctx context.Context, deviceID, patientID string, fr
 				return err
 			}
 		}
+	}
+	if patientID == "" {
+		return s.commitSync(b) // unassigned: the open assignment ends at from
 	}
 	a := vigil.Assignment{DeviceID: deviceID, PatientID: patientID, From: from}
 	if err := s.setJSON(b, assignKey(a), a); err != nil {

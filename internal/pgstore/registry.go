@@ -133,8 +133,10 @@ func (s *Store) AssignDevice(ctx context.Context, deviceID, patientID string, fr
 	if _, err := s.FindDeviceByID(ctx, deviceID); err != nil {
 		return err
 	}
-	if _, err := s.FindPatientByID(ctx, patientID); err != nil {
-		return err
+	if patientID != "" {
+		if _, err := s.FindPatientByID(ctx, patientID); err != nil {
+			return err
+		}
 	}
 	return s.inTx(ctx, func(tx pgx.Tx) error {
 		// Assignments of one device serialize on its row.
@@ -147,10 +149,16 @@ func (s *Store) AssignDevice(ctx context.Context, deviceID, patientID string, fr
 		err := tx.QueryRow(ctx, "SELECT patient, from_ns, to_ns FROM assignments WHERE device = $1 ORDER BY from_ns DESC LIMIT 1", deviceID).Scan(&last.PatientID, &lastFrom, &lastTo)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
+			if patientID == "" {
+				return nil // nothing open to close
+			}
 		case err != nil:
 			return err
 		default:
 			last.From = time.Unix(0, lastFrom).UTC()
+			if patientID == "" && lastTo != nil {
+				return nil
+			}
 			if lastTo == nil && last.PatientID == patientID {
 				return nil
 			}
@@ -162,6 +170,9 @@ func (s *Store) AssignDevice(ctx context.Context, deviceID, patientID string, fr
 					return err
 				}
 			}
+		}
+		if patientID == "" {
+			return nil // unassigned: the open assignment ends at from
 		}
 		_, err = tx.Exec(ctx, "INSERT INTO assignments (device, patient, from_ns) VALUES ($1, $2, $3)", deviceID, patientID, from.UnixNano())
 		return err

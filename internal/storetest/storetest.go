@@ -218,6 +218,25 @@ func testAssignments(t *testing.T, s vigil.Store) {
 	if len(ds) != 0 {
 		t.Fatalf("p1 has no current device, got %d", len(ds))
 	}
+
+	// Unassign: an empty patient closes the open assignment; again, and on
+	// a device with none open, it changes nothing.
+	must(t, s.AssignDevice(ctx, "w1", "", t0.Add(2*time.Hour)))
+	must(t, s.AssignDevice(ctx, "w1", "", t0.Add(3*time.Hour)))
+	must(t, s.CreateDevice(ctx, &vigil.Device{ID: "w2", Kind: vigil.DeviceWearable}))
+	must(t, s.AssignDevice(ctx, "w2", "", t0))
+	as, err = s.Assignments(ctx, "w1")
+	must(t, err)
+	if len(as) != 2 || !as[1].To.Equal(t0.Add(2*time.Hour)) {
+		t.Fatalf("after unassign: %+v", as)
+	}
+	if as, _ := s.Assignments(ctx, "w2"); len(as) != 0 {
+		t.Fatalf("unassigning a device with no assignment made one: %+v", as)
+	}
+	must(t, s.AssignDevice(ctx, "w1", "p1", t0.Add(4*time.Hour)))
+	if as, _ := s.Assignments(ctx, "w1"); len(as) != 3 || as[2].PatientID != "p1" || !as[2].To.IsZero() {
+		t.Fatalf("assign after unassign: %+v", as)
+	}
 }
 
 func testUsers(t *testing.T, s vigil.Store) {

@@ -97,7 +97,7 @@ func openStore(t testing.TB, dir string) *pebble.Store {
 // registerDevices adds patients cp0… and wearables cd0… assigned to them
 // from before t0, through the CLI on dir (offline, or through the server
 // running on it), and returns the devices' secrets.
-func registerDevices(t *testing.T, dir string, devices int, t0 time.Time) []string {
+func registerDevices(t testing.TB, dir string, devices int, t0 time.Time) []string {
 	t.Helper()
 	secrets := make([]string, devices)
 	cli := func(args ...string) string {

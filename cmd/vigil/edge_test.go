@@ -23,7 +23,7 @@ import (
 // serves them (its client certificate from the server's CA), and a fault
 // proxy on the link between them.
 type edgeRig struct {
-	t                  *testing.T
+	t                  testing.TB
 	sdir, edir, cdir   string
 	secrets            []string
 	t0                 time.Time
@@ -32,7 +32,7 @@ type edgeRig struct {
 	edgeMQTT, edgeHTTP string
 }
 
-func newEdgeRig(t *testing.T, devices int, t0 time.Time) *edgeRig {
+func newEdgeRig(t testing.TB, devices int, t0 time.Time) *edgeRig {
 	r := &edgeRig{t: t, sdir: t.TempDir(), edir: t.TempDir(), cdir: t.TempDir(), t0: t0}
 	cli := func(args ...string) {
 		if out, err := vigilCmd(t, "", append(args, "--data", r.sdir)...); err != nil {
@@ -59,7 +59,7 @@ func newEdgeRig(t *testing.T, devices int, t0 time.Time) *edgeRig {
 	return r
 }
 
-func hostOf(t *testing.T, base string) string {
+func hostOf(t testing.TB, base string) string {
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatal(err)

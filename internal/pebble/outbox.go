@@ -14,14 +14,14 @@ import (
 // The outbox (Options.Outbox) is an edge gateway's store-and-forward
 // buffer: every new reading, whole and normalized, written in the same
 // synced batch as the reading itself, so a reading a device was told is
-// stored is also one the edge will forward. Keys are o/{sequence, 8 bytes
+// stored is also one the edge will forward. Keys are f/{sequence, 8 bytes
 // big-endian} → the reading's JSON (sealed like the readings). The
 // forwarder (internal/edge) deletes entries only once the upstream server
 // has acknowledged them. Sequence order is commit order, because the
 // ingest pipeline commits one batch at a time; each device's readings
 // therefore leave in the order they arrived.
 
-const pOutbox = 'o'
+const pOutbox = 'f' // "forward" ('o' holds sample origins)
 
 // outbox counts what the buffer holds.
 type outbox struct {

@@ -3,17 +3,20 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/edge"
+	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
 )
 
@@ -134,6 +137,7 @@ loopback for tests. Environment: VIGIL_UPSTREAM mirrors --upstream.`,
 			return serve(cmd.Context(), g, opts)
 		},
 	}
+	cmd.AddCommand(newEdgeStatusCmd(g))
 	f := cmd.Flags()
 	f.StringVar(&eo.Upstream, "upstream", envOr("VIGIL_UPSTREAM", ""), "the upstream Vigil server's base URL, https://vigil.example:8443 (env VIGIL_UPSTREAM)")
 	f.StringVar(&eo.ID, "id", "", "this edge's device id on the server (default: its certificate's CN)")
@@ -154,4 +158,63 @@ loopback for tests. Environment: VIGIL_UPSTREAM mirrors --upstream.`,
 	f.Var(&sizeFlag{&opts.DiskReserve}, "disk-reserve", "refuse new readings while the data disk has less free space than this (default: 5% of the disk, between 64MiB and 1GiB; off: never)")
 	f.Float64Var(&opts.MQTTRate, "mqtt-rate", 0, "MQTT messages per second per device (0: the default; -1: no limit)")
 	return cmd
+}
+
+func newEdgeStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show a running edge gateway's uplink, buffer and configuration",
+		Long: `Ask the edge gateway running on --data what it is doing: whether the uplink answers, how
+many readings wait in the buffer (and how full it is), what was forwarded, refused or evicted,
+the clock skew to the server, and which configuration version is in force.`,
+		Example: `  vigil edge status --data /var/lib/vigil-edge
+  vigil edge status --data /var/lib/vigil-edge --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.data == "" {
+				return fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
+			}
+			c, err := node.ReadControl(g.data)
+			if err != nil || !processAlive(c.PID) {
+				return fmt.Errorf("no edge gateway is running on %s: start it with vigil edge --data %s ...", g.data, g.data)
+			}
+			raw, err := httpapi.NewClient(c.HTTPURL, c.Token).WithTLS(g.clientTLS()).EdgeStatus(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var st node.EdgeStatus
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return err
+			}
+			return g.print(st, func(w *tabwriter.Writer) {
+				f := st.Forwarder
+				up := "DOWN"
+				if f.Connected {
+					up = "up"
+				}
+				fmt.Fprintf(w, "edge:\t%s\nupstream:\t%s (%s)\n", st.Edge, f.Upstream, up)
+				if f.LastError != "" {
+					fmt.Fprintf(w, "last error:\t%s\n", f.LastError)
+				}
+				if !f.LastOK.IsZero() {
+					fmt.Fprintf(w, "last forwarded:\t%s\n", f.LastOK.Format(time.RFC3339))
+				}
+				full := ""
+				if f.MaxBytes > 0 {
+					full = fmt.Sprintf(" (%.0f %% of %d bytes, policy %s)", 100*float64(f.PendingBytes)/float64(f.MaxBytes), f.MaxBytes, f.Policy)
+				}
+				fmt.Fprintf(w, "buffered:\t%d readings, %d bytes%s\n", f.Pending, f.PendingBytes, full)
+				fmt.Fprintf(w, "forwarded:\t%d (refused %d, evicted %d; alerts reconciled %d)\n", f.Forwarded, f.Refused, f.Evicted, f.AlertsReconciled)
+				fmt.Fprintf(w, "clock skew:\t%d ms behind the server\n", f.ClockSkewMS)
+				cfg := "none yet"
+				if st.Config.Version != "" {
+					cfg = fmt.Sprintf("%s (issued %s)", st.Config.Version, st.Config.Issued.Format(time.RFC3339))
+				}
+				fmt.Fprintf(w, "configuration:\t%s\n", cfg)
+				if st.Config.LastError != "" {
+					fmt.Fprintf(w, "configuration error:\t%s\n", st.Config.LastError)
+				}
+			})
+		},
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil/internal/faultproxy"
+	"github.com/vigil-iomt/vigil/internal/node"
 )
 
 // edgeRig is a server (vigil serve over TLS, on its own data directory)
@@ -191,6 +193,15 @@ func TestEdgeOutage(t *testing.T) {
 	r.proxy.SetDrop(0)
 	took := r.waitDrained(3 * time.Minute)
 	t.Logf("outage: %v readings buffered; after the link returned the buffer drained %s after the devices stopped", buffered, took.Round(time.Millisecond))
+
+	out, err := vigilCmd(t, "", "edge", "status", "--data", r.edir, "--json")
+	var st node.EdgeStatus
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || !st.Forwarder.Connected || st.Forwarder.Pending != 0 || st.Config.Version == "" {
+		t.Fatalf("vigil edge status: %v %s", err, out)
+	}
+	if out, err := vigilCmd(t, "", "edge", "status", "--data", r.edir); err != nil || !strings.Contains(out, "buffered:") {
+		t.Fatalf("vigil edge status: %v %s", err, out)
+	}
 
 	stop(r.edge)
 	stop(r.srv)

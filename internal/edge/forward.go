@@ -69,6 +69,10 @@ type ForwarderOptions struct {
 	// MaxBackoff; defaults 500 ms and 30 s); Poll how often an idle
 	// outbox is looked at without a Kick (default 1 s).
 	Backoff, MaxBackoff, Poll time.Duration
+	// Linger is how long after one batch the next waits to fill up when
+	// fewer than Batch readings are waiting (default 50 ms; negative:
+	// never).
+	Linger time.Duration
 	// Alarm is told when the buffer crosses NearFull (active) and when it
 	// is back below it, with a sentence for operators.
 	Alarm      func(active bool, detail string)
@@ -81,11 +85,12 @@ type ForwarderOptions struct {
 // each device's readings arrive in order), and deletes what the server
 // acknowledged.
 type Forwarder struct {
-	o      ForwarderOptions
-	kick   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
-	cursor uint64 // the highest sequence settled in this process
+	o        ForwarderOptions
+	kick     chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
+	cursor   uint64    // the highest sequence settled in this process
+	lastSend time.Time // when the last batch went
 
 	mu     sync.Mutex
 	status Status
@@ -143,6 +148,9 @@ func StartForwarder(o ForwarderOptions) (*Forwarder, error) {
 	}
 	if o.Poll <= 0 {
 		o.Poll = time.Second
+	}
+	if o.Linger == 0 {
+		o.Linger = 50 * time.Millisecond
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -225,6 +233,19 @@ func (f *Forwarder) step(ctx context.Context) (bool, time.Duration, error) {
 		f.cursor = 0
 		es, err = f.o.Store.OutboxAfter(ctx, 0, f.o.Batch)
 	}
+	if err == nil && len(es) > 0 && len(es) < f.o.Batch {
+		// A steady trickle goes in batches of up to Linger's worth, not
+		// a request per reading; a reading after a quiet spell goes at once.
+		if wait := f.o.Linger - time.Since(f.lastSend); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			es, err = f.o.Store.OutboxAfter(ctx, f.cursor, f.o.Batch)
+		}
+	}
 	if err != nil {
 		return false, 0, f.fail(err)
 	}
@@ -239,6 +260,7 @@ func (f *Forwarder) step(ctx context.Context) (bool, time.Duration, error) {
 	for i, e := range es {
 		req.Readings[i] = e.Reading
 	}
+	f.lastSend = time.Now()
 	resp, retryAfter, err := f.post(ctx, req)
 	if err != nil {
 		return false, retryAfter, f.fail(err)

@@ -307,6 +307,15 @@ func (c *Client) Extract(ctx context.Context, o pubhealth.ExtractOptions, w io.W
 	return c.do(ctx, "GET", "/api/v1/studies/"+url.PathEscape(o.Study)+"/extract?"+q.Encode(), nil, w)
 }
 
+// EdgeStatus fetches an edge gateway's state (GET /api/v1/edge/status).
+func (c *Client) EdgeStatus(ctx context.Context) (json.RawMessage, error) {
+	var out json.RawMessage
+	if err := c.do(ctx, "GET", "/api/v1/edge/status", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Aggregates fetches public-health aggregates (GET /api/v1/aggregates).
 func (c *Client) Aggregates(ctx context.Context, o pubhealth.Options) (*pubhealth.Table, error) {
 	q := url.Values{"from": {o.From.Format("2006-01-02")}, "to": {o.To.Format("2006-01-02")}, "format": {"json"}}

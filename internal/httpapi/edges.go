@@ -67,6 +67,16 @@ func (s *Server) edgeConfig(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// edgeStatus reports, on an edge gateway, what its forwarder and
+// configuration sync are doing.
+func (s *Server) edgeStatus(w http.ResponseWriter, _ *http.Request, _ *vigil.Principal) error {
+	if s.o.EdgeStatus == nil {
+		return vigil.Errorf(vigil.ENOTFOUND, "this Vigil node is not an edge gateway (vigil edge)")
+	}
+	writeJSON(w, http.StatusOK, s.o.EdgeStatus())
+	return nil
+}
+
 // edgeSkews remembers each edge's last logged clock skew, so a steady
 // skew is logged once, not with every batch.
 var edgeSkews sync.Map

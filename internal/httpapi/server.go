@@ -70,6 +70,9 @@ type Options struct {
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines func(patientID string) any
+	// EdgeStatus is an edge gateway's forwarding and configuration state
+	// (nil: this node is no edge).
+	EdgeStatus func() any
 	// IssueDeviceCert makes a client certificate for a device with the
 	// node's CA (nil: not served).
 	IssueDeviceCert func(deviceID string) (certPEM, keyPEM []byte, serial string, err error)
@@ -169,6 +172,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/edges/{id}/config", s.edgeConfig)
 	m.HandleFunc("POST /api/v1/edges/{id}/readings", s.edgeReadings)
 	m.HandleFunc("POST /api/v1/edges/{id}/alerts", s.edgeAlerts)
+	m.HandleFunc("GET /api/v1/edge/status", s.with([]string{vigil.RoleAdmin}, s.edgeStatus))
 	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))
 	m.HandleFunc("POST /api/v1/devices/{id}/events", s.postEvents)
 	m.HandleFunc("POST /api/v1/devices/{id}/omh", s.ingestFormat("omh"))

@@ -40,6 +40,7 @@ var access = map[string]string{
 	"GET /api/v1/edges/{id}/config":                         "device",
 	"POST /api/v1/edges/{id}/readings":                      "device",
 	"POST /api/v1/edges/{id}/alerts":                        "device",
+	"GET /api/v1/edge/status":                               "admin",
 	"GET /healthz":                                          "public",
 	"GET /readyz":                                           "public",
 	"GET /metrics":                                          "admin",

@@ -736,6 +736,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		AuditFind: func(ctx context.Context, q audit.Query) (*audit.Page, error) {
 			return audit.Find(ctx, auditStore, q)
 		},
+		EdgeStatus: n.edgeStatus(),
 		IssueDeviceCert: func(id string) ([]byte, []byte, string, error) {
 			return certs.IssueClient(certs.Dir(opts.DataDir), id, opts.Now())
 		},
@@ -830,6 +831,23 @@ func (n *Node) authenticateRequest(r *http.Request) (*vigil.Principal, error) {
 		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "a bearer token is required")
 	}
 	return n.Auth.Principal(r.Context(), tok)
+}
+
+// EdgeStatus is what GET /api/v1/edge/status reports on an edge gateway.
+type EdgeStatus struct {
+	Edge      string         `json:"edge"`
+	Forwarder edge.Status    `json:"forwarder"`
+	Config    edge.SyncState `json:"config"`
+}
+
+// edgeStatus is the status function of an edge gateway (nil otherwise).
+func (n *Node) edgeStatus() func() any {
+	if n.opts.Edge == nil {
+		return nil
+	}
+	return func() any {
+		return EdgeStatus{Edge: n.opts.Edge.ID, Forwarder: n.Forwarder.Status(), Config: n.EdgeConfig.State()}
+	}
 }
 
 // edgeBufferAlarm tells the edge's operators, through the log and the

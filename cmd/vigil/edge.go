@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,7 +26,7 @@ func newEdgeCmd(g *globals) *cobra.Command {
 	eo := &node.EdgeOptions{BufferMax: 1 << 30}
 	var cert, key, ca string
 	var plaintext bool
-	var tlsCert, tlsKey string
+	var tlsCert, tlsKey, cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "edge",
 		Short: "Run Vigil at the edge: monitor near the devices, forward upstream when the network allows",
@@ -133,6 +134,16 @@ loopback for tests. Environment: VIGIL_UPSTREAM mirrors --upstream.`,
 					return fmt.Errorf("VIGIL_DISK_RESERVE: %w", err)
 				}
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
 			fmt.Fprintf(g.stderr, "vigil: edge %s forwarding to %s\n", eo.ID, strings.TrimSuffix(eo.Upstream, "/"))
 			return serve(cmd.Context(), g, opts)
 		},
@@ -156,6 +167,7 @@ loopback for tests. Environment: VIGIL_UPSTREAM mirrors --upstream.`,
 	f.StringVar(&tlsKey, "tls-key", "", "its private key (PEM)")
 	f.BoolVar(&opts.RequireTOTP, "require-totp", true, "clinicians and admins sign in to the edge's web page with an authenticator code as well")
 	f.Var(&sizeFlag{&opts.DiskReserve}, "disk-reserve", "refuse new readings while the data disk has less free space than this (default: 5% of the disk, between 64MiB and 1GiB; off: never)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
 	f.Float64Var(&opts.MQTTRate, "mqtt-rate", 0, "MQTT messages per second per device (0: the default; -1: no limit)")
 	return cmd
 }

@@ -311,6 +311,7 @@ func BenchmarkEdgeFootprint(b *testing.B) {
 		b.ReportMetric(idleCPU, "vigil-idle-cpu%")
 		b.ReportMetric(loadRSS, "vigil-1k/s-MiB")
 		b.ReportMetric(loadCPU, "vigil-1k/s-cpu%")
+		stop(r.edge) // gracefully: a --cpuprofile is written out
 
 		edgeAddr, _, mq, _ := mosquittoPair(b)
 		if mq == nil {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -78,9 +79,13 @@ func (r *edgeRig) startServer() {
 }
 
 func (r *edgeRig) startEdge() {
-	r.edge = startVigil(r.t, r.edir, "edge", "--data", r.edir, "--upstream", "https://"+r.proxy.Addr(),
+	args := []string{"edge", "--data", r.edir, "--upstream", "https://" + r.proxy.Addr(),
 		"--cert", filepath.Join(r.cdir, "edge1.pem"), "--key", filepath.Join(r.cdir, "edge1-key.pem"), "--upstream-ca", filepath.Join(r.sdir, "tls", "ca.pem"),
-		"--http", r.edgeHTTP, "--mqtt", r.edgeMQTT, "--plaintext", "--config-interval", "200ms", "--log-level", "error")
+		"--http", r.edgeHTTP, "--mqtt", r.edgeMQTT, "--plaintext", "--config-interval", "200ms", "--log-level", "error"}
+	if p := os.Getenv("VIGIL_BENCH_EDGE_PROFILE"); p != "" {
+		args = append(args, "--cpuprofile", p) // profile the edge under a benchmark
+	}
+	r.edge = startVigil(r.t, r.edir, args...)
 	r.t.Cleanup(func() { r.edge.cmd.Process.Kill(); r.edge.cmd.Wait() })
 }
 

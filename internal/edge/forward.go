@@ -73,9 +73,14 @@ type ForwarderOptions struct {
 	// fewer than Batch readings are waiting (default 50 ms; negative:
 	// never).
 	Linger time.Duration
-	// Alarm is told when the buffer crosses NearFull (active) and when it
-	// is back below it, with a sentence for operators.
-	Alarm      func(active bool, detail string)
+	// Notify is told, with a sentence for the people at the edge, when the
+	// buffer crosses NearFull and when it is back below (id "buffer"),
+	// and when the uplink has been down for DownNotice and when it is back
+	// (id "uplink").
+	Notify func(id string, active bool, text string)
+	// DownNotice is how long the uplink must be down before Notify says
+	// so (default 30 s: a reset connection is no news).
+	DownNotice time.Duration
 	Now        func() time.Time
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -92,14 +97,16 @@ type Forwarder struct {
 	cursor   uint64    // the highest sequence settled in this process
 	lastSend time.Time // when the last batch went
 
-	mu     sync.Mutex
-	status Status
-	alarm  bool
+	mu        sync.Mutex
+	status    Status
+	alarm     bool
+	downSince time.Time // when the uplink stopped answering (zero: it answers)
+	downTold  bool      // Notify was told it is down
 
 	forwarded *prometheus.CounterVec
 	evicted   prometheus.Counter
 	failures  prometheus.Counter
-	up, skew  prometheus.Gauge
+	upG, skew prometheus.Gauge
 	lag       prometheus.Gauge
 }
 
@@ -152,6 +159,12 @@ func StartForwarder(o ForwarderOptions) (*Forwarder, error) {
 	if o.Linger == 0 {
 		o.Linger = 50 * time.Millisecond
 	}
+	if o.DownNotice <= 0 {
+		o.DownNotice = 30 * time.Second
+	}
+	if o.Notify == nil {
+		o.Notify = func(string, bool, string) {}
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -163,7 +176,7 @@ func StartForwarder(o ForwarderOptions) (*Forwarder, error) {
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_edge_forwarded_total", Help: "Readings the upstream server settled, by status (stored, duplicate, refused)."}, []string{"status"}),
 		evicted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_edge_evicted_total", Help: "Readings removed from a full buffer unforwarded (policy drop-oldest)."}),
 		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_edge_forward_failures_total", Help: "Batches the upstream server did not take (sent again)."}),
-		up:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_edge_uplink_up", Help: "1 when the last request to the upstream server succeeded."}),
+		upG:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_edge_uplink_up", Help: "1 when the last request to the upstream server succeeded."}),
 		skew:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_edge_clock_skew_seconds", Help: "How far this edge's clock is behind the upstream server's (negative: ahead)."}),
 		lag:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_edge_forward_lag_seconds", Help: "How long the oldest reading not yet forwarded has waited since the edge received it."}),
 	}
@@ -172,7 +185,7 @@ func StartForwarder(o ForwarderOptions) (*Forwarder, error) {
 			func() float64 { n, _ := o.Store.OutboxSize(); return float64(n) })
 		size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vigil_edge_buffer_bytes", Help: "Bytes the store-and-forward buffer holds."},
 			func() float64 { _, b := o.Store.OutboxSize(); return float64(b) })
-		for _, c := range []prometheus.Collector{f.forwarded, f.evicted, f.failures, f.up, f.skew, f.lag, pending, size} {
+		for _, c := range []prometheus.Collector{f.forwarded, f.evicted, f.failures, f.upG, f.skew, f.lag, pending, size} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -287,8 +300,8 @@ func (f *Forwarder) step(ctx context.Context) (bool, time.Duration, error) {
 		return false, 0, f.fail(err)
 	}
 	f.cursor = es[len(es)-1].Seq
-	f.up.Set(1)
 	f.skew.Set(float64(resp.ClockSkewMS) / 1000)
+	f.up()
 	f.mu.Lock()
 	f.status.Connected, f.status.LastOK, f.status.LastError = true, f.o.Now().UTC(), ""
 	f.status.Forwarded += int64(len(es)) - refused
@@ -300,15 +313,39 @@ func (f *Forwarder) step(ctx context.Context) (bool, time.Duration, error) {
 
 func (f *Forwarder) fail(err error) error {
 	f.failures.Inc()
-	f.up.Set(0)
+	f.upG.Set(0)
+	now := time.Now()
 	f.mu.Lock()
 	first := f.status.Connected || f.status.LastError == ""
 	f.status.Connected, f.status.LastError = false, err.Error()
+	if f.downSince.IsZero() {
+		f.downSince = now
+	}
+	tell := !f.downTold && now.Sub(f.downSince) >= f.o.DownNotice
+	f.downTold = f.downTold || tell
+	since := f.downSince
 	f.mu.Unlock()
 	if first {
 		f.o.Logger.Warn("cannot forward to the upstream server; readings wait in the buffer and go when it answers", "upstream", f.o.Upstream, "err", err)
 	}
+	if tell {
+		n, _ := f.o.Store.OutboxSize()
+		f.o.Notify("uplink", true, fmt.Sprintf("No link to the central Vigil server since %s. Monitoring and alerts continue here; %d readings are kept and will be sent when the link returns.",
+			since.Local().Format("15:04"), n))
+	}
 	return err
+}
+
+// up records that the uplink answers again.
+func (f *Forwarder) up() {
+	f.upG.Set(1)
+	f.mu.Lock()
+	told := f.downTold
+	f.downSince, f.downTold = time.Time{}, false
+	f.mu.Unlock()
+	if told {
+		f.o.Notify("uplink", false, "")
+	}
 }
 
 // alerts sends the alerts saved here since the last reconciliation (the
@@ -420,19 +457,21 @@ func (f *Forwarder) checkBuffer(ctx context.Context) {
 	}
 	f.mu.Unlock()
 	if change {
-		detail := fmt.Sprintf("edge %s: forwarding buffer %.0f %% full (%d readings, %d of %d bytes) — the uplink to %s is down or too slow; policy %s",
-			f.o.ID, 100*ratio, n, b, f.o.MaxBytes, f.o.Upstream, f.o.Policy)
+		what := "new readings will be refused (devices keep them)"
+		if f.o.Policy == PolicyDropOldest {
+			what = "the oldest unsent readings will be dropped from it (they stay on this gateway)"
+		}
+		detail := fmt.Sprintf("The store of readings not yet sent to the central server is %.0f %% full (%d readings): the link is down or too slow. When it is full, %s. Tell IT: edge gateway %s.",
+			100*ratio, n, what, f.o.ID)
 		if !active {
-			detail = fmt.Sprintf("edge %s: forwarding buffer back to %.0f %% full", f.o.ID, 100*ratio)
+			detail = ""
 		}
 		if active {
 			f.o.Logger.Error("edge forwarding buffer nearly full", "readings", n, "bytes", b, "max_bytes", f.o.MaxBytes, "policy", f.o.Policy)
 		} else {
 			f.o.Logger.Info("edge forwarding buffer no longer nearly full", "readings", n, "bytes", b)
 		}
-		if f.o.Alarm != nil {
-			f.o.Alarm(active, detail)
-		}
+		f.o.Notify("buffer", active, detail)
 	}
 	if f.o.Policy != PolicyDropOldest || b <= f.o.MaxBytes {
 		return

@@ -43,14 +43,19 @@ func fill(t *testing.T, st *pebble.Store, d string, from, n int) {
 
 // alarms records the forwarder's buffer alarms.
 type alarms struct {
-	mu  sync.Mutex
-	got []bool
+	mu     sync.Mutex
+	got    []bool // buffer
+	uplink []bool
 }
 
-func (a *alarms) alarm(active bool, _ string) {
+func (a *alarms) notify(id string, active bool, _ string) {
 	a.mu.Lock()
-	a.got = append(a.got, active)
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	if id == "buffer" {
+		a.got = append(a.got, active)
+	} else {
+		a.uplink = append(a.uplink, active)
+	}
 }
 
 func (a *alarms) last() (bool, int) {
@@ -78,7 +83,7 @@ func TestBufferRefusesWhenFull(t *testing.T) {
 	st := openOutbox(t)
 	var al alarms
 	f, err := edge.StartForwarder(edge.ForwarderOptions{Upstream: "https://127.0.0.1:1", ID: "e1", Store: st, MaxBytes: 50_000,
-		Poll: 10 * time.Millisecond, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Alarm: al.alarm})
+		Poll: 10 * time.Millisecond, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Notify: al.notify, DownNotice: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +108,12 @@ func TestBufferRefusesWhenFull(t *testing.T) {
 	if s := f.Status(); s.Evicted != 0 || s.Connected {
 		t.Fatalf("status: %+v", s)
 	}
+	// The link has been down long enough for the people at the edge to be told.
+	waitUntil(t, "the uplink notice", func() bool {
+		al.mu.Lock()
+		defer al.mu.Unlock()
+		return len(al.uplink) == 1 && al.uplink[0]
+	})
 }
 
 // With policy drop-oldest the edge keeps taking readings; the oldest
@@ -112,7 +123,7 @@ func TestBufferDropsOldestAndSaysSo(t *testing.T) {
 	st := openOutbox(t)
 	var al alarms
 	f, err := edge.StartForwarder(edge.ForwarderOptions{Upstream: "https://127.0.0.1:1", ID: "e1", Store: st, MaxBytes: 50_000, Policy: edge.PolicyDropOldest,
-		Poll: 10 * time.Millisecond, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Alarm: al.alarm})
+		Poll: 10 * time.Millisecond, Backoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Notify: al.notify, DownNotice: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,10 @@ const (
 	// TypeSignal is a public-health aberration (Data is *pubhealth.Signal),
 	// for the public-health webhooks; no patient.
 	TypeSignal = "public-health-signal"
-	// TypeEdgeBuffer: an edge gateway's forwarding buffer is nearly full,
-	// or no longer (Data: {"active": bool, "detail": string}).
-	TypeEdgeBuffer = "edge-buffer"
+	// TypeNotice is a notice for everyone on this node's web pages, not
+	// about a patient (Data is *Notice): an edge gateway's link to its
+	// server down, its forwarding buffer nearly full.
+	TypeNotice = "notice"
 )
 
 // Event is one thing that happened. PatientID lets subscribers filter
@@ -36,6 +37,14 @@ type Event struct {
 	// views). Listeners with effects that must happen once — webhooks,
 	// FHIR subscription notifications — take only their own node's.
 	Origin string
+}
+
+// Notice is a system notice: while Active, the web pages show Text across
+// the top; ID names it, so a later notice with the same ID replaces it.
+type Notice struct {
+	ID     string `json:"id"`
+	Active bool   `json:"active"`
+	Text   string `json:"text"`
 }
 
 // Hub broadcasts events to subscribers. The zero value is ready to use and

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -310,6 +311,7 @@ type Node struct {
 	closeOnce  sync.Once
 	closeErr   error
 	ready      bool
+	notices    map[string]live.Notice // system notices in force (guarded by mu)
 	mu         sync.Mutex
 	tokenID    string
 }
@@ -500,7 +502,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: e.TLS.Clone(), ForceAttemptHTTP2: true,
 			MaxIdleConns: 4, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}}
 		if n.Forwarder, err = edge.StartForwarder(edge.ForwarderOptions{Upstream: e.Upstream, ID: e.ID, Client: client,
-			Store: n.Store.(*pebble.Store), Batch: e.Batch, MaxBytes: e.BufferMax, Policy: e.BufferPolicy, Alarm: n.edgeBufferAlarm,
+			Store: n.Store.(*pebble.Store), Batch: e.Batch, MaxBytes: e.BufferMax, Policy: e.BufferPolicy, Notify: n.notify,
 			Now: opts.Now, Logger: log, Registerer: n.Registry}); err != nil {
 			return nil, err
 		}
@@ -691,6 +693,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		DeviceState: n.deviceState,
 		Thresholds:  n.Alerts.Thresholds,
 		Connected:   n.connected,
+		Notices:     n.currentNotices,
 		// Over TLS the session cookie is Secure and browsers are told to
 		// keep to HTTPS (HSTS).
 		SecureCookies: opts.TLS != nil,
@@ -850,11 +853,34 @@ func (n *Node) edgeStatus() func() any {
 	}
 }
 
-// edgeBufferAlarm tells the edge's operators, through the log and the
-// live event stream (the web app, webhooks), that the forwarding buffer is
-// nearly full or no longer.
-func (n *Node) edgeBufferAlarm(active bool, detail string) {
-	n.Hub.Publish(live.Event{Type: live.TypeEdgeBuffer, Time: n.opts.Now().UTC(), Data: map[string]any{"active": active, "detail": detail}})
+// notify puts a system notice in force (or withdraws it): every web page
+// shows it across the top, live (an edge gateway's link to its server
+// down, its buffer nearly full).
+func (n *Node) notify(id string, active bool, text string) {
+	nt := &live.Notice{ID: id, Active: active, Text: text}
+	n.mu.Lock()
+	if n.notices == nil {
+		n.notices = map[string]live.Notice{}
+	}
+	if active {
+		n.notices[id] = *nt
+	} else {
+		delete(n.notices, id)
+	}
+	n.mu.Unlock()
+	n.Hub.Publish(live.Event{Type: live.TypeNotice, Time: n.opts.Now().UTC(), Data: nt})
+}
+
+// currentNotices are the system notices in force, by id.
+func (n *Node) currentNotices() []live.Notice {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]live.Notice, 0, len(n.notices))
+	for _, nt := range n.notices {
+		out = append(out, nt)
+	}
+	slices.SortFunc(out, func(a, b live.Notice) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }
 
 // CommandKeyFile (in the data directory) holds the Ed25519 key that signs

@@ -242,6 +242,17 @@ func TestBrowserWard(t *testing.T) {
 		waitJS(`document.getElementById('conn').dataset.state === 'live'`),
 	)
 
+	// 4b. A system notice (an edge gateway's link to its server down)
+	// appears across the top, readable and accessible, and goes again.
+	e.hub.Publish(live.Event{Type: live.TypeNotice, Data: &live.Notice{ID: "uplink", Active: true,
+		Text: "No link to the central Vigil server since 10:42. Monitoring and alerts continue here."}})
+	run("notice shown",
+		chromedp.WaitVisible(css(`[data-notice="uplink"]`)),
+		shot("05b-edge-notice.png"), accessible("ward with a system notice"),
+	)
+	e.hub.Publish(live.Event{Type: live.TypeNotice, Data: &live.Notice{ID: "uplink", Active: false}})
+	run("notice gone", waitJS(`document.querySelector('[data-notice="uplink"]') === null`))
+
 	// 5. Acknowledge with the keyboard: focus the button, press Enter.
 	// The reconnect re-renders the tiles from a fresh snapshot; a button
 	// found just before that render is gone after it, so a press that

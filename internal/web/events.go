@@ -36,7 +36,9 @@ type ReadingEvent struct {
 // for falling behind; the browser's EventSource then reconnects.
 func (h *handler) events(w http.ResponseWriter, r *http.Request, s *session) {
 	rc := http.NewResponseController(w)
-	filter := func(e live.Event) bool { return s.canSee(e.PatientID) }
+	filter := func(e live.Event) bool {
+		return (e.Type == live.TypeNotice && e.PatientID == "") || s.canSee(e.PatientID)
+	}
 	sub := h.opts.Hub.Subscribe(sseBuffer, filter)
 	defer sub.Close()
 
@@ -102,6 +104,10 @@ func eventData(ev live.Event) (any, string) {
 	case *vigil.Alert:
 		if ev.Type == live.TypeAlert {
 			return d, live.TypeAlert
+		}
+	case *live.Notice:
+		if ev.Type == live.TypeNotice {
+			return d, live.TypeNotice
 		}
 	case *news2.Update:
 		if ev.Type == live.TypeNEWS2 {

@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
+	"github.com/vigil-iomt/vigil/internal/live"
 )
 
 // session is the authenticated caller of a request.
@@ -292,10 +293,16 @@ type wardData struct {
 	Staff bool
 	// Forbidden: the page says the user may not see it (403).
 	Forbidden bool
+	// Notices are the system notices in force (shown across the top).
+	Notices []live.Notice
 }
 
-func pageData(s *session, view string) wardData {
-	return wardData{CSRF: csrfToken(s.token), User: s.p.UserID, Role: s.p.Role, View: view, Staff: s.staff()}
+func (h *handler) pageData(s *session, view string) wardData {
+	d := wardData{CSRF: csrfToken(s.token), User: s.p.UserID, Role: s.p.Role, View: view, Staff: s.staff()}
+	if h.opts.Notices != nil {
+		d.Notices = h.opts.Notices()
+	}
+	return d
 }
 
 // staffPage serves a page for care staff (the alert inbox, the device
@@ -308,7 +315,7 @@ func (h *handler) staffPage(view string) http.HandlerFunc {
 			http.Redirect(w, r, "/login", http.StatusSeeOther)
 			return
 		}
-		d := pageData(s, view)
+		d := h.pageData(s, view)
 		if !s.staff() {
 			h.audit(r, "", s.p.UserID, s.p.Role, vigil.Errorf(vigil.EFORBIDDEN, "not care staff"))
 			d.Forbidden = true
@@ -327,7 +334,7 @@ func (h *handler) wardPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
 	}
-	h.render(w, http.StatusOK, "ward.html", pageData(s, "ward"))
+	h.render(w, http.StatusOK, "ward.html", h.pageData(s, "ward"))
 }
 
 type patientData struct {
@@ -345,7 +352,7 @@ func (h *handler) patientPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	d := patientData{wardData: pageData(s, "patient"), Patient: id}
+	d := patientData{wardData: h.pageData(s, "patient"), Patient: id}
 	if !s.canSee(id) {
 		err := vigil.Errorf(vigil.EFORBIDDEN, "you may not see this patient")
 		h.audit(r, "", s.p.UserID, s.p.Role, err)
@@ -434,7 +441,7 @@ func (h *handler) adminPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
 	}
-	d := pageData(s, "admin")
+	d := h.pageData(s, "admin")
 	if s.p.Role != vigil.RoleAdmin || h.opts.API == nil {
 		h.audit(r, "", s.p.UserID, s.p.Role, vigil.Errorf(vigil.EFORBIDDEN, "not an admin"))
 		d.Forbidden = true

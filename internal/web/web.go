@@ -132,6 +132,9 @@ type Options struct {
 	// Connected returns the devices with an MQTT connection open now
 	// (nil: none known).
 	Connected func() map[string]bool
+	// Notices returns the system notices in force, shown across the top
+	// of every page and updated live (TypeNotice events); nil: none.
+	Notices func() []live.Notice
 	// OIDC enables hospital single sign-on (nil: passwords only).
 	OIDC *OIDC
 	// SessionTTL is how long a login lasts; 0 means 12 hours.

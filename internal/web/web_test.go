@@ -670,3 +670,30 @@ func TestSecondFactorLogin(t *testing.T) {
 		t.Fatalf("nurse: %d", st)
 	}
 }
+
+// System notices (an edge gateway's link to its server down) show across
+// the top of every page from the start and reach open pages live.
+func TestNotices(t *testing.T) {
+	var mu sync.Mutex
+	var current []live.Notice
+	e := newEnv(t, func(o *Options) {
+		o.Notices = func() []live.Notice { mu.Lock(); defer mu.Unlock(); return slices.Clone(current) }
+	})
+	e.addUser("nurse1", vigil.RoleNurse, "", "pw-nurse")
+	nurse, _ := e.login("nurse1", "pw-nurse")
+	mu.Lock()
+	current = []live.Notice{{ID: "uplink", Active: true, Text: "No link to the central Vigil server since 10:42."}}
+	mu.Unlock()
+	if page := e.get(nurse, "/", 200); !strings.Contains(page, `data-notice="uplink">No link to the central Vigil server since 10:42.</p>`) {
+		t.Fatalf("ward page without the notice:\n%s", page)
+	}
+	ns := e.stream(nurse)
+	for e.hub.Len() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	e.hub.Publish(live.Event{Type: live.TypeNotice, Data: &live.Notice{ID: "uplink", Active: false}})
+	block := ns.next()
+	if !strings.HasPrefix(block, "event: notice\ndata: ") || !strings.Contains(block, `"id":"uplink","active":false`) {
+		t.Fatalf("notice event: %q", block)
+	}
+}

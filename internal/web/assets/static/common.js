@@ -96,6 +96,23 @@ window.Vigil = (function () {
 
   function postJSON(url, body) { return send('POST', url, body); }
 
+  // notice shows, replaces or removes a system notice (an edge gateway's
+  // link to its server down, say) across the top of the page.
+  function notice(n) {
+    const box = document.getElementById('notices');
+    if (!box) return;
+    let el = Array.from(box.children).find(c => c.dataset.notice === n.id);
+    if (!n.active) { if (el) el.remove(); return; }
+    if (!el) {
+      el = document.createElement('p');
+      el.className = 'banner notice';
+      el.setAttribute('role', 'status');
+      el.dataset.notice = n.id;
+      box.appendChild(el);
+    }
+    el.textContent = n.text;
+  }
+
   // live keeps the Server-Sent Events stream open: handlers maps event
   // types to functions of the parsed data; onOpen runs at every
   // (re)connection, to reload what was missed. While the stream is down
@@ -128,6 +145,7 @@ window.Vigil = (function () {
       for (const [type, fn] of Object.entries(handlers)) {
         es.addEventListener(type, e => fn(JSON.parse(e.data)));
       }
+      es.addEventListener('notice', e => notice(JSON.parse(e.data)));
     }
     set('connecting');
     connect();

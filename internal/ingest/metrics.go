@@ -10,6 +10,7 @@ type metrics struct {
 	evaluated   prometheus.Histogram
 	batch       prometheus.Histogram
 	queued      prometheus.Gauge
+	clockAhead  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, _ *Pipeline) *metrics {
@@ -36,9 +37,12 @@ func newMetrics(reg prometheus.Registerer, _ *Pipeline) *metrics {
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "vigil_ingest_queued_messages", Help: "Messages waiting for a group commit.",
 		}),
+		clockAhead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_ingest_device_clock_ahead_total", Help: "Readings taken (within the accepted 5 minutes) whose device time was more than 2 s ahead of Vigil's clock at receipt: the device's clock is fast. By source.",
+		}, []string{"source"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.readings, m.rejected, m.deadLetters, m.durable, m.evaluated, m.batch, m.queued)
+		reg.MustRegister(m.readings, m.rejected, m.deadLetters, m.durable, m.evaluated, m.batch, m.queued, m.clockAhead)
 	}
 	return m
 }

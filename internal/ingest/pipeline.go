@@ -87,6 +87,10 @@ func DefaultOptions() Options {
 	}
 }
 
+// clockSlack is how far ahead of Vigil's clock a device time may be
+// before it counts as a fast device clock (network and clock jitter).
+const clockSlack = 2 * time.Second
+
 // Pipeline implements vigil.Ingester over a Store.
 type Pipeline struct {
 	store Store
@@ -299,6 +303,11 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 			continue
 		}
 		r.DeviceID, r.Source = m.DeviceID, m.Source
+		if r.Time.Sub(r.Received) > clockSlack {
+			// Accepted, but the device's clock runs ahead of ours: both
+			// times are kept with the reading; this says it happens.
+			p.m.clockAhead.WithLabelValues(m.Source).Inc()
+		}
 		if raw.PatientIdentifier != "" {
 			if r.PatientID, err = p.patientByIdentifier(ctx, raw.PatientIdentifier); err != nil {
 				if vigil.ErrorCode(err) == vigil.ENOTFOUND {

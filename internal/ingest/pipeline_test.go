@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/mapping"
 	"github.com/vigil-iomt/vigil/internal/pebble"
@@ -418,5 +421,20 @@ func ingestWithin(t *testing.T, p *Pipeline, gate chan struct{}, m vigil.Message
 		close(gate)
 		t.Fatal("a sheddable message waited behind the blocked commit instead of being refused")
 		return vigil.IngestResult{}
+	}
+}
+
+// A device whose clock runs ahead (within the 5 minutes accepted) is
+// stored with both its time and the receive time, and counted.
+func TestDeviceClockAhead(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := setup(t, func(o *Options) { o.Registerer = reg })
+	for i, ahead := range []time.Duration{time.Minute, time.Second, -time.Minute} {
+		if r := e.send("mqtt", "mon", msg(fmt.Sprint("c", i), now.Add(ahead), hr72)); r.Err != nil || r.Rejected() != 0 {
+			t.Fatalf("reading %s ahead: %+v", ahead, r)
+		}
+	}
+	if got := testutil.ToFloat64(e.p.m.clockAhead.WithLabelValues("mqtt")); got != 1 {
+		t.Fatalf("device clock ahead counted %v times, want 1 (only the reading a minute ahead)", got)
 	}
 }

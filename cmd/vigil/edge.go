@@ -67,7 +67,7 @@ loopback for tests. Environment: VIGIL_UPSTREAM mirrors --upstream.`,
 			if g.data == "" {
 				return fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
 			}
-			opts.DataDir = g.data
+			opts.DataDir, opts.Version = g.data, buildInfo().Version
 			u, err := url.Parse(eo.Upstream)
 			if eo.Upstream == "" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 				return fmt.Errorf("--upstream %q: give the server's base URL, https://vigil.example:8443 (env VIGIL_UPSTREAM)", eo.Upstream)

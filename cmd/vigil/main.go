@@ -111,6 +111,9 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newAlertsCmd(g),
 		newExportCmd(g),
 		newStoreCmd(g),
+		newBackupCmd(g),
+		newRestoreCmd(g),
+		newVersionCmd(g),
 	)
 	return root
 }

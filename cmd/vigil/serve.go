@@ -84,7 +84,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 			if g.data == "" {
 				return fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
 			}
-			opts.DataDir = g.data
+			opts.DataDir, opts.Version = g.data, buildInfo().Version
 			if len(webhooks) > 0 || len(phWebhooks) > 0 {
 				secret := os.Getenv("VIGIL_WEBHOOK_SECRET")
 				if webhookSecretFile != "" {

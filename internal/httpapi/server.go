@@ -28,6 +28,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
+	"github.com/vigil-iomt/vigil/internal/backup"
 	"github.com/vigil-iomt/vigil/internal/news2"
 	"github.com/vigil-iomt/vigil/internal/pubhealth"
 	"github.com/vigil-iomt/vigil/internal/ratelimit"
@@ -70,6 +71,9 @@ type Options struct {
 	// Baselines returns a patient's current values scored against their
 	// personal baselines (nil: not served).
 	Baselines func(patientID string) any
+	// Backup writes a consistent snapshot of the node's data as a tar
+	// stream (internal/backup; nil: not served).
+	Backup func(ctx context.Context, w io.Writer, base *backup.Manifest, withMasterKey bool) (*backup.Manifest, error)
 	// EdgeStatus is an edge gateway's forwarding and configuration state
 	// (nil: this node is no edge).
 	EdgeStatus func() any
@@ -172,6 +176,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/edges/{id}/config", s.edgeConfig)
 	m.HandleFunc("POST /api/v1/edges/{id}/readings", s.edgeReadings)
 	m.HandleFunc("POST /api/v1/edges/{id}/alerts", s.edgeAlerts)
+	m.HandleFunc("POST /api/v1/backup", s.with([]string{vigil.RoleAdmin}, s.backup))
 	m.HandleFunc("GET /api/v1/edge/status", s.with([]string{vigil.RoleAdmin}, s.edgeStatus))
 	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))
 	m.HandleFunc("POST /api/v1/devices/{id}/events", s.postEvents)

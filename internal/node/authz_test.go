@@ -41,6 +41,7 @@ var access = map[string]string{
 	"POST /api/v1/edges/{id}/readings":                      "device",
 	"POST /api/v1/edges/{id}/alerts":                        "device",
 	"GET /api/v1/edge/status":                               "admin",
+	"POST /api/v1/backup":                                   "admin",
 	"GET /healthz":                                          "public",
 	"GET /readyz":                                           "public",
 	"GET /metrics":                                          "admin",

@@ -35,6 +35,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
+	"github.com/vigil-iomt/vigil/internal/backup"
 	"github.com/vigil-iomt/vigil/internal/baseline"
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/certs"
@@ -223,6 +224,8 @@ type Options struct {
 	// PrivacyBudget is each analyst's differential-privacy budget for
 	// aggregate exports (zero: pubhealth.DefaultBudget, ε 10 and δ 1e-4).
 	PrivacyBudget pubhealth.Budget
+	// Version is this build's version, recorded in backups.
+	Version string
 	// Edge, when set, makes this node an edge gateway (vigil edge): its
 	// configuration comes from the upstream server and every reading it
 	// stores is forwarded there (internal/edge). Embedded store only.
@@ -740,6 +743,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 			return audit.Find(ctx, auditStore, q)
 		},
 		EdgeStatus: n.edgeStatus(),
+		Backup:     n.Backup,
 		IssueDeviceCert: func(id string) ([]byte, []byte, string, error) {
 			return certs.IssueClient(certs.Dir(opts.DataDir), id, opts.Now())
 		},
@@ -834,6 +838,24 @@ func (n *Node) authenticateRequest(r *http.Request) (*vigil.Principal, error) {
 		return nil, vigil.Errorf(vigil.EUNAUTHORIZED, "a bearer token is required")
 	}
 	return n.Auth.Principal(r.Context(), tok)
+}
+
+// Backup writes a consistent snapshot of the node's data directory (the
+// embedded store's checkpoint, taken while ingest continues, and the
+// keys) to w as a tar stream (internal/backup). PostgreSQL is backed up
+// with its own tools (docs/operations.md).
+func (n *Node) Backup(ctx context.Context, w io.Writer, base *backup.Manifest, withMasterKey bool) (*backup.Manifest, error) {
+	ps, ok := n.Store.(*pebble.Store)
+	if !ok {
+		return nil, vigil.Errorf(vigil.EINVALID, "the data is in PostgreSQL: back it up with pg_dump or a base backup, and keep DATA's key files (data-keys.json, audit-key, command-key, research-key, tls/) with it")
+	}
+	id := backup.NewID(n.opts.Now())
+	snap := filepath.Join(n.opts.DataDir, "backup-"+id)
+	defer os.RemoveAll(snap)
+	if err := backup.Prepare(n.opts.DataDir, snap, ps.Checkpoint, withMasterKey); err != nil {
+		return nil, err
+	}
+	return backup.Write(w, snap, base, id, n.opts.Version, n.opts.Now())
 }
 
 // EdgeStatus is what GET /api/v1/edge/status reports on an edge gateway.

@@ -175,6 +175,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		stop:         make(chan struct{}),
 		stopped:      make(chan struct{}),
 	}
+	if err := s.checkFormat(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.loadSeries(); err != nil {
 		db.Close()
 		return nil, err
@@ -459,4 +463,13 @@ func ctxErr(ctx context.Context) error {
 		return vigil.Errorf(vigil.EUNAVAILABLE, "request cancelled: %v", err)
 	}
 	return nil
+}
+
+// Checkpoint writes a consistent snapshot of the store to dir (which must
+// not exist) while it keeps running: the sstables are hard-linked where
+// the file system allows, the log is synced and copied, so everything
+// committed before the call is in it. Opening dir gives the store as it
+// was.
+func (s *Store) Checkpoint(dir string) error {
+	return storeErr(s.db.Checkpoint(dir, pebble.WithFlushedWAL()))
 }

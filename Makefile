@@ -6,10 +6,17 @@ BIN ?= bin/vigil
 # module proxy when the machine's own Go is older.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: build demo test test-short bench fuzz vet fmt tools clean sbom vuln
+.PHONY: build static demo test test-short bench fuzz vet fmt tools clean sbom vuln
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
 
 build:
-	$(GO) build -o $(BIN) ./cmd/vigil
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vigil
+
+## static: the release binary: no cgo, no local paths, the version stamped (vigil version).
+static:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vigil
 
 ## demo: build and run Vigil on embedded defaults with a simulated ward and home cohort.
 demo: build

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"testing"
 )
@@ -26,4 +27,16 @@ func vigilCmd(t testing.TB, stdin string, args ...string) (string, error) {
 		return out.String() + errb.String(), err
 	}
 	return out.String(), nil
+}
+
+// vigil version says which build this is and which data formats it reads.
+func TestVersionCommand(t *testing.T) {
+	out, err := vigilCmd(t, "", "version", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b BuildInfo
+	if err := json.Unmarshal([]byte(out), &b); err != nil || b.Version == "" || b.Go == "" || b.StoreFormat < 1 || b.BackupFormat < 1 {
+		t.Fatalf("version: %v %s", err, out)
+	}
 }

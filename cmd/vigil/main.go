@@ -55,6 +55,7 @@ type globals struct {
 	postgresSchema string
 	json           bool
 	logLevel       string
+	configPath     string // --config: a YAML file of settings
 }
 
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -81,6 +82,9 @@ Registry commands work directly on a data directory while the server is stopped
 and through the server's admin API while it runs (found via DATA/control.json).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Settings from the environment (VIGIL_NAME) and the --config file
+		// fill the flags the command line left alone (config.go).
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return g.loadConfig(cmd) },
 	}
 	root.SetIn(stdin)
 	root.SetOut(stdout)
@@ -91,6 +95,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 	pf.StringVar(&g.postgresSchema, "postgres-schema", envOr("VIGIL_POSTGRES_SCHEMA", "vigil"), "the PostgreSQL schema Vigil's tables live in (env VIGIL_POSTGRES_SCHEMA)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.StringVar(&g.logLevel, "log-level", envOr("VIGIL_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	pf.StringVar(&g.configPath, "config", os.Getenv("VIGIL_CONFIG"), "YAML file of settings: each key a flag name, e.g. http: \":8443\" (env VIGIL_CONFIG; flags and VIGIL_* variables win over it; vigil config check)")
 
 	root.AddCommand(
 		newServeCmd(g),
@@ -114,6 +119,7 @@ and through the server's admin API while it runs (found via DATA/control.json).`
 		newBackupCmd(g),
 		newRestoreCmd(g),
 		newVersionCmd(g),
+		newConfigCmd(g),
 	)
 	return root
 }

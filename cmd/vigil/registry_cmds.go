@@ -17,7 +17,7 @@ import (
 )
 
 func newPatientCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "patient", Short: "Add and list patients"}
+	cmd := &cobra.Command{Use: "patient", Short: "Add and list patients; export or erase one on a lawful request"}
 	var p vigil.Patient
 	add := &cobra.Command{
 		Use:     "add",
@@ -62,7 +62,7 @@ func newPatientCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(add, list)
+	cmd.AddCommand(add, list, newPatientExportCmd(g), newPatientEraseCmd(g))
 	return cmd
 }
 

@@ -48,3 +48,28 @@ func (e *Engine) validOverride(o vigil.ThresholdOverride) error {
 	}
 	return nil
 }
+
+// ForgetPatient drops everything the engine holds in memory about a
+// patient — rule states, open alerts, overrides, rule windows — after
+// their data was erased, so no later transition writes an alert of
+// theirs back.
+func (e *Engine) ForgetPatient(patientID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, st := range e.states {
+		if k.patient != patientID {
+			continue
+		}
+		if st.open != nil {
+			delete(e.open, st.open.ID)
+		}
+		delete(e.states, k)
+	}
+	for k := range e.overrides {
+		if k.patient == patientID {
+			delete(e.overrides, k)
+		}
+	}
+	e.windows.Forget(patientID)
+	e.openG.Set(float64(len(e.open)))
+}

@@ -74,6 +74,9 @@ type Options struct {
 	// Backup writes a consistent snapshot of the node's data as a tar
 	// stream (internal/backup; nil: not served).
 	Backup func(ctx context.Context, w io.Writer, base *backup.Manifest, withMasterKey bool) (*backup.Manifest, error)
+	// ErasePatient erases a patient's data and says what went (nil: not
+	// served).
+	ErasePatient func(ctx context.Context, id string) (any, error)
 	// EdgeStatus is an edge gateway's forwarding and configuration state
 	// (nil: this node is no edge).
 	EdgeStatus func() any
@@ -176,6 +179,8 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/edges/{id}/config", s.edgeConfig)
 	m.HandleFunc("POST /api/v1/edges/{id}/readings", s.edgeReadings)
 	m.HandleFunc("POST /api/v1/edges/{id}/alerts", s.edgeAlerts)
+	m.HandleFunc("GET /api/v1/patients/{id}/export", s.with([]string{vigil.RoleAdmin}, s.subjectExport))
+	m.HandleFunc("POST /api/v1/patients/{id}/erase", s.with([]string{vigil.RoleAdmin}, s.erasePatient))
 	m.HandleFunc("POST /api/v1/backup", s.with([]string{vigil.RoleAdmin}, s.backup))
 	m.HandleFunc("GET /api/v1/edge/status", s.with([]string{vigil.RoleAdmin}, s.edgeStatus))
 	m.HandleFunc("POST /api/v1/devices/{id}/gatt", s.ingestFormat("gatt"))

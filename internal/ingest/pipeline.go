@@ -402,6 +402,14 @@ func (p *Pipeline) InvalidateDevice(id string) {
 	p.devMu.Unlock()
 }
 
+// InvalidatePatients drops the cached patient identifiers (after a
+// patient was erased or re-identified).
+func (p *Pipeline) InvalidatePatients() {
+	p.devMu.Lock()
+	clear(p.patients)
+	p.devMu.Unlock()
+}
+
 // commitLoop takes everything queued, stores it in one call, and answers.
 func (p *Pipeline) commitLoop() {
 	defer close(p.drained)

@@ -42,6 +42,8 @@ var access = map[string]string{
 	"POST /api/v1/edges/{id}/alerts":                        "device",
 	"GET /api/v1/edge/status":                               "admin",
 	"POST /api/v1/backup":                                   "admin",
+	"GET /api/v1/patients/{id}/export":                      "admin",
+	"POST /api/v1/patients/{id}/erase":                      "admin",
 	"GET /healthz":                                          "public",
 	"GET /readyz":                                           "public",
 	"GET /metrics":                                          "admin",

@@ -744,6 +744,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		},
 		EdgeStatus: n.edgeStatus(),
 		Backup:     n.Backup,
+		ErasePatient: func(ctx context.Context, id string) (any, error) {
+			return n.ErasePatient(ctx, id)
+		},
 		IssueDeviceCert: func(id string) ([]byte, []byte, string, error) {
 			return certs.IssueClient(certs.Dir(opts.DataDir), id, opts.Now())
 		},
@@ -856,6 +859,31 @@ func (n *Node) Backup(ctx context.Context, w io.Writer, base *backup.Manifest, w
 		return nil, err
 	}
 	return backup.Write(w, snap, base, id, n.opts.Version, n.opts.Now())
+}
+
+// ErasePatient erases everything the node holds about a patient (the
+// embedded store's ErasePatient) and what it keeps in memory (alert
+// states and windows, cached identifiers and assignments). The caller
+// audits it. PostgreSQL: not yet (EUNAVAILABLE says so).
+func (n *Node) ErasePatient(ctx context.Context, id string) (*pebble.ErasureReport, error) {
+	ps, ok := n.Store.(*pebble.Store)
+	if !ok {
+		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "erasure is implemented for the embedded store only; with PostgreSQL it is not available yet")
+	}
+	as, err := n.Store.PatientAssignments(ctx, id)
+	if err != nil && vigil.ErrorCode(err) != vigil.ENOTFOUND {
+		return nil, err
+	}
+	rep, err := ps.ErasePatient(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	n.Alerts.ForgetPatient(id)
+	n.Pipeline.InvalidatePatients()
+	for _, a := range as {
+		n.deviceChanged(a.DeviceID)
+	}
+	return rep, nil
 }
 
 // EdgeStatus is what GET /api/v1/edge/status reports on an edge gateway.

@@ -101,3 +101,6 @@ func (w *Windows) Patients() []string {
 	slices.Sort(out)
 	return out
 }
+
+// Forget drops what is kept of a patient (after an erasure).
+func (w *Windows) Forget(patient string) { delete(w.series, patient) }

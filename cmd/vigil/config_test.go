@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -123,5 +124,19 @@ func TestConfigurationDocumented(t *testing.T) {
 	}
 	if string(cur) != want {
 		t.Fatalf("%s is out of date with the flags: run VIGIL_UPDATE_DOCS=1 go test -run TestConfigurationDocumented ./cmd/vigil/", path)
+	}
+}
+
+// Ages take days, weeks and years.
+func TestAgeFlag(t *testing.T) {
+	var d time.Duration
+	f := &ageFlag{&d}
+	for in, want := range map[string]time.Duration{"90d": 90 * 24 * time.Hour, "2y": 2 * 365 * 24 * time.Hour, "6w": 42 * 24 * time.Hour, "36h": 36 * time.Hour, "forever": 0} {
+		if err := f.Set(in); err != nil || d != want {
+			t.Errorf("%s: %v %v", in, d, err)
+		}
+	}
+	if err := f.Set("soon"); err == nil {
+		t.Error("soon accepted")
 	}
 }

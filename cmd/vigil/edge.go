@@ -167,6 +167,7 @@ loopback for tests. Environment: VIGIL_UPSTREAM mirrors --upstream.`,
 	f.StringVar(&tlsKey, "tls-key", "", "its private key (PEM)")
 	f.BoolVar(&opts.RequireTOTP, "require-totp", true, "clinicians and admins sign in to the edge's web page with an authenticator code as well")
 	f.Var(&sizeFlag{&opts.DiskReserve}, "disk-reserve", "refuse new readings while the data disk has less free space than this (default: 5% of the disk, between 64MiB and 1GiB; off: never)")
+	retentionFlags(f, &opts)
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
 	f.Float64Var(&opts.MQTTRate, "mqtt-rate", 0, "MQTT messages per second per device (0: the default; -1: no limit)")
 	return cmd

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/vigil-iomt/vigil/internal/broker"
 	"github.com/vigil-iomt/vigil/internal/certs"
@@ -301,6 +302,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.StringVar(&opts.AuditSyslogFormat, "audit-syslog-format", "vigil", "vigil (RFC 5424 structured data, for a SIEM) or atna (IHE ATNA ITI-20: DICOM audit message XML, for an audit record repository)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
 	f.StringVar(&memProfile, "memprofile", "", "on each SIGUSR1, write a Go heap profile to this file (read it with go tool pprof)")
+	retentionFlags(f, &opts)
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd
 }
@@ -476,5 +478,58 @@ func (f *sizeFlag) Set(s string) error {
 		return fmt.Errorf("%q is not a size: give bytes or a number with KiB, MiB, GiB (or KB, MB, GB), or off", s)
 	}
 	*f.p = int64(n * float64(mult))
+	return nil
+}
+
+// retentionFlags are the retention settings of serve and edge.
+func retentionFlags(f *pflag.FlagSet, opts *node.Options) {
+	opts.DeadLetterRetention = 30 * 24 * time.Hour
+	f.Var(&ageFlag{&opts.Retention.Readings}, "retain-readings", "keep raw readings this long by device time, e.g. 2y, 90d (rolled up to 1-minute and 1-hour min/max/mean/count first, which stay --retain-rollups); default: for ever")
+	f.Var(&ageFlag{&opts.Retention.Rollups}, "retain-rollups", "keep the 1-minute and 1-hour rollups this long, e.g. 10y; default: for ever")
+	f.Var(&ageFlag{&opts.Retention.Alerts}, "retain-alerts", "keep resolved alerts this long after they were raised, e.g. 10y (open alerts always stay); default: for ever")
+	f.Var(&ageFlag{&opts.DeadLetterRetention}, "retain-dead-letters", "keep dead letters (refused device messages) this long")
+}
+
+// ageFlag is a duration that also takes days, weeks and years (365 days):
+// 90d, 6w, 2y; 0 or forever is for ever.
+type ageFlag struct{ p *time.Duration }
+
+func (f *ageFlag) String() string {
+	if f.p == nil || *f.p == 0 {
+		return "forever"
+	}
+	d := *f.p
+	switch {
+	case d%(365*24*time.Hour) == 0:
+		return strconv.FormatInt(int64(d/(365*24*time.Hour)), 10) + "y"
+	case d%(24*time.Hour) == 0:
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	return d.String()
+}
+
+func (f *ageFlag) Type() string { return "age" }
+
+func (f *ageFlag) Set(s string) error {
+	s = strings.TrimSpace(strings.ToLower(s))
+	if s == "0" || s == "forever" || s == "" {
+		*f.p = 0
+		return nil
+	}
+	for suffix, unit := range map[string]time.Duration{"y": 365 * 24 * time.Hour, "w": 7 * 24 * time.Hour, "d": 24 * time.Hour} {
+		if n, ok := strings.CutSuffix(s, suffix); ok {
+			v, err := strconv.ParseFloat(n, 64)
+			if err != nil || v < 0 {
+				return fmt.Errorf("%q is not an age: give e.g. 90d, 6w, 2y, 720h or forever", s)
+			}
+			*f.p = time.Duration(v * float64(unit))
+			return nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return fmt.Errorf("%q is not an age: give e.g. 90d, 6w, 2y, 720h or forever", s)
+	}
+	*f.p = d
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/pebble"
 	"github.com/vigil-iomt/vigil/internal/tsdb"
 )
 
@@ -252,4 +253,57 @@ func DecodeSeriesChunks(b []byte) ([]vigil.SeriesData, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// rollupStore is a store that keeps rollups of expired readings
+// (internal/pebble).
+type rollupStore interface {
+	ReadRollups(ctx context.Context, patientID, code string, res time.Duration, from, to time.Time) ([]pebble.RollupSeries, error)
+}
+
+// patientRollups serves the 1-minute or 1-hour rollups (min, max, mean,
+// count) kept after raw readings expire: GET
+// /api/v1/patients/{id}/rollups?code=&resolution=1h&from=&to= (default the
+// last 30 days).
+func (s *Server) patientRollups(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
+	rs, ok := s.o.Store.(rollupStore)
+	if !ok {
+		return vigil.Errorf(vigil.ENOTFOUND, "this store keeps no rollups")
+	}
+	q := r.URL.Query()
+	code := q.Get("code")
+	if code == "" {
+		return vigil.FieldErrorf("code", "required", "name the LOINC code, e.g. code=8867-4")
+	}
+	res := map[string]time.Duration{"1m": pebble.RollupMinute, "1h": pebble.RollupHour, "": pebble.RollupHour}[q.Get("resolution")]
+	if res == 0 {
+		return vigil.FieldErrorf("resolution", "invalid", "resolution is 1m or 1h")
+	}
+	to := s.o.Now().UTC()
+	from := to.Add(-30 * 24 * time.Hour)
+	for _, p := range []struct {
+		name string
+		t    *time.Time
+	}{{"from", &from}, {"to", &to}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return vigil.FieldErrorf(p.name, "invalid", "%s is a time like 2026-11-30T08:00:00Z", p.name)
+			}
+			*p.t = t
+		}
+	}
+	id := r.PathValue("id")
+	if _, err := s.o.Store.FindPatientByID(r.Context(), id); err != nil {
+		return err
+	}
+	out, err := rs.ReadRollups(r.Context(), id, code, res, from, to)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		out = []pebble.RollupSeries{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"patient": id, "code": code, "resolution": q.Get("resolution"), "series": out})
+	return nil
 }

@@ -198,6 +198,7 @@ func New(o Options) *Server {
 	m.HandleFunc("GET /api/v1/patients/{id}", s.with(care, s.getPatient))
 	m.HandleFunc("GET /api/v1/patients/{id}/news2", s.with(care, s.patientNEWS2))
 	m.HandleFunc("GET /api/v1/patients/{id}/series", s.with(care, s.patientSeries))
+	m.HandleFunc("GET /api/v1/patients/{id}/rollups", s.with(care, s.patientRollups))
 	m.HandleFunc("GET /api/v1/patients/{id}/baselines", s.with(care, s.patientBaselines))
 	m.HandleFunc("PUT /api/v1/patients/{id}/medications", s.with([]string{vigil.RoleAdmin, vigil.RoleClinician}, s.putMedications))
 	m.HandleFunc("GET /api/v1/patients/{id}/adherence", s.with(care, s.adherence))

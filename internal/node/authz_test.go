@@ -52,6 +52,7 @@ var access = map[string]string{
 	"GET /api/v1/patients/{id}":                             "admin,clinician,nurse",
 	"GET /api/v1/patients/{id}/news2":                       "admin,clinician,nurse",
 	"GET /api/v1/patients/{id}/series":                      "admin,clinician,nurse",
+	"GET /api/v1/patients/{id}/rollups":                     "admin,clinician,nurse",
 	"GET /api/v1/patients/{id}/baselines":                   "admin,clinician,nurse",
 	"PUT /api/v1/patients/{id}/medications":                 "admin,clinician",
 	"GET /api/v1/patients/{id}/adherence":                   "admin,clinician,nurse",

@@ -226,6 +226,12 @@ type Options struct {
 	PrivacyBudget pubhealth.Budget
 	// Version is this build's version, recorded in backups.
 	Version string
+	// Retention says how long the embedded store keeps raw readings
+	// (rolled up to 1-minute and 1-hour min/max/mean first), the rollups
+	// and resolved alerts (zero: for ever); DeadLetterRetention dead
+	// letters (0: 30 days).
+	Retention           pebble.Retention
+	DeadLetterRetention time.Duration
 	// Edge, when set, makes this node an edge gateway (vigil edge): its
 	// configuration comes from the upstream server and every reading it
 	// stores is forwarded there (internal/edge). Embedded store only.
@@ -371,6 +377,10 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		sopts := pebble.DefaultOptions()
 		sopts.ChangeFeed = opts.EHRURL != ""
 		sopts.Outbox = opts.Edge != nil
+		sopts.Retention = opts.Retention
+		if opts.DeadLetterRetention > 0 {
+			sopts.DeadLetterRetention = opts.DeadLetterRetention
+		}
 		sopts.Now = opts.Now
 		sopts.Logger = log
 		sopts.Registerer = n.Registry

@@ -14,6 +14,13 @@ type metrics struct {
 	readings     prometheus.Counter
 	appendErrors prometheus.Counter
 	compacted    prometheus.Counter
+	removed      *prometheus.CounterVec
+}
+
+// retained counts what retention removed, by data class.
+func (m *metrics) retained(st RetentionStats) {
+	m.removed.WithLabelValues("readings").Add(float64(st.Samples))
+	m.removed.WithLabelValues("alerts").Add(float64(st.Alerts))
 }
 
 func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
@@ -27,9 +34,12 @@ func newMetrics(reg prometheus.Registerer, s *Store) *metrics {
 		compacted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_store_samples_compacted_total", Help: "Head samples folded into compressed chunks.",
 		}),
+		removed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_retention_removed_total", Help: "Records removed by the retention policies, by data class (readings: raw samples, rolled up first; alerts: resolved alerts; dead letters are in vigil_store_dead_letters).",
+		}, []string{"class"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.readings, m.appendErrors, m.compacted,
+		reg.MustRegister(m.readings, m.appendErrors, m.compacted, m.removed,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "vigil_store_disk_bytes", Help: "Bytes the embedded store occupies on disk.",
 			}, func() float64 { return float64(s.db.Metrics().DiskSpaceUsage()) }),

@@ -421,6 +421,7 @@ func (s *Store) compactLoop() {
 	defer close(s.stopped)
 	t := time.NewTicker(s.opts.CompactInterval)
 	defer t.Stop()
+	var retained time.Time
 	for {
 		select {
 		case <-s.stop:
@@ -428,6 +429,15 @@ func (s *Store) compactLoop() {
 		case <-t.C:
 			if _, err := s.Compact(context.Background()); err != nil {
 				s.log.Error("compaction failed; head samples stay readable and it will be retried", "err", err)
+			}
+			if r := s.opts.Retention; (r != Retention{}) && time.Since(retained) >= time.Hour {
+				retained = time.Now()
+				st, err := s.EnforceRetention(context.Background(), s.opts.Now())
+				if err != nil {
+					s.log.Error("retention not enforced this hour; it will be retried", "err", err)
+				} else if st.Samples+st.Alerts > 0 {
+					s.log.Info("retention enforced", "samples_removed", st.Samples, "rollups_written", st.Rollups, "alerts_removed", st.Alerts)
+				}
 			}
 		}
 	}

@@ -51,9 +51,13 @@ type Options struct {
 	// DeadLetterRetention is how long dead letters are kept (default 30
 	// days); Compact deletes older ones.
 	DeadLetterRetention time.Duration
-	Now                 func() time.Time
-	Logger              *slog.Logger
-	Registerer          prometheus.Registerer
+	// Retention says how long readings, rollups and resolved alerts are
+	// kept (zero: for ever); the compactor enforces it hourly
+	// (retention.go).
+	Retention  Retention
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 	// ChangeFeed keeps a durable log of stored readings and saved alerts
 	// for an outbound consumer (the EHR sync): see feed.go.
 	ChangeFeed bool

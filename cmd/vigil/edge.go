@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -112,38 +111,14 @@ loopback for tests. Environment: VIGIL_UPSTREAM mirrors --upstream.`,
 				return fmt.Errorf("--buffer-policy %q: use refuse (devices keep what does not fit) or drop-oldest (the oldest unforwarded readings go, each eviction recorded)", eo.BufferPolicy)
 			}
 			opts.Edge = eo
-			log, err := g.logger()
+			if err := g.listeners(&opts, tlsCert, tlsKey, plaintext); err != nil {
+				return err
+			}
+			stopProfile, err := cpuProfiling(cpuProfile)
 			if err != nil {
 				return err
 			}
-			opts.Logger = log
-			if opts.TLS, err = listenerTLS(g, tlsCert, tlsKey, plaintext); err != nil {
-				return err
-			}
-			if opts.MQTTAddr == "" {
-				opts.MQTTAddr = ":8883"
-				if opts.TLS == nil {
-					opts.MQTTAddr = ":1883"
-				}
-			}
-			if opts.TLS == nil {
-				fmt.Fprintln(g.stderr, "vigil: WARNING: --plaintext: the edge's HTTP, MQTT and MLLP listeners are NOT encrypted (the uplink still is). Use it on loopback for tests only.")
-			}
-			if v := os.Getenv("VIGIL_DISK_RESERVE"); v != "" && !cmd.Flags().Changed("disk-reserve") {
-				if err := (&sizeFlag{&opts.DiskReserve}).Set(v); err != nil {
-					return fmt.Errorf("VIGIL_DISK_RESERVE: %w", err)
-				}
-			}
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return fmt.Errorf("--cpuprofile: %w", err)
-				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return fmt.Errorf("--cpuprofile: %w", err)
-				}
-				defer func() { pprof.StopCPUProfile(); f.Close() }()
-			}
+			defer stopProfile()
 			fmt.Fprintf(g.stderr, "vigil: edge %s forwarding to %s\n", eo.ID, strings.TrimSuffix(eo.Upstream, "/"))
 			return serve(cmd.Context(), g, opts)
 		},

@@ -213,23 +213,8 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 				!strings.HasPrefix(u, "http://127.") && !strings.HasPrefix(u, "http://localhost") && !strings.HasPrefix(u, "mllp://127.") && !strings.HasPrefix(u, "mllp://localhost") {
 				return fmt.Errorf("--ehr-url %s: patient data leaves this machine only over TLS: https:// (FHIR) or mllps:// (HL7 v2); plain http:// or mllp:// only to this machine", u)
 			}
-			log, err := g.logger()
-			if err != nil {
+			if err := g.listeners(&opts, tlsCert, tlsKey, plaintext); err != nil {
 				return err
-			}
-			opts.Logger = log
-			if opts.TLS, err = listenerTLS(g, tlsCert, tlsKey, plaintext); err != nil {
-				return err
-			}
-			if opts.MQTTAddr == "" {
-				opts.MQTTAddr = ":8883"
-				if opts.TLS == nil {
-					opts.MQTTAddr = ":1883"
-				}
-			}
-			if opts.TLS == nil {
-				fmt.Fprintln(g.stderr, "vigil: WARNING: --plaintext: HTTP, MQTT and MLLP are NOT encrypted; credentials and patient data cross the network in the clear. Use it on loopback for tests only; run `vigil certs init` for anything else.")
-				log.Warn("serving without TLS (--plaintext)", "http", opts.HTTPAddr, "mqtt", opts.MQTTAddr, "loopback_only", loopbackOnly(opts.HTTPAddr, opts.MQTTAddr, opts.MLLPAddr))
 			}
 			if os.Getenv("GOGC") == "" {
 				// Ingest allocates per reading and keeps little: collecting at
@@ -238,21 +223,11 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 				// in the environment overrides it.
 				debug.SetGCPercent(300)
 			}
-			if v := os.Getenv("VIGIL_DISK_RESERVE"); v != "" && !cmd.Flags().Changed("disk-reserve") {
-				if err := (&sizeFlag{&opts.DiskReserve}).Set(v); err != nil {
-					return fmt.Errorf("VIGIL_DISK_RESERVE: %w", err)
-				}
+			stopProfile, err := cpuProfiling(cpuProfile)
+			if err != nil {
+				return err
 			}
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return fmt.Errorf("--cpuprofile: %w", err)
-				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return fmt.Errorf("--cpuprofile: %w", err)
-				}
-				defer func() { pprof.StopCPUProfile(); f.Close() }()
-			}
+			defer stopProfile()
 			if memProfile != "" {
 				// Each SIGUSR1 writes the live heap (after a collection).
 				stop := writeHeapOnSignal(memProfile)
@@ -305,6 +280,48 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	retentionFlags(f, &opts)
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd
+}
+
+// listeners sets up what serve and edge share: the logger, TLS for the
+// listeners, the MQTT port that goes with it, and the warning for
+// --plaintext.
+func (g *globals) listeners(opts *node.Options, tlsCert, tlsKey string, plaintext bool) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	opts.Logger = log
+	if opts.TLS, err = listenerTLS(g, tlsCert, tlsKey, plaintext); err != nil {
+		return err
+	}
+	if opts.MQTTAddr == "" {
+		opts.MQTTAddr = ":8883"
+		if opts.TLS == nil {
+			opts.MQTTAddr = ":1883"
+		}
+	}
+	if opts.TLS == nil {
+		fmt.Fprintln(g.stderr, "vigil: WARNING: --plaintext: HTTP, MQTT and MLLP are NOT encrypted; credentials and patient data cross the network in the clear. Use it on loopback for tests only; run `vigil certs init` for anything else.")
+		log.Warn("serving without TLS (--plaintext)", "http", opts.HTTPAddr, "mqtt", opts.MQTTAddr, "loopback_only", loopbackOnly(opts.HTTPAddr, opts.MQTTAddr, opts.MLLPAddr))
+	}
+	return nil
+}
+
+// cpuProfiling writes a CPU profile of the run to path (none when
+// empty); stop writes it out.
+func cpuProfiling(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // listenerTLS is the TLS configuration of a node's listeners: --tls-cert

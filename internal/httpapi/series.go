@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -41,22 +42,9 @@ func (s *Server) patientSeries(w http.ResponseWriter, r *http.Request, _ *vigil.
 	if code == "" {
 		return vigil.FieldErrorf("code", "required", "name the LOINC code, e.g. code=8867-4")
 	}
-	to := s.o.Now().UTC()
-	from := to.Add(-24 * time.Hour)
-	for _, p := range []struct {
-		name string
-		t    *time.Time
-	}{{"from", &from}, {"to", &to}} {
-		if v := q.Get(p.name); v != "" {
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil {
-				return vigil.FieldErrorf(p.name, "invalid", "%s is a time like 2026-11-30T08:00:00Z", p.name)
-			}
-			*p.t = t
-		}
-	}
-	if !from.Before(to) {
-		return vigil.FieldErrorf("to", "invalid", "to must come after from")
+	from, to, err := timeRange(q, s.o.Now(), 24*time.Hour)
+	if err != nil {
+		return err
 	}
 	id := r.PathValue("id")
 	if _, err := s.o.Store.FindPatientByID(r.Context(), id); err != nil {
@@ -279,19 +267,9 @@ func (s *Server) patientRollups(w http.ResponseWriter, r *http.Request, _ *vigil
 	if res == 0 {
 		return vigil.FieldErrorf("resolution", "invalid", "resolution is 1m or 1h")
 	}
-	to := s.o.Now().UTC()
-	from := to.Add(-30 * 24 * time.Hour)
-	for _, p := range []struct {
-		name string
-		t    *time.Time
-	}{{"from", &from}, {"to", &to}} {
-		if v := q.Get(p.name); v != "" {
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil {
-				return vigil.FieldErrorf(p.name, "invalid", "%s is a time like 2026-11-30T08:00:00Z", p.name)
-			}
-			*p.t = t
-		}
+	from, to, err := timeRange(q, s.o.Now(), 30*24*time.Hour)
+	if err != nil {
+		return err
 	}
 	id := r.PathValue("id")
 	if _, err := s.o.Store.FindPatientByID(r.Context(), id); err != nil {
@@ -306,4 +284,27 @@ func (s *Server) patientRollups(w http.ResponseWriter, r *http.Request, _ *vigil
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"patient": id, "code": code, "resolution": q.Get("resolution"), "series": out})
 	return nil
+}
+
+// timeRange reads from and to (RFC 3339) of a query: by default the span
+// up to now; from must come before to.
+func timeRange(q url.Values, now time.Time, span time.Duration) (from, to time.Time, err error) {
+	to = now.UTC()
+	from = to.Add(-span)
+	for _, p := range []struct {
+		name string
+		t    *time.Time
+	}{{"from", &from}, {"to", &to}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return from, to, vigil.FieldErrorf(p.name, "invalid", "%s is a time like 2026-11-30T08:00:00Z", p.name)
+			}
+			*p.t = t
+		}
+	}
+	if !from.Before(to) {
+		return from, to, vigil.FieldErrorf("to", "invalid", "to must come after from")
+	}
+	return from, to, nil
 }

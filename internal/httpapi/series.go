@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil"
-	"github.com/vigil-iomt/vigil/internal/pebble"
 	"github.com/vigil-iomt/vigil/internal/tsdb"
 )
 
@@ -243,18 +242,12 @@ func DecodeSeriesChunks(b []byte) ([]vigil.SeriesData, error) {
 	return out, nil
 }
 
-// rollupStore is a store that keeps rollups of expired readings
-// (internal/pebble).
-type rollupStore interface {
-	ReadRollups(ctx context.Context, patientID, code string, res time.Duration, from, to time.Time) ([]pebble.RollupSeries, error)
-}
-
 // patientRollups serves the 1-minute or 1-hour rollups (min, max, mean,
 // count) kept after raw readings expire: GET
 // /api/v1/patients/{id}/rollups?code=&resolution=1h&from=&to= (default the
 // last 30 days).
 func (s *Server) patientRollups(w http.ResponseWriter, r *http.Request, _ *vigil.Principal) error {
-	rs, ok := s.o.Store.(rollupStore)
+	rs, ok := s.o.Store.(vigil.Lifecycle)
 	if !ok {
 		return vigil.Errorf(vigil.ENOTFOUND, "this store keeps no rollups")
 	}
@@ -263,7 +256,7 @@ func (s *Server) patientRollups(w http.ResponseWriter, r *http.Request, _ *vigil
 	if code == "" {
 		return vigil.FieldErrorf("code", "required", "name the LOINC code, e.g. code=8867-4")
 	}
-	res := map[string]time.Duration{"1m": pebble.RollupMinute, "1h": pebble.RollupHour, "": pebble.RollupHour}[q.Get("resolution")]
+	res := map[string]time.Duration{"1m": vigil.RollupMinute, "1h": vigil.RollupHour, "": vigil.RollupHour}[q.Get("resolution")]
 	if res == 0 {
 		return vigil.FieldErrorf("resolution", "invalid", "resolution is 1m or 1h")
 	}
@@ -280,7 +273,7 @@ func (s *Server) patientRollups(w http.ResponseWriter, r *http.Request, _ *vigil
 		return err
 	}
 	if out == nil {
-		out = []pebble.RollupSeries{}
+		out = []vigil.RollupSeries{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"patient": id, "code": code, "resolution": q.Get("resolution"), "series": out})
 	return nil

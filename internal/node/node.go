@@ -230,7 +230,7 @@ type Options struct {
 	// (rolled up to 1-minute and 1-hour min/max/mean first), the rollups
 	// and resolved alerts (zero: for ever); DeadLetterRetention dead
 	// letters (0: 30 days).
-	Retention           pebble.Retention
+	Retention           vigil.Retention
 	DeadLetterRetention time.Duration
 	// Edge, when set, makes this node an edge gateway (vigil edge): its
 	// configuration comes from the upstream server and every reading it
@@ -370,7 +370,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		return nil, errors.New("an edge gateway keeps its buffer in the embedded store: drop --postgres and --nats")
 	}
 	if opts.Postgres != "" {
-		if n.Store, err = pgstore.Open(ctx, opts.Postgres, pgstore.Options{Schema: opts.PostgresSchema, Now: opts.Now, ChangeFeed: opts.EHRURL != ""}); err != nil {
+		if n.Store, err = pgstore.Open(ctx, opts.Postgres, pgstore.Options{Schema: opts.PostgresSchema, Now: opts.Now, ChangeFeed: opts.EHRURL != "", Retention: opts.Retention}); err != nil {
 			return nil, fmt.Errorf("PostgreSQL store: %w", err)
 		}
 	} else {
@@ -872,13 +872,13 @@ func (n *Node) Backup(ctx context.Context, w io.Writer, base *backup.Manifest, w
 }
 
 // ErasePatient erases everything the node holds about a patient (the
-// embedded store's ErasePatient) and what it keeps in memory (alert
+// store's ErasePatient) and what it keeps in memory (alert
 // states and windows, cached identifiers and assignments). The caller
-// audits it. PostgreSQL: not yet (EUNAVAILABLE says so).
-func (n *Node) ErasePatient(ctx context.Context, id string) (*pebble.ErasureReport, error) {
-	ps, ok := n.Store.(*pebble.Store)
+// audits it.
+func (n *Node) ErasePatient(ctx context.Context, id string) (*vigil.ErasureReport, error) {
+	ps, ok := n.Store.(vigil.Lifecycle)
 	if !ok {
-		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "erasure is implemented for the embedded store only; with PostgreSQL it is not available yet")
+		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "this store cannot erase patients")
 	}
 	as, err := n.Store.PatientAssignments(ctx, id)
 	if err != nil && vigil.ErrorCode(err) != vigil.ENOTFOUND {

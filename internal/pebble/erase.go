@@ -8,16 +8,8 @@ import (
 	"github.com/vigil-iomt/vigil"
 )
 
-// ErasureReport counts what ErasePatient removed.
-type ErasureReport struct {
-	Series      int `json:"series"`      // time series (each with all its samples, chunks and origins)
-	Assignments int `json:"assignments"` // device assignments to the patient (the devices stay)
-	Alerts      int `json:"alerts"`
-	Events      int `json:"events"`  // device events (pill bottle openings)
-	Reviews     int `json:"reviews"` // clinician review records
-	Users       int `json:"users"`   // the patient's own login accounts
-	Feed        int `json:"feed"`    // change-feed entries not yet sent
-}
+// ErasureReport is vigil's.
+type ErasureReport = vigil.ErasureReport
 
 // ErasePatient removes everything the store holds about a patient — the
 // registry entry, every reading (head samples, chunks, text values,

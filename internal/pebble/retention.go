@@ -12,20 +12,13 @@ import (
 	"github.com/vigil-iomt/vigil"
 )
 
-// Retention says how long each class of data is kept; zero keeps it for
-// ever. Dead letters have their own DeadLetterRetention; the audit log
-// is never pruned (its Merkle proofs cover every entry since the first:
-// archive it with the syslog export instead).
-type Retention struct {
-	// Readings: raw samples (numbers, text values, origins), by device
-	// time. Numeric samples are rolled up (1-minute and 1-hour min, max,
-	// mean, count) before they go, so trends outlive them.
-	Readings time.Duration
-	// Rollups: the 1-minute and 1-hour rollups, by their start.
-	Rollups time.Duration
-	// Alerts: resolved alerts, by the time they were raised.
-	Alerts time.Duration
-}
+// Retention, RetentionStats, Rollup and RollupSeries are vigil's.
+type (
+	Retention      = vigil.Retention
+	RetentionStats = vigil.RetentionStats
+	Rollup         = vigil.Rollup
+	RollupSeries   = vigil.RollupSeries
+)
 
 // pRollup keys: R\0{series id}{resolution byte 'm' or 'h'}{be64 start ms}
 // → sealed 28 bytes: min, max, sum (float64 bits) and count (uint32).
@@ -33,8 +26,8 @@ const pRollup = 'R'
 
 // Rollup resolutions.
 const (
-	RollupMinute = time.Minute
-	RollupHour   = time.Hour
+	RollupMinute = vigil.RollupMinute
+	RollupHour   = vigil.RollupHour
 )
 
 var rollupRes = []struct {
@@ -92,14 +85,6 @@ func decodeRollup(b []byte) (rollupAgg, bool) {
 	}
 	return rollupAgg{math.Float64frombits(binary.BigEndian.Uint64(b)), math.Float64frombits(binary.BigEndian.Uint64(b[8:])),
 		math.Float64frombits(binary.BigEndian.Uint64(b[16:])), binary.BigEndian.Uint32(b[24:])}, true
-}
-
-// RetentionStats says what one EnforceRetention removed and kept.
-type RetentionStats struct {
-	Samples int // raw samples removed (numeric ones rolled up first)
-	Rollups int // rollup buckets written or updated
-	Expired int // rollup ranges expired (one per series and resolution)
-	Alerts  int // resolved alerts removed
 }
 
 // EnforceRetention applies Options.Retention at now: numeric samples older
@@ -283,23 +268,6 @@ func (s *Store) rollUpAndRemove(si seriesInfo, cutoff int64) (removed, written i
 		return 0, 0, err
 	}
 	return removed, written, nil
-}
-
-// Rollup is one rollup bucket of a series.
-type Rollup struct {
-	Start time.Time `json:"start"`
-	Min   float64   `json:"min"`
-	Max   float64   `json:"max"`
-	Mean  float64   `json:"mean"`
-	Count int       `json:"count"`
-}
-
-// RollupSeries is a device's (and method's) rollups of one code.
-type RollupSeries struct {
-	Device  string   `json:"device"`
-	Method  string   `json:"method,omitempty"`
-	Unit    string   `json:"unit"`
-	Rollups []Rollup `json:"rollups"`
 }
 
 // ReadRollups returns the patient's rollups of code at resolution res

@@ -107,7 +107,10 @@ type Store struct {
 	metrics *metrics
 }
 
-var _ vigil.Store = (*Store)(nil)
+var (
+	_ vigil.Store     = (*Store)(nil)
+	_ vigil.Lifecycle = (*Store)(nil)
+)
 
 type commit struct{ done chan struct{} }
 

@@ -47,6 +47,15 @@ func open(t *testing.T) *Store {
 func TestConformance(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
 		Open: func(t *testing.T) vigil.Store { return open(t) },
+		OpenRetaining: func(t *testing.T, r vigil.Retention) vigil.Store {
+			o := DefaultOptions()
+			o.CompactInterval, o.Retention = -1, r
+			s, err := Open(t.TempDir(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
 		Settle: func(t *testing.T, s vigil.Store) {
 			st := s.(*Store)
 			st.opts.CompactAge = -time.Hour // everything, even "future" samples

@@ -46,6 +46,10 @@ type Options struct {
 	// deleted (0: every minute; negative: only by ExpireReadingIDs).
 	DedupRetention time.Duration
 	ExpireInterval time.Duration
+	// Retention says how long readings (rolled up first), rollups and
+	// resolved alerts are kept (zero: for ever); enforced hourly by each
+	// node (the statements are idempotent).
+	Retention vigil.Retention
 }
 
 // Store is a vigil.Store on PostgreSQL. It is safe for concurrent use,
@@ -114,6 +118,7 @@ func (s *Store) expireLoop() {
 	}
 	t := time.NewTicker(s.opts.ExpireInterval)
 	defer t.Stop()
+	var retained time.Time
 	for {
 		select {
 		case <-s.stop:
@@ -122,6 +127,12 @@ func (s *Store) expireLoop() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.opts.ExpireInterval)
 			s.ExpireReadingIDs(ctx, s.opts.Now().Add(-s.opts.DedupRetention))
 			cancel()
+			if (s.opts.Retention != vigil.Retention{}) && time.Since(retained) >= time.Hour {
+				retained = time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+				s.EnforceRetention(ctx, s.opts.Now())
+				cancel()
+			}
 		}
 	}
 }

@@ -33,7 +33,15 @@ func open(t testing.TB) *pgstore.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, storetest.Harness{Open: func(t *testing.T) vigil.Store { return open(t) }})
+	storetest.Run(t, storetest.Harness{Open: func(t *testing.T) vigil.Store { return open(t) },
+		OpenRetaining: func(t *testing.T, r vigil.Retention) vigil.Store {
+			url, schema := testenv.PostgresSchema(t)
+			s, err := pgstore.Open(context.Background(), url, pgstore.Options{Schema: schema, Retention: r})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}})
 }
 
 // Opening again migrates nothing twice; samples land in the partition of

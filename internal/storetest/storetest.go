@@ -24,6 +24,9 @@ type Harness struct {
 	// (the Pebble store compacts head samples into chunks). The
 	// observation tests run once without and once with it.
 	Settle func(t *testing.T, s vigil.Store)
+	// OpenRetaining, if set, opens a new, empty store with the retention
+	// given, for the lifecycle tests (stores implementing vigil.Lifecycle).
+	OpenRetaining func(t *testing.T, r vigil.Retention) vigil.Store
 }
 
 // Run runs the conformance suite.
@@ -41,6 +44,10 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Events", func(t *testing.T) { testEvents(t, h.Open(t)) })
 	t.Run("Reviews", func(t *testing.T) { testReviews(t, h.Open(t)) })
 	t.Run("Subscriptions", func(t *testing.T) { testSubscriptions(t, h.Open(t)) })
+	if h.OpenRetaining != nil {
+		t.Run("Retention", func(t *testing.T) { testRetention(t, h) })
+		t.Run("Erasure", func(t *testing.T) { testErasure(t, h) })
+	}
 	settles := map[string]func(*testing.T, vigil.Store){"head": nil}
 	if h.Settle != nil {
 		settles["settled"] = h.Settle

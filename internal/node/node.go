@@ -370,7 +370,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		return nil, errors.New("an edge gateway keeps its buffer in the embedded store: drop --postgres and --nats")
 	}
 	if opts.Postgres != "" {
-		if n.Store, err = pgstore.Open(ctx, opts.Postgres, pgstore.Options{Schema: opts.PostgresSchema, Now: opts.Now, ChangeFeed: opts.EHRURL != "", Retention: opts.Retention}); err != nil {
+		if n.Store, err = pgstore.Open(ctx, opts.Postgres, pgstore.Options{Schema: opts.PostgresSchema, Now: opts.Now, ChangeFeed: opts.EHRURL != "", Retention: opts.Retention, Registerer: n.Registry}); err != nil {
 			return nil, fmt.Errorf("PostgreSQL store: %w", err)
 		}
 	} else {

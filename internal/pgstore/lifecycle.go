@@ -62,6 +62,8 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (vigil.Rete
 		}
 		st.Alerts = int(tag.RowsAffected())
 	}
+	s.removed.WithLabelValues("readings").Add(float64(st.Samples))
+	s.removed.WithLabelValues("alerts").Add(float64(st.Alerts))
 	return st, nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-iomt/vigil"
 )
@@ -50,17 +51,20 @@ type Options struct {
 	// resolved alerts are kept (zero: for ever); enforced hourly by each
 	// node (the statements are idempotent).
 	Retention vigil.Retention
+	// Registerer receives vigil_retention_removed_total (nil: none).
+	Registerer prometheus.Registerer
 }
 
 // Store is a vigil.Store on PostgreSQL. It is safe for concurrent use,
 // also by several processes on one database.
 type Store struct {
-	pool   *pgxpool.Pool
-	opts   Options
-	series sync.Map // seriesKey → id, of series known to be committed
-	parts  sync.Map // month start (ms) → true, partitions known to exist
-	stop   chan struct{}
-	done   chan struct{}
+	removed *prometheus.CounterVec // by retention, per data class
+	pool    *pgxpool.Pool
+	opts    Options
+	series  sync.Map // seriesKey → id, of series known to be committed
+	parts   sync.Map // month start (ms) → true, partitions known to exist
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // Open connects to the database at url (postgres://…), creates the schema
@@ -101,7 +105,16 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	s := &Store{pool: pool, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{pool: pool, opts: opts, stop: make(chan struct{}), done: make(chan struct{}),
+		removed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_retention_removed_total", Help: "Records removed by the retention policies, by data class (readings: raw samples, rolled up first; alerts: resolved alerts).",
+		}, []string{"class"})}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(s.removed); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

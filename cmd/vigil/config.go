@@ -63,13 +63,20 @@ var skipConfig = map[string]bool{"help": true, "config": true}
 
 // applyConfig sets every flag of cmd the command line left alone from
 // the environment, then from the file. It returns where each value came
-// from ("flag", "env", "file", "default").
+// from ("flag", "env", "file", "default"). Commands other than serve and
+// edge take only the global settings (data, postgres, log-level…) that
+// way: a VIGIL_ROLE meant for the server must not become the role of
+// vigil user add.
 func applyConfig(cmd *cobra.Command, file map[string][]string) (map[string]string, error) {
 	source := map[string]string{}
 	var errs []error
+	server := cmd.Name() == "serve" || cmd.Name() == "edge"
+	global := cmd.Root().PersistentFlags()
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
 		switch {
 		case skipConfig[f.Name]:
+			return
+		case !server && global.Lookup(f.Name) == nil:
 			return
 		case f.Changed:
 			source[f.Name] = "flag"

@@ -140,3 +140,18 @@ func TestAgeFlag(t *testing.T) {
 		t.Error("soon accepted")
 	}
 }
+
+// A server setting in the environment does not leak into other commands'
+// flags of the same name; the global ones still apply.
+func TestConfigOnlyForServers(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("VIGIL_WARD", "ICU")
+	t.Setenv("VIGIL_DATA", dir)
+	out, err := vigilCmd(t, "", "patient", "add", "--id", "p9", "--json")
+	if err != nil {
+		t.Fatalf("patient add: %v %s", err, out)
+	}
+	if strings.Contains(out, "ICU") {
+		t.Fatalf("VIGIL_WARD set patient add --ward: %s", out)
+	}
+}

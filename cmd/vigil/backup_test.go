@@ -76,10 +76,8 @@ func TestBackupUnderLoad(t *testing.T) {
 	srv.cmd.Wait()
 
 	cli("backup", "verify", full, inc, "--identity", key)
-	if out, err := vigilCmd(t, "", "backup", "verify", inc, "--identity", key); err == nil {
-		// Alone, an incremental is checked against its own archive only.
-		_ = out
-	}
+	// Alone, an incremental is checked against what its own archive holds.
+	cli("backup", "verify", inc, "--identity", key)
 
 	restoreAndCheck := func(name string, acked []map[int]bool, archives ...string) {
 		t.Helper()

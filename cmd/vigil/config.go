@@ -106,19 +106,20 @@ func applyConfig(cmd *cobra.Command, file map[string][]string) (map[string]strin
 // loadConfig is the root command's pre-run: the file (if any) and the
 // environment fill the flags the command line did not set.
 func (g *globals) loadConfig(cmd *cobra.Command) error {
-	path := g.configPath
-	if path == "" {
-		path = os.Getenv("VIGIL_CONFIG")
+	file, err := g.settingsFile()
+	if err != nil {
+		return err
 	}
-	var file map[string][]string
-	if path != "" {
-		var err error
-		if file, err = configFile(path); err != nil {
-			return err
-		}
-	}
-	_, err := applyConfig(cmd, file)
+	_, err = applyConfig(cmd, file)
 	return err
+}
+
+// settingsFile reads --config (whose default is VIGIL_CONFIG); none: nil.
+func (g *globals) settingsFile() (map[string][]string, error) {
+	if g.configPath == "" {
+		return nil, nil
+	}
+	return configFile(g.configPath)
 }
 
 // configurable is every command whose flags a configuration file sets.
@@ -169,11 +170,11 @@ the file over the default. docs/configuration.md lists every key.`,
   vigil config check --config /etc/vigil/edge.yaml --command edge`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path := cmp(g.configPath, os.Getenv("VIGIL_CONFIG"))
+			path := g.configPath
 			if path == "" {
 				return fmt.Errorf("give --config FILE (or set VIGIL_CONFIG)")
 			}
-			file, err := configFile(path)
+			file, err := g.settingsFile()
 			if err != nil {
 				return err
 			}
@@ -209,12 +210,9 @@ default). The output is itself a valid configuration file with --json off.`,
   vigil config print --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var file map[string][]string
-			if path := cmp(g.configPath, os.Getenv("VIGIL_CONFIG")); path != "" {
-				var err error
-				if file, err = configFile(path); err != nil {
-					return err
-				}
+			file, err := g.settingsFile()
+			if err != nil {
+				return err
 			}
 			if _, err := configTarget(cmd.Root(), command); err != nil {
 				return err
@@ -262,13 +260,6 @@ default). The output is itself a valid configuration file with --json off.`,
 	}
 	cmd.AddCommand(check, print)
 	return cmd
-}
-
-func cmp(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func configTarget(root *cobra.Command, command string) (*cobra.Command, error) {

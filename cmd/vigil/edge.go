@@ -16,7 +16,6 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/edge"
-	"github.com/vigil-iomt/vigil/internal/httpapi"
 	"github.com/vigil-iomt/vigil/internal/node"
 )
 
@@ -159,14 +158,11 @@ the clock skew to the server, and which configuration version is in force.`,
   vigil edge status --data /var/lib/vigil-edge --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.data == "" {
-				return fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
+			c, err := g.runningClient("vigil edge status")
+			if err != nil {
+				return err
 			}
-			c, err := node.ReadControl(g.data)
-			if err != nil || !processAlive(c.PID) {
-				return fmt.Errorf("no edge gateway is running on %s: start it with vigil edge --data %s ...", g.data, g.data)
-			}
-			raw, err := httpapi.NewClient(c.HTTPURL, c.Token).WithTLS(g.clientTLS()).EdgeStatus(cmd.Context())
+			raw, err := c.EdgeStatus(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,45 +102,19 @@ func postEdgeBatch(b testing.TB, base, dev, secret string, t0 time.Time, from, n
 // upstream's addresses, the edge's process and the proxy. 0 when there
 // is no mosquitto here.
 func mosquittoPair(b testing.TB) (edgeAddr, upAddr string, edge *exec.Cmd, proxy *faultproxy.Proxy) {
-	exe, err := exec.LookPath("mosquitto")
-	if err != nil {
-		exe = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(exe); err != nil {
+	exe := mosquittoExe()
+	if exe == "" {
 		b.Log("no mosquitto here: no peer")
 		return "", "", nil, nil
 	}
 	dir := b.TempDir()
-	start := func(name, conf string) (*exec.Cmd, string) {
-		port := freePort(b)
-		path := filepath.Join(dir, name+".conf")
-		conf = fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nlog_dest none\nmax_queued_messages 0\n", port) + conf
-		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-			b.Fatal(err)
-		}
-		cmd := exec.Command(exe, "-c", path)
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if conn, err := net.Dial("tcp", addr); err == nil {
-				conn.Close()
-				return cmd, addr
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("mosquitto %s did not start", name)
-			}
-		}
-	}
-	_, upAddr = start("upstream", "")
-	proxy, err = faultproxy.New(upAddr)
+	_, upAddr = startMosquitto(b, exe, dir, "upstream", "max_queued_messages 0\n")
+	proxy, err := faultproxy.New(upAddr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { proxy.Close() })
-	edge, edgeAddr = start("edge", fmt.Sprintf("persistence true\npersistence_location %s/\nconnection up\naddress %s\ntopic vigil/# out 1\ncleansession false\nrestart_timeout 1 2\nmax_queued_messages 0\n", dir, proxy.Addr()))
+	edge, edgeAddr = startMosquitto(b, exe, dir, "edge", fmt.Sprintf("max_queued_messages 0\npersistence true\npersistence_location %s/\nconnection up\naddress %s\ntopic vigil/# out 1\ncleansession false\nrestart_timeout 1 2\n", dir, proxy.Addr()))
 	return edgeAddr, upAddr, edge, proxy
 }
 

@@ -84,38 +84,59 @@ func BenchmarkIdleConnections(b *testing.B) {
 		cmd.Wait()
 
 		// Mosquitto
-		exe, err := exec.LookPath("mosquitto")
-		if err != nil {
-			exe = "/usr/sbin/mosquitto"
-		}
-		if _, err := os.Stat(exe); err != nil {
+		exe := mosquittoExe()
+		if exe == "" {
 			b.Logf("vigil: %.0f bytes per idle connection; no mosquitto for the peer", vigilPer)
 			b.ReportMetric(vigilPer, "vigil-bytes/conn")
 			continue
 		}
-		port := freePort(b)
-		conf := filepath.Join(dir, "mosquitto.conf")
-		os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n", port)), 0o600)
-		mq := exec.Command(exe, "-c", conf)
-		if err := mq.Start(); err != nil {
-			b.Fatal(err)
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if conn, err := net.Dial("tcp", addr); err == nil {
-				conn.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("mosquitto did not start")
-			}
-		}
+		mq, addr := startMosquitto(b, exe, dir, "idle", "max_connections -1\npersistence false\n")
 		peerPer := idleMemory(b, mq.Process.Pid, addr, n, "", "", func(int64) {})
 		mq.Process.Kill()
 		mq.Wait()
 		b.ReportMetric(vigilPer, "vigil-bytes/conn")
 		b.ReportMetric(peerPer, "mosquitto-bytes/conn")
 		b.ReportMetric(held/peerPer, "vigil-held/mosquitto")
+	}
+}
+
+// mosquittoExe is this machine's mosquitto ("" when there is none).
+func mosquittoExe() string {
+	exe, err := exec.LookPath("mosquitto")
+	if err != nil {
+		exe = "/usr/sbin/mosquitto"
+	}
+	if _, err := os.Stat(exe); err != nil {
+		return ""
+	}
+	return exe
+}
+
+// startMosquitto runs a Mosquitto peer on a free loopback port with the
+// configuration lines conf (after listener, anonymous access and no log),
+// waits until it listens, and stops it when the test ends.
+func startMosquitto(tb testing.TB, exe, dir, name, conf string) (*exec.Cmd, string) {
+	tb.Helper()
+	port := freePort(tb)
+	path := filepath.Join(dir, name+".conf")
+	conf = fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nlog_dest none\n", port) + conf
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-c", path)
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if conn, err := net.Dial("tcp", addr); err == nil {
+			conn.Close()
+			return cmd, addr
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("mosquitto %s did not start", name)
+		}
 	}
 }
 

@@ -11,16 +11,16 @@ import (
 	"github.com/vigil-iomt/vigil/internal/node"
 )
 
-// runningClient is the admin API of the server running on --data; subject
-// requests go through it (they are audited, and an erasure must also
-// clear the server's memory).
+// runningClient is the admin API of the server (or edge) running on
+// --data, for what must go through it: subject requests (audited there;
+// an erasure also clears the server's memory), an edge's status.
 func (g *globals) runningClient(what string) (*httpapi.Client, error) {
 	if g.data == "" {
 		return nil, fmt.Errorf("no data directory: pass --data DIR or set VIGIL_DATA")
 	}
 	c, err := node.ReadControl(g.data)
 	if err != nil || !processAlive(c.PID) {
-		return nil, fmt.Errorf("%s goes through the running server (it is audited there): start vigil serve --data %s first", what, g.data)
+		return nil, fmt.Errorf("%s goes through the Vigil running on %s, and none runs there: start it (vigil serve, or vigil edge) first", what, g.data)
 	}
 	return httpapi.NewClient(c.HTTPURL, c.Token).WithTLS(g.clientTLS()), nil
 }

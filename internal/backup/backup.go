@@ -272,11 +272,9 @@ func Read(r io.Reader, extract func(name string, r io.Reader) error) (*Manifest,
 				return nil, err
 			}
 		}
-		n, err := io.Copy(io.Discard, src)
-		if err != nil {
+		if _, err := io.Copy(io.Discard, src); err != nil { // what extract left unread
 			return nil, fmt.Errorf("the backup is damaged or truncated at %s: %w", name, err)
 		}
-		_ = n
 		got[name] = File{Path: name, Size: h.Size, SHA256: hex.EncodeToString(hsh.Sum(nil))}
 	}
 	if m == nil {

@@ -175,7 +175,6 @@ func applyAssignments(ctx context.Context, st Local, as []vigil.Assignment, h Ho
 				}
 				changed = true
 			}
-			a := a
 			latest = &a
 		}
 		if changed {

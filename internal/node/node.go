@@ -989,9 +989,11 @@ func (n *Node) deviceChanged(id string) {
 }
 
 func (n *Node) publishReadings(_ context.Context, rs []*vigil.Reading) {
-	for _, r := range rs {
-		n.Hub.Publish(live.Event{Type: live.TypeReading, PatientID: r.PatientID, Data: r})
+	events := make([]live.Event, len(rs))
+	for i, r := range rs {
+		events[i] = live.Event{Type: live.TypeReading, PatientID: r.PatientID, Data: r}
 	}
+	n.Hub.PublishAll(events)
 }
 
 // writeControl issues the local admin token and writes ControlFile.

@@ -275,3 +275,61 @@ func TestSmallBatchIntoBigChunkWritesHeads(t *testing.T) {
 		t.Fatalf("%d samples read, want 7240", len(got))
 	}
 }
+
+// TestChunkExtendedWithoutDecoding: batches in time order extend the
+// chunk this store wrote last; Compact rewriting it, a batch out of order
+// and values needing another scale fall back to decoding; the stored
+// samples are the same either way.
+func TestChunkExtendedWithoutDecoding(t *testing.T) {
+	now := storetest.T0.Add(10 * time.Hour)
+	s := openAt(t, &now)
+	defer s.Close()
+	s.opts.CompactAge = -time.Hour
+	want := map[int64]float64{}
+	send := func(prefix string, from, n int, v func(i int) float64) {
+		t.Helper()
+		var rs []*vigil.Reading
+		for i := from; i < from+n; i++ {
+			at := storetest.T0.Add(time.Duration(i) * time.Second)
+			rs = append(rs, hrReading("d", fmt.Sprint(prefix, i), at, v(i)))
+			want[at.UnixMilli()] = v(i)
+		}
+		if _, err := s.AppendReadings(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	whole := func(i int) float64 { return float64(60 + i%9) }
+	send("a", 0, 500, whole)
+	send("b", 500, 500, whole)
+	send("c", 1000, 500, whole)
+	if s.chunksExtended != 2 {
+		t.Fatalf("%d chunks extended, want 2", s.chunksExtended)
+	}
+	send("d", 200, 100, func(i int) float64 { return 99 }) // before the chunk's end: decoded and merged
+	send("e", 1500, 500, func(i int) float64 { return 60.5 + float64(i%3) }) // a finer scale
+	if s.chunksExtended != 2 {
+		t.Fatalf("%d chunks extended, want still 2", s.chunksExtended)
+	}
+	send("f", 2000, 500, whole) // the chunk written last again
+	if _, err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.AppendReadings(ctx, []*vigil.Reading{hrReading("d", "head", storetest.T0.Add(2600*time.Second), 61)}) // a head, folded next
+	want[storetest.T0.Add(2600*time.Second).UnixMilli()] = 61
+	if _, err := s.Compact(ctx); err != nil { // rewrites the chunk: the cached one misses
+		t.Fatal(err)
+	}
+	send("g", 3000, 500, whole)
+	if s.chunksExtended != 3 {
+		t.Fatalf("%d chunks extended, want 3 (not the one Compact rewrote)", s.chunksExtended)
+	}
+	got := series(t, s)
+	if len(got) != len(want) {
+		t.Fatalf("%d samples read, want %d", len(got), len(want))
+	}
+	for ts, v := range want {
+		if got[ts] != v {
+			t.Fatalf("at %d read %v, want %v", ts, got[ts], v)
+		}
+	}
+}

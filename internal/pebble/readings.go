@@ -377,12 +377,26 @@ func (s *Store) mergeIntoChunk(heads **pebble.Iterator, g chunkGroup, smps []tsd
 	if err := (*heads).Error(); err != nil {
 		return nil, nil, false, storeErr(err)
 	}
-	old, found, err := get(s.db, k)
+	stored, found, err := get(s.db, k)
 	if err != nil {
 		return nil, nil, false, err
 	}
+	// The chunk this store wrote last, still as it was: extend it without
+	// decoding it when the new samples all come after it (and it is not
+	// too big to rewrite, below).
+	c := s.chunkCache[string(k)]
+	if found && c != nil && bytes.Equal(c.sealed, stored) && c.app.Len() <= directChunkGrowth*len(smps) && c.app.Append(smps) {
+		if v, err = s.sealValue(c.app.Bytes()); err != nil {
+			delete(s.chunkCache, string(k))
+			return nil, nil, false, err
+		}
+		c.sealed = v // if the batch does not commit, the next call's compare fails
+		s.chunksExtended++
+		return k, v, true, nil
+	}
 	if found {
-		if old, err = s.openValue(old); err != nil {
+		old, err := s.openValue(stored)
+		if err != nil {
 			return nil, nil, false, vigil.Errorf(vigil.EINTERNAL, "sealed chunk does not open: %v", err)
 		}
 		// Rewriting a chunk costs its size: a fast stream's group commits
@@ -398,14 +412,31 @@ func (s *Store) mergeIntoChunk(heads **pebble.Iterator, g chunkGroup, smps []tsd
 		}
 		smps = tsdb.Merge(prev, smps)
 	}
-	enc, err := tsdb.Encode(smps)
+	app, err := tsdb.NewAppender(smps)
 	if err == nil {
-		enc, err = s.sealValue(enc)
+		v, err = s.sealValue(app.Bytes())
 	}
 	if err != nil {
 		return nil, nil, false, err
 	}
-	return k, enc, true, nil
+	if len(s.chunkCache) >= chunkCacheSize {
+		clear(s.chunkCache)
+	}
+	s.chunkCache[string(k)] = &cachedChunk{sealed: v, app: app}
+	return k, v, true, nil
+}
+
+// chunkCacheSize bounds the chunks kept open for appending (a few MiB: a
+// 2-hour chunk of 1 Hz values is about 10 KB, kept twice).
+const chunkCacheSize = 256
+
+// cachedChunk is a chunk as this store last wrote it: sealed, and open for
+// appending. It is used only while the stored value is still exactly
+// sealed, so a batch that did not commit, Compact or an erasure merely
+// make it miss.
+type cachedChunk struct {
+	sealed []byte
+	app    *tsdb.Appender
 }
 
 // expireDedups adds to b the deletion of idempotency keys received before

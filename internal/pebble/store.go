@@ -92,10 +92,14 @@ type Store struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	closed  bool
-	pending map[string]*commit // dedup keys of readings being committed, and chunk keys being rewritten
-	series  map[seriesKey]uint64
+	mu     sync.Mutex
+	closed bool
+	// chunkCache: chunks this store wrote last, open for appending
+	// (mergeIntoChunk); guarded by mu.
+	chunkCache     map[string]*cachedChunk
+	chunksExtended int                // chunks appended to without decoding (tests)
+	pending        map[string]*commit // dedup keys of readings being committed, and chunk keys being rewritten
+	series         map[seriesKey]uint64
 	// durableMarks are expiry markers (J keys) known to be committed, so
 	// later batches need not write them again; guarded by mu.
 	durableMarks map[dayMark]bool
@@ -195,6 +199,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts:         opts,
 		log:          opts.Logger,
 		pending:      make(map[string]*commit),
+		chunkCache:   make(map[string]*cachedChunk),
 		series:       make(map[seriesKey]uint64),
 		durableMarks: make(map[dayMark]bool),
 		stop:         make(chan struct{}),

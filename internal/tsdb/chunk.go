@@ -43,54 +43,113 @@ var pow10 = [...]float64{1, 10, 100, 1e3, 1e4, 1e5, 1e6}
 // Encode returns the chunk encoding of samples, which must be in strictly
 // increasing time order.
 func Encode(samples []Sample) ([]byte, error) {
+	a, err := NewAppender(samples)
+	if err != nil {
+		return nil, err
+	}
+	return a.Bytes(), nil
+}
+
+// An Appender is a chunk being written: it keeps the encoder's state after
+// the last sample, so samples later than it can be added without decoding
+// the chunk. Appending gives exactly the bytes Encode gives for all the
+// samples at once (there is one encoder).
+type Appender struct {
+	scale                            int
+	n                                uint64
+	first                            []byte    // the first sample: time, value and lag
+	w                                bitWriter // the rest
+	prevT, prevDelta, prevLag, prevI int64
+	prevV                            float64
+}
+
+// NewAppender encodes samples (strictly increasing in time; possibly
+// none) at the scale they need.
+func NewAppender(samples []Sample) (*Appender, error) {
 	for i := 1; i < len(samples); i++ {
 		if samples[i].T <= samples[i-1].T {
 			return nil, fmt.Errorf("tsdb: samples not in strictly increasing time order at %d", i)
 		}
 	}
-	scale := chooseScale(samples)
-	out := make([]byte, 0, 16+len(samples))
-	out = append(out, version, byte(scale))
-	out = binary.AppendUvarint(out, uint64(len(samples)))
-	if len(samples) == 0 {
-		return out, nil
-	}
-	s0 := samples[0]
-	out = binary.AppendVarint(out, s0.T)
-	if scale == floatMode {
-		out = binary.BigEndian.AppendUint64(out, math.Float64bits(s0.V))
-	} else {
-		out = binary.AppendVarint(out, scaled(s0.V, scale))
-	}
-	out = binary.AppendVarint(out, s0.Lag)
+	a := &Appender{scale: chooseScale(samples)}
+	a.w.b = make([]byte, 0, len(samples))
+	a.add(samples)
+	return a, nil
+}
 
-	w := bitWriter{b: out, free: 0}
-	prevT, prevDelta, prevLag := s0.T, int64(0), s0.Lag
-	prevV := s0.V
-	prevI := int64(0)
-	if scale != floatMode {
-		prevI = scaled(s0.V, scale)
+// Append adds samples, strictly increasing in time and after the last one
+// held, if their values are exact at the chunk's scale. When it reports
+// false nothing was added: encode the merged samples afresh.
+func (a *Appender) Append(samples []Sample) bool {
+	for i, s := range samples {
+		if i == 0 && a.n > 0 && s.T <= a.prevT || i > 0 && s.T <= samples[i-1].T {
+			return false
+		}
+		if a.n > 0 && a.scale != floatMode && !exactAt(s.V, a.scale) {
+			return false
+		}
 	}
-	for _, s := range samples[1:] {
-		delta := s.T - prevT
-		if dod, dl := delta-prevDelta, s.Lag-prevLag; dod == 0 && dl == 0 {
+	if a.n == 0 { // no scale yet: the samples choose it
+		a.scale = chooseScale(samples)
+	}
+	a.add(samples)
+	return true
+}
+
+// Last returns the time of the last sample held (ok false when empty).
+func (a *Appender) Last() (t int64, ok bool) { return a.prevT, a.n > 0 }
+
+// Len returns how many samples the chunk holds.
+func (a *Appender) Len() int { return int(a.n) }
+
+// Bytes returns the chunk (a new slice).
+func (a *Appender) Bytes() []byte {
+	out := make([]byte, 0, 2+binary.MaxVarintLen64+len(a.first)+len(a.w.b))
+	out = append(out, version, byte(a.scale))
+	out = binary.AppendUvarint(out, a.n)
+	out = append(out, a.first...)
+	return append(out, a.w.b...)
+}
+
+func (a *Appender) add(samples []Sample) {
+	if len(samples) == 0 {
+		return
+	}
+	if a.n == 0 {
+		s0 := samples[0]
+		a.first = binary.AppendVarint(a.first, s0.T)
+		if a.scale == floatMode {
+			a.first = binary.BigEndian.AppendUint64(a.first, math.Float64bits(s0.V))
+		} else {
+			a.prevI = scaled(s0.V, a.scale)
+			a.first = binary.AppendVarint(a.first, a.prevI)
+		}
+		a.first = binary.AppendVarint(a.first, s0.Lag)
+		a.prevT, a.prevDelta, a.prevLag, a.prevV = s0.T, 0, s0.Lag, s0.V
+		a.n = 1
+		samples = samples[1:]
+	}
+	w := &a.w
+	for _, s := range samples {
+		delta := s.T - a.prevT
+		if dod, dl := delta-a.prevDelta, s.Lag-a.prevLag; dod == 0 && dl == 0 {
 			w.writeBit(false) // the regular case: one bit for both
 		} else {
 			w.writeBit(true)
 			w.writeVarBits(dod)
 			w.writeVarBits(dl)
 		}
-		prevT, prevDelta, prevLag = s.T, delta, s.Lag
-		if scale == floatMode {
-			w.writeCode(int64(math.Float64bits(s.V)^math.Float64bits(prevV)), valueBuckets)
+		a.prevT, a.prevDelta, a.prevLag = s.T, delta, s.Lag
+		if a.scale == floatMode {
+			w.writeCode(int64(math.Float64bits(s.V)^math.Float64bits(a.prevV)), valueBuckets)
 		} else {
-			i := scaled(s.V, scale)
-			w.writeCode(i-prevI, valueBuckets)
-			prevI = i
+			i := scaled(s.V, a.scale)
+			w.writeCode(i-a.prevI, valueBuckets)
+			a.prevI = i
 		}
-		prevV = s.V
+		a.prevV = s.V
 	}
-	return w.b, nil
+	a.n += uint64(len(samples))
 }
 
 // Count returns how many samples a chunk holds, without decoding them.
@@ -217,14 +276,19 @@ next:
 			if math.IsNaN(x) || math.Abs(x) > 1<<52 {
 				return floatMode
 			}
-			r := math.Round(x)
-			if r/pow10[k] != s.V {
+			if !exactAt(s.V, k) {
 				continue next
 			}
 		}
 		return k
 	}
 	return floatMode
+}
+
+// exactAt reports whether v is exactly an integer count of 10^-k.
+func exactAt(v float64, k int) bool {
+	x := v * pow10[k]
+	return !math.IsNaN(x) && math.Abs(x) <= 1<<52 && math.Round(x)/pow10[k] == v
 }
 
 func scaled(v float64, scale int) int64 { return int64(math.Round(v * pow10[scale])) }

@@ -255,3 +255,77 @@ func TestVersion1StillReads(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendEqualsEncode: a chunk extended by an Appender is byte for
+// byte the chunk Encode makes of all the samples, and Append refuses
+// exactly what would need another scale or is not later than the chunk.
+func TestAppendEqualsEncode(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	value := func(kind int) float64 {
+		switch kind {
+		case 0:
+			return float64(r.IntN(300))
+		case 1:
+			return float64(r.IntN(4000)) / 10
+		case 2:
+			return float64(r.IntN(40000)) / 100
+		}
+		return r.NormFloat64() * 1e6
+	}
+	appended, refused := 0, 0
+	for trial := range 2000 {
+		n := r.IntN(300)
+		all := make([]Sample, n)
+		ts := int64(r.Uint64() >> 24)
+		kindA, kindB := r.IntN(4), r.IntN(4)
+		cut := 0
+		if n > 0 {
+			cut = r.IntN(n + 1)
+		}
+		for i := range all {
+			ts += 1 + r.Int64N(1<<uint(r.IntN(20)+1))
+			kind := kindA
+			if i >= cut {
+				kind = kindB
+			}
+			all[i] = Sample{T: ts, V: value(kind), Lag: r.Int64N(100)}
+		}
+		a, err := NewAppender(all[:cut])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest := all[cut:]
+		if trial%10 == 0 && cut > 0 && len(rest) > 0 {
+			rest = append([]Sample{{T: all[cut-1].T, V: 1}}, rest...) // not later than the chunk
+		}
+		want, err := Encode(all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := a.Append(rest)
+		sameScale := cut == 0 || chooseScale(all) == chooseScale(all[:cut])
+		inOrder := len(rest) == len(all[cut:])
+		switch {
+		case ok && !(sameScale && inOrder):
+			t.Fatalf("trial %d: appended what needs another scale or is out of order", trial)
+		case !ok && sameScale && inOrder:
+			t.Fatalf("trial %d: refused an append Encode would write at the same scale", trial)
+		case ok:
+			appended++
+			if got := a.Bytes(); !slices.Equal(got, want) {
+				t.Fatalf("trial %d: appended chunk differs from Encode's (%d vs %d bytes)", trial, len(got), len(want))
+			}
+			if a.Len() != len(all) {
+				t.Fatalf("trial %d: Len %d, want %d", trial, a.Len(), len(all))
+			}
+		default:
+			refused++
+			if got, _ := Decode(a.Bytes()); len(got) != cut {
+				t.Fatalf("trial %d: a refused append changed the chunk", trial)
+			}
+		}
+	}
+	if appended < 500 || refused < 100 {
+		t.Fatalf("%d appended, %d refused: the trials do not cover both", appended, refused)
+	}
+}

@@ -305,7 +305,7 @@ func TestChunkExtendedWithoutDecoding(t *testing.T) {
 	if s.chunksExtended != 2 {
 		t.Fatalf("%d chunks extended, want 2", s.chunksExtended)
 	}
-	send("d", 200, 100, func(i int) float64 { return 99 }) // before the chunk's end: decoded and merged
+	send("d", 200, 100, func(i int) float64 { return 99 })                   // before the chunk's end: decoded and merged
 	send("e", 1500, 500, func(i int) float64 { return 60.5 + float64(i%3) }) // a finer scale
 	if s.chunksExtended != 2 {
 		t.Fatalf("%d chunks extended, want still 2", s.chunksExtended)

@@ -110,7 +110,7 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 		return nil, malformed(json.Unmarshal(p, &x))
 	}
 	if v.Type() != fastjson.TypeArray {
-		return []Raw{decodeOne(v, "", -1)}, nil
+		return []Raw{decodeOne(v, "", -1, nil)}, nil
 	}
 	arr, _ := v.Array()
 	if len(arr) == 0 {
@@ -120,8 +120,9 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 		return nil, vigil.FieldErrorf("", "too-many", "%d readings in one message; at most %d", len(arr), maxReadings)
 	}
 	out := make([]Raw, len(arr))
+	values := make([]RawValue, 0, len(arr)) // most readings hold one value
 	for i, e := range arr {
-		out[i] = decodeOne(e, elemPrefix(i), i)
+		out[i] = decodeOne(e, elemPrefix(i), i, &values)
 	}
 	return out, nil
 }
@@ -183,7 +184,11 @@ var parsers fastjson.ParserPool
 
 // decodeOne decodes one reading object. Members other than id, time,
 // values and battery are ignored; null is the same as absent.
-func decodeOne(v *fastjson.Value, prefix string, elem int) Raw {
+//
+// The values go into the room left in *slab when there is enough (one
+// allocation for a batch's values instead of one per reading; they live
+// as long as the message's decoding).
+func decodeOne(v *fastjson.Value, prefix string, elem int, slab *[]RawValue) Raw {
 	r := Raw{Field: prefix}
 	if v.Type() != fastjson.TypeObject {
 		r.Err = vigil.FieldErrorf(strings.TrimSuffix(prefix, "."), "wrong-type", "the reading must be a JSON object")
@@ -235,7 +240,13 @@ func decodeOne(v *fastjson.Value, prefix string, elem int) Raw {
 		r.Err = vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
 		return r
 	}
-	r.Values = make([]RawValue, 0, len(arr))
+	if slab != nil && cap(*slab)-len(*slab) >= len(arr) {
+		n := len(*slab)
+		*slab = (*slab)[:n+len(arr)]
+		r.Values = (*slab)[n : n : n+len(arr)]
+	} else {
+		r.Values = make([]RawValue, 0, len(arr))
+	}
 	for i, e := range arr {
 		var f string
 		if i == 0 && elem >= 0 && elem < len(elemPrefixes()) {

@@ -95,26 +95,12 @@ func (s *Subscription) closeLocked() {
 }
 
 // Publish delivers e to every matching subscriber without blocking.
-func (h *Hub) Publish(e Event) {
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range h.subs {
-		if s.filter != nil && !s.filter(e) {
-			continue
-		}
-		select {
-		case s.c <- e:
-		default:
-			s.closeLocked() // too slow: drop it so it reconnects and reloads
-		}
-	}
-}
+func (h *Hub) Publish(e Event) { h.PublishAll([]Event{e}) }
 
-// PublishAll publishes events in order, as Publish does each, under one
-// lock and one clock reading (a stored batch of thousands of readings).
+// PublishAll delivers events in order to every matching subscriber
+// without blocking (one too slow to take an event is dropped, so it
+// reconnects and reloads), under one lock and one clock reading: a
+// stored batch of thousands of readings.
 func (h *Hub) PublishAll(events []Event) {
 	now := time.Now().UTC()
 	h.mu.Lock()

@@ -49,8 +49,13 @@ type Options struct {
 	// MaxQueueDelay: while messages wait longer than this for their
 	// commit, messages marked Shed are refused as overloaded (default 1 s).
 	MaxQueueDelay time.Duration
-	MaxBatch      int           // readings per group commit (default 8192)
-	DeviceTTL     time.Duration // how long device assignments are cached (default 1 min)
+	MaxBatch      int // readings per group commit (default 8192)
+	// Commits is how many group commits may be under way at once
+	// (default 1). A store whose commits wait on another server
+	// (PostgreSQL) takes more a second with several; answers and OnStored
+	// calls still come in Submit order.
+	Commits   int
+	DeviceTTL time.Duration // how long device assignments are cached (default 1 min)
 	// DeadLetterSources lists the message sources whose refusals are kept
 	// as dead letters (default: mqtt; HTTP clients get the error in the
 	// response).
@@ -101,7 +106,11 @@ type Pipeline struct {
 
 	queuedBytes atomic.Int64 // payload bytes of the messages in queue
 	queueDelay  atomic.Int64 // how long the latest batch's first message waited, ns
-	committing  atomic.Int64 // when the commit under way began (Unix ns), 0 between commits
+	committing  atomic.Int64 // when the oldest commit under way began (Unix ns), 0 between commits
+	// commitsMu guards commitsBegan: when each group commit not yet
+	// answered began, oldest first.
+	commitsMu    sync.Mutex
+	commitsBegan []int64
 
 	mu      sync.RWMutex // guards closed against queue sends
 	closed  bool
@@ -160,6 +169,9 @@ func New(st Store, table *mapping.Table, o Options) *Pipeline {
 	}
 	if o.MaxQueueBytes <= 0 {
 		o.MaxQueueBytes = d.MaxQueueBytes
+	}
+	if o.Commits <= 0 {
+		o.Commits = 1
 	}
 	if o.MaxQueueDelay <= 0 {
 		o.MaxQueueDelay = d.MaxQueueDelay
@@ -410,10 +422,23 @@ func (p *Pipeline) InvalidatePatients() {
 	p.devMu.Unlock()
 }
 
-// commitLoop takes everything queued, stores it in one call, and answers.
+// commitLoop takes everything queued and stores it in one call, with up
+// to Commits calls unanswered; finishLoop answers them in order.
 func (p *Pipeline) commitLoop() {
-	defer close(p.drained)
+	inflight := make(chan *groupCommit, p.opts.Commits)
+	slots := make(chan struct{}, p.opts.Commits)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		p.finishLoop(inflight, slots)
+	}()
+	defer func() {
+		close(inflight)
+		<-finished
+		close(p.drained)
+	}()
 	for {
+		slots <- struct{}{} // a commit may begin: meanwhile the queue fills
 		j, ok := <-p.queue
 		if !ok {
 			return
@@ -436,16 +461,71 @@ func (p *Pipeline) commitLoop() {
 				break more
 			}
 		}
-		p.committing.Store(time.Now().UnixNano())
-		p.commit(batch, n)
-		p.committing.Store(0)
+		g := &groupCommit{batch: batch, n: n, began: time.Now().UnixNano(), done: make(chan struct{})}
+		p.underWay(g.began, true)
+		go func() {
+			defer close(g.done)
+			g.store(p)
+		}()
+		inflight <- g
 		if !open {
 			return
 		}
 	}
 }
 
-func (p *Pipeline) commit(batch []*job, n int) {
+// underWay notes a group commit begun (add) or answered, and keeps
+// committing at the start of the oldest one unanswered.
+func (p *Pipeline) underWay(began int64, add bool) {
+	p.commitsMu.Lock()
+	defer p.commitsMu.Unlock()
+	if add {
+		p.commitsBegan = append(p.commitsBegan, began)
+	} else if len(p.commitsBegan) > 0 {
+		p.commitsBegan = p.commitsBegan[1:]
+	}
+	if len(p.commitsBegan) > 0 {
+		p.committing.Store(p.commitsBegan[0])
+	} else {
+		p.committing.Store(0)
+	}
+}
+
+// finishLoop answers group commits in the order they began, freeing a
+// slot for the next after each.
+func (p *Pipeline) finishLoop(inflight <-chan *groupCommit, slots <-chan struct{}) {
+	for g := range inflight {
+		<-g.done
+		p.underWay(g.began, false)
+		p.commit(g)
+		<-slots
+	}
+}
+
+// A groupCommit is one call to the store for a batch of jobs.
+type groupCommit struct {
+	batch []*job
+	n     int   // readings in the batch
+	began int64 // Unix ns
+	done  chan struct{}
+	res   []vigil.AppendResult
+	err   error
+}
+
+func (g *groupCommit) store(p *Pipeline) {
+	if g.n == 0 {
+		return
+	}
+	all := make([]*vigil.Reading, 0, g.n)
+	for _, j := range g.batch {
+		all = append(all, j.readings...)
+	}
+	g.res, g.err = p.store.AppendReadings(context.Background(), all)
+}
+
+// commit answers the jobs of a group commit the store has done.
+func (p *Pipeline) commit(g *groupCommit) {
+	batch, n := g.batch, g.n
 	p.m.queued.Sub(float64(len(batch)))
 	var bytes int64
 	for _, j := range batch {
@@ -454,11 +534,7 @@ func (p *Pipeline) commit(batch []*job, n int) {
 	p.queuedBytes.Add(-bytes)
 	var stored []*vigil.Reading
 	if n > 0 {
-		all := make([]*vigil.Reading, 0, n)
-		for _, j := range batch {
-			all = append(all, j.readings...)
-		}
-		res, err := p.store.AppendReadings(context.Background(), all)
+		res, err := g.res, g.err
 		if err != nil {
 			p.log.Error("storing readings failed; devices will be told to send again", "readings", n, "err", err)
 			refusal := vigil.Errorf(vigil.EUNAVAILABLE, "readings could not be stored; send them again")

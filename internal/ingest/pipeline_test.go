@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -436,5 +437,86 @@ func TestDeviceClockAhead(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(e.p.m.clockAhead.WithLabelValues("mqtt")); got != 1 {
 		t.Fatalf("device clock ahead counted %v times, want 1 (only the reading a minute ahead)", got)
+	}
+}
+
+// slowStore takes a random few milliseconds over each commit and counts
+// how many are under way at once.
+type slowStore struct {
+	Store
+	mu        sync.Mutex
+	rng       *rand.Rand
+	now, most int
+}
+
+func (s *slowStore) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigil.AppendResult, error) {
+	s.mu.Lock()
+	s.now++
+	s.most = max(s.most, s.now)
+	d := time.Duration(s.rng.IntN(4000)) * time.Microsecond
+	s.mu.Unlock()
+	time.Sleep(d)
+	defer func() { s.mu.Lock(); s.now--; s.mu.Unlock() }()
+	return s.Store.AppendReadings(ctx, rs)
+}
+
+// With several commits under way (a PostgreSQL store), answers and the
+// OnStored hooks still come in Submit order, and every reading is stored.
+func TestConcurrentCommitsAnswerInOrder(t *testing.T) {
+	e := setup(t, nil)
+	slow := &slowStore{Store: e.store, rng: rand.New(rand.NewPCG(5, 6))}
+	var mu sync.Mutex
+	var hooked []string
+	o := DefaultOptions()
+	o.Now = func() time.Time { return now }
+	o.Commits = 4
+	o.OnStored = []func(context.Context, []*vigil.Reading){func(_ context.Context, rs []*vigil.Reading) {
+		mu.Lock()
+		for _, r := range rs {
+			hooked = append(hooked, r.ID)
+		}
+		mu.Unlock()
+	}}
+	p := New(slow, mapping.DefaultTable(), o)
+	const n = 300
+	var answered []int
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		p.Submit(ctx, vigil.Message{DeviceID: "mon", Source: "mqtt", Payload: []byte(msg(fmt.Sprint("c", i), now.Add(-time.Duration(n-i)*time.Second), hr72)), Received: now},
+			func(r vigil.IngestResult) {
+				if r.Err != nil || r.Rejected() > 0 {
+					t.Errorf("message %d: %+v", i, r)
+				}
+				mu.Lock()
+				answered = append(answered, i)
+				mu.Unlock()
+				wg.Done()
+			})
+		if i%7 == 0 {
+			time.Sleep(time.Millisecond) // several group commits
+		}
+	}
+	wg.Wait()
+	p.Close()
+	if slow.most < 2 {
+		t.Fatalf("at most %d commit under way: Commits is not used", slow.most)
+	}
+	for i, a := range answered {
+		if a != i {
+			t.Fatalf("answer %d was for message %d: not in Submit order", i, a)
+		}
+	}
+	if len(hooked) != n {
+		t.Fatalf("%d readings reached OnStored, want %d", len(hooked), n)
+	}
+	for i, id := range hooked {
+		if id != fmt.Sprint("c", i) {
+			t.Fatalf("OnStored saw %s at %d: not in Submit order", id, i)
+		}
+	}
+	obs, _, err := e.store.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Limit: 1000})
+	if err != nil || len(obs) != n {
+		t.Fatalf("%d stored (%v), want %d", len(obs), err, n)
 	}
 }

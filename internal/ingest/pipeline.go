@@ -307,9 +307,10 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 		return
 	}
 	j.res.Readings = make([]vigil.ReadingOutcome, len(raws))
+	sl := newSlab(raws)
 	for i, raw := range raws {
 		j.res.Readings[i].ID = raw.ID
-		r, err := p.normalize(raw, m.Received)
+		r, err := p.normalize(raw, m.Received, sl)
 		if err != nil {
 			j.res.Readings[i].Err = err
 			continue

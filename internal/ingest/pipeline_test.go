@@ -520,3 +520,27 @@ func TestConcurrentCommitsAnswerInOrder(t *testing.T) {
 		t.Fatalf("%d stored (%v), want %d", len(obs), err, n)
 	}
 }
+
+// BenchmarkPrepareBatch decodes, validates and normalizes one message of
+// 5,000 readings (no store): the per-reading cost of a batch upload.
+func BenchmarkPrepareBatch(b *testing.B) {
+	e := setup(b, nil)
+	var buf strings.Builder
+	buf.WriteByte('[')
+	for i := range 5000 {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteString(msg(fmt.Sprint("b", i), now.Add(-time.Duration(5000-i)*time.Second), hr72))
+	}
+	buf.WriteByte(']')
+	m := vigil.Message{DeviceID: "mon", Source: "http", Payload: []byte(buf.String()), Received: now}
+	b.ReportAllocs()
+	for b.Loop() {
+		j := &job{m: m}
+		e.p.prepare(ctx, j)
+		if j.res.Err != nil || len(j.readings) != 5000 {
+			b.Fatal(j.res.Err, len(j.readings))
+		}
+	}
+}

@@ -557,19 +557,12 @@ func existing(db *pebble.DB, keys []string) ([]bool, error) {
 	for _, i := range order {
 		k := keys[i]
 		if positioned {
-			if next == nil || k < string(next) {
-				found[i] = false
-				answered++
-				continue
-			}
-			for steps := 0; k > string(next) && steps < 2; steps++ {
+			// A resent batch's keys are stored one after another: a step
+			// or two forward is cheaper than another seek.
+			for steps := 0; steps < 2 && next != nil && k > string(next); steps++ {
+				next = nil
 				if ranged.Next() {
 					next = ranged.Key()
-				} else {
-					next = nil
-				}
-				if next == nil || k <= string(next) {
-					break
 				}
 			}
 			if next == nil || k <= string(next) {
@@ -577,8 +570,6 @@ func existing(db *pebble.DB, keys []string) ([]bool, error) {
 				answered++
 				continue
 			}
-		}
-		if positioned {
 			if answered <= 1 {
 				barren++
 			} else {
@@ -663,11 +654,10 @@ type CompactStats struct {
 func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 	var st CompactStats
 	cutoff := s.opts.Now().Add(-s.opts.CompactAge).UnixMilli()
-	type group = chunkGroup
 	// Collect head samples to fold, per chunk.
-	var order []group
-	groups := make(map[group][]tsdb.Sample)
-	headKeys := make(map[group][][]byte)
+	var order []chunkGroup
+	groups := make(map[chunkGroup][]tsdb.Sample)
+	headKeys := make(map[chunkGroup][][]byte)
 	heads := 0
 	err := scan(s.db, prefixKey(pHead), false, func(k, v []byte) (bool, error) {
 		if len(k) != 18 {
@@ -685,7 +675,7 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 		if err != nil {
 			return false, err
 		}
-		g := group{binary.BigEndian.Uint64(k[2:10]), bucketOf(t)}
+		g := chunkGroup{binary.BigEndian.Uint64(k[2:10]), bucketOf(t)}
 		if _, ok := groups[g]; !ok {
 			order = append(order, g)
 		}
@@ -702,7 +692,7 @@ func (s *Store) Compact(ctx context.Context) (CompactStats, error) {
 	mine := &commit{done: make(chan struct{})}
 	var claimed []string
 	s.mu.Lock()
-	order = slices.DeleteFunc(order, func(g group) bool {
+	order = slices.DeleteFunc(order, func(g chunkGroup) bool {
 		ck := string(chunkKey(g.sid, g.bucket))
 		if _, busy := s.pending[ck]; busy {
 			return true

@@ -96,9 +96,6 @@ func (a *Appender) Append(samples []Sample) bool {
 	return true
 }
 
-// Last returns the time of the last sample held (ok false when empty).
-func (a *Appender) Last() (t int64, ok bool) { return a.prevT, a.n > 0 }
-
 // Len returns how many samples the chunk holds.
 func (a *Appender) Len() int { return int(a.n) }
 

@@ -110,7 +110,7 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 		return nil, malformed(json.Unmarshal(p, &x))
 	}
 	if v.Type() != fastjson.TypeArray {
-		return []Raw{decodeOne(v, "", -1, nil)}, nil
+		return []Raw{decodeOne(v, -1, nil)}, nil
 	}
 	arr, _ := v.Array()
 	if len(arr) == 0 {
@@ -122,7 +122,7 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 	out := make([]Raw, len(arr))
 	values := make([]RawValue, 0, len(arr)) // most readings hold one value
 	for i, e := range arr {
-		out[i] = decodeOne(e, elemPrefix(i), i, &values)
+		out[i] = decodeOne(e, i, &values)
 	}
 	return out, nil
 }
@@ -147,11 +147,28 @@ var elemValues0 = sync.OnceValue(func() []string {
 	return f
 })
 
-func elemPrefix(i int) string {
-	if p := elemPrefixes(); i < len(p) {
-		return p[i]
+// elemPrefix is the field prefix of reading elem of an array, "" for a
+// lone reading (elem < 0).
+func elemPrefix(elem int) string {
+	if elem < 0 {
+		return ""
 	}
-	return "[" + strconv.Itoa(i) + "]."
+	if p := elemPrefixes(); elem < len(p) {
+		return p[elem]
+	}
+	return "[" + strconv.Itoa(elem) + "]."
+}
+
+// carve returns an empty slice with room for n, taken from what is left
+// of *pool when there is enough (one allocation for a message's values or
+// readings instead of one per reading), else a new one.
+func carve[T any](pool *[]T, n int) []T {
+	if pool == nil || cap(*pool)-len(*pool) < n {
+		return make([]T, 0, n)
+	}
+	k := len(*pool)
+	*pool = (*pool)[:k+n]
+	return (*pool)[k : k : k+n]
 }
 
 // interned holds the code, unit and system strings seen, so that the
@@ -184,11 +201,11 @@ var parsers fastjson.ParserPool
 
 // decodeOne decodes one reading object. Members other than id, time,
 // values and battery are ignored; null is the same as absent.
-//
-// The values go into the room left in *slab when there is enough (one
-// allocation for a batch's values instead of one per reading; they live
-// as long as the message's decoding).
-func decodeOne(v *fastjson.Value, prefix string, elem int, slab *[]RawValue) Raw {
+// elem is the reading's index in an array (-1: a lone reading); its
+// values are carved from *values (they live as long as the message's
+// decoding).
+func decodeOne(v *fastjson.Value, elem int, values *[]RawValue) Raw {
+	prefix := elemPrefix(elem)
 	r := Raw{Field: prefix}
 	if v.Type() != fastjson.TypeObject {
 		r.Err = vigil.FieldErrorf(strings.TrimSuffix(prefix, "."), "wrong-type", "the reading must be a JSON object")
@@ -240,17 +257,11 @@ func decodeOne(v *fastjson.Value, prefix string, elem int, slab *[]RawValue) Raw
 		r.Err = vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
 		return r
 	}
-	if slab != nil && cap(*slab)-len(*slab) >= len(arr) {
-		n := len(*slab)
-		*slab = (*slab)[:n+len(arr)]
-		r.Values = (*slab)[n : n : n+len(arr)]
-	} else {
-		r.Values = make([]RawValue, 0, len(arr))
-	}
+	r.Values = carve(values, len(arr))
 	for i, e := range arr {
 		var f string
-		if i == 0 && elem >= 0 && elem < len(elemPrefixes()) {
-			f = elemValues0()[elem] // the usual one value of a batch's reading
+		if i == 0 && elem >= 0 && elem < defaultMaxMsgs {
+			f = elemValues0()[elem] // the usual one value of a batch's reading: made once
 		} else {
 			f = valueField(prefix, i)
 		}
@@ -353,22 +364,9 @@ func newSlab(raws []Raw) *slab {
 	return &slab{rs: make([]vigil.Reading, 0, len(raws)), ms: make([]vigil.Measurement, 0, n)}
 }
 
-func (s *slab) reading() *vigil.Reading {
-	if s == nil || len(s.rs) == cap(s.rs) {
-		return new(vigil.Reading)
-	}
-	s.rs = s.rs[:len(s.rs)+1]
-	return &s.rs[len(s.rs)-1]
-}
+func (s *slab) reading() *vigil.Reading { return &carve(&s.rs, 1)[:1][0] }
 
-func (s *slab) values(n int) []vigil.Measurement {
-	if s == nil || cap(s.ms)-len(s.ms) < n {
-		return make([]vigil.Measurement, 0, n)
-	}
-	k := len(s.ms)
-	s.ms = s.ms[:k+n]
-	return s.ms[k : k : k+n]
-}
+func (s *slab) values(n int) []vigil.Measurement { return carve(&s.ms, n) }
 
 func (p *Pipeline) normalize(raw Raw, received time.Time, sl *slab) (*vigil.Reading, error) {
 	if raw.Err != nil {

@@ -147,9 +147,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request, format string) {
 		}
 	}
 	if len(errs) == 0 {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(http.StatusOK)
+		writeJSONHeader(w, http.StatusOK)
 		w.Write(out.appendJSON(make([]byte, 0, 64+40*len(out.Results))))
 		return
 	}

@@ -466,12 +466,15 @@ func AgeBand(birthDate string, t time.Time) string {
 	return "75+"
 }
 
+// UnknownRegion is the region of a patient without a usable postal code.
+const UnknownRegion = "unknown"
+
 // Region is the first chars characters of the patient's postal code,
-// upper case without spaces, or unknown.
+// upper case without spaces, or UnknownRegion.
 func Region(p *vigil.Patient, chars int) string {
 	pc := strings.ToUpper(strings.ReplaceAll(p.PostalCode, " ", ""))
 	if len(pc) < chars {
-		return "unknown"
+		return UnknownRegion
 	}
 	return pc[:chars]
 }

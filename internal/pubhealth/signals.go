@@ -96,7 +96,7 @@ func Signals(ctx context.Context, src Source, o SignalOptions) (*Surveillance, e
 	counts := map[string][]float64{}
 	err := eachPatient(ctx, src, func(p *vigil.Patient) error {
 		region := Region(p, o.PostalChars)
-		if region == "unknown" {
+		if region == UnknownRegion {
 			// No postal code: nowhere to send a public-health team, and a
 			// "region" of scattered patients whose noisy counts would
 			// raise signals about no place.

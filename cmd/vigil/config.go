@@ -174,14 +174,10 @@ the file over the default. docs/configuration.md lists every key.`,
 			if path == "" {
 				return fmt.Errorf("give --config FILE (or set VIGIL_CONFIG)")
 			}
-			file, err := g.settingsFile()
+			fresh, file, err := g.configFor(cmd.Root(), command)
 			if err != nil {
 				return err
 			}
-			if _, err := configTarget(cmd.Root(), command); err != nil {
-				return err
-			}
-			fresh := freshCommand(command, g)
 			var unknown []string
 			for k := range file {
 				if fresh.Flags().Lookup(k) == nil || skipConfig[k] {
@@ -210,14 +206,10 @@ default). The output is itself a valid configuration file with --json off.`,
   vigil config print --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			file, err := g.settingsFile()
+			fresh, file, err := g.configFor(cmd.Root(), command)
 			if err != nil {
 				return err
 			}
-			if _, err := configTarget(cmd.Root(), command); err != nil {
-				return err
-			}
-			fresh := freshCommand(command, g)
 			source, err := applyConfig(fresh, file)
 			if err != nil {
 				return err
@@ -262,12 +254,17 @@ default). The output is itself a valid configuration file with --json off.`,
 	return cmd
 }
 
-func configTarget(root *cobra.Command, command string) (*cobra.Command, error) {
-	c, ok := configurable(root)[command]
-	if !ok {
-		return nil, fmt.Errorf("--command %q: serve or edge", command)
+// configFor returns an unused instance of vigil serve or edge (command)
+// and the settings file, to parse the one onto the other.
+func (g *globals) configFor(root *cobra.Command, command string) (*cobra.Command, map[string][]string, error) {
+	if _, ok := configurable(root)[command]; !ok {
+		return nil, nil, fmt.Errorf("--command %q: serve or edge", command)
 	}
-	return c, nil
+	file, err := g.settingsFile()
+	if err != nil {
+		return nil, nil, err
+	}
+	return freshCommand(command, g), file, nil
 }
 
 // freshCommand is an unused instance of vigil serve or edge (with the

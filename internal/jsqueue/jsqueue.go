@@ -91,7 +91,7 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		nc.Close()
 		return nil, err
 	}
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:       streamName(o.Prefix),
 		Subjects:   []string{o.Prefix + ".readings.>"},
 		Storage:    jetstream.FileStorage,
@@ -99,10 +99,27 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 		Duplicates: 2 * time.Minute, // a re-send within it is acknowledged as a duplicate at once
 		Retention:  jetstream.LimitsPolicy,
 		MaxAge:     7 * 24 * time.Hour, // a worker down longer than this loses readings: alert on lag first
-	})
-	if err != nil {
-		nc.Close()
-		return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream stream: %v", err)
+	}
+	// A cluster that has just started may not have elected its meta
+	// leader yet: JetStream's API times out or answers "temporarily
+	// unavailable" for a while. Wait for it (saying so) rather than fail
+	// the node; a configuration JetStream refuses fails at once.
+	var st jetstream.Stream
+	giveUp := time.Now().Add(StartTimeout)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		st, err = js.CreateOrUpdateStream(ctx, cfg)
+		if err == nil {
+			break
+		}
+		if !notReady(err) || ctx.Err() != nil || time.Now().Add(wait).After(giveUp) {
+			nc.Close()
+			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "JetStream stream %s at %s: %v", cfg.Name, o.URL, err)
+		}
+		o.Logger.Warn("JetStream is not ready to create the readings stream yet; trying again", "err", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
 	}
 	q := &Queue{o: o, nc: nc, js: js, stream: st,
 		pending:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vigil_stream_pending", Help: "Readings in a partition of the JetStream stream not yet delivered to its worker, for the partitions this worker owns (alert when it grows)."}, []string{"partition"}),
@@ -115,6 +132,27 @@ func Open(ctx context.Context, o Options) (*Queue, error) {
 	}
 	return q, nil
 }
+
+// StartTimeout is how long Open waits for JetStream to become ready.
+const StartTimeout = 2 * time.Minute
+
+// notReady tells whether err means JetStream cannot answer yet (a
+// cluster electing its leaders, a server still starting) rather than that
+// it refused the stream.
+func notReady(err error) bool {
+	var api *jetstream.APIError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
+		return true
+	case errors.As(err, &api):
+		return api.Code == 503 || api.ErrorCode == jsErrNoSuitablePeers
+	}
+	return false
+}
+
+// jsErrNoSuitablePeers is JetStream's "no suitable peers for placement",
+// which a cluster whose servers have not all met yet answers.
+const jsErrNoSuitablePeers jetstream.ErrorCode = 10005
 
 func streamName(prefix string) string {
 	b := []byte(prefix)

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/testenv"
@@ -199,4 +202,34 @@ func readGauge(g interface{ Write(*dto.Metric) error }) float64 {
 	var m dto.Metric
 	g.Write(&m)
 	return m.GetGauge().GetValue()
+}
+
+// TestOpenWaitsOnlyForAClusterGettingReady: a stream JetStream refuses
+// (three replicas on this machine's single server) fails Open at once
+// with JetStream's reason; what a cluster still electing its leaders
+// answers is waited out.
+func TestOpenWaitsOnlyForAClusterGettingReady(t *testing.T) {
+	url, prefix := testenv.NATSPrefix(t)
+	start := time.Now()
+	_, err := Open(context.Background(), Options{URL: url, Prefix: prefix, Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "replicas") || time.Since(start) > 10*time.Second {
+		t.Fatalf("Open with 3 replicas on one server: %v after %s, want JetStream's refusal at once", err, time.Since(start))
+	}
+	for _, c := range []struct {
+		err   error
+		ready bool
+	}{
+		{context.DeadlineExceeded, false},
+		{fmt.Errorf("stream: %w", nats.ErrTimeout), false},
+		{nats.ErrNoResponders, false},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, false},
+		{&jetstream.APIError{Code: 500, ErrorCode: 10005, Description: "no suitable peers for placement"}, false},
+		{jetstream.ErrJetStreamNotEnabled, false},
+		{&jetstream.APIError{Code: 500, ErrorCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamNameInUse, Description: "stream name already in use with a different configuration"}, true},
+	} {
+		if notReady(c.err) == c.ready {
+			t.Errorf("%v: notReady %v", c.err, !c.ready)
+		}
+	}
 }

@@ -9,8 +9,8 @@ import (
 )
 
 // A store records its format; a store written before formats were
-// recorded opens as format 1 and gets the record; a store of a newer
-// format is refused with what to do, and left as it was.
+// recorded opens as format 1, is upgraded and gets the record; a store of
+// a newer format is refused with what to do, and left as it was.
 func TestFormatVersion(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "store")
 	o := DefaultOptions()
@@ -19,7 +19,7 @@ func TestFormatVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := getFormat(t, s.db); got != "1" {
+	if got := getFormat(t, s.db); got != "2" {
 		t.Fatalf("format %q", got)
 	}
 	// As a store from before the record.
@@ -30,16 +30,16 @@ func TestFormatVersion(t *testing.T) {
 	if s, err = Open(dir, o); err != nil {
 		t.Fatal(err)
 	}
-	if got := getFormat(t, s.db); got != "1" {
+	if got := getFormat(t, s.db); got != "2" {
 		t.Fatalf("format after opening an unversioned store %q", got)
 	}
 	// As a store a newer Vigil wrote.
-	if err := s.db.Set(formatKey, []byte("2"), pebble.Sync); err != nil {
+	if err := s.db.Set(formatKey, []byte("3"), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	_, err = Open(dir, o)
-	if err == nil || !strings.Contains(err.Error(), "newer Vigil (store format 2; this one reads formats up to 1)") {
+	if err == nil || !strings.Contains(err.Error(), "newer Vigil (store format 3; this one reads formats up to 2)") {
 		t.Fatalf("opening a newer store: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package pebble
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -121,10 +122,28 @@ func lagSeconds(r *vigil.Reading) int64 {
 // once it is durable.
 func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigil.AppendResult, error) {
 	res := make([]vigil.AppendResult, len(rs))
-	keys := make([]string, len(rs))
+	// Reading ids ending in a number are remembered as runs (j keys, one
+	// per run of consecutive numbers a call stores); other ids, and those
+	// of a store older than runs until they expire, one k key each.
+	keys := make([]string, len(rs)) // k key of reading i, or "" (a run id)
+	var (
+		headers []string            // the run headers of the call, in order of appearance
+		refs    map[string][]runRef // header → its readings
+	)
 	for i, r := range rs {
 		if r.DeviceID == "" || r.ID == "" || r.PatientID == "" {
 			return nil, vigil.Errorf(vigil.EINVALID, "reading %d lacks a device, id or patient", i)
+		}
+		if prefix, n, ok := runID(r.ID); ok {
+			if refs == nil {
+				refs = make(map[string][]runRef)
+			}
+			h := string(runHeader(r.DeviceID, prefix))
+			if _, ok := refs[h]; !ok {
+				headers = append(headers, h)
+			}
+			refs[h] = append(refs[h], runRef{n: n, i: i})
+			continue
 		}
 		keys[i] = string(dedupKey(r.DeviceID, r.ID))
 	}
@@ -135,7 +154,7 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "store is closing")
 		}
 		var wait chan struct{}
-		for _, k := range keys {
+		for _, k := range slices.Concat(keys, headers) {
 			if c, ok := s.pending[k]; ok {
 				wait = c.done
 				break
@@ -189,28 +208,38 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	set := func(k, v []byte) { ops = append(ops, keyValue{k, v}) }
 	numeric := make(map[chunkGroup][]tsdb.Sample)
 	var groups []chunkGroup
-	stored, err := existing(s.db, keys)
+	dup := make([]bool, len(rs))
+	err := s.lookupIDs(rs, keys, headers, refs, dup)
 	if err != nil {
 		return fail(err)
 	}
+	for _, h := range headers {
+		s.pending[h] = mine
+		claimed = append(claimed, h)
+	}
+	recvs := make([]int64, len(rs)) // ms, of the readings stored now
 	for i, r := range rs {
-		k := keys[i]
-		if _, ok := s.pending[k]; ok { // repeated within this call
+		if dup[i] {
 			res[i].Duplicate = true
 			continue
 		}
-		if stored[i] {
-			res[i].Duplicate = true
-			continue
+		if k := keys[i]; k != "" {
+			if _, ok := s.pending[k]; ok { // repeated within this call
+				res[i].Duplicate = true
+				continue
+			}
+			s.pending[k] = mine
+			claimed = append(claimed, k)
 		}
-		s.pending[k] = mine
-		claimed = append(claimed, k)
 		fresh++
 		recv := r.Received
 		if recv.IsZero() {
 			recv = s.opts.Now()
 		}
-		set([]byte(k), be64(recv.UnixMilli()))
+		recvs[i] = recv.UnixMilli()
+		if k := keys[i]; k != "" {
+			set([]byte(k), be64(recvs[i]))
+		}
 		// One expiry marker per device and receive day, written until a
 		// batch holding it has committed — not a key per reading (that
 		// cost a fifth of the MQTT ingest rate).
@@ -268,6 +297,11 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 				}
 				set(originKey(sid, t), o)
 			}
+		}
+	}
+	for _, h := range headers {
+		for _, run := range newRuns(refs[h], dup, recvs) {
+			set(append([]byte(h), be64(int64(run.start))...), append(be64(int64(run.end)), be64(run.recv)...))
 		}
 	}
 	// Numeric samples: a head key each, or — when a call brings many for
@@ -338,6 +372,141 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	}
 	s.metrics.readings.Add(float64(fresh))
 	return res, nil
+}
+
+// Runs of reading ids. A device numbers its readings; a call usually
+// brings consecutive numbers (a batch upload, the readings one group
+// commit holds), so an id of the form {text}{number} — the number in
+// canonical decimal, no leading zero, at most 18 digits — is remembered
+// in a run key, j/device/text/{be64 first} → be64 last, be64 received
+// ms (the latest of the run), one per run of consecutive numbers a call
+// stores. A call's runs never overlap stored ones: a run holds only
+// numbers no stored run covers. Other ids keep a k key each.
+
+// runRef is reading i of a call, whose id ends in number n.
+type runRef struct {
+	n uint64
+	i int
+}
+
+// runID splits id into the text before its closing number and the
+// number, if it ends in one written canonically.
+func runID(id string) (prefix string, n uint64, ok bool) {
+	i := len(id)
+	for i > 0 && id[i-1] >= '0' && id[i-1] <= '9' {
+		i--
+	}
+	d := id[i:]
+	if d == "" || len(d) > 18 || d[0] == '0' && len(d) > 1 {
+		return "", 0, false
+	}
+	for j := 0; j < len(d); j++ {
+		n = n*10 + uint64(d[j]-'0')
+	}
+	return id[:i], n, true
+}
+
+// runHeader is the part of a run key before its first number.
+func runHeader(device, prefix string) []byte { return prefixKey(pDedupRun, device, prefix) }
+
+// run is consecutive reading numbers stored by one call.
+type run struct {
+	start, end uint64
+	recv       int64 // the latest receive time, Unix ms
+}
+
+// newRuns returns the runs of the readings refs names that are to be
+// stored now (not dup), sorted; refs is sorted by number.
+func newRuns(refs []runRef, dup []bool, recvs []int64) []run {
+	var out []run
+	for _, r := range refs {
+		if dup[r.i] {
+			continue
+		}
+		if l := len(out) - 1; l >= 0 && out[l].end+1 == r.n {
+			out[l].end = r.n
+			out[l].recv = max(out[l].recv, recvs[r.i])
+			continue
+		}
+		out = append(out, run{r.n, r.n, recvs[r.i]})
+	}
+	return out
+}
+
+// lookupIDs sets dup[i] for each reading of rs whose id is stored (a k key
+// or a run covering it) or comes again within rs. keys holds the k keys
+// (or "" for a run id); refs, by run header, the readings with run ids,
+// which lookupIDs sorts by number. s.mu is held.
+func (s *Store) lookupIDs(rs []*vigil.Reading, keys []string, headers []string, refs map[string][]runRef, dup []bool) error {
+	// k keys, and while a store older than runs may hold them, those of
+	// run ids too.
+	legacy := s.opts.Now().UnixMilli() < s.legacyIDsUntil
+	var look []string
+	var at []int
+	for i, k := range keys {
+		if k == "" && legacy {
+			k = string(dedupKey(rs[i].DeviceID, rs[i].ID))
+		}
+		if k != "" {
+			look = append(look, k)
+			at = append(at, i)
+		}
+	}
+	if len(look) > 0 {
+		found, err := existing(s.db, look)
+		if err != nil {
+			return err
+		}
+		for j, f := range found {
+			dup[at[j]] = f
+		}
+	}
+	if len(headers) == 0 {
+		return nil
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pDedupRun, 0}, UpperBound: []byte{pDedupRun, 1}})
+	if err != nil {
+		return storeErr(err)
+	}
+	for _, h := range headers {
+		rr := refs[h]
+		slices.SortStableFunc(rr, func(a, b runRef) int { return cmp.Compare(a.n, b.n) })
+		for j := 1; j < len(rr); j++ {
+			if rr[j].n == rr[j-1].n {
+				dup[rr[j].i] = true // an id again within the call
+			}
+		}
+		// The run starting at or before the first number, then each
+		// later one up to the last number.
+		hb := []byte(h)
+		valid := it.SeekLT(append(hb[:len(hb):len(hb)], be64(int64(rr[0].n)+1)...))
+		if !valid || !bytes.HasPrefix(it.Key(), hb) {
+			valid = it.SeekGE(hb)
+		}
+		j := 0
+		for ; valid && j < len(rr); valid = it.Next() {
+			k, v := it.Key(), it.Value()
+			if len(k) != len(hb)+8 || !bytes.HasPrefix(k, hb) {
+				break
+			}
+			if len(v) < 16 {
+				it.Close()
+				return vigil.Errorf(vigil.EINTERNAL, "run key %q has a %d-byte value: the store is damaged", k, len(v))
+			}
+			start, end := uint64(unbe64(k[len(hb):])), uint64(unbe64(v[:8]))
+			for j < len(rr) && rr[j].n < start {
+				j++
+			}
+			for ; j < len(rr) && rr[j].n <= end; j++ {
+				dup[rr[j].i] = true
+			}
+		}
+	}
+	err = it.Error()
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	return storeErr(err)
 }
 
 // directChunkGrowth bounds the work of merging into a chunk: samples go
@@ -442,7 +611,7 @@ type cachedChunk struct {
 // expireDedups adds to b the deletion of idempotency keys received before
 // expiryDay, at most limit of them (the rest wait for the next call). A J
 // marker names a device and a day it had readings received: that device's k
-// keys are scanned and the old ones deleted, then its expired markers.
+// and j keys are scanned and the old ones deleted, then its expired markers.
 // Stores written before J markers existed hold a K key per reading; those
 // are expired one by one.
 func (s *Store) expireDedups(b *pebble.Batch, expiryDay int64, limit int) (int, error) {
@@ -479,19 +648,28 @@ func (s *Store) expireDedups(b *pebble.Batch, expiryDay int64, limit int) (int, 
 	}
 	for _, d := range devices {
 		done := true
-		err := scan(s.db, key(pDedup, d, ""), false, func(k, v []byte) (bool, error) {
-			if len(v) == 8 && unbe64(v) < expiryDay {
-				if n >= limit {
-					done = false
-					return false, nil
+		// k keys hold the receive time; runs, after their last number.
+		for _, p := range []struct {
+			prefix []byte
+			recvAt int
+		}{{key(pDedup, d, ""), 0}, {prefixKey(pDedupRun, d), 8}} {
+			err := scan(s.db, p.prefix, false, func(k, v []byte) (bool, error) {
+				if len(v) == p.recvAt+8 && unbe64(v[p.recvAt:]) < expiryDay {
+					if n >= limit {
+						done = false
+						return false, nil
+					}
+					b.Delete(k, nil)
+					n++
 				}
-				b.Delete(k, nil)
-				n++
+				return true, nil
+			})
+			if err != nil {
+				return n, err
 			}
-			return true, nil
-		})
-		if err != nil {
-			return n, err
+			if !done {
+				break
+			}
 		}
 		if !done {
 			break // the markers stay: the next call goes on

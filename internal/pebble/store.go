@@ -98,7 +98,11 @@ type Store struct {
 	// (mergeIntoChunk); guarded by mu.
 	chunkCache     map[string]*cachedChunk
 	chunksExtended int                // chunks appended to without decoding (tests)
-	pending        map[string]*commit // dedup keys of readings being committed, and chunk keys being rewritten
+	pending        map[string]*commit // dedup keys of readings being committed, run headers of the calls committing, and chunk keys being rewritten
+	// legacyIDsUntil (Unix ms): until then k keys of ids that now go in
+	// runs may still be stored (the store predates runs), and are looked
+	// up too.
+	legacyIDsUntil int64
 	series         map[seriesKey]uint64
 	// durableMarks are expiry markers (J keys) known to be committed, so
 	// later batches need not write them again; guarded by mu.
@@ -209,6 +213,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.loadLegacyIDs(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.loadSeries(); err != nil {
 		db.Close()
 		return nil, err
@@ -285,9 +293,10 @@ const (
 	pSeriesByID  = 'S' // S/sid → series JSON
 	pHead        = 'h' // h/sid/time → head sample
 	pChunk       = 'c' // c/sid/bucket start → tsdb chunk
-	pDedup       = 'k' // k/device/reading id → received ms
+	pDedup       = 'k' // k/device/reading id → received ms (ids not ending in a number; all before format 2)
 	pDedupExpiry = 'K' // K/received day/device/reading id → "" (before 2026-12: now one J key per device and day)
-	pDedupDay    = 'J' // J/received day/device → "": the device has k keys received that day
+	pDedupDay    = 'J' // J/received day/device → "": the device has k or j keys received that day
+	pDedupRun    = 'j' // j/device/id text/be64 first number → be64 last number, be64 received ms (runs of ids)
 	pAlert       = 'l' // l/alert id → alert JSON
 	pAlertRaised = 'L' // L/raised/alert id → ""
 	pDeadLetter  = 'x' // x/id → dead letter JSON

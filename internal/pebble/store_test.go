@@ -371,9 +371,9 @@ func TestReadingsSealed(t *testing.T) {
 }
 
 // TestDedupExpiry: reading ids are remembered for DedupRetention from the
-// day they were received, per device, whether written with a per-day
-// marker (J) or, by stores before December 2026, an index key per reading
-// (K); a limited pass goes on where it stopped.
+// day they were received, per device, whether kept in runs (j) or a key
+// each (k) with a per-day marker (J) or, by stores before December 2026,
+// an index key per reading (K); a limited pass goes on where it stopped.
 func TestDedupExpiry(t *testing.T) {
 	now := storetest.T0
 	s := openAt(t, &now)
@@ -382,8 +382,10 @@ func TestDedupExpiry(t *testing.T) {
 	var old []*vigil.Reading
 	for i := range 5 {
 		old = append(old, hrReading("d1", fmt.Sprint("a", i), day0.Add(time.Duration(i)*time.Minute), 70))
-		old = append(old, hrReading("d2", fmt.Sprint("b", i), day0.Add(time.Duration(i)*time.Minute), 71))
+		old = append(old, hrReading("d2", fmt.Sprint("b", i, "x"), day0.Add(time.Duration(i)*time.Minute), 71))
 	}
+	// d1's ids are one run (a j key), d2's a k key each.
+	wantExpired := 1 + 5 + 1
 	if _, err := s.AppendReadings(ctx, old); err != nil {
 		t.Fatal(err)
 	}
@@ -423,8 +425,8 @@ func TestDedupExpiry(t *testing.T) {
 			break
 		}
 	}
-	if total != len(old)+1 {
-		t.Fatalf("expired %d ids, want %d", total, len(old)+1)
+	if total != wantExpired {
+		t.Fatalf("expired %d keys, want %d", total, wantExpired)
 	}
 	res, err := s.AppendReadings(ctx, append(old[:1], recent...))
 	if err != nil || res[0].Duplicate || !res[1].Duplicate || !res[2].Duplicate {

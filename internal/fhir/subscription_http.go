@@ -2,12 +2,12 @@ package fhir
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/netlimit"
 	"github.com/vigil-iomt/vigil/internal/smart"
 )
 
@@ -34,7 +34,7 @@ func (h *handler) ownSubscription(r *http.Request, p *vigil.Principal) (*Subscri
 }
 
 func (h *handler) subscriptionBody(r *http.Request, p *vigil.Principal) (*vigil.Subscription, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
+	body, err := netlimit.ReadBody(r.Body, r.ContentLength, h.o.MaxBody)
 	if err != nil {
 		return nil, vigil.Errorf(vigil.EINVALID, "cannot read the Subscription")
 	}

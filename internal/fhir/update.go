@@ -3,13 +3,13 @@ package fhir
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/netlimit"
 	"github.com/vigil-iomt/vigil/internal/smart"
 )
 
@@ -58,7 +58,7 @@ func (h *handler) readBody(r *http.Request, typ string, v any) error {
 			return statusError{http.StatusUnsupportedMediaType, "not-supported", fmt.Sprintf("send the %s as application/fhir+json (Vigil speaks JSON only), not %s", typ, mt)}
 		}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
+	body, err := netlimit.ReadBody(r.Body, r.ContentLength, h.o.MaxBody)
 	if err != nil {
 		return vigil.Errorf(vigil.EINVALID, "cannot read the request body")
 	}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/netlimit"
 )
 
 // deviceWrite handles POST Observation (bundle false) and POST of a batch
@@ -25,7 +25,7 @@ func (h *handler) deviceWrite(bundle bool) http.HandlerFunc {
 			h.fail(w, r, err)
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, int64(h.o.MaxBody)+1))
+		body, err := netlimit.ReadBody(r.Body, r.ContentLength, h.o.MaxBody)
 		if err != nil {
 			writeOutcome(w, http.StatusBadRequest, "invalid", "cannot read the request body", "")
 			return

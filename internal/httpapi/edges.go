@@ -3,13 +3,13 @@ package httpapi
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/edge"
+	"github.com/vigil-iomt/vigil/internal/netlimit"
 )
 
 // maxEdgeBody is the largest batch an edge gateway may forward at once.
@@ -79,7 +79,7 @@ func (s *Server) edgeStatus(w http.ResponseWriter, _ *http.Request, _ *vigil.Pri
 // readEdgeBody reads an edge's request body (at most maxEdgeBody) as JSON
 // into v; what names it in errors.
 func readEdgeBody(r *http.Request, v any, what string) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxEdgeBody+1))
+	body, err := netlimit.ReadBody(r.Body, r.ContentLength, maxEdgeBody)
 	if err != nil {
 		return vigil.Errorf(vigil.EINVALID, "cannot read the request body: %v", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/admin"
 	"github.com/vigil-iomt/vigil/internal/alerting"
 	"github.com/vigil-iomt/vigil/internal/audit"
+	"github.com/vigil-iomt/vigil/internal/netlimit"
 	"github.com/vigil-iomt/vigil/internal/news2"
 )
 
@@ -102,7 +102,7 @@ func (s *Server) deviceBody(w http.ResponseWriter, r *http.Request) ([]byte, boo
 		writeProblem(w, problemFor(err))
 		return nil, false
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.o.MaxBody)+1))
+	body, err := netlimit.ReadBody(r.Body, r.ContentLength, s.o.MaxBody)
 	if err != nil {
 		writeProblem(w, problemFor(vigil.Errorf(vigil.EINVALID, "cannot read the request body: %v", err)))
 		return nil, false

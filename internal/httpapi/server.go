@@ -30,6 +30,7 @@ import (
 	"github.com/vigil-iomt/vigil/internal/audit"
 	"github.com/vigil-iomt/vigil/internal/auth"
 	"github.com/vigil-iomt/vigil/internal/backup"
+	"github.com/vigil-iomt/vigil/internal/netlimit"
 	"github.com/vigil-iomt/vigil/internal/news2"
 	"github.com/vigil-iomt/vigil/internal/pubhealth"
 	"github.com/vigil-iomt/vigil/internal/ratelimit"
@@ -509,7 +510,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // decode reads a JSON request body into v.
 func (s *Server) decode(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.o.MaxBody)+1))
+	body, err := netlimit.ReadBody(r.Body, r.ContentLength, s.o.MaxBody)
 	if err != nil {
 		return vigil.Errorf(vigil.EINVALID, "cannot read the request body: %v", err)
 	}

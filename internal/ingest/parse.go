@@ -110,7 +110,9 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 		return nil, malformed(json.Unmarshal(p, &x))
 	}
 	if v.Type() != fastjson.TypeArray {
-		return []Raw{decodeOne(v, -1, nil)}, nil
+		out := make([]Raw, 1)
+		decodeOne(v, -1, nil, &out[0])
+		return out, nil
 	}
 	arr, _ := v.Array()
 	if len(arr) == 0 {
@@ -122,7 +124,7 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 	out := make([]Raw, len(arr))
 	values := make([]RawValue, 0, len(arr)) // most readings hold one value
 	for i, e := range arr {
-		out[i] = decodeOne(e, i, &values)
+		decodeOne(e, i, &values, &out[i])
 	}
 	return out, nil
 }
@@ -199,55 +201,56 @@ func intern(b []byte) string {
 
 var parsers fastjson.ParserPool
 
-// decodeOne decodes one reading object. Members other than id, time,
-// values and battery are ignored; null is the same as absent.
-// elem is the reading's index in an array (-1: a lone reading); its
-// values are carved from *values (they live as long as the message's
-// decoding).
-func decodeOne(v *fastjson.Value, elem int, values *[]RawValue) Raw {
+// decodeOne decodes one reading object into *r, which is zero. Members
+// other than id, time, values and battery are ignored; null is the same
+// as absent. elem is the reading's index in an array (-1: a lone
+// reading); its values are carved from *values (they live as long as the
+// message's decoding). It fills r and its values in place: copying them
+// (168 and 120 bytes holding pointers) was a sixth of a batch's decoding.
+func decodeOne(v *fastjson.Value, elem int, values *[]RawValue, r *Raw) {
 	prefix := elemPrefix(elem)
-	r := Raw{Field: prefix}
+	r.Field = prefix
 	if v.Type() != fastjson.TypeObject {
 		r.Err = vigil.FieldErrorf(strings.TrimSuffix(prefix, "."), "wrong-type", "the reading must be a JSON object")
-		return r
+		return
 	}
 	id, ok := str(v, "id")
 	if !ok {
 		r.Err = wrongType(prefix+"id", "string")
-		return r
+		return
 	}
 	if id == "" {
 		r.Err = vigil.FieldErrorf(prefix+"id", "required", "every reading needs an id, unique per device, so that re-sending it is harmless")
-		return r
+		return
 	}
 	r.ID = id
 	ts, ok := str(v, "time")
 	if !ok {
 		r.Err = wrongType(prefix+"time", "string")
-		return r
+		return
 	}
 	if ts == "" {
 		r.Err = vigil.FieldErrorf(prefix+"time", "required", "every reading needs a time (RFC 3339 with offset, e.g. 2026-11-24T10:15:00Z)")
-		return r
+		return
 	}
 	t, err := time.Parse(time.RFC3339Nano, ts)
 	if err != nil {
 		r.Err = vigil.FieldErrorf(prefix+"time", "invalid", "time %q is not RFC 3339 with an offset (e.g. 2026-11-24T10:15:00Z)", ts)
-		return r
+		return
 	}
 	r.Time = t
 	if b := v.Get("battery"); b != nil && b.Type() != fastjson.TypeNull {
 		f, err := b.Float64()
 		if err != nil {
 			r.Err = wrongType(prefix+"battery", "number")
-			return r
+			return
 		}
 		r.Battery = &f
 	}
 	vals := v.Get("values")
 	if vals != nil && vals.Type() != fastjson.TypeNull && vals.Type() != fastjson.TypeArray {
 		r.Err = wrongType(prefix+"values", "array")
-		return r
+		return
 	}
 	var arr []*fastjson.Value
 	if vals != nil {
@@ -255,7 +258,7 @@ func decodeOne(v *fastjson.Value, elem int, values *[]RawValue) Raw {
 	}
 	if len(arr) == 0 {
 		r.Err = vigil.FieldErrorf(prefix+"values", "required", "a reading needs at least one value")
-		return r
+		return
 	}
 	r.Values = carve(values, len(arr))
 	for i, e := range arr {
@@ -267,38 +270,37 @@ func decodeOne(v *fastjson.Value, elem int, values *[]RawValue) Raw {
 		}
 		if e.Type() != fastjson.TypeObject {
 			r.Err = wrongType(f, "object")
-			return r
+			return
 		}
-		var rv RawValue
+		rv := &r.Values[:i+1][i] // in the carved slab; counted once complete
 		rv.Field = f
 		if rv.System, ok = internedStr(e, "system"); !ok {
 			r.Err = wrongType(f+".system", "string")
-			return r
+			return
 		}
 		if rv.Code, ok = internedStr(e, "code"); !ok {
 			r.Err = wrongType(f+".code", "string")
-			return r
+			return
 		}
 		if rv.Unit, ok = internedStr(e, "unit"); !ok {
 			r.Err = wrongType(f+".unit", "string")
-			return r
+			return
 		}
 		if rv.Code == "" {
 			r.Err = vigil.FieldErrorf(f+".code", "required", "every value needs a code (LOINC, or an IEEE 11073 code with \"system\": %q)", vigil.SystemMDC)
-			return r
+			return
 		}
 		x := e.Get("value")
 		if x == nil || x.Type() == fastjson.TypeNull {
 			r.Err = vigil.FieldErrorf(f+".value", "required", "every value needs a numeric value")
-			return r
+			return
 		}
 		if rv.Value, err = x.Float64(); err != nil {
 			r.Err = wrongType(f+".value", "number")
-			return r
+			return
 		}
-		r.Values = append(r.Values, rv)
+		r.Values = r.Values[:i+1]
 	}
-	return r
 }
 
 // str returns member key of object v as a string: "" when absent or null;

@@ -91,3 +91,30 @@ func TestPerAddress(t *testing.T) {
 		}
 	}
 }
+
+// ReadBody reads a body whole in one buffer, and one byte past the limit.
+func TestReadBody(t *testing.T) {
+	body := strings.Repeat("x", 10_000)
+	for _, c := range []struct {
+		length int64
+		limit  int
+		want   int
+	}{
+		{10_000, 20_000, 10_000},
+		{-1, 20_000, 10_000},     // length unknown
+		{10_000, 5_000, 5_001},   // over the limit: limit+1 bytes
+		{20_000, 30_000, 10_000}, // a declared length larger than the body
+		{100, 30_000, 10_000},    // or smaller
+	} {
+		got, err := ReadBody(strings.NewReader(body), c.length, c.limit)
+		if err != nil || len(got) != c.want || string(got) != body[:c.want] {
+			t.Errorf("length %d, limit %d: %d bytes, %v; want %d", c.length, c.limit, len(got), err, c.want)
+		}
+	}
+	// One buffer, where io.ReadAll grows one several times.
+	allocs := testing.AllocsPerRun(20, func() { ReadBody(strings.NewReader(body), int64(len(body)), 1<<20) })
+	readAll := testing.AllocsPerRun(20, func() { io.ReadAll(io.LimitReader(strings.NewReader(body), 1<<20)) })
+	if allocs > readAll-4 {
+		t.Errorf("%v allocations for a body of declared length; io.ReadAll makes %v", allocs, readAll)
+	}
+}

@@ -370,7 +370,7 @@ func (s *slab) reading() *vigil.Reading { return &carve(&s.rs, 1)[:1][0] }
 
 func (s *slab) values(n int) []vigil.Measurement { return carve(&s.ms, n) }
 
-func (p *Pipeline) normalize(raw Raw, received time.Time, sl *slab) (*vigil.Reading, error) {
+func (p *Pipeline) normalize(raw *Raw, received time.Time, sl *slab) (*vigil.Reading, error) {
 	if raw.Err != nil {
 		return nil, raw.Err
 	}
@@ -378,14 +378,14 @@ func (p *Pipeline) normalize(raw Raw, received time.Time, sl *slab) (*vigil.Read
 	if raw.ID == "" {
 		return nil, vigil.FieldErrorf(prefix+"id", "required", "every reading needs an id")
 	}
-	if len(raw.ID) > maxIDLen || strings.IndexFunc(raw.ID, func(r rune) bool { return r == 0 || unicode.IsControl(r) }) >= 0 {
+	if len(raw.ID) > maxIDLen || !printable(raw.ID) {
 		return nil, vigil.FieldErrorf(prefix+"id", "invalid", "id must be 1–%d printable characters", maxIDLen)
 	}
 	if !raw.Received.IsZero() {
 		received = raw.Received.UTC()
 	}
-	r := sl.reading()
-	*r = vigil.Reading{ID: raw.ID, Received: received, Time: raw.Time.UTC()}
+	r := sl.reading() // zero: set field by field, not copied whole
+	r.ID, r.Received, r.Time = raw.ID, received, raw.Time.UTC()
 	if r.Time.IsZero() {
 		return nil, vigil.FieldErrorf(prefix+"time", "required", "the reading has no time")
 	}
@@ -410,13 +410,14 @@ func (p *Pipeline) normalize(raw Raw, received time.Time, sl *slab) (*vigil.Read
 		return nil, vigil.FieldErrorf(prefix+"values", "too-many", "%d values in one reading; at most %d", len(raw.Values), maxValues)
 	}
 	r.Values = sl.values(len(raw.Values))
-	for _, v := range raw.Values {
-		var m vigil.Measurement
+	for i := range raw.Values {
+		v := &raw.Values[i]
+		m := &r.Values[:i+1][i] // in the slab; counted once complete
 		var err error
 		if v.Text != "" || v.Concept != nil {
-			m, err = p.table.NormalizeText(v.Field, v.System, v.Code, v.Text, v.Concept)
+			*m, err = p.table.NormalizeText(v.Field, v.System, v.Code, v.Text, v.Concept)
 		} else {
-			m, err = p.table.Normalize(v.Field, v.System, v.Code, v.Value, v.Unit)
+			err = p.table.NormalizeTo(m, v.Field, v.System, v.Code, v.Value, v.Unit)
 		}
 		if err != nil {
 			return nil, err
@@ -430,7 +431,19 @@ func (p *Pipeline) normalize(raw Raw, received time.Time, sl *slab) (*vigil.Read
 				return nil, vigil.FieldErrorf(v.Field+".code", "duplicate", "code %s appears twice in one reading", m.Code)
 			}
 		}
-		r.Values = append(r.Values, m)
+		r.Values = r.Values[:i+1]
 	}
 	return r, nil
+}
+
+// printable tells whether id holds no zero byte or control character.
+func printable(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x20 || c == 0x7f {
+			return false
+		} else if c >= 0x80 {
+			return strings.IndexFunc(id[i:], unicode.IsControl) < 0
+		}
+	}
+	return true
 }

@@ -308,7 +308,8 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 	}
 	j.res.Readings = make([]vigil.ReadingOutcome, len(raws))
 	sl := newSlab(raws)
-	for i, raw := range raws {
+	for i := range raws {
+		raw := &raws[i]
 		j.res.Readings[i].ID = raw.ID
 		r, err := p.normalize(raw, m.Received, sl)
 		if err != nil {

@@ -192,9 +192,16 @@ func (t *Table) Lookup(loinc string) (*Code, bool) {
 // and Reason: unknown-system, unknown-code, unit-mismatch, implausible,
 // not-a-number.
 func (t *Table) Normalize(field, system, code string, value float64, unit string) (vigil.Measurement, error) {
-	m := vigil.Measurement{}
+	var m vigil.Measurement
+	err := t.NormalizeTo(&m, field, system, code, value, unit)
+	return m, err
+}
+
+// NormalizeTo is Normalize into *m, which must be zero: the ingest
+// pipeline fills its readings' values in place.
+func (t *Table) NormalizeTo(m *vigil.Measurement, field, system, code string, value float64, unit string) error {
 	if math.IsNaN(value) || math.IsInf(value, 0) {
-		return m, vigil.FieldErrorf(field+".value", "not-a-number", "value must be a finite number")
+		return vigil.FieldErrorf(field+".value", "not-a-number", "value must be a finite number")
 	}
 	loinc := code
 	switch system {
@@ -221,7 +228,7 @@ func (t *Table) Normalize(field, system, code string, value float64, unit string
 				m.Method = t.mdcNum[code]
 			}
 		} else {
-			return m, vigil.FieldErrorf(field+".code", "unknown-code", "IEEE 11073 code %q is not one Vigil maps (see docs/mapping.md)", code)
+			return vigil.FieldErrorf(field+".code", "unknown-code", "IEEE 11073 code %q is not one Vigil maps (see docs/mapping.md)", code)
 		}
 		m.OrigCode, m.OrigSystem = code, vigil.SystemMDC
 		if u != unit {
@@ -229,18 +236,18 @@ func (t *Table) Normalize(field, system, code string, value float64, unit string
 			unit = u
 		}
 	default:
-		return m, vigil.FieldErrorf(field+".system", "unknown-system", "code system %q is not supported: use %s (default) or %s", system, vigil.SystemLOINC, vigil.SystemMDC)
+		return vigil.FieldErrorf(field+".system", "unknown-system", "code system %q is not supported: use %s (default) or %s", system, vigil.SystemLOINC, vigil.SystemMDC)
 	}
 	c, ok := t.codes[loinc]
 	if !ok {
-		return m, vigil.FieldErrorf(field+".code", "unknown-code", "LOINC code %q is not one Vigil stores (see docs/mapping.md)", code)
+		return vigil.FieldErrorf(field+".code", "unknown-code", "LOINC code %q is not one Vigil stores (see docs/mapping.md)", code)
 	}
 	if unit == "" {
-		return m, vigil.FieldErrorf(field+".unit", "unit-required", "a unit is required; %s (%s) is measured in %s", c.LOINC, c.Display, c.Unit)
+		return vigil.FieldErrorf(field+".unit", "unit-required", "a unit is required; %s (%s) is measured in %s", c.LOINC, c.Display, c.Unit)
 	}
 	conv, ok := c.Units[unit]
 	if !ok {
-		return m, vigil.FieldErrorf(field+".unit", "unit-mismatch", "unit %q does not fit %s (%s): use %s", unit, c.LOINC, c.Display, acceptedUnits(c))
+		return vigil.FieldErrorf(field+".unit", "unit-mismatch", "unit %q does not fit %s (%s): use %s", unit, c.LOINC, c.Display, acceptedUnits(c))
 	}
 	v := conv(value)
 	if unit != c.Unit {
@@ -250,10 +257,10 @@ func (t *Table) Normalize(field, system, code string, value float64, unit string
 		v = roundTo(v, 2)
 	}
 	if v < c.Min || v > c.Max {
-		return m, vigil.FieldErrorf(field+".value", "implausible", "%g %s is outside the plausible range %g–%g %s for %s", value, unit, c.Min, c.Max, c.Unit, c.Display)
+		return vigil.FieldErrorf(field+".value", "implausible", "%g %s is outside the plausible range %g–%g %s for %s", value, unit, c.Min, c.Max, c.Unit, c.Display)
 	}
 	m.Code, m.Value, m.Unit = c.LOINC, v, c.Unit
-	return m, nil
+	return nil
 }
 
 // loincCode is the shape of a LOINC code: digits, a dash, a check digit.

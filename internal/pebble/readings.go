@@ -130,6 +130,7 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		headers []string            // the run headers of the call, in order of appearance
 		refs    map[string][]runRef // header → its readings
 	)
+	var lastDevice, lastPrefix, lastHeader string // most readings share the previous one's
 	for i, r := range rs {
 		if r.DeviceID == "" || r.ID == "" || r.PatientID == "" {
 			return nil, vigil.Errorf(vigil.EINVALID, "reading %d lacks a device, id or patient", i)
@@ -138,11 +139,19 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			if refs == nil {
 				refs = make(map[string][]runRef)
 			}
-			h := string(runHeader(r.DeviceID, prefix))
-			if _, ok := refs[h]; !ok {
+			h := lastHeader
+			if h == "" || r.DeviceID != lastDevice || prefix != lastPrefix {
+				h = string(runHeader(r.DeviceID, prefix))
+				lastDevice, lastPrefix, lastHeader = r.DeviceID, prefix, h
+			}
+			rr, ok := refs[h]
+			if !ok {
+				if len(headers) == 0 { // a batch is usually all one device's run
+					rr = make([]runRef, 0, len(rs)-i)
+				}
 				headers = append(headers, h)
 			}
-			refs[h] = append(refs[h], runRef{n: n, i: i})
+			refs[h] = append(rr, runRef{n: n, i: i})
 			continue
 		}
 		keys[i] = string(dedupKey(r.DeviceID, r.ID))
@@ -206,8 +215,15 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	// from the previous one instead of searching from the top.
 	var ops []keyValue
 	set := func(k, v []byte) { ops = append(ops, keyValue{k, v}) }
-	numeric := make(map[chunkGroup][]tsdb.Sample)
+	// Numeric samples by chunk: gathered in call order with their chunk's
+	// index in groups, then laid out chunk by chunk in one slice.
+	groupOf := make(map[chunkGroup]int)
 	var groups []chunkGroup
+	type groupSample struct {
+		group int
+		smp   tsdb.Sample
+	}
+	var gathered []groupSample
 	dup := make([]bool, len(rs))
 	err := s.lookupIDs(rs, keys, headers, refs, dup)
 	if err != nil {
@@ -218,6 +234,7 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		claimed = append(claimed, h)
 	}
 	recvs := make([]int64, len(rs)) // ms, of the readings stored now
+	var lastMark dayMark
 	for i, r := range rs {
 		if dup[i] {
 			res[i].Duplicate = true
@@ -243,9 +260,12 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 		// One expiry marker per device and receive day, written until a
 		// batch holding it has committed — not a key per reading (that
 		// cost a fifth of the MQTT ingest rate).
-		if dm := (dayMark{r.DeviceID, recv.Truncate(24 * time.Hour).UnixMilli()}); !marked[dm] && !s.durableMarks[dm] {
-			marked[dm] = true
-			set(dedupDayKey(dm.day, r.DeviceID), nil)
+		if dm := (dayMark{r.DeviceID, recv.Truncate(24 * time.Hour).UnixMilli()}); dm != lastMark {
+			lastMark = dm
+			if !marked[dm] && !s.durableMarks[dm] {
+				marked[dm] = true
+				set(dedupDayKey(dm.day, r.DeviceID), nil)
+			}
 		}
 		t, lag := r.Time.UnixMilli(), lagSeconds(r)
 		if s.opts.ChangeFeed {
@@ -285,10 +305,16 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 				set(textKey(sid, t), tv)
 			} else {
 				g := chunkGroup{sid, bucketOf(t)}
-				if _, ok := numeric[g]; !ok {
+				gi, ok := groupOf[g]
+				if !ok {
+					gi = len(groups)
+					groupOf[g] = gi
 					groups = append(groups, g)
 				}
-				numeric[g] = append(numeric[g], tsdb.Sample{T: t, V: m.Value, Lag: lag})
+				if gathered == nil {
+					gathered = make([]groupSample, 0, len(rs)) // most readings hold one value
+				}
+				gathered = append(gathered, groupSample{gi, tsdb.Sample{T: t, V: m.Value, Lag: lag}})
 			}
 			if r.Origin != nil {
 				o, _ := json.Marshal(r.Origin)
@@ -307,8 +333,24 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	// Numeric samples: a head key each, or — when a call brings many for
 	// one chunk (a batch upload, a backfill) — merged straight into the
 	// chunk, which spares the head keys' flushes and compactions.
-	for _, g := range groups {
-		smps := numeric[g]
+	numeric := make([][]tsdb.Sample, len(groups))
+	if len(groups) == 1 {
+		numeric[0] = make([]tsdb.Sample, 0, len(gathered))
+	} else {
+		count := make([]int, len(groups))
+		for _, gs := range gathered {
+			count[gs.group]++
+		}
+		all := make([]tsdb.Sample, len(gathered))
+		for gi, n := range count {
+			numeric[gi], all = all[:0:n], all[n:]
+		}
+	}
+	for _, gs := range gathered {
+		numeric[gs.group] = append(numeric[gs.group], gs.smp)
+	}
+	for gi, g := range groups {
+		smps := numeric[gi]
 		if len(smps) >= s.opts.DirectChunkMin {
 			k, v, ok, err := s.mergeIntoChunk(&heads, g, smps)
 			if err != nil {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -100,6 +102,16 @@ func DecodeCanonical(payload []byte, maxReadings int) ([]Raw, error) {
 	if p[0] != '[' && p[0] != '{' {
 		return nil, vigil.FieldErrorf("", "malformed", "body must be a JSON object or array of reading objects")
 	}
+	if out, ok := decodeFast(p, maxReadings); ok {
+		return out, nil
+	}
+	return decodeTree(p, maxReadings)
+}
+
+// decodeTree is DecodeCanonical for any message: it parses p (trimmed,
+// valid UTF-8, an object or an array) into fastjson's tree and reads each
+// member, naming the field of every problem.
+func decodeTree(p []byte, maxReadings int) ([]Raw, error) {
 	parser := parsers.Get()
 	defer parsers.Put(parser)
 	v, err := parser.ParseBytes(p)
@@ -176,26 +188,38 @@ func carve[T any](pool *[]T, n int) []T {
 // interned holds the code, unit and system strings seen, so that the
 // same few strings of every reading are not allocated again; bounded,
 // since devices may send anything.
-var interned = struct {
-	sync.RWMutex
-	m map[string]string
-}{m: make(map[string]string)}
+// Lookups read the current map without a lock (three per reading, from
+// every handler at once); a new string replaces the map with a copy.
+var interned struct {
+	mu sync.Mutex // serializes replacing m
+	m  atomic.Pointer[map[string]string]
+}
 
 func intern(b []byte) string {
-	interned.RLock()
-	s, ok := interned.m[string(b)] // no allocation for the lookup
-	interned.RUnlock()
-	if ok {
+	if m := interned.m.Load(); m != nil {
+		if s, ok := (*m)[string(b)]; ok { // no allocation for the lookup
+			return s
+		}
+	}
+	s := string(b)
+	if len(s) > 64 {
 		return s
 	}
-	s = string(b)
-	if len(s) <= 64 {
-		interned.Lock()
-		if len(interned.m) < 4096 {
-			interned.m[s] = s
-		}
-		interned.Unlock()
+	interned.mu.Lock()
+	defer interned.mu.Unlock()
+	old := interned.m.Load()
+	if old != nil && len(*old) >= 4096 {
+		return s
 	}
+	m := make(map[string]string, 1)
+	if old != nil {
+		if o, ok := (*old)[s]; ok {
+			return o
+		}
+		m = maps.Clone(*old)
+	}
+	m[s] = s
+	interned.m.Store(&m)
 	return s
 }
 

@@ -1,0 +1,314 @@
+package ingest
+
+import (
+	"strconv"
+	"time"
+)
+
+// decodeFast decodes a canonical message of the usual shape in one pass
+// over its bytes, without building fastjson's tree: an object, or an
+// array of objects, with members id, time, battery (a number) and values
+// (objects with system, code, unit and value), strings without escapes,
+// strict JSON numbers, any member order and whitespace. It reports !ok
+// for anything else — another member, a null, an escape, a repeated
+// member, a reading DecodeCanonical would refuse — and DecodeCanonical
+// then decodes the message the general way, which names the problem. So
+// what it accepts it decodes exactly as the general way does
+// (TestDecodeFastAgrees); for a batch of 5,000 readings it took a third
+// of the general way's time.
+func decodeFast(p []byte, maxReadings int) ([]Raw, bool) {
+	d := fastDecoder{p: p}
+	d.space()
+	var out []Raw
+	switch d.peek() {
+	case '{':
+		out = make([]Raw, 1)
+		if !d.reading(-1, nil, &out[0]) {
+			return nil, false
+		}
+	case '[':
+		d.i++
+		// Count the readings ahead: a reading is an object at depth 1
+		// (strings hold no brackets once escapes are refused below).
+		n := countObjects(p[d.i:])
+		if n == 0 || n > maxReadings {
+			return nil, false
+		}
+		out = make([]Raw, n)
+		values := make([]RawValue, 0, n) // most readings hold one value
+		for k := range n {
+			d.space()
+			if k > 0 {
+				if !d.byte(',') {
+					return nil, false
+				}
+				d.space()
+			}
+			if !d.reading(k, &values, &out[k]) {
+				return nil, false
+			}
+		}
+		d.space()
+		if !d.byte(']') {
+			return nil, false
+		}
+	default:
+		return nil, false
+	}
+	d.space()
+	return out, d.i == len(p)
+}
+
+// countObjects counts the objects directly inside the array whose body
+// starts p (after its '['), 0 if it cannot tell (an escape in a string).
+func countObjects(p []byte) int {
+	n, depth := 0, 0
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '"':
+			for i++; i < len(p) && p[i] != '"'; i++ {
+				if p[i] == '\\' {
+					return 0
+				}
+			}
+		case '{', '[':
+			if depth == 0 && p[i] == '{' {
+				n++
+			}
+			depth++
+		case '}':
+			depth--
+		case ']':
+			if depth == 0 {
+				return n
+			}
+			depth--
+		}
+	}
+	return 0
+}
+
+type fastDecoder struct {
+	p []byte
+	i int
+}
+
+func (d *fastDecoder) peek() byte {
+	if d.i < len(d.p) {
+		return d.p[d.i]
+	}
+	return 0
+}
+
+func (d *fastDecoder) space() {
+	for d.i < len(d.p) {
+		switch d.p[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+// byte consumes c if it comes next.
+func (d *fastDecoder) byte(c byte) bool {
+	if d.peek() != c {
+		return false
+	}
+	d.i++
+	return true
+}
+
+// str consumes a string without escapes or control characters and
+// returns its bytes (a part of p).
+func (d *fastDecoder) str() ([]byte, bool) {
+	if !d.byte('"') {
+		return nil, false
+	}
+	start := d.i
+	for d.i < len(d.p) {
+		switch c := d.p[d.i]; {
+		case c == '"':
+			d.i++
+			return d.p[start : d.i-1], true
+		case c == '\\' || c < 0x20:
+			return nil, false
+		}
+		d.i++
+	}
+	return nil, false
+}
+
+// number consumes a JSON number (strict grammar) and returns its value.
+func (d *fastDecoder) number() (float64, bool) {
+	start := d.i
+	d.byte('-')
+	switch c := d.peek(); {
+	case c == '0':
+		d.i++
+	case c >= '1' && c <= '9':
+		d.digits()
+	default:
+		return 0, false
+	}
+	if d.byte('.') && !d.digits() {
+		return 0, false
+	}
+	if c := d.peek(); c == 'e' || c == 'E' {
+		d.i++
+		if c := d.peek(); c == '+' || c == '-' {
+			d.i++
+		}
+		if !d.digits() {
+			return 0, false
+		}
+	}
+	f, err := strconv.ParseFloat(string(d.p[start:d.i]), 64)
+	return f, err == nil
+}
+
+func (d *fastDecoder) digits() bool {
+	start := d.i
+	for d.i < len(d.p) && d.p[d.i] >= '0' && d.p[d.i] <= '9' {
+		d.i++
+	}
+	return d.i > start
+}
+
+// members walks an object, calling member with each key (the reader
+// positioned at its value); it fails on a repeated key among the known
+// ones (member tells which by its bit) or when member fails.
+func (d *fastDecoder) members(member func(key []byte) (bit uint8, ok bool)) bool {
+	if !d.byte('{') {
+		return false
+	}
+	var seen uint8
+	d.space()
+	if d.byte('}') {
+		return true
+	}
+	for {
+		d.space()
+		key, ok := d.str()
+		if !ok {
+			return false
+		}
+		d.space()
+		if !d.byte(':') {
+			return false
+		}
+		d.space()
+		bit, ok := member(key)
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		d.space()
+		if d.byte('}') {
+			return true
+		}
+		if !d.byte(',') {
+			return false
+		}
+	}
+}
+
+// reading decodes reading elem (-1: a lone one) into *r, which is zero,
+// carving its values from *values.
+func (d *fastDecoder) reading(elem int, values *[]RawValue, r *Raw) bool {
+	var id, ts []byte
+	var vals []RawValue
+	ok := d.members(func(key []byte) (uint8, bool) {
+		var ok bool
+		switch string(key) {
+		case "id":
+			id, ok = d.str()
+			return 1, ok
+		case "time":
+			ts, ok = d.str()
+			return 2, ok
+		case "battery":
+			var b float64
+			b, ok = d.number()
+			r.Battery = &b
+			return 4, ok
+		case "values":
+			vals, ok = d.values(elem, values)
+			return 8, ok
+		}
+		return 0, false
+	})
+	if !ok || len(id) == 0 || len(ts) == 0 || len(vals) == 0 {
+		return false
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(ts))
+	if err != nil {
+		return false
+	}
+	r.ID, r.Time, r.Field, r.Values = string(id), t, elemPrefix(elem), vals
+	return true
+}
+
+// values decodes a reading's values array, carved from *values.
+func (d *fastDecoder) values(elem int, values *[]RawValue) ([]RawValue, bool) {
+	if !d.byte('[') {
+		return nil, false
+	}
+	// Count the values: objects directly inside the array.
+	n := countObjects(d.p[d.i:])
+	if n == 0 || n > maxValues {
+		return nil, false
+	}
+	prefix := elemPrefix(elem)
+	out := carve(values, n)
+	for i := range n {
+		d.space()
+		if i > 0 {
+			if !d.byte(',') {
+				return nil, false
+			}
+			d.space()
+		}
+		rv := &out[:i+1][i]
+		var code []byte
+		hasValue := false
+		ok := d.members(func(key []byte) (uint8, bool) {
+			var b []byte
+			var ok bool
+			switch string(key) {
+			case "system":
+				b, ok = d.str()
+				rv.System = intern(b)
+				return 1, ok
+			case "code":
+				code, ok = d.str()
+				rv.Code = intern(code)
+				return 2, ok
+			case "unit":
+				b, ok = d.str()
+				rv.Unit = intern(b)
+				return 4, ok
+			case "value":
+				rv.Value, ok = d.number()
+				hasValue = true
+				return 8, ok
+			}
+			return 0, false
+		})
+		if !ok || len(code) == 0 || !hasValue {
+			return nil, false
+		}
+		if i == 0 && elem >= 0 && elem < defaultMaxMsgs {
+			rv.Field = elemValues0()[elem]
+		} else {
+			rv.Field = valueField(prefix, i)
+		}
+		out = out[:i+1]
+	}
+	d.space()
+	if !d.byte(']') {
+		return nil, false
+	}
+	return out, true
+}

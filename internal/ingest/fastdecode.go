@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"strconv"
 	"time"
 )
@@ -14,8 +15,8 @@ import (
 // member, a reading DecodeCanonical would refuse — and DecodeCanonical
 // then decodes the message the general way, which names the problem. So
 // what it accepts it decodes exactly as the general way does
-// (TestDecodeFastAgrees); for a batch of 5,000 readings it took a third
-// of the general way's time.
+// (TestDecodeFastAgrees). A batch of 5,000 readings takes it about 30 %
+// less time and half the allocations (BenchmarkDecodeBatch).
 func decodeFast(p []byte, maxReadings int) ([]Raw, bool) {
 	d := fastDecoder{p: p}
 	d.space()
@@ -28,28 +29,31 @@ func decodeFast(p []byte, maxReadings int) ([]Raw, bool) {
 		}
 	case '[':
 		d.i++
-		// Count the readings ahead: a reading is an object at depth 1
-		// (strings hold no brackets once escapes are refused below).
-		n := countObjects(p[d.i:])
-		if n == 0 || n > maxReadings {
-			return nil, false
-		}
-		out = make([]Raw, n)
-		values := make([]RawValue, 0, n) // most readings hold one value
-		for k := range n {
+		// Room for as many readings as the body names ids (a guess: the
+		// slices grow if it is short).
+		est := min(bytes.Count(p, []byte(`"id"`)), maxReadings)
+		out = make([]Raw, 0, est)
+		values := make([]RawValue, 0, est) // most readings hold one value
+		for k := 0; ; k++ {
 			d.space()
+			if d.byte(']') {
+				break
+			}
 			if k > 0 {
 				if !d.byte(',') {
 					return nil, false
 				}
 				d.space()
 			}
+			if k == maxReadings {
+				return nil, false
+			}
+			out = append(out, Raw{})
 			if !d.reading(k, &values, &out[k]) {
 				return nil, false
 			}
 		}
-		d.space()
-		if !d.byte(']') {
+		if len(out) == 0 {
 			return nil, false
 		}
 	default:
@@ -57,35 +61,6 @@ func decodeFast(p []byte, maxReadings int) ([]Raw, bool) {
 	}
 	d.space()
 	return out, d.i == len(p)
-}
-
-// countObjects counts the objects directly inside the array whose body
-// starts p (after its '['), 0 if it cannot tell (an escape in a string).
-func countObjects(p []byte) int {
-	n, depth := 0, 0
-	for i := 0; i < len(p); i++ {
-		switch p[i] {
-		case '"':
-			for i++; i < len(p) && p[i] != '"'; i++ {
-				if p[i] == '\\' {
-					return 0
-				}
-			}
-		case '{', '[':
-			if depth == 0 && p[i] == '{' {
-				n++
-			}
-			depth++
-		case '}':
-			depth--
-		case ']':
-			if depth == 0 {
-				return n
-			}
-			depth--
-		}
-	}
-	return 0
 }
 
 type fastDecoder struct {
@@ -250,27 +225,35 @@ func (d *fastDecoder) reading(elem int, values *[]RawValue, r *Raw) bool {
 	return true
 }
 
-// values decodes a reading's values array, carved from *values.
+// values decodes a reading's values array, appended to *values (a
+// reading's values lie together there; slices of earlier readings stay
+// valid when it grows).
 func (d *fastDecoder) values(elem int, values *[]RawValue) ([]RawValue, bool) {
 	if !d.byte('[') {
 		return nil, false
 	}
-	// Count the values: objects directly inside the array.
-	n := countObjects(d.p[d.i:])
-	if n == 0 || n > maxValues {
-		return nil, false
+	var local []RawValue
+	if values == nil {
+		values = &local
 	}
+	start := len(*values)
 	prefix := elemPrefix(elem)
-	out := carve(values, n)
-	for i := range n {
+	for i := 0; ; i++ {
 		d.space()
+		if d.byte(']') {
+			break
+		}
 		if i > 0 {
 			if !d.byte(',') {
 				return nil, false
 			}
 			d.space()
 		}
-		rv := &out[:i+1][i]
+		if i == maxValues {
+			return nil, false // the general way says how many are allowed
+		}
+		*values = append(*values, RawValue{})
+		rv := &(*values)[len(*values)-1]
 		var code []byte
 		hasValue := false
 		ok := d.members(func(key []byte) (uint8, bool) {
@@ -304,11 +287,10 @@ func (d *fastDecoder) values(elem int, values *[]RawValue) ([]RawValue, bool) {
 		} else {
 			rv.Field = valueField(prefix, i)
 		}
-		out = out[:i+1]
 	}
-	d.space()
-	if !d.byte(']') {
+	if len(*values) == start {
 		return nil, false
 	}
+	out := (*values)[start:len(*values):len(*values)]
 	return out, true
 }

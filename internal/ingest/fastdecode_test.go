@@ -228,3 +228,32 @@ func FuzzDecodeFast(f *testing.F) {
 }
 
 func utf8Valid(p []byte) bool { return utf8.Valid(p) }
+
+// BenchmarkDecodeBatch: a batch of 5,000 readings the fast way and the
+// general way.
+func BenchmarkDecodeBatch(b *testing.B) {
+	var batch bytes.Buffer
+	batch.WriteByte('[')
+	for j := range 5000 {
+		if j > 0 {
+			batch.WriteByte(',')
+		}
+		fmt.Fprintf(&batch, `{"id":"3-%d","time":"2026-11-24T10:%02d:%02dZ","values":[{"code":"8867-4","value":%d,"unit":"/min"}]}`, j, j/60%60, j%60, 60+j%40)
+	}
+	batch.WriteByte(']')
+	p := batch.Bytes()
+	b.Run("fast", func(b *testing.B) {
+		for b.Loop() {
+			if _, ok := decodeFast(p, 5000); !ok {
+				b.Fatal("not taken")
+			}
+		}
+	})
+	b.Run("tree", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := decodeTree(p, 5000); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -30,8 +31,12 @@ import (
 type Subscriptions struct {
 	o SubscriptionOptions
 
-	mu     sync.Mutex
-	subs   map[string]*subState
+	mu   sync.Mutex
+	subs map[string]*subState
+	// held is len(subs), read by the hub's filter without m.mu: with no
+	// subscription the dispatcher is sent no events (a batch upload's
+	// thousands of readings each cost a channel send and a locked scan).
+	held   atomic.Int32
 	tokens map[string]wsBinding // websocket binding tokens
 	conns  map[*wsClient]bool   // every open websocket, bound or not
 
@@ -160,13 +165,12 @@ func NewSubscriptions(o SubscriptionOptions) (*Subscriptions, error) {
 		// there, past any number used before the restart.
 		st := &subState{s: s, ws: map[*wsClient]bool{}, reserved: s.Events + reserveStep}
 		m.subs[s.ID] = st
+		m.held.Store(int32(len(m.subs)))
 		if s.Status == vigil.SubscriptionActive || s.Status == vigil.SubscriptionRequested {
 			m.start(st)
 		}
 	}
-	sub := o.Hub.Subscribe(queueSize, func(e live.Event) bool {
-		return (e.Type == live.TypeReading || e.Type == live.TypeAlert) && e.Origin == ""
-	})
+	sub := o.Hub.Subscribe(queueSize, m.wants)
 	m.wg.Add(1)
 	go m.dispatch(sub)
 	return m, nil
@@ -203,6 +207,12 @@ func (m *Subscriptions) stop(st *subState) {
 	}
 }
 
+// wants is the dispatcher's filter on the hub: this node's readings and
+// alerts, while any subscription exists.
+func (m *Subscriptions) wants(e live.Event) bool {
+	return m.held.Load() > 0 && (e.Type == live.TypeReading || e.Type == live.TypeAlert) && e.Origin == ""
+}
+
 // dispatch turns hub events into numbered notifications.
 func (m *Subscriptions) dispatch(sub *live.Subscription) {
 	defer m.wg.Done()
@@ -216,9 +226,7 @@ func (m *Subscriptions) dispatch(sub *live.Subscription) {
 				// The hub dropped us: events were lost. Say so on every
 				// live subscription, and listen again.
 				m.failAll("Vigil fell behind under load and dropped events; search for what you missed, then PUT the subscription with status requested to resume")
-				sub = m.o.Hub.Subscribe(queueSize, func(e live.Event) bool {
-					return (e.Type == live.TypeReading || e.Type == live.TypeAlert) && e.Origin == ""
-				})
+				sub = m.o.Hub.Subscribe(queueSize, m.wants)
 				continue
 			}
 			m.route(e)
@@ -561,6 +569,7 @@ func (m *Subscriptions) create(ctx context.Context, s *vigil.Subscription) (*vig
 	created := *s // the worker owns s from here
 	m.mu.Lock()
 	m.subs[s.ID] = st
+	m.held.Store(int32(len(m.subs)))
 	m.start(st)
 	m.mu.Unlock()
 	return &created, nil
@@ -596,6 +605,7 @@ func (m *Subscriptions) remove(ctx context.Context, id string) error {
 	m.mu.Lock()
 	st, ok := m.subs[id]
 	delete(m.subs, id)
+	m.held.Store(int32(len(m.subs)))
 	m.mu.Unlock()
 	if !ok {
 		return vigil.Errorf(vigil.ENOTFOUND, "Subscription/%s not found", id)

@@ -400,3 +400,30 @@ func TestSubscriptionWebsocketAlerts(t *testing.T) {
 	_, meta := get(t, e.srv, "", "/fhir/R4/metadata")
 	validate(t, []any{note, note2, search, tok, meta})
 }
+
+// With no subscription the dispatcher takes no events from the hub (a
+// batch upload publishes thousands); it does once one exists, and not
+// after it is deleted.
+func TestSubscriptionsTakeEventsOnlyWhenHeld(t *testing.T) {
+	e := subSetup(t)
+	ev := live.Event{Type: live.TypeReading, PatientID: "p1"}
+	if e.subs.wants(ev) {
+		t.Fatal("events wanted with no subscription")
+	}
+	rc := newReceiver(t)
+	st, sub := post(t, e.srv, "dr", "/fhir/R4/Subscription", subscriptionJSON(TopicVitalSign, "Observation?patient=Patient/p1", "rest-hook", rc.URL, 0))
+	if st != 201 {
+		t.Fatalf("create: %d %v", st, sub)
+	}
+	if !e.subs.wants(ev) || e.subs.wants(live.Event{Type: live.TypeReading, Origin: "node-2"}) {
+		t.Fatal("with a subscription: this node's readings must be wanted, another node's not")
+	}
+	req, _ := http.NewRequest("DELETE", e.srv.URL+"/fhir/R4/Subscription/"+sub["id"].(string), nil)
+	req.Header.Set("Authorization", "Bearer dr")
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if e.subs.wants(ev) {
+		t.Fatal("events still wanted after the subscription was deleted")
+	}
+}

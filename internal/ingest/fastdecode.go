@@ -28,32 +28,16 @@ func decodeFast(p []byte, maxReadings int) ([]Raw, bool) {
 			return nil, false
 		}
 	case '[':
-		d.i++
 		// Room for as many readings as the body names ids (a guess: the
 		// slices grow if it is short).
 		est := min(bytes.Count(p, []byte(`"id"`)), maxReadings)
 		out = make([]Raw, 0, est)
 		values := make([]RawValue, 0, est) // most readings hold one value
-		for k := 0; ; k++ {
-			d.space()
-			if d.byte(']') {
-				break
-			}
-			if k > 0 {
-				if !d.byte(',') {
-					return nil, false
-				}
-				d.space()
-			}
-			if k == maxReadings {
-				return nil, false
-			}
+		n, ok := d.array(maxReadings, func(k int) bool {
 			out = append(out, Raw{})
-			if !d.reading(k, &values, &out[k]) {
-				return nil, false
-			}
-		}
-		if len(out) == 0 {
+			return d.reading(k, &values, &out[k])
+		})
+		if !ok || n == 0 {
 			return nil, false
 		}
 	default:
@@ -151,6 +135,30 @@ func (d *fastDecoder) digits() bool {
 	return d.i > start
 }
 
+// array walks an array (the reader at its '['), calling elem for each
+// element with its index; it fails past max elements or when elem
+// fails, and returns how many there were.
+func (d *fastDecoder) array(max int, elem func(i int) bool) (int, bool) {
+	if !d.byte('[') {
+		return 0, false
+	}
+	for i := 0; ; i++ {
+		d.space()
+		if d.byte(']') {
+			return i, true
+		}
+		if i > 0 {
+			if !d.byte(',') {
+				return 0, false
+			}
+			d.space()
+		}
+		if i == max || !elem(i) {
+			return 0, false
+		}
+	}
+}
+
 // members walks an object, calling member with each key (the reader
 // positioned at its value); it fails on a repeated key among the known
 // ones (member tells which by its bit) or when member fails.
@@ -229,29 +237,14 @@ func (d *fastDecoder) reading(elem int, values *[]RawValue, r *Raw) bool {
 // reading's values lie together there; slices of earlier readings stay
 // valid when it grows).
 func (d *fastDecoder) values(elem int, values *[]RawValue) ([]RawValue, bool) {
-	if !d.byte('[') {
-		return nil, false
-	}
 	var local []RawValue
 	if values == nil {
 		values = &local
 	}
 	start := len(*values)
 	prefix := elemPrefix(elem)
-	for i := 0; ; i++ {
-		d.space()
-		if d.byte(']') {
-			break
-		}
-		if i > 0 {
-			if !d.byte(',') {
-				return nil, false
-			}
-			d.space()
-		}
-		if i == maxValues {
-			return nil, false // the general way says how many are allowed
-		}
+	// More than maxValues: the general way says how many are allowed.
+	_, ok := d.array(maxValues, func(i int) bool {
 		*values = append(*values, RawValue{})
 		rv := &(*values)[len(*values)-1]
 		var code []byte
@@ -280,13 +273,17 @@ func (d *fastDecoder) values(elem int, values *[]RawValue) ([]RawValue, bool) {
 			return 0, false
 		})
 		if !ok || len(code) == 0 || !hasValue {
-			return nil, false
+			return false
 		}
 		if i == 0 && elem >= 0 && elem < defaultMaxMsgs {
 			rv.Field = elemValues0()[elem]
 		} else {
 			rv.Field = valueField(prefix, i)
 		}
+		return true
+	})
+	if !ok {
+		return nil, false
 	}
 	if len(*values) == start {
 		return nil, false

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -187,28 +186,20 @@ func TestDecodeFastAgrees(t *testing.T) {
 // The usual messages go the fast way: a lone reading, a batch as the load
 // tool and the batch benchmark send it, a multi-value monitor reading.
 func TestDecodeFastTakesTheUsualShapes(t *testing.T) {
-	var batch strings.Builder
-	batch.WriteByte('[')
-	for j := range 500 {
-		if j > 0 {
-			batch.WriteByte(',')
-		}
-		fmt.Fprintf(&batch, `{"id":"3-%d","time":"2026-11-24T10:15:%02dZ","values":[{"code":"8867-4","value":%d,"unit":"/min"}]}`, j, j%60, 60+j%40)
-	}
-	batch.WriteByte(']')
+	batch := batchOf(500)
 	for _, m := range []string{
 		`{"id":"17","time":"2026-11-24T10:15:00Z","values":[{"code":"8867-4","value":72,"unit":"/min"}]}`,
 		` { "id" : "a-1", "time": "2026-11-24T10:15:00.5+01:00", "battery": 81,
 		   "values": [ {"system":"urn:iso:std:iso:11073:10101","code":"150456","value":97.5,"unit":"%"},
 		               {"code":"8867-4","value":72,"unit":"/min"} ] }`,
-		batch.String(),
+		string(batch),
 	} {
 		if !checkAgrees(t, []byte(m), 5000) {
 			t.Errorf("not taken the fast way: %.120s", m)
 		}
 	}
 	// A batch over the limit is left to the general way, which refuses it.
-	if _, ok := decodeFast([]byte(batch.String()), 499); ok {
+	if _, ok := decodeFast(batch, 499); ok {
 		t.Error("a batch over the limit was taken")
 	}
 }
@@ -220,28 +211,31 @@ func FuzzDecodeFast(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		p := bytes.TrimLeft(msg, " \t\r\n")
-		if len(p) == 0 || !bytes.ContainsAny(p[:1], "[{") || !utf8Valid(p) {
+		if len(p) == 0 || !bytes.ContainsAny(p[:1], "[{") || !utf8.Valid(p) {
 			return // DecodeCanonical refuses these before either way
 		}
 		checkAgrees(t, msg, 16)
 	})
 }
 
-func utf8Valid(p []byte) bool { return utf8.Valid(p) }
-
-// BenchmarkDecodeBatch: a batch of 5,000 readings the fast way and the
-// general way.
-func BenchmarkDecodeBatch(b *testing.B) {
+// batchOf is a batch of n heart rates as the load tool sends them.
+func batchOf(n int) []byte {
 	var batch bytes.Buffer
 	batch.WriteByte('[')
-	for j := range 5000 {
+	for j := range n {
 		if j > 0 {
 			batch.WriteByte(',')
 		}
 		fmt.Fprintf(&batch, `{"id":"3-%d","time":"2026-11-24T10:%02d:%02dZ","values":[{"code":"8867-4","value":%d,"unit":"/min"}]}`, j, j/60%60, j%60, 60+j%40)
 	}
 	batch.WriteByte(']')
-	p := batch.Bytes()
+	return batch.Bytes()
+}
+
+// BenchmarkDecodeBatch: a batch of 5,000 readings the fast way and the
+// general way.
+func BenchmarkDecodeBatch(b *testing.B) {
+	p := batchOf(5000)
 	b.Run("fast", func(b *testing.B) {
 		for b.Loop() {
 			if _, ok := decodeFast(p, 5000); !ok {

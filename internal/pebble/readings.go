@@ -380,7 +380,7 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			return fail(err)
 		}
 	}
-	if len(claimed) == 0 {
+	if fresh == 0 { // all stored already: nothing to write or sync
 		release()
 		s.mu.Unlock()
 		b.Close()

@@ -163,10 +163,16 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 			return nil, vigil.Errorf(vigil.EUNAVAILABLE, "store is closing")
 		}
 		var wait chan struct{}
-		for _, k := range slices.Concat(keys, headers) {
-			if c, ok := s.pending[k]; ok {
-				wait = c.done
-				break
+	find:
+		for _, ks := range [2][]string{keys, headers} {
+			for _, k := range ks {
+				if k == "" {
+					continue // a run id: its header is claimed
+				}
+				if c, ok := s.pending[k]; ok {
+					wait = c.done
+					break find
+				}
 			}
 		}
 		if wait == nil {
@@ -334,17 +340,13 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	// one chunk (a batch upload, a backfill) — merged straight into the
 	// chunk, which spares the head keys' flushes and compactions.
 	numeric := make([][]tsdb.Sample, len(groups))
-	if len(groups) == 1 {
-		numeric[0] = make([]tsdb.Sample, 0, len(gathered))
-	} else {
-		count := make([]int, len(groups))
-		for _, gs := range gathered {
-			count[gs.group]++
-		}
-		all := make([]tsdb.Sample, len(gathered))
-		for gi, n := range count {
-			numeric[gi], all = all[:0:n], all[n:]
-		}
+	count := make([]int, len(groups))
+	for _, gs := range gathered {
+		count[gs.group]++
+	}
+	all := make([]tsdb.Sample, len(gathered))
+	for gi, n := range count {
+		numeric[gi], all = all[:0:n], all[n:]
 	}
 	for _, gs := range gathered {
 		numeric[gs.group] = append(numeric[gs.group], gs.smp)

@@ -160,7 +160,7 @@ func checkStored(t *testing.T, s *Store, model map[string]bool, at map[string]ti
 func TestIdempotencyConcurrent(t *testing.T) {
 	universe := idUniverse()
 	at := universeTimes(universe)
-	for round := range 5 { // a race shows in some rounds only
+	for round := range 20 { // a race shows in some rounds only
 		s := open(t)
 		var mu sync.Mutex
 		newCount := make(map[string]int)

@@ -77,6 +77,9 @@ func BenchmarkIdleConnections(b *testing.B) {
 				if b, err := os.ReadFile(filepath.Join(dir, "heap.pprof")); err == nil {
 					os.WriteFile(p, b, 0o644)
 				}
+				if b, err := os.ReadFile(filepath.Join(dir, "heap.pprof.memory.txt")); err == nil {
+					os.WriteFile(p+".memory.txt", b, 0o644)
+				}
 			}
 		})
 		b.ReportMetric(held, "vigil-held-bytes/conn")

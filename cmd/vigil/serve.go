@@ -276,7 +276,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.StringVar(&syslogKey, "audit-syslog-key", "", "its private key (PEM)")
 	f.StringVar(&opts.AuditSyslogFormat, "audit-syslog-format", "vigil", "vigil (RFC 5424 structured data, for a SIEM) or atna (IHE ATNA ITI-20: DICOM audit message XML, for an audit record repository)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (read it with go tool pprof)")
-	f.StringVar(&memProfile, "memprofile", "", "on each SIGUSR1, write a Go heap profile to this file (read it with go tool pprof)")
+	f.StringVar(&memProfile, "memprofile", "", "on each SIGUSR1, write a Go heap profile to this file (read it with go tool pprof) and the runtime's memory classes, goroutine stacks included, to FILE.memory.txt")
 	retentionFlags(f, &opts)
 	f.BoolVar(&opts.PublicMetrics, "public-metrics", false, "serve /metrics without authentication (for a Prometheus on a trusted network)")
 	return cmd

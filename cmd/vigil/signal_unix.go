@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 )
 
@@ -30,8 +33,31 @@ func writeHeapOnSignal(file string) (stop func()) {
 					pprof.WriteHeapProfile(f)
 					f.Close()
 				}
+				os.WriteFile(file+".memory.txt", []byte(memoryClasses()), 0o600)
 			}
 		}
 	}()
 	return func() { signal.Stop(ch); close(done) }
+}
+
+// memoryClasses is where the process's memory is, by the runtime's
+// classes (runtime/metrics /memory/classes/...), one "name bytes" a line,
+// with the goroutine count and their starting stack size: beside the heap
+// profile it shows what the profile does not (goroutine stacks, runtime
+// metadata, free pages).
+func memoryClasses() string {
+	var samples []metrics.Sample
+	for _, d := range metrics.All() {
+		if strings.HasPrefix(d.Name, "/memory/classes/") || d.Name == "/sched/goroutines:goroutines" || d.Name == "/gc/stack/starting-size:bytes" {
+			samples = append(samples, metrics.Sample{Name: d.Name})
+		}
+	}
+	metrics.Read(samples)
+	var b strings.Builder
+	for _, s := range samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			fmt.Fprintf(&b, "%s %d\n", s.Name, s.Value.Uint64())
+		}
+	}
+	return b.String()
 }

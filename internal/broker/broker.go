@@ -411,13 +411,18 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		conn = &corkConn{Conn: conn}
-		go func() {
+		// The handshake runs on this goroutine; a connected client's
+		// packets are then read on a new one that holds only the reading
+		// frames, which is what an idle connection keeps (the patched
+		// mochi in third_party/mochi; establish is the same handshake
+		// without that split).
+		go l.server.EstablishConnectionThen(l.id, conn, func(err error) {
 			// Refused logins, client disconnects and protocol errors all
 			// end here; they are routine for a broker.
-			if err := establish(l.id, conn); err != nil {
+			if err != nil {
 				l.log.Debug("mqtt connection ended", "remote", conn.RemoteAddr().String(), "error", err)
 			}
-		}()
+		})
 	}
 }
 

@@ -143,20 +143,22 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // a map of in-flight qos messages
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases       // a map of topic aliases
+	stopCause       atomic.Value       // reason for stopping
+	Inflight        *Inflight          // a map of in-flight qos messages
+	Subscriptions   *Subscriptions     // a map of the subscription filters a client maintains
+	disconnected    int64              // the time the client disconnected in unix time, for calculating expiry
+	outMu           sync.Mutex         // guards outbound and writing (Vigil patch)
+	outbound        []*packets.Packet  // pending outbound packets, oldest first (Vigil patch: was a channel)
+	writing         bool               // a goroutine is writing the outbound packets (Vigil patch)
+	endOnce         sync.Once          // only end once
+	isTakenOver     atomic.Bool        // used to identify orphaned clients
+	packetID        uint32             // the current highest packetID
+	open            context.Context    // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc // cancel function for open context
+	outboundQty     int32              // number of messages currently in the outbound queue
+	Keepalive       uint16             // the number of seconds the connection can wait
+	ServerKeepalive bool               // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -171,7 +173,6 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -190,19 +191,62 @@ func newClient(c net.Conn, o *ops) *Client {
 	return cl
 }
 
-// WriteLoop ranges over pending outbound messages and writes them to the client connection.
+// enqueueOutbound queues pk to be written to the client and starts a
+// goroutine writing the queue if none is; it returns false when the
+// queue already holds MaximumClientWritesPending packets.
+//
+// Vigil patch: upstream gives every client a channel of
+// MaximumClientWritesPending packets and a goroutine ranging over it for
+// the client's whole life — a goroutine stack and the channel's buffer
+// held by every idle connection. Here the queue is a slice that is empty
+// (nil) while nothing waits, and the writing goroutine lives only while
+// there is something to write. Packets are written in the order queued.
+func (cl *Client) enqueueOutbound(pk *packets.Packet) bool {
+	cl.State.outMu.Lock()
+	if len(cl.State.outbound) >= int(cl.ops.options.Capabilities.MaximumClientWritesPending) {
+		cl.State.outMu.Unlock()
+		return false
+	}
+	cl.State.outbound = append(cl.State.outbound, pk)
+	atomic.AddInt32(&cl.State.outboundQty, 1)
+	start := !cl.State.writing
+	cl.State.writing = true
+	cl.State.outMu.Unlock()
+	if start {
+		go cl.WriteLoop()
+	}
+	return true
+}
+
+// outboundWaiting is the number of queued packets not yet taken for writing.
+func (cl *Client) outboundWaiting() int {
+	cl.State.outMu.Lock()
+	defer cl.State.outMu.Unlock()
+	return len(cl.State.outbound)
+}
+
+// WriteLoop writes the pending outbound messages to the client connection,
+// oldest first, and returns when none is left (Vigil patch: upstream's ran
+// until the client closed). enqueueOutbound starts it.
 func (cl *Client) WriteLoop() {
 	for {
-		select {
-		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
-				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
-			}
-			atomic.AddInt32(&cl.State.outboundQty, -1)
-		case <-cl.State.open.Done():
+		cl.State.outMu.Lock()
+		if len(cl.State.outbound) == 0 {
+			cl.State.outbound = nil // an idle client holds no queue
+			cl.State.writing = false
+			cl.State.outMu.Unlock()
 			return
 		}
+		pk := cl.State.outbound[0]
+		cl.State.outbound[0] = nil
+		cl.State.outbound = cl.State.outbound[1:]
+		cl.State.outMu.Unlock()
+
+		if err := cl.WritePacket(*pk); err != nil {
+			// TODO : Figure out what to do with error
+			cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+		}
+		atomic.AddInt32(&cl.State.outboundQty, -1)
 	}
 }
 
@@ -371,22 +415,32 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 		}
 
 		cl.refreshDeadline(cl.State.Keepalive)
-		fh := new(packets.FixedHeader)
-		err = cl.ReadFixedHeader(fh)
+		var fh packets.FixedHeader
+		err = cl.ReadFixedHeader(&fh)
 		if err != nil {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
+		err = cl.handleNext(&fh, packetHandler)
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// handleNext reads the packet fh heads and hands it to packetHandler.
+//
+// Vigil patch: a function of its own so that the packet (a large value)
+// lives in this frame, not in Read's, which stays on the stack of every
+// idle client while it waits for the next fixed header.
+//
+//go:noinline
+func (cl *Client) handleNext(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
@@ -602,7 +656,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	n, err := func() (int64, error) {
 		cl.Lock()
 		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
+		if cl.outboundWaiting() == 0 {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
 			}

@@ -401,14 +401,51 @@ func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 	return s.attachClient(cl, listener)
 }
 
+// EstablishConnectionThen establishes a new client when a listener
+// accepts a new connection, as EstablishConnection does, but returns once
+// the client is connected (or refused): the connected client's packets are
+// then read on a new goroutine, and done is called with how the connection
+// ended (with the refusal, on the caller's goroutine, if it never
+// connected).
+//
+// Vigil patch: the goroutine that waits for an idle client's next packet
+// then holds only the reading frames, not those of the connection
+// handshake — a smaller stack for every idle connection.
+func (s *Server) EstablishConnectionThen(listener string, c net.Conn, done func(error)) {
+	cl := s.NewClient(c, listener, "", false)
+	if err := s.connectClient(cl, listener); err != nil {
+		done(err)
+		return
+	}
+	go func() { done(s.serveClient(cl, listener)) }()
+}
+
 // attachClient validates an incoming client connection and if viable, attaches the client
 // to the server, performs session housekeeping, and reads incoming packets.
 func (s *Server) attachClient(cl *Client, listener string) error {
-	defer s.Listeners.ClientsWg.Done()
-	s.Listeners.ClientsWg.Add(1)
+	if err := s.connectClient(cl, listener); err != nil {
+		return err
+	}
+	return s.serveClient(cl, listener)
+}
 
-	go cl.WriteLoop()
-	defer cl.Stop(nil)
+// connectClient validates an incoming client connection and if viable,
+// attaches the client to the server and performs session housekeeping. When
+// it returns nil, serveClient must follow; otherwise the client is stopped.
+// (Vigil patch: the first half of upstream's attachClient.)
+func (s *Server) connectClient(cl *Client, listener string) (err error) {
+	s.Listeners.ClientsWg.Add(1)
+	connected := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		if connected {
+			atomic.AddInt64(&s.Info.ClientsConnected, -1)
+		}
+		cl.Stop(nil)
+		s.Listeners.ClientsWg.Done()
+	}()
 
 	pk, err := s.readConnectionPacket(cl)
 	if err != nil {
@@ -450,7 +487,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	atomic.AddInt64(&s.Info.ClientsConnected, 1)
-	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
+	connected = true
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
@@ -472,8 +509,27 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	s.hooks.OnSessionEstablished(cl, pk)
+	return nil
+}
 
-	err = cl.Read(s.receivePacket)
+// serveClient reads a connected client's packets until the connection ends,
+// then performs the disconnection housekeeping. (Vigil patch: the second
+// half of upstream's attachClient.)
+func (s *Server) serveClient(cl *Client, listener string) error {
+	defer s.Listeners.ClientsWg.Done()
+	defer cl.Stop(nil)
+	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
+
+	err := cl.Read(s.receivePacket)
+	s.endClient(cl, listener, err)
+	return err
+}
+
+// endClient is serveClient's housekeeping once the client's reading has
+// ended with err (nil: the client disconnected).
+//
+//go:noinline
+func (s *Server) endClient(cl *Client, listener string, err error) {
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
@@ -490,8 +546,6 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 		s.UnsubscribeClient(cl)
 		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
-
-	return err
 }
 
 // readConnectionPacket reads the first incoming header for a connection, and if
@@ -1097,10 +1151,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
-	select {
-	case cl.State.outbound <- &out:
-		atomic.AddInt32(&cl.State.outboundQty, 1)
-	default:
+	if !cl.enqueueOutbound(&out) {
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
 		if out.FixedHeader.Qos > 0 {

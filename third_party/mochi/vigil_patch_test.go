@@ -1,0 +1,132 @@
+package mqtt
+
+// Tests of Vigil's patches to mochi (see VIGIL.md).
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/stretchr/testify/require"
+)
+
+// The outbound queue is written in order by a goroutine that exists only
+// while something waits, holds at most MaximumClientWritesPending packets,
+// and is released (nil) once drained.
+func TestVigilOutboundQueue(t *testing.T) {
+	cl, r, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	cl.Properties.ProtocolVersion = 4
+
+	// net.Pipe does not buffer: the writer blocks on the first packet
+	// until it is read, so the queue fills up behind it.
+	pk := func(id uint16) *packets.Packet {
+		return &packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   "a/b",
+			PacketID:    id,
+			Payload:     []byte{byte(id)},
+		}
+	}
+	max := int(cl.ops.options.Capabilities.MaximumClientWritesPending)
+	require.True(t, cl.enqueueOutbound(pk(1)))
+	require.Eventually(t, func() bool { return cl.outboundWaiting() == 0 }, time.Second, time.Millisecond) // taken by the writer
+	for i := 0; i < max; i++ {
+		require.True(t, cl.enqueueOutbound(pk(uint16(i+2))))
+	}
+	require.False(t, cl.enqueueOutbound(pk(99)), "a full queue refuses")
+
+	br := bufio.NewReader(r)
+	for want := 1; want <= max+1; want++ {
+		var fh packets.FixedHeader
+		b, err := br.ReadByte()
+		require.NoError(t, err)
+		require.NoError(t, fh.Decode(b))
+		fh.Remaining, _, err = packets.DecodeLength(br)
+		require.NoError(t, err)
+		body := make([]byte, fh.Remaining)
+		_, err = io.ReadFull(br, body)
+		require.NoError(t, err)
+		got := packets.Packet{FixedHeader: fh, ProtocolVersion: 4}
+		require.NoError(t, got.PublishDecode(body))
+		require.Equal(t, uint16(want), got.PacketID, "written in the order queued")
+	}
+
+	require.Eventually(t, func() bool {
+		cl.State.outMu.Lock()
+		defer cl.State.outMu.Unlock()
+		return !cl.State.writing && cl.State.outbound == nil
+	}, time.Second, time.Millisecond, "the writer ends and the queue is released once drained")
+	require.Equal(t, int32(0), cl.State.outboundQty)
+
+	// Another packet starts another writer.
+	require.True(t, cl.enqueueOutbound(pk(7)))
+	b, err := br.ReadByte()
+	require.NoError(t, err)
+	require.Equal(t, byte(packets.Publish<<4|1<<1), b)
+}
+
+// EstablishConnectionThen returns once the client is connected, reads its
+// packets on another goroutine, and reports how the connection ended.
+func TestVigilEstablishConnectionThen(t *testing.T) {
+	s := newServer()
+	defer s.Close()
+
+	r, w := net.Pipe()
+	recv := make(chan []byte, 1)
+	go func() {
+		buf, _ := io.ReadAll(w)
+		recv <- buf
+	}()
+	go func() {
+		_, _ = w.Write(packets.TPacketData[packets.Connect].Get(packets.TConnectClean).RawBytes)
+	}()
+
+	done := make(chan error, 1)
+	s.EstablishConnectionThen("tcp", r, func(err error) { done <- err })
+	id := packets.TPacketData[packets.Connect].Get(packets.TConnectClean).Packet.Connect.ClientIdentifier
+	_, ok := s.Clients.Get(id)
+	require.True(t, ok, "connected when it returns")
+	require.Equal(t, int64(1), s.Info.ClientsConnected)
+	select {
+	case err := <-done:
+		t.Fatalf("ended before the client disconnected: %v", err)
+	default:
+	}
+
+	_, _ = w.Write(packets.TPacketData[packets.Disconnect].Get(packets.TDisconnect).RawBytes)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("done was not called after DISCONNECT")
+	}
+	_ = w.Close()
+	require.Equal(t, packets.TPacketData[packets.Connack].Get(packets.TConnackAcceptedNoSession).RawBytes, <-recv)
+	_, ok = s.Clients.Get(id)
+	require.False(t, ok, "a clean session is removed")
+	require.Equal(t, int64(0), s.Info.ClientsConnected)
+}
+
+// A refused connection calls done with the refusal, on the caller's
+// goroutine, and leaves nothing behind.
+func TestVigilEstablishConnectionThenRefused(t *testing.T) {
+	s := newServer()
+	defer s.Close()
+
+	r, w := net.Pipe()
+	go func() {
+		_, _ = w.Write(packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).RawBytes) // not CONNECT
+	}()
+	var got error
+	called := false
+	s.EstablishConnectionThen("tcp", r, func(err error) { got, called = err, true })
+	require.True(t, called)
+	require.ErrorIs(t, got, packets.ErrProtocolViolationRequireFirstConnect)
+	require.Equal(t, int64(0), s.Info.ClientsConnected)
+	_ = w.Close()
+	s.Listeners.ClientsWg.Wait() // released
+}

@@ -287,80 +287,92 @@ func TestOverload(t *testing.T) {
 		return false
 	}
 
-	// Capacity: 128 clients, each sending as soon as its last answer
-	// came. Fewer measure latency, not capacity: a group commit takes
-	// what is queued, so more requests in flight store more a second
-	// (with 16, twice the figure was taken without shedding).
-	start := time.Now()
-	var stored atomic.Int64
+	// Capacity, then twice that; measured again (up to three times) when
+	// a busy machine measured the capacity low and nothing was shed.
+	var before, peak int64
 	var wg sync.WaitGroup
-	for w := range 128 {
-		wg.Add(1)
+	for attempt := 1; ; attempt++ {
+		// Capacity: 128 clients, each sending as soon as its last answer
+		// came. Fewer measure latency, not capacity: a group commit takes
+		// what is queued, so more requests in flight store more a second
+		// (with 16, twice the figure was taken without shedding).
+		start := time.Now()
+		var stored atomic.Int64
+		for w := range 128 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(start) < 3*time.Second {
+					if post(w % devices) {
+						stored.Add(batch)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		capacity := float64(stored.Load()) / time.Since(start).Seconds()
+		if shed.Load() > 0 || other.Load() > 0 {
+			t.Fatalf("at capacity: %d shed, %d failed (%v)", shed.Load(), other.Load(), firstOther.Load())
+		}
+
+		// Twice that, from an open loop, for 5 s, watching the server's memory.
+		rate := 2 * capacity / batch // requests per second
+		var err error
+		if before, err = vmRSS(srv.cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+		peak = before
+		stop, sampled := make(chan struct{}), make(chan struct{})
 		go func() {
-			defer wg.Done()
-			for time.Since(start) < 3*time.Second {
-				if post(w % devices) {
-					stored.Add(batch)
+			defer close(sampled)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+					if n, err := vmRSS(srv.cmd.Process.Pid); err == nil {
+						peak = max(peak, n)
+					}
 				}
 			}
 		}()
-	}
-	wg.Wait()
-	capacity := float64(stored.Load()) / time.Since(start).Seconds()
-	if shed.Load() > 0 || other.Load() > 0 {
-		t.Fatalf("at capacity: %d shed, %d failed (%v)", shed.Load(), other.Load(), firstOther.Load())
-	}
-
-	// Twice that, from an open loop, for 5 s, watching the server's memory.
-	rate := 2 * capacity / batch // requests per second
-	before, err := vmRSS(srv.cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peak := before
-	stop, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-				if n, err := vmRSS(srv.cmd.Process.Pid); err == nil {
-					peak = max(peak, n)
+		var inflight atomic.Int64
+		sent, notSent := 0, 0
+		start = time.Now()
+		for tick := time.NewTicker(10 * time.Millisecond); time.Since(start) < 5*time.Second; <-tick.C {
+			for due := int(rate * time.Since(start).Seconds()); sent+notSent < due; {
+				if inflight.Load() >= 2000 { // the load tool's own limit
+					notSent++
+					continue
 				}
+				sent++
+				inflight.Add(1)
+				wg.Add(1)
+				go func(d int) {
+					defer wg.Done()
+					defer inflight.Add(-1)
+					post(d)
+				}(sent % devices)
 			}
 		}
-	}()
-	var inflight atomic.Int64
-	sent, notSent := 0, 0
-	start = time.Now()
-	for tick := time.NewTicker(10 * time.Millisecond); time.Since(start) < 5*time.Second; <-tick.C {
-		for due := int(rate * time.Since(start).Seconds()); sent+notSent < due; {
-			if inflight.Load() >= 2000 { // the load tool's own limit
-				notSent++
+		wg.Wait()
+		close(stop)
+		<-sampled
+		t.Logf("capacity %.0f readings/s; offered %.0f requests/s of %d (2x) for 5 s: %d sent, %d shed with 503, %d not sent (2,000 in flight); server RSS %d MiB before, peak %d MiB",
+			capacity, rate, batch, sent, shed.Load(), notSent, before>>20, peak>>20)
+		if other.Load() > 0 {
+			t.Fatalf("%d requests failed other than by shedding: first %v", other.Load(), firstOther.Load())
+		}
+		if shed.Load() == 0 {
+			if attempt < 3 {
+				// The server took the whole load: what was measured as its
+				// capacity was low (the machine was busier then). Again.
+				t.Logf("attempt %d: the server kept up with twice the capacity measured; measuring it again", attempt)
 				continue
 			}
-			sent++
-			inflight.Add(1)
-			wg.Add(1)
-			go func(d int) {
-				defer wg.Done()
-				defer inflight.Add(-1)
-				post(d)
-			}(sent % devices)
+			t.Fatal("twice the capacity was offered and nothing was shed: the queue grew instead")
 		}
-	}
-	wg.Wait()
-	close(stop)
-	<-sampled
-	t.Logf("capacity %.0f readings/s; offered %.0f requests/s of %d (2x) for 5 s: %d sent, %d shed with 503, %d not sent (2,000 in flight); server RSS %d MiB before, peak %d MiB",
-		capacity, rate, batch, sent, shed.Load(), notSent, before>>20, peak>>20)
-	if other.Load() > 0 {
-		t.Fatalf("%d requests failed other than by shedding: first %v", other.Load(), firstOther.Load())
-	}
-	if shed.Load() == 0 {
-		t.Fatal("twice the capacity was offered and nothing was shed: the queue grew instead")
+		break
 	}
 	// 2,000 requests in flight, their bodies, goroutines and buffers, at
 	// vigil serve's GOGC of 300: a few hundred MiB (the race detector's

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -63,6 +64,8 @@ type Store struct {
 	opts    Options
 	series  sync.Map // seriesKey → id, of series known to be committed
 	parts   sync.Map // month start (ms) → true, partitions known to exist
+	// oneStatement counts batches AppendReadings stored with appendSQL.
+	oneStatement atomic.Int64
 	stop    chan struct{}
 	done    chan struct{}
 }

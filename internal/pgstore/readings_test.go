@@ -1,0 +1,125 @@
+package pgstore_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/vigil-iomt/vigil"
+	"github.com/vigil-iomt/vigil/internal/pgstore"
+	"github.com/vigil-iomt/vigil/internal/testenv"
+)
+
+// A batch whose series all exist is stored in one statement, with the
+// transaction path's answers: duplicates within the batch and of earlier
+// batches, the later of two values of one series and millisecond, text
+// values and origins, and feed entries in batch order.
+func TestAppendInOneStatement(t *testing.T) {
+	ctx := context.Background()
+	url, schema := testenv.PostgresSchema(t)
+	s, err := pgstore.Open(ctx, url, pgstore.Options{Schema: schema, ChangeFeed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	t0 := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	hr := func(v float64) vigil.Measurement { return vigil.Measurement{Code: vigil.LOINCHeartRate, Value: v, Unit: "/min"} }
+	note := func(text string) vigil.Measurement { return vigil.Measurement{Code: "8867-4-note", Text: text} }
+	rd := func(id string, at time.Time, ms ...vigil.Measurement) *vigil.Reading {
+		return &vigil.Reading{DeviceID: "mon", ID: id, PatientID: "p1", Time: at, Received: at.Add(time.Second), Values: ms,
+			Origin: &vigil.Origin{Location: "3 WEST^3001^1", Equipment: "MON-" + id}}
+	}
+	// The first batch creates the series (the transaction path).
+	warm := rd("w0", t0, hr(60), note("warm"))
+	if _, err := s.AppendReadings(ctx, []*vigil.Reading{warm}); err != nil {
+		t.Fatal(err)
+	}
+	if n := pgstore.OneStatementAppends(s); n != 0 {
+		t.Fatalf("a batch with a new series went the one-statement way (%d)", n)
+	}
+
+	t1, t2 := t0.Add(time.Minute), t0.Add(2*time.Minute)
+	a1 := rd("a1", t1, hr(70))
+	batch := []*vigil.Reading{
+		a1,
+		rd("a2", t1, hr(75)), // the same series and millisecond: the later wins
+		a1,                   // again in the batch
+		warm,                 // stored by the first batch
+		rd("a3", t2, hr(80), note("settled")),
+	}
+	res, err := s.AppendReadings(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := pgstore.OneStatementAppends(s); n != 1 {
+		t.Fatalf("one-statement batches: %d, want 1", n)
+	}
+	want := []bool{false, false, true, true, false}
+	for i := range want {
+		if res[i].Duplicate != want[i] {
+			t.Fatalf("results %+v, want duplicates %v", res, want)
+		}
+	}
+	// The whole batch again: every reading a duplicate, nothing written.
+	res, err = s.AppendReadings(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range res {
+		if !res[i].Duplicate {
+			t.Fatalf("again: %+v", res)
+		}
+	}
+
+	obs, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, o := range obs {
+		v := o.Text
+		if o.Code == vigil.LOINCHeartRate {
+			v = time.Duration(o.Value).String()
+		}
+		got[o.Time.Format("15:04")+" "+o.Code] = v
+	}
+	wantObs := map[string]string{
+		"08:00 " + vigil.LOINCHeartRate: time.Duration(60).String(),
+		"08:00 8867-4-note":             "warm",
+		"08:01 " + vigil.LOINCHeartRate: time.Duration(75).String(),
+		"08:02 " + vigil.LOINCHeartRate: time.Duration(80).String(),
+		"08:02 8867-4-note":             "settled",
+	}
+	if len(got) != len(wantObs) || len(obs) != len(wantObs) {
+		t.Fatalf("stored %v (%d observations), want %v", got, len(obs), wantObs)
+	}
+	for k, v := range wantObs {
+		if got[k] != v {
+			t.Fatalf("stored %v, want %v", got, wantObs)
+		}
+	}
+	if err := s.FillOrigins(ctx, obs); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range obs {
+		if o.Origin == nil || o.Origin.Location != "3 WEST^3001^1" {
+			t.Fatalf("origin of %s at %s: %+v", o.Code, o.Time, o.Origin)
+		}
+	}
+
+	es, err := s.FeedAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range es {
+		ids = append(ids, e.ReadingID)
+		if e.ReadingID == "a3" && (!e.Time.Equal(t2) || !e.Received.Equal(t2.Add(time.Second)) || e.PatientID != "p1" || e.DeviceID != "mon") {
+			t.Fatalf("feed entry %+v", e)
+		}
+	}
+	if len(ids) != 4 || ids[0] != "w0" || ids[1] != "a1" || ids[2] != "a2" || ids[3] != "a3" {
+		t.Fatalf("feed %v, want w0 a1 a2 a3", ids)
+	}
+}

@@ -114,7 +114,7 @@ type Client struct {
 // ClientConnection contains the connection transport and metadata for the client.
 type ClientConnection struct {
 	Conn     net.Conn      // the net.Conn used to establish the connection
-	bconn    *bufio.Reader // a buffered net.Conn for reading packets
+	bconn    *packetReader // a buffered net.Conn for reading packets (Vigil patch: was a *bufio.Reader)
 	outbuf   *bytes.Buffer // a buffer for writing packets
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
@@ -183,7 +183,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
+			bconn:  &packetReader{conn: c, size: o.options.ClientNetReadBufferSize},
 			Remote: c.RemoteAddr().String(),
 		}
 	}
@@ -408,6 +408,9 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // packets to be handled by the packetHandler.
 func (cl *Client) Read(packetHandler ReadFn) error {
 	var err error
+	if cl.Net.bconn != nil {
+		defer cl.Net.bconn.release()
+	}
 
 	for {
 		if cl.Closed() {
@@ -491,7 +494,7 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 		return ErrConnectionClosed
 	}
 
-	b, err := cl.Net.bconn.ReadByte()
+	b, err := cl.Net.bconn.first()
 	if err != nil {
 		return err
 	}
@@ -708,4 +711,70 @@ func (cl *Client) flushOutbuf() (err error) {
 		cl.Net.outbuf = nil
 	}
 	return
+}
+
+// packetReader is a client's buffered reader (Vigil patch). Its buffer
+// comes from a pool when there is something to read and goes back to it
+// while the client waits for its next packet with nothing buffered, so an
+// idle connection holds no read buffer (upstream's bufio.Reader kept
+// ClientNetReadBufferSize bytes, 2 KiB by default, for each). Only the
+// client's reading goroutine uses it.
+type packetReader struct {
+	conn net.Conn
+	buf  *bufio.Reader // nil while nothing is buffered
+	size int
+	one  [1]byte
+}
+
+// readerPools holds idle buffered readers by size.
+var readerPools sync.Map // int → *sync.Pool of *bufio.Reader
+
+func (p *packetReader) acquire() {
+	if p.buf != nil {
+		return
+	}
+	v, ok := readerPools.Load(p.size)
+	if !ok {
+		size := p.size
+		v, _ = readerPools.LoadOrStore(size, &sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }})
+	}
+	p.buf = v.(*sync.Pool).Get().(*bufio.Reader)
+	p.buf.Reset(p.conn)
+}
+
+// release gives the buffer back; what it still held is dropped.
+func (p *packetReader) release() {
+	if p.buf == nil {
+		return
+	}
+	p.buf.Reset(nil)
+	v, _ := readerPools.Load(p.size)
+	v.(*sync.Pool).Put(p.buf)
+	p.buf = nil
+}
+
+// first reads the first byte of the next packet. With nothing buffered it
+// gives the buffer back and waits for that byte on the connection itself.
+func (p *packetReader) first() (byte, error) {
+	if p.buf != nil && p.buf.Buffered() > 0 {
+		return p.buf.ReadByte()
+	}
+	p.release()
+	if _, err := io.ReadFull(p.conn, p.one[:]); err != nil {
+		return 0, err
+	}
+	return p.one[0], nil
+}
+
+// ReadByte reads one byte through the buffer.
+func (p *packetReader) ReadByte() (byte, error) {
+	p.acquire()
+	return p.buf.ReadByte()
+}
+
+// Read reads through the buffer (a read larger than the buffer, with
+// nothing buffered, goes straight to the connection).
+func (p *packetReader) Read(b []byte) (int, error) {
+	p.acquire()
+	return p.buf.Read(b)
 }

@@ -130,3 +130,42 @@ func TestVigilEstablishConnectionThenRefused(t *testing.T) {
 	_ = w.Close()
 	s.Listeners.ClientsWg.Wait() // released
 }
+
+// A client's read buffer is held only while something is buffered: two
+// packets arriving together are read through it, and the client waits for
+// the next one without it.
+func TestVigilReadBufferOnlyWhileReading(t *testing.T) {
+	r, w := net.Pipe()
+	defer r.Close()
+	defer w.Close()
+	p := &packetReader{conn: r, size: 64}
+	ping := packets.TPacketData[packets.Pingreq].Get(packets.TPingreq).RawBytes
+	pub := packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).RawBytes
+	more := make(chan struct{})
+	go func() {
+		_, _ = w.Write(append(append([]byte{}, pub...), ping...)) // together
+		<-more
+		_, _ = w.Write(ping) // later
+	}()
+
+	readPacket := func(wantFirst byte, wantHeld bool) {
+		t.Helper()
+		b, err := p.first()
+		require.NoError(t, err)
+		require.Equal(t, wantFirst, b)
+		require.Equal(t, wantHeld, p.buf != nil)
+		n, _, err := packets.DecodeLength(p)
+		require.NoError(t, err)
+		body := make([]byte, n)
+		_, err = io.ReadFull(p, body)
+		require.NoError(t, err)
+		require.NotNil(t, p.buf)
+	}
+	require.Nil(t, p.buf, "a new reader holds no buffer")
+	readPacket(pub[0], false) // waited for without a buffer
+	readPacket(ping[0], true) // already buffered
+	close(more)
+	readPacket(ping[0], false) // nothing buffered: released while waiting
+	p.release()
+	require.Nil(t, p.buf)
+}

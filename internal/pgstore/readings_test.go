@@ -24,7 +24,9 @@ func TestAppendInOneStatement(t *testing.T) {
 	defer s.Close()
 
 	t0 := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	hr := func(v float64) vigil.Measurement { return vigil.Measurement{Code: vigil.LOINCHeartRate, Value: v, Unit: "/min"} }
+	hr := func(v float64) vigil.Measurement {
+		return vigil.Measurement{Code: vigil.LOINCHeartRate, Value: v, Unit: "/min"}
+	}
 	note := func(text string) vigil.Measurement { return vigil.Measurement{Code: "8867-4-note", Text: text} }
 	rd := func(id string, at time.Time, ms ...vigil.Measurement) *vigil.Reading {
 		return &vigil.Reading{DeviceID: "mon", ID: id, PatientID: "p1", Time: at, Received: at.Add(time.Second), Values: ms,

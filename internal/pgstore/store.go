@@ -66,8 +66,8 @@ type Store struct {
 	parts   sync.Map // month start (ms) → true, partitions known to exist
 	// oneStatement counts batches AppendReadings stored with appendSQL.
 	oneStatement atomic.Int64
-	stop    chan struct{}
-	done    chan struct{}
+	stop         chan struct{}
+	done         chan struct{}
 }
 
 // Open connects to the database at url (postgres://…), creates the schema

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/obsquery"
@@ -210,6 +211,38 @@ const appendFeedSQL = `, fed AS (
 	ORDER BY f.n
 )`
 
+// appendPlainSQL is appendSQL for a batch none of whose reading ids is
+// stored yet — the usual case — with a plain INSERT into reading_ids: no
+// ON CONFLICT, which costs PostgreSQL a second index probe and a
+// speculative insertion per row (1.8x the time of a plain INSERT of the
+// same keys here), and no join of the samples with what came back. A key
+// already stored fails it with unique_violation and nothing is written;
+// appendKnown then uses appendSQL. The samples are upserted as appendSQL
+// does: a value for the same series and millisecond is data, not an error.
+// $1–$3 are reading_ids', $4–$10 the samples', $11–$13 the feed's.
+const appendPlainSQL = `WITH ids AS (
+	INSERT INTO reading_ids (device, id, received) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+)`
+
+const appendPlainFeedSQL = `, fed AS (
+	INSERT INTO feed (kind, device, patient, reading, t, received)
+	SELECT 'r', f.device, f.patient, f.id, f.t, f.received
+	FROM unnest($1::text[], $2::text[], $3::bigint[], $11::text[], $12::bigint[], $13::int[]) AS f(device, id, received, patient, t, n)
+	ORDER BY f.n
+)`
+
+const appendPlainSamplesSQL = ` INSERT INTO samples (series, t, value, lag, text_value, origin)
+	SELECT DISTINCT ON (u.series, u.t) u.series, u.t, u.value, u.lag, u.text_value, u.origin
+	FROM unnest($4::bigint[], $5::bigint[], $6::float8[], $7::int[], $8::jsonb[], $9::jsonb[], $10::int[])
+		AS u(series, t, value, lag, text_value, origin, ord)
+	ORDER BY u.series, u.t, u.ord DESC
+	ON CONFLICT (series, t) DO UPDATE SET value = EXCLUDED.value, lag = EXCLUDED.lag, text_value = EXCLUDED.text_value, origin = EXCLUDED.origin`
+
+// plainPauseBatches is how many batches skip appendPlainSQL after it met a
+// stored key: a device or edge resending a backlog would otherwise make
+// every batch run twice.
+const plainPauseBatches = 100
+
 // appendKnown stores the batch with appendSQL when every series it
 // writes has a known id — one round trip to PostgreSQL instead of a
 // transaction of five statements and a COPY — and fills in res. It returns
@@ -241,8 +274,9 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 		}
 		k += m
 	}
-	sql := appendSQL
-	args := []any{sd, si, sr, ud, ui, uo, useries, ut, uv, ulag, utext, uorigin}
+	var fp []string
+	var ft []int64
+	var fn []int32
 	if s.opts.ChangeFeed {
 		// The feed's patient, device time and batch position of each of
 		// sd/si, found through the first occurrence of each key.
@@ -252,11 +286,42 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 				at[[2]string{r.DeviceID, r.ID}] = i
 			}
 		}
-		fp, ft, fn := make([]string, len(sd)), make([]int64, len(sd)), make([]int32, len(sd))
+		fp, ft, fn = make([]string, len(sd)), make([]int64, len(sd)), make([]int32, len(sd))
 		for j := range sd {
 			i := at[[2]string{sd[j], si[j]}]
 			fp[j], ft[j], fn[j] = rs[i].PatientID, rs[i].Time.UnixMilli(), int32(i)
 		}
+	}
+
+	if s.plainPause.Load() <= 0 {
+		sql := appendPlainSQL
+		args := []any{sd, si, sr, useries, ut, uv, ulag, utext, uorigin, uo}
+		if s.opts.ChangeFeed {
+			sql += appendPlainFeedSQL
+			args = append(args, fp, ft, fn)
+		}
+		sql += appendPlainSamplesSQL
+		var err error
+		for range 5 { // contention: again
+			if _, err = s.pool.Exec(ctx, sql, args...); !retryable(err) {
+				break
+			}
+		}
+		if err == nil {
+			s.plain.Add(1)
+			return true, nil // every reading new
+		}
+		if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) || pe.Code != "23505" {
+			return true, storeErr(err)
+		}
+		s.plainPause.Store(plainPauseBatches) // a reading id is stored: appendSQL sorts it out
+	} else {
+		s.plainPause.Add(-1)
+	}
+
+	sql := appendSQL
+	args := []any{sd, si, sr, ud, ui, uo, useries, ut, uv, ulag, utext, uorigin}
+	if s.opts.ChangeFeed {
 		sql += appendFeedSQL
 		args = append(args, fp, ft, fn)
 	}

@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,16 @@ func TestAppendInOneStatement(t *testing.T) {
 		t.Fatalf("a batch with a new series went the one-statement way (%d)", n)
 	}
 
+	// New reading ids only: the plain INSERT of the ids (c3 is a second
+	// value of c1's series and millisecond, which wins).
+	clean := []*vigil.Reading{rd("c1", t0.Add(10*time.Second), hr(61)), rd("c2", t0.Add(20*time.Second), hr(62), note("clean")), rd("c3", t0.Add(10*time.Second), hr(63))}
+	if res, err := s.AppendReadings(ctx, clean); err != nil || res[0].Duplicate || res[1].Duplicate || res[2].Duplicate {
+		t.Fatalf("clean batch: %+v %v", res, err)
+	}
+	if p, o := pgstore.PlainAppends(s), pgstore.OneStatementAppends(s); p != 1 || o != 0 {
+		t.Fatalf("a batch of new readings: %d plain, %d upserting statements; want 1, 0", p, o)
+	}
+
 	t1, t2 := t0.Add(time.Minute), t0.Add(2*time.Minute)
 	a1 := rd("a1", t1, hr(70))
 	batch := []*vigil.Reading{
@@ -54,8 +65,8 @@ func TestAppendInOneStatement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := pgstore.OneStatementAppends(s); n != 1 {
-		t.Fatalf("one-statement batches: %d, want 1", n)
+	if p, o := pgstore.PlainAppends(s), pgstore.OneStatementAppends(s); p != 1 || o != 1 {
+		t.Fatalf("a batch with stored keys: %d plain, %d upserting statements; want the plain one to fail (1, 1)", p, o)
 	}
 	want := []bool{false, false, true, true, false}
 	for i := range want {
@@ -84,14 +95,17 @@ func TestAppendInOneStatement(t *testing.T) {
 		if o.Code == vigil.LOINCHeartRate {
 			v = time.Duration(o.Value).String()
 		}
-		got[o.Time.Format("15:04")+" "+o.Code] = v
+		got[o.Time.Format("15:04:05")+" "+o.Code] = v
 	}
 	wantObs := map[string]string{
-		"08:00 " + vigil.LOINCHeartRate: time.Duration(60).String(),
-		"08:00 8867-4-note":             "warm",
-		"08:01 " + vigil.LOINCHeartRate: time.Duration(75).String(),
-		"08:02 " + vigil.LOINCHeartRate: time.Duration(80).String(),
-		"08:02 8867-4-note":             "settled",
+		"08:00:00 " + vigil.LOINCHeartRate: time.Duration(60).String(),
+		"08:00:00 8867-4-note":             "warm",
+		"08:00:10 " + vigil.LOINCHeartRate: time.Duration(63).String(),
+		"08:00:20 " + vigil.LOINCHeartRate: time.Duration(62).String(),
+		"08:00:20 8867-4-note":             "clean",
+		"08:01:00 " + vigil.LOINCHeartRate: time.Duration(75).String(),
+		"08:02:00 " + vigil.LOINCHeartRate: time.Duration(80).String(),
+		"08:02:00 8867-4-note":             "settled",
 	}
 	if len(got) != len(wantObs) || len(obs) != len(wantObs) {
 		t.Fatalf("stored %v (%d observations), want %v", got, len(obs), wantObs)
@@ -121,7 +135,7 @@ func TestAppendInOneStatement(t *testing.T) {
 			t.Fatalf("feed entry %+v", e)
 		}
 	}
-	if len(ids) != 4 || ids[0] != "w0" || ids[1] != "a1" || ids[2] != "a2" || ids[3] != "a3" {
-		t.Fatalf("feed %v, want w0 a1 a2 a3", ids)
+	if strings.Join(ids, " ") != "w0 c1 c2 c3 a1 a2 a3" {
+		t.Fatalf("feed %v, want w0 c1 c2 c3 a1 a2 a3", ids)
 	}
 }

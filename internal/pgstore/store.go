@@ -64,10 +64,14 @@ type Store struct {
 	opts    Options
 	series  sync.Map // seriesKey → id, of series known to be committed
 	parts   sync.Map // month start (ms) → true, partitions known to exist
-	// oneStatement counts batches AppendReadings stored with appendSQL.
-	oneStatement atomic.Int64
-	stop         chan struct{}
-	done         chan struct{}
+	// oneStatement counts batches AppendReadings stored with appendSQL,
+	// plain those stored with appendPlainSQL.
+	oneStatement, plain atomic.Int64
+	// plainPause is how many more batches go straight to appendSQL after
+	// appendPlainSQL met a key already stored.
+	plainPause atomic.Int64
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 // Open connects to the database at url (postgres://…), creates the schema

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -208,9 +209,8 @@ func benchVigil(ctx context.Context, g *globals, o bench.Options, keep bool, pro
 		schema := fmt.Sprintf("vigil_bench_%d", time.Now().UnixNano())
 		args = append(args, "--postgres", g.postgres, "--postgres-schema", schema)
 		defer func() {
-			if conn, err := pgx.Connect(context.Background(), g.postgres); err == nil {
-				conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-				conn.Close(context.Background())
+			if err := dropSchema(g.postgres, schema); err != nil {
+				fmt.Fprintf(g.stderr, "vigil bench: could not drop the run's schema %s (%v); drop it by hand: DROP SCHEMA %s CASCADE\n", schema, err, schema)
 			}
 		}()
 	}
@@ -288,4 +288,23 @@ func waitControl(ctx context.Context, dir string, limit time.Duration) (*node.Co
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// dropSchema drops schema from the database at url. The URL is read as
+// the server reads it (pgxpool's pool_* settings are not sent to
+// PostgreSQL, which would refuse them as unknown parameters).
+func dropSchema(url, schema string) error {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	return err
 }

@@ -760,10 +760,15 @@ func (p *packetReader) first() (byte, error) {
 		return p.buf.ReadByte()
 	}
 	p.release()
-	if _, err := io.ReadFull(p.conn, p.one[:]); err != nil {
-		return 0, err
+	for { // the connection itself, not io.ReadFull: fewer frames on an idle client's stack
+		n, err := p.conn.Read(p.one[:])
+		if n == 1 {
+			return p.one[0], nil
+		}
+		if err != nil {
+			return 0, err
+		}
 	}
-	return p.one[0], nil
 }
 
 // ReadByte reads one byte through the buffer.

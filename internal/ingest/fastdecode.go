@@ -50,7 +50,23 @@ func decodeFast(p []byte, maxReadings int) ([]Raw, bool) {
 type fastDecoder struct {
 	p []byte
 	i int
+	// The last system, code and unit interned: a batch's values mostly
+	// repeat the one before, and a comparison costs less than intern's
+	// map lookup.
+	system, code, unit string
 }
+
+// internLast is intern(b), answered from *last when b is the same.
+func internLast(last *string, b []byte) string {
+	if string(b) == *last {
+		return *last
+	}
+	*last = intern(b)
+	return *last
+}
+
+// pow10 are the powers of ten a float64 holds exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
 
 func (d *fastDecoder) peek() byte {
 	if d.i < len(d.p) {
@@ -102,7 +118,8 @@ func (d *fastDecoder) str() ([]byte, bool) {
 // number consumes a JSON number (strict grammar) and returns its value.
 func (d *fastDecoder) number() (float64, bool) {
 	start := d.i
-	d.byte('-')
+	neg := d.byte('-')
+	intStart := d.i
 	switch c := d.peek(); {
 	case c == '0':
 		d.i++
@@ -111,10 +128,16 @@ func (d *fastDecoder) number() (float64, bool) {
 	default:
 		return 0, false
 	}
-	if d.byte('.') && !d.digits() {
-		return 0, false
+	intEnd, fracStart := d.i, d.i
+	if d.byte('.') {
+		fracStart = d.i
+		if !d.digits() {
+			return 0, false
+		}
 	}
+	exact := true
 	if c := d.peek(); c == 'e' || c == 'E' {
+		exact = false
 		d.i++
 		if c := d.peek(); c == '+' || c == '-' {
 			d.i++
@@ -122,6 +145,27 @@ func (d *fastDecoder) number() (float64, bool) {
 		if !d.digits() {
 			return 0, false
 		}
+	}
+	// Up to 15 digits and no exponent: the digits as an integer (exact in
+	// a float64) divided by a power of ten (exact too) is one correctly
+	// rounded operation — what strconv.ParseFloat returns, without its
+	// general machinery.
+	frac := d.i - fracStart
+	if exact && (intEnd-intStart)+frac <= 15 {
+		var m uint64
+		for _, c := range d.p[intStart:intEnd] {
+			m = m*10 + uint64(c-'0')
+		}
+		if frac > 0 {
+			for _, c := range d.p[fracStart:d.i] {
+				m = m*10 + uint64(c-'0')
+			}
+		}
+		f := float64(m) / pow10[frac]
+		if neg {
+			f = -f
+		}
+		return f, true
 	}
 	f, err := strconv.ParseFloat(string(d.p[start:d.i]), 64)
 	return f, err == nil
@@ -255,15 +299,15 @@ func (d *fastDecoder) values(elem int, values *[]RawValue) ([]RawValue, bool) {
 			switch string(key) {
 			case "system":
 				b, ok = d.str()
-				rv.System = intern(b)
+				rv.System = internLast(&d.system, b)
 				return 1, ok
 			case "code":
 				code, ok = d.str()
-				rv.Code = intern(code)
+				rv.Code = internLast(&d.code, code)
 				return 2, ok
 			case "unit":
 				b, ok = d.str()
-				rv.Unit = intern(b)
+				rv.Unit = internLast(&d.unit, b)
 				return 4, ok
 			case "value":
 				rv.Value, ok = d.number()

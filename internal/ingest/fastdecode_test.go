@@ -3,8 +3,10 @@ package ingest
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"testing"
 	"unicode/utf8"
 )
@@ -250,4 +252,46 @@ func BenchmarkDecodeBatch(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The fast decoder's numbers are strconv.ParseFloat's, bit for bit, on
+// either side of its 15-digit shortcut.
+func TestFastNumberIsParseFloat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	cases := []string{"0", "-0", "0.0", "-0.0", "1", "-1", "0.1", "0.3", "36.6", "98.60", "123456789012345",
+		"1234567890123456", "0.000000000000001", "0.0000000000000001", "999999999999999.9", "99999999999999.9",
+		"9007199254740993", "1e3", "1.5E-3", "-2.5e+2", "0.1e1"}
+	for range 20000 {
+		var b []byte
+		if rng.IntN(2) == 0 {
+			b = append(b, '-')
+		}
+		n := 1 + rng.IntN(18)
+		for i := range n {
+			c := byte('0' + rng.IntN(10))
+			if i == 0 && n > 1 {
+				c = byte('1' + rng.IntN(9))
+			}
+			b = append(b, c)
+		}
+		if rng.IntN(3) > 0 {
+			b = append(b, '.')
+			for range 1 + rng.IntN(16) {
+				b = append(b, byte('0'+rng.IntN(10)))
+			}
+		}
+		if rng.IntN(8) == 0 {
+			b = append(b, 'e')
+			b = strconv.AppendInt(b, int64(rng.IntN(40)-20), 10)
+		}
+		cases = append(cases, string(b))
+	}
+	for _, c := range cases {
+		d := &fastDecoder{p: []byte(c)}
+		got, ok := d.number()
+		want, err := strconv.ParseFloat(c, 64)
+		if !ok || err != nil || math.Float64bits(got) != math.Float64bits(want) || d.i != len(c) {
+			t.Fatalf("%s: fast %v (%v, read %d of %d), strconv %v (%v)", c, got, ok, d.i, len(c), want, err)
+		}
+	}
 }

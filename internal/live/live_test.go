@@ -57,3 +57,20 @@ func TestPublishAll(t *testing.T) {
 		t.Fatalf("slow subscriber not dropped (%d subscribers)", h.Len())
 	}
 }
+
+// A stored batch published to a node whose subscribers want none of it
+// (the FHIR dispatcher without subscriptions, a ward page of other
+// patients).
+func BenchmarkPublishAll(b *testing.B) {
+	var h Hub
+	none := func(Event) bool { return false }
+	h.Subscribe(1, none)
+	h.Subscribe(1, none)
+	events := make([]Event, 5000)
+	for i := range events {
+		events[i] = Event{Type: TypeReading, PatientID: "p1"}
+	}
+	for b.Loop() {
+		h.PublishAll(events)
+	}
+}

@@ -1917,7 +1917,11 @@ func TestPublishToSubscribers(t *testing.T) {
 
 	go func() {
 		s.publishToSubscribers(*packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
-		time.Sleep(time.Millisecond)
+		// Vigil patch: each client's writer starts when the packet is
+		// queued; wait for the writes rather than a millisecond.
+		for i := 0; i < 1000 && atomic.LoadInt32(&cl.State.outboundQty)+atomic.LoadInt32(&cl2.State.outboundQty)+atomic.LoadInt32(&cl3.State.outboundQty) > 0; i++ {
+			time.Sleep(time.Millisecond)
+		}
 		_ = w1.Close()
 		_ = w2.Close()
 		_ = w3.Close()

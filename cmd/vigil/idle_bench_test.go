@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-iomt/vigil/internal/certs"
 )
 
 // BenchmarkIdleConnections holds N idle MQTT 3.1.1 connections (default
@@ -32,7 +35,17 @@ import (
 // for the peer.
 //
 // go test -run '^$' -bench IdleConnections -benchtime 1x -timeout 30m ./cmd/vigil/
-func BenchmarkIdleConnections(b *testing.B) {
+func BenchmarkIdleConnections(b *testing.B) { benchIdle(b, false) }
+
+// BenchmarkIdleConnectionsTLS is BenchmarkIdleConnections with both
+// servers speaking MQTT over TLS (1.3, the server certificate `vigil certs
+// init` makes, which Mosquitto is given too): what a device connection
+// over a network costs.
+//
+// go test -run '^$' -bench IdleConnectionsTLS -benchtime 1x -timeout 30m ./cmd/vigil/
+func BenchmarkIdleConnectionsTLS(b *testing.B) { benchIdle(b, true) }
+
+func benchIdle(b *testing.B, useTLS bool) {
 	n := 100_000
 	if v := os.Getenv("VIGIL_BENCH_CONNS"); v != "" {
 		n, _ = strconv.Atoi(v)
@@ -63,10 +76,25 @@ func BenchmarkIdleConnections(b *testing.B) {
 		if err := json.Unmarshal([]byte(out), &d); err != nil {
 			b.Fatal(err)
 		}
-		srv := startChild(b, dir, "--mqtt-max-conns", strconv.Itoa(n+1000), "--memprofile", filepath.Join(dir, "heap.pprof"))
+		extra := []string{"--mqtt-max-conns", strconv.Itoa(n + 1000), "--memprofile", filepath.Join(dir, "heap.pprof")}
+		var srv child
+		var tlsConf *tls.Config
+		if useTLS {
+			if out, err := vigilCmd(b, "", "certs", "init", "--data", dir); err != nil {
+				b.Fatalf("certs init: %v %s", err, out)
+			}
+			pool, err := certs.Pool(filepath.Join(dir, "tls", certs.CAFile))
+			if err != nil {
+				b.Fatal(err)
+			}
+			tlsConf = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+			srv = startVigil(b, dir, append([]string{"serve", "--data", dir, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log-level", "error"}, extra...)...)
+		} else {
+			srv = startChild(b, dir, extra...)
+		}
 		cmd := srv.cmd
 		var held float64
-		vigilPer := idleMemory(b, cmd.Process.Pid, srv.mqtt, n, "gw-idle", d.Secret, func(before int64) {
+		vigilPer := idleMemory(b, cmd.Process.Pid, srv.mqtt, n, "gw-idle", d.Secret, tlsConf, func(before int64) {
 			// With the connections open: a collection that returns free
 			// memory to the OS (SIGUSR1 with --memprofile), then RSS again
 			// — what the connections hold once setup garbage is gone.
@@ -93,8 +121,14 @@ func BenchmarkIdleConnections(b *testing.B) {
 			b.ReportMetric(vigilPer, "vigil-bytes/conn")
 			continue
 		}
-		mq, addr := startMosquitto(b, exe, dir, "idle", "max_connections -1\npersistence false\n")
-		peerPer := idleMemory(b, mq.Process.Pid, addr, n, "", "", func(int64) {})
+		conf := "max_connections -1\npersistence false\n"
+		if useTLS {
+			// The key is in Vigil's private data directory: Mosquitto, started
+			// as root, would switch to its own user and not read it.
+			conf += fmt.Sprintf("user root\ncertfile %s\nkeyfile %s\n", filepath.Join(dir, "tls", certs.CertFile), filepath.Join(dir, "tls", certs.KeyFile))
+		}
+		mq, addr := startMosquitto(b, exe, dir, "idle", conf)
+		peerPer := idleMemory(b, mq.Process.Pid, addr, n, "", "", tlsConf, func(int64) {})
 		mq.Process.Kill()
 		mq.Wait()
 		b.ReportMetric(vigilPer, "vigil-bytes/conn")
@@ -143,9 +177,10 @@ func startMosquitto(tb testing.TB, exe, dir, name, conf string) (*exec.Cmd, stri
 	}
 }
 
-// idleMemory opens n MQTT connections to addr, waits for every CONNACK,
+// idleMemory opens n MQTT connections to addr (over TLS with tlsConf),
+// waits for every CONNACK,
 // lets the server settle and returns its RSS growth per connection.
-func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, whileOpen func(before int64)) float64 {
+func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, tlsConf *tls.Config, whileOpen func(before int64)) float64 {
 	b.Helper()
 	time.Sleep(2 * time.Second)
 	before := rss(b, pid)
@@ -166,6 +201,14 @@ func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, wh
 				src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
 				d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
 				conn, err := d.Dial("tcp", addr)
+				if err == nil && tlsConf != nil {
+					tc := tls.Client(conn, tlsConf)
+					tc.SetDeadline(time.Now().Add(30 * time.Second))
+					if err = tc.Handshake(); err == nil {
+						tc.SetDeadline(time.Time{})
+					}
+					conn = tc
+				}
 				if err == nil {
 					_, err = conn.Write(connectPacket(fmt.Sprintf("idle-%d-%d", w, i), user, pass))
 				}

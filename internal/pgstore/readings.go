@@ -183,69 +183,72 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	return res, nil
 }
 
-// appendSQL stores a batch whose series all exist in one statement, its
-// own transaction: the reading ids ($1–$3, sorted) that are new, the
-// samples of those readings ($4–$12; for one series and millisecond the
-// later one, by ord, wins), and — with the change feed, appendFeedSQL —
-// their feed entries in batch order. It returns the new (device, id)s.
-const appendSQL = `WITH fresh AS (
-	INSERT INTO reading_ids (device, id, received) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-	ON CONFLICT DO NOTHING RETURNING device, id
+// appendStatement is AppendReadings in one statement, its own
+// transaction, for a batch whose series all exist: the reading ids
+// ($1–$3: device, id, receive time; sorted) into reading_ids as CTE
+// fresh, the samples ($4–$10: series, time, value, lag, text, origin and
+// ord, the later ord winning for one series and millisecond; $11–$12 each
+// sample's device and id) and, with feed, the feed rows of the ids ($13–$15:
+// patient, device time, batch position) in batch order.
+//
+// The upserting form (appendSQL) inserts the ids ON CONFLICT DO NOTHING
+// and writes the samples and feed rows of those that came back, which it
+// returns. The plain form (appendPlainSQL) is for a batch none of whose
+// ids is stored yet — the usual case: a plain INSERT of the ids (ON
+// CONFLICT costs PostgreSQL a second index probe and a speculative
+// insertion per row, 1.8x the time of a plain INSERT of the same keys
+// here) and no joins; a stored id fails it with unique_violation, nothing
+// written, and it returns the number of ids. Samples are upserted in both:
+// a value for the same series and millisecond is data, not an error.
+func appendStatement(upsert, feed bool) string {
+	conflict, tail := "", "SELECT count(*) FROM fresh"
+	if upsert {
+		conflict, tail = " ON CONFLICT DO NOTHING", "SELECT device, id FROM fresh"
+	}
+	// join keeps the rows of alias whose id came back (upserting form).
+	join := func(alias string) string {
+		if !upsert {
+			return ""
+		}
+		return "\n\tJOIN fresh ON fresh.device = " + alias + ".device AND fresh.id = " + alias + ".id"
+	}
+	sql := `WITH fresh AS (
+	INSERT INTO reading_ids (device, id, received) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])` + conflict + ` RETURNING device, id
 ), stored AS (
 	INSERT INTO samples (series, t, value, lag, text_value, origin)
 	SELECT DISTINCT ON (u.series, u.t) u.series, u.t, u.value, u.lag, u.text_value, u.origin
-	FROM unnest($4::text[], $5::text[], $6::int[], $7::bigint[], $8::bigint[], $9::float8[], $10::int[], $11::jsonb[], $12::jsonb[])
-		AS u(device, id, ord, series, t, value, lag, text_value, origin)
-	JOIN fresh ON fresh.device = u.device AND fresh.id = u.id
+	FROM unnest($4::bigint[], $5::bigint[], $6::float8[], $7::int[], $8::jsonb[], $9::jsonb[], $10::int[], $11::text[], $12::text[])
+		AS u(series, t, value, lag, text_value, origin, ord, device, id)` + join("u") + `
 	ORDER BY u.series, u.t, u.ord DESC
 	ON CONFLICT (series, t) DO UPDATE SET value = EXCLUDED.value, lag = EXCLUDED.lag, text_value = EXCLUDED.text_value, origin = EXCLUDED.origin
 )`
-
-// appendFeedSQL adds the feed entries of the new readings: $13–$15 are the
-// patient, device time and batch position of each reading of $1–$3.
-const appendFeedSQL = `, fed AS (
+	if feed {
+		sql += `, fed AS (
 	INSERT INTO feed (kind, device, patient, reading, t, received)
 	SELECT 'r', f.device, f.patient, f.id, f.t, f.received
-	FROM unnest($1::text[], $2::text[], $3::bigint[], $13::text[], $14::bigint[], $15::int[]) AS f(device, id, received, patient, t, n)
-	JOIN fresh ON fresh.device = f.device AND fresh.id = f.id
+	FROM unnest($1::text[], $2::text[], $3::bigint[], $13::text[], $14::bigint[], $15::int[]) AS f(device, id, received, patient, t, n)` + join("f") + `
 	ORDER BY f.n
 )`
+	}
+	return sql + "\n" + tail
+}
 
-// appendPlainSQL is appendSQL for a batch none of whose reading ids is
-// stored yet — the usual case — with a plain INSERT into reading_ids: no
-// ON CONFLICT, which costs PostgreSQL a second index probe and a
-// speculative insertion per row (1.8x the time of a plain INSERT of the
-// same keys here), and no join of the samples with what came back. A key
-// already stored fails it with unique_violation and nothing is written;
-// appendKnown then uses appendSQL. The samples are upserted as appendSQL
-// does: a value for the same series and millisecond is data, not an error.
-// $1–$3 are reading_ids', $4–$10 the samples', $11–$13 the feed's.
-const appendPlainSQL = `WITH ids AS (
-	INSERT INTO reading_ids (device, id, received) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-)`
-
-const appendPlainFeedSQL = `, fed AS (
-	INSERT INTO feed (kind, device, patient, reading, t, received)
-	SELECT 'r', f.device, f.patient, f.id, f.t, f.received
-	FROM unnest($1::text[], $2::text[], $3::bigint[], $11::text[], $12::bigint[], $13::int[]) AS f(device, id, received, patient, t, n)
-	ORDER BY f.n
-)`
-
-const appendPlainSamplesSQL = ` INSERT INTO samples (series, t, value, lag, text_value, origin)
-	SELECT DISTINCT ON (u.series, u.t) u.series, u.t, u.value, u.lag, u.text_value, u.origin
-	FROM unnest($4::bigint[], $5::bigint[], $6::float8[], $7::int[], $8::jsonb[], $9::jsonb[], $10::int[])
-		AS u(series, t, value, lag, text_value, origin, ord)
-	ORDER BY u.series, u.t, u.ord DESC
-	ON CONFLICT (series, t) DO UPDATE SET value = EXCLUDED.value, lag = EXCLUDED.lag, text_value = EXCLUDED.text_value, origin = EXCLUDED.origin`
+// The statements appendKnown runs, by the change feed being kept or not.
+var (
+	appendSQL      = [2]string{appendStatement(true, false), appendStatement(true, true)}
+	appendPlainSQL = [2]string{appendStatement(false, false), appendStatement(false, true)}
+)
 
 // plainPauseBatches is how many batches skip appendPlainSQL after it met a
 // stored key: a device or edge resending a backlog would otherwise make
 // every batch run twice.
 const plainPauseBatches = 100
 
-// appendKnown stores the batch with appendSQL when every series it
-// writes has a known id — one round trip to PostgreSQL instead of a
-// transaction of five statements and a COPY — and fills in res. It returns
+// appendKnown stores the batch in one statement (appendStatement: the
+// plain form unless it recently met a stored id, then the upserting one)
+// when every series it writes has a known id — one round trip to
+// PostgreSQL instead of a transaction of five statements and a COPY — and
+// fills in res. It returns
 // false, having done nothing, when a series is new (AppendReadings'
 // transaction creates it). sd, si, sr are the sorted first occurrences of
 // the batch's (device, id) and their receive times.
@@ -274,9 +277,8 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 		}
 		k += m
 	}
-	var fp []string
-	var ft []int64
-	var fn []int32
+	args := []any{sd, si, sr, useries, ut, uv, ulag, utext, uorigin, uo, ud, ui}
+	feed := 0
 	if s.opts.ChangeFeed {
 		// The feed's patient, device time and batch position of each of
 		// sd/si, found through the first occurrence of each key.
@@ -286,27 +288,17 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 				at[[2]string{r.DeviceID, r.ID}] = i
 			}
 		}
-		fp, ft, fn = make([]string, len(sd)), make([]int64, len(sd)), make([]int32, len(sd))
+		fp, ft, fn := make([]string, len(sd)), make([]int64, len(sd)), make([]int32, len(sd))
 		for j := range sd {
 			i := at[[2]string{sd[j], si[j]}]
 			fp[j], ft[j], fn[j] = rs[i].PatientID, rs[i].Time.UnixMilli(), int32(i)
 		}
+		feed = 1
+		args = append(args, fp, ft, fn)
 	}
 
 	if s.plainPause.Load() <= 0 {
-		sql := appendPlainSQL
-		args := []any{sd, si, sr, useries, ut, uv, ulag, utext, uorigin, uo}
-		if s.opts.ChangeFeed {
-			sql += appendPlainFeedSQL
-			args = append(args, fp, ft, fn)
-		}
-		sql += appendPlainSamplesSQL
-		var err error
-		for range 5 { // contention: again
-			if _, err = s.pool.Exec(ctx, sql, args...); !retryable(err) {
-				break
-			}
-		}
+		err := retry(func() error { _, err := s.pool.Exec(ctx, appendPlainSQL[feed], args...); return err })
 		if err == nil {
 			s.plain.Add(1)
 			return true, nil // every reading new
@@ -319,22 +311,23 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 		s.plainPause.Add(-1)
 	}
 
-	sql := appendSQL
-	args := []any{sd, si, sr, ud, ui, uo, useries, ut, uv, ulag, utext, uorigin}
-	if s.opts.ChangeFeed {
-		sql += appendFeedSQL
-		args = append(args, fp, ft, fn)
-	}
-	sql += " SELECT device, id FROM fresh"
-
-	var fresh map[[2]string]bool
-	var err error
-	for range 5 { // contention (a deadlock or serialization failure): again
-		fresh, err = s.queryFresh(ctx, sql, args)
-		if !retryable(err) {
-			break
+	fresh := map[[2]string]bool{}
+	err := retry(func() error {
+		clear(fresh)
+		rows, err := s.pool.Query(ctx, appendSQL[feed], args...)
+		if err != nil {
+			return err
 		}
-	}
+		defer rows.Close()
+		for rows.Next() {
+			var k [2]string
+			if err := rows.Scan(&k[0], &k[1]); err != nil {
+				return err
+			}
+			fresh[k] = true
+		}
+		return rows.Err()
+	})
 	if err != nil {
 		return true, storeErr(err)
 	}
@@ -345,24 +338,6 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 		}
 	}
 	return true, nil
-}
-
-// queryFresh runs appendKnown's statement and collects the new keys.
-func (s *Store) queryFresh(ctx context.Context, sql string, args []any) (map[[2]string]bool, error) {
-	rows, err := s.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	fresh := map[[2]string]bool{}
-	for rows.Next() {
-		var k [2]string
-		if err := rows.Scan(&k[0], &k[1]); err != nil {
-			return nil, err
-		}
-		fresh[k] = true
-	}
-	return fresh, rows.Err()
 }
 
 // jsonText is b as a nullable jsonb array element.

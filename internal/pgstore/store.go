@@ -276,13 +276,19 @@ func retryable(err error) bool {
 // inTx runs fn in a transaction, again (up to five times) when it fails
 // for contention.
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return storeErr(retry(func() error { return pgx.BeginFunc(ctx, s.pool, fn) }))
+}
+
+// retry runs fn, again (up to five times in all) while it fails for
+// contention.
+func retry(fn func() error) error {
 	var err error
 	for range 5 {
-		if err = pgx.BeginFunc(ctx, s.pool, fn); !retryable(err) {
-			return storeErr(err)
+		if err = fn(); !retryable(err) {
+			return err
 		}
 	}
-	return storeErr(err)
+	return err
 }
 
 func ctxErr(ctx context.Context) error {

@@ -183,7 +183,7 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  &packetReader{conn: c, size: o.options.ClientNetReadBufferSize},
+			bconn:  &packetReader{conn: c, pool: readerPool(o.options.ClientNetReadBufferSize)},
 			Remote: c.RemoteAddr().String(),
 		}
 	}
@@ -722,23 +722,27 @@ func (cl *Client) flushOutbuf() (err error) {
 type packetReader struct {
 	conn net.Conn
 	buf  *bufio.Reader // nil while nothing is buffered
-	size int
+	pool *sync.Pool    // of *bufio.Reader of the server's read buffer size
 	one  [1]byte
 }
 
 // readerPools holds idle buffered readers by size.
 var readerPools sync.Map // int → *sync.Pool of *bufio.Reader
 
+// readerPool is the pool of buffered readers of size bytes.
+func readerPool(size int) *sync.Pool {
+	if v, ok := readerPools.Load(size); ok {
+		return v.(*sync.Pool)
+	}
+	v, _ := readerPools.LoadOrStore(size, &sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }})
+	return v.(*sync.Pool)
+}
+
 func (p *packetReader) acquire() {
 	if p.buf != nil {
 		return
 	}
-	v, ok := readerPools.Load(p.size)
-	if !ok {
-		size := p.size
-		v, _ = readerPools.LoadOrStore(size, &sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }})
-	}
-	p.buf = v.(*sync.Pool).Get().(*bufio.Reader)
+	p.buf = p.pool.Get().(*bufio.Reader)
 	p.buf.Reset(p.conn)
 }
 
@@ -748,8 +752,7 @@ func (p *packetReader) release() {
 		return
 	}
 	p.buf.Reset(nil)
-	v, _ := readerPools.Load(p.size)
-	v.(*sync.Pool).Put(p.buf)
+	p.pool.Put(p.buf)
 	p.buf = nil
 }
 

@@ -138,7 +138,7 @@ func TestVigilReadBufferOnlyWhileReading(t *testing.T) {
 	r, w := net.Pipe()
 	defer r.Close()
 	defer w.Close()
-	p := &packetReader{conn: r, size: 64}
+	p := &packetReader{conn: r, pool: readerPool(64)}
 	ping := packets.TPacketData[packets.Pingreq].Get(packets.TPingreq).RawBytes
 	pub := packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).RawBytes
 	more := make(chan struct{})

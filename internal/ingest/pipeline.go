@@ -553,16 +553,17 @@ func (p *Pipeline) commit(g *groupCommit) {
 			p.m.batch.Observe(float64(n))
 			k := 0
 			for _, j := range batch {
+				from := len(stored)
 				for i, r := range j.readings {
 					j.res.Readings[j.index[i]].Reading = r
 					if res[k].Duplicate {
 						j.res.Readings[j.index[i]].Duplicate = true
 					} else {
 						stored = append(stored, r)
-						p.m.durable.Observe(durable.Sub(r.Received).Seconds())
 					}
 					k++
 				}
+				observeSince(p.m.durable, durable, stored[from:])
 			}
 		}
 	}
@@ -653,16 +654,25 @@ func (p *Pipeline) finish(j *job) {
 	if j.res.Err != nil {
 		p.m.rejected.WithLabelValues(src, reasonOf(errOf(j.res.Err))).Inc()
 	}
+	var accepted, duplicate, rejected int
 	for _, o := range j.res.Readings {
 		switch {
 		case j.res.Err != nil:
 		case o.Err != nil:
-			p.m.readings.WithLabelValues(src, "rejected").Inc()
+			rejected++
 			p.m.rejected.WithLabelValues(src, reasonOf(errOf(o.Err))).Inc()
 		case o.Duplicate:
-			p.m.readings.WithLabelValues(src, "duplicate").Inc()
+			duplicate++
 		default:
-			p.m.readings.WithLabelValues(src, "accepted").Inc()
+			accepted++
+		}
+	}
+	for _, c := range [...]struct {
+		outcome string
+		n       int
+	}{{"accepted", accepted}, {"duplicate", duplicate}, {"rejected", rejected}} {
+		if c.n > 0 {
+			p.m.readings.WithLabelValues(src, c.outcome).Add(float64(c.n))
 		}
 	}
 	if j.done != nil {
@@ -677,6 +687,20 @@ func errOf(err error) *vigil.Error {
 	return &vigil.Error{Code: vigil.EINTERNAL}
 }
 
+// observeSince records now − Received of each reading in h, one
+// observation per run of readings received at the same time (a message's
+// readings are).
+func observeSince(h *countHistogram, now time.Time, rs []*vigil.Reading) {
+	for i := 0; i < len(rs); {
+		n := 1
+		for i+n < len(rs) && rs[i+n].Received.Equal(rs[i].Received) {
+			n++
+		}
+		h.ObserveN(now.Sub(rs[i].Received).Seconds(), n)
+		i += n
+	}
+}
+
 // hookLoop runs OnStored off the commit path.
 func (p *Pipeline) hookLoop() {
 	defer close(p.hooksOK)
@@ -685,10 +709,7 @@ func (p *Pipeline) hookLoop() {
 		for _, h := range p.opts.OnStored {
 			h(ctx, rs)
 		}
-		now := p.opts.Now()
-		for _, r := range rs {
-			p.m.evaluated.Observe(now.Sub(r.Received).Seconds())
-		}
+		observeSince(p.m.evaluated, p.opts.Now(), rs)
 	}
 }
 

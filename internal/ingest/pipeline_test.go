@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/mapping"
@@ -542,5 +543,69 @@ func BenchmarkPrepareBatch(b *testing.B) {
 		if j.res.Err != nil || len(j.readings) != 5000 {
 			b.Fatal(j.res.Err, len(j.readings))
 		}
+	}
+}
+
+// Every reading is counted once by outcome, and the latency histograms
+// hold one observation per stored reading, exposed as a client_golang
+// histogram observed reading by reading would be.
+func TestMetricsCountEveryReading(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	const took = 30 * time.Millisecond
+	e := setup(t, func(o *Options) {
+		o.Registerer = reg
+		o.Now = func() time.Time { return now.Add(took) }
+	})
+	bad := `{"id":"r3","time":"` + now.Format(time.RFC3339) + `","values":[{"code":"8867-4","value":72,"unit":"kg"}]}`
+	if r := e.send("http", "mon", "["+msg("r1", now, hr72)+","+msg("r2", now, hr72)+","+bad+"]"); r.Err != nil || r.Rejected() != 1 {
+		t.Fatalf("batch: %+v", r)
+	}
+	if r := e.send("http", "mon", msg("r1", now, hr72)); r.Err != nil || !r.Readings[0].Duplicate {
+		t.Fatalf("re-sent: %+v", r)
+	}
+	e.p.Close()
+	for outcome, want := range map[string]float64{"accepted": 2, "duplicate": 1, "rejected": 1} {
+		if got := testutil.ToFloat64(e.p.m.readings.WithLabelValues("http", outcome)); got != want {
+			t.Errorf("%s readings counted %v, want %v", outcome, got, want)
+		}
+	}
+	for _, h := range []*countHistogram{e.p.m.durable, e.p.m.evaluated} {
+		got, err := testutil.CollectAndFormat(h, expfmt.TypeTextPlain, h.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same observations through prometheus.NewHistogram.
+		ref := prometheus.NewHistogram(prometheus.HistogramOpts{Name: h.name, Help: h.help, Buckets: h.upper})
+		ref.Observe(took.Seconds())
+		ref.Observe(took.Seconds())
+		want, err := testutil.CollectAndFormat(ref, expfmt.TypeTextPlain, h.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 || string(got) != string(want) {
+			t.Errorf("%s exposed\n%s\nwant (client_golang's histogram, observed reading by reading)\n%s", h.name, got, want)
+		}
+	}
+}
+
+// countHistogram puts each observation in the bucket client_golang's
+// histogram would (bounds inclusive), n at a time.
+func TestCountHistogramMatchesClientGolang(t *testing.T) {
+	buckets := []float64{.001, .01, .1, 1}
+	h := newCountHistogram("h_seconds", "h", buckets)
+	ref := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h_seconds", Help: "h", Buckets: buckets})
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 1000 {
+		v := []float64{0, .001, .01, .1, 1, 2, rng.Float64() * 1.5, rng.Float64() / 100}[rng.IntN(8)]
+		n := rng.IntN(4)
+		h.ObserveN(v, n)
+		for range n {
+			ref.Observe(v)
+		}
+	}
+	got, _ := testutil.CollectAndFormat(h, expfmt.TypeTextPlain, "h_seconds")
+	want, _ := testutil.CollectAndFormat(ref, expfmt.TypeTextPlain, "h_seconds")
+	if len(got) == 0 || string(got) != string(want) {
+		t.Fatalf("exposed\n%s\nwant\n%s", got, want)
 	}
 }

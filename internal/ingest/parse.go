@@ -58,6 +58,9 @@ type Raw struct {
 	Received time.Time
 	// Err is set when the decoder already refused this reading.
 	Err error
+	// buf, on a batch's first reading, is the room the batch was decoded
+	// into (recycle).
+	buf *batchBuf
 }
 
 // RawValue is one value as sent.

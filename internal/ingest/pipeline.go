@@ -301,6 +301,7 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 		j.res.Err = err
 		return
 	}
+	defer recycle(raws) // the readings below hold none of it
 	assignments, err := p.assignments(ctx, m.DeviceID)
 	if err != nil {
 		j.res.Err = err

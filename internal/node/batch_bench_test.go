@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,6 +45,9 @@ import (
 // phase.
 //
 // go test -run '^$' -bench BatchIngest -benchtime 1x ./internal/node/
+//
+// VIGIL_BENCH_CPUPROFILE=FILE writes a CPU profile of Vigil's phase alone
+// (the peers' phases and the setup left out).
 func BenchmarkBatchIngest(b *testing.B) {
 	ctx := context.Background()
 	const monitors, batch, clients, batches = 20, 5000, 4, 1000
@@ -137,6 +142,13 @@ func BenchmarkBatchIngest(b *testing.B) {
 		client := &http.Client{Timeout: time.Minute}
 		var ru0, ru1 syscall.Rusage
 		syscall.Getrusage(0, &ru0)
+		if p := os.Getenv("VIGIL_BENCH_CPUPROFILE"); p != "" {
+			f, err := os.Create(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pprof.StartCPUProfile(f)
+		}
 		var resent atomic.Int64
 		vigilRate := run(b, func(k int) error {
 			m := k % monitors
@@ -164,6 +176,7 @@ func BenchmarkBatchIngest(b *testing.B) {
 				}
 			}
 		})
+		pprof.StopCPUProfile()
 		b.ReportMetric(float64(resent.Load()), "vigil-resent-batches")
 		syscall.Getrusage(0, &ru1)
 		b.ReportMetric(float64(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano())/1e9, "vigil-phase-cpu-s")

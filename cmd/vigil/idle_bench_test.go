@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vigil-iomt/vigil/internal/certs"
+	"github.com/vigil-iomt/vigil/internal/testenv"
 )
 
 // BenchmarkIdleConnections holds N idle MQTT 3.1.1 connections (default
@@ -184,11 +185,26 @@ func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, tl
 	b.Helper()
 	time.Sleep(2 * time.Second)
 	before := rss(b, pid)
+	conns, err := dialIdle(addr, n, "idle", user, pass, tlsConf)
+	defer closeAll(conns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	after := rss(b, pid)
+	whileOpen(before)
+	return float64(after-before) / float64(n)
+}
+
+// dialIdle opens n MQTT connections to addr (over TLS with tlsConf), from
+// source addresses 127.0.0.1–127.0.0.8 in turn, client ids
+// "{name}-{i}", and waits for every CONNACK. It fails when any fails.
+func dialIdle(addr string, n int, name, user, pass string, tlsConf *tls.Config) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var next, failed atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	for w := range 64 {
+	for range 64 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -197,7 +213,6 @@ func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, tl
 				if i >= n {
 					return
 				}
-				// Source addresses 127.0.0.1–127.0.0.8, by connection.
 				src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
 				d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
 				conn, err := d.Dial("tcp", addr)
@@ -210,7 +225,7 @@ func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, tl
 					conn = tc
 				}
 				if err == nil {
-					_, err = conn.Write(connectPacket(fmt.Sprintf("idle-%d-%d", w, i), user, pass))
+					_, err = conn.Write(connectPacket(fmt.Sprintf("%s-%d", name, i), user, pass))
 				}
 				if err == nil {
 					conn.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -232,20 +247,18 @@ func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, tl
 		}()
 	}
 	wg.Wait()
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
 	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d of %d connections failed; first: %v", f, n, firstErr.Load())
+		return conns, fmt.Errorf("%d of %d connections to %s failed; first: %v", f, n, addr, firstErr.Load())
 	}
-	time.Sleep(3 * time.Second)
-	after := rss(b, pid)
-	whileOpen(before)
-	return float64(after-before) / float64(n)
+	return conns, nil
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 // connectPacket is an MQTT 3.1.1 CONNECT, clean session, keep-alive 600 s.
@@ -317,4 +330,194 @@ func freePort(b testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// BenchmarkIdleConnectionsScaleOut holds N idle MQTT connections (default
+// 100,000; VIGIL_BENCH_CONNS) open at once to one scaled-out Vigil: the
+// ingest nodes (`vigil serve --role ingest`) of one JetStream deployment
+// on this machine's PostgreSQL and NATS, as many as the open-file limit
+// per process needs (a process here may hold 20,000 descriptors and
+// cannot raise that), the connections spread evenly over them — and, in
+// the same run, to as many Mosquitto processes with the same spread. The
+// clients are child processes too (the same limit), one per server,
+// dialing from 127.0.0.1–127.0.0.8. Reports the servers' resident memory
+// per connection, summed over the processes (VmRSS after minus before,
+// over N; for Vigil also after a collection), and checks that every
+// server process holds its connections at the measurement.
+//
+// go test -run '^$' -bench IdleConnectionsScaleOut -benchtime 1x -timeout 30m ./cmd/vigil/
+func BenchmarkIdleConnectionsScaleOut(b *testing.B) {
+	n := 100_000
+	if v := os.Getenv("VIGIL_BENCH_CONNS"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	lim.Cur = lim.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	// A server keeps some descriptors of its own (listeners, store,
+	// PostgreSQL and NATS connections); so does a client.
+	perProcess := int(min(lim.Max, 1<<20)) - 2_000
+	if v := os.Getenv("VIGIL_BENCH_PER_PROCESS"); v != "" { // fewer, to try the spread
+		perProcess, _ = strconv.Atoi(v)
+	}
+	nodes := (n + perProcess - 1) / perProcess
+	per := (n + nodes - 1) / nodes
+	n = per * nodes
+	pgURL, schema := pgSchema(b)
+	natsURL, prefix := testenv.NATSPrefix(b)
+	b.Setenv("VIGIL_TEST_MAIN", "1")
+	b.Logf("%d connections: %d per process, %d Vigil ingest nodes and %d Mosquitto processes (open-file limit %d per process)", n, per, nodes, nodes, lim.Max)
+	for b.Loop() {
+		// Vigil: ingest nodes of one deployment.
+		srvs := make([]child, nodes)
+		dirs := make([]string, nodes)
+		var secret string
+		for k := range nodes {
+			dirs[k] = b.TempDir()
+			srvs[k] = startChild(b, dirs[k], "--postgres", pgURL, "--postgres-schema", schema, "--nats", natsURL, "--nats-prefix", prefix,
+				"--role", "ingest", "--mqtt-max-conns", strconv.Itoa(per+1000), "--memprofile", filepath.Join(dirs[k], "heap.pprof"))
+			b.Cleanup(func() { srvs[k].cmd.Process.Kill(); srvs[k].cmd.Wait() })
+			if k == 0 {
+				out, err := vigilCmd(b, "", "device", "add", "--id", "gw-idle", "--kind", "gateway", "--json", "--data", dirs[0])
+				if err != nil {
+					b.Fatalf("device add: %v %s", err, out)
+				}
+				var d struct{ Secret string }
+				if err := json.Unmarshal([]byte(out), &d); err != nil {
+					b.Fatal(err)
+				}
+				secret = d.Secret
+			}
+		}
+		pids := make([]int, nodes)
+		addrs := make([]string, nodes)
+		for k, s := range srvs {
+			pids[k], addrs[k] = s.cmd.Process.Pid, s.mqtt
+		}
+		// A collection that returns free memory to the OS (SIGUSR1 with
+		// --memprofile) before the connections and again with them open:
+		// what they hold once startup and setup garbage is gone.
+		collect := func() {
+			for _, s := range srvs {
+				s.cmd.Process.Signal(syscall.SIGUSR1)
+			}
+			time.Sleep(3 * time.Second)
+		}
+		var held float64
+		vigilPer := idleMemoryAcross(b, pids, addrs, per, "gw-idle", secret, collect, func(before int64) {
+			collect()
+			held = float64(sumRSS(b, pids)-before) / float64(n)
+			if p := os.Getenv("VIGIL_BENCH_HEAP"); p != "" { // the first node's
+				for _, ext := range []string{"", ".memory.txt"} {
+					if b, err := os.ReadFile(filepath.Join(dirs[0], "heap.pprof"+ext)); err == nil {
+						os.WriteFile(p+ext, b, 0o644)
+					}
+				}
+			}
+		})
+		for _, s := range srvs {
+			s.cmd.Process.Kill()
+			s.cmd.Wait()
+		}
+		b.Logf("vigil: %d connections on %d ingest nodes: %.0f bytes each (%.0f after a collection)", n, nodes, vigilPer, held)
+
+		exe := mosquittoExe()
+		if exe == "" {
+			b.ReportMetric(vigilPer, "vigil-bytes/conn")
+			b.ReportMetric(held, "vigil-held-bytes/conn")
+			continue
+		}
+		dir := b.TempDir()
+		for k := range nodes {
+			mq, addr := startMosquitto(b, exe, dir, fmt.Sprint("idle", k), "max_connections -1\npersistence false\n")
+			pids[k], addrs[k] = mq.Process.Pid, addr
+		}
+		peerPer := idleMemoryAcross(b, pids, addrs, per, "", "", func() {}, func(int64) {})
+		b.ReportMetric(float64(n), "connections")
+		b.ReportMetric(vigilPer, "vigil-bytes/conn")
+		b.ReportMetric(held, "vigil-held-bytes/conn")
+		b.ReportMetric(peerPer, "mosquitto-bytes/conn")
+		b.ReportMetric(held/peerPer, "vigil-held/mosquitto")
+	}
+}
+
+// idleMemoryAcross opens per connections to each of addrs at once, each
+// server's from a client process of its own, waits for all of them, lets
+// the servers settle and returns their summed RSS growth per connection.
+// settle runs before the first measurement, whileOpen with every
+// connection still open.
+func idleMemoryAcross(b *testing.B, pids []int, addrs []string, per int, user, pass string, settle func(), whileOpen func(before int64)) float64 {
+	b.Helper()
+	time.Sleep(2 * time.Second)
+	settle()
+	before := sumRSS(b, pids)
+	type client struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		out   *bufio.Reader
+	}
+	clients := make([]client, len(addrs))
+	for k, addr := range addrs {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "VIGIL_TEST_MAIN=", "VIGIL_IDLE_CLIENT="+strings.Join([]string{addr, strconv.Itoa(per), fmt.Sprint("idle", k), user, pass}, "|"))
+		cmd.Stderr = os.Stderr
+		stdin, _ := cmd.StdinPipe()
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		clients[k] = client{cmd, stdin, bufio.NewReader(stdout)}
+	}
+	defer func() {
+		for _, c := range clients {
+			c.stdin.Close() // the client closes its connections and exits
+			c.cmd.Wait()
+		}
+	}()
+	for k, c := range clients {
+		line, err := c.out.ReadString('\n')
+		if err != nil || line != "ready\n" {
+			b.Fatalf("client of %s: %q %v", addrs[k], line, err)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	// Every server still holds its connections (one descriptor each).
+	for k, pid := range pids {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil || len(fds) < per {
+			b.Fatalf("server %s holds %d descriptors (%v), fewer than its %d connections", addrs[k], len(fds), err, per)
+		}
+	}
+	after := sumRSS(b, pids)
+	whileOpen(before)
+	return float64(after-before) / float64(per*len(addrs))
+}
+
+func sumRSS(b *testing.B, pids []int) int64 {
+	var sum int64
+	for _, pid := range pids {
+		sum += rss(b, pid)
+	}
+	return sum
+}
+
+// idleClientMain is the test binary as BenchmarkIdleConnectionsScaleOut's
+// client (VIGIL_IDLE_CLIENT="addr|n|name|user|pass"): it opens the
+// connections, says "ready" on stdout and holds them until stdin closes.
+func idleClientMain(spec string) {
+	f := strings.Split(spec, "|")
+	n, _ := strconv.Atoi(f[1])
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	lim.Cur = lim.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	conns, err := dialIdle(f[0], n, f[2], f[3], f[4], nil)
+	if err != nil {
+		fmt.Printf("error: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	closeAll(conns)
 }

@@ -15,6 +15,10 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
+	if spec := os.Getenv("VIGIL_IDLE_CLIENT"); spec != "" {
+		idleClientMain(spec)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 

@@ -65,39 +65,53 @@ func FieldErrorf(field, reason, format string, args ...any) *Error {
 // ErrorCode returns the code of the first *Error in err's chain, EINTERNAL
 // for any other non-nil error, and "" for nil.
 func ErrorCode(err error) string {
-	var e *Error
-	if err == nil {
-		return ""
-	} else if errors.As(err, &e) {
+	if e := asError(err); e != nil {
 		return e.Code
+	} else if err != nil {
+		return EINTERNAL
 	}
-	return EINTERNAL
+	return ""
+}
+
+// asError is the first *Error in err's chain, or nil. It allocates
+// nothing for nil or an *Error itself (the usual cases: the ingest path
+// asks of every message).
+func asError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	if e, ok := err.(*Error); ok {
+		return e
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
 }
 
 // ErrorMessage returns the message of the first *Error in err's chain, and
 // a generic message for any other error, so internal details never reach
 // a caller.
 func ErrorMessage(err error) string {
-	var e *Error
-	if err == nil {
-		return ""
-	} else if errors.As(err, &e) {
+	if e := asError(err); e != nil {
 		return e.Message
+	} else if err != nil {
+		return "internal error"
 	}
-	return "internal error"
+	return ""
 }
 
 // ErrorReason returns the Reason of the first *Error in err's chain, or its
 // Code when no reason is set, or "internal" for other errors.
 func ErrorReason(err error) string {
-	var e *Error
-	if err == nil {
-		return ""
-	} else if errors.As(err, &e) {
+	if e := asError(err); e != nil {
 		if e.Reason != "" {
 			return e.Reason
 		}
 		return e.Code
+	} else if err != nil {
+		return EINTERNAL
 	}
-	return EINTERNAL
+	return ""
 }

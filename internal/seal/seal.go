@@ -196,11 +196,16 @@ func (s *Sealer) Seal(plain []byte) ([]byte, error) {
 	s.mu.RLock()
 	v, a := s.current, s.keys[s.current]
 	s.mu.RUnlock()
-	// One allocation: header, nonce, ciphertext and tag.
-	out := make([]byte, len(magic)+4, len(magic)+4+a.NonceSize()+len(plain)+a.Overhead())
+	// One allocation: header, nonce, ciphertext and tag, then a copy of
+	// the header past the value's capacity — the additional data, which
+	// AEAD forbids to overlap the output.
+	hdr := len(magic) + 4
+	total := hdr + a.NonceSize() + len(plain) + a.Overhead()
+	buf := make([]byte, total+hdr)
+	out, ad := buf[:hdr:total], buf[total:]
 	copy(out, magic)
 	binary.BigEndian.PutUint32(out[len(magic):], v)
-	ad := slices.Clone(out) // the header, authenticated; AEAD forbids ad overlapping dst
+	copy(ad, out)
 	return encryptTo(out, a, plain, ad)
 }
 

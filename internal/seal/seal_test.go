@@ -43,6 +43,11 @@ func TestSealOpenRotate(t *testing.T) {
 	if _, err := s2.Open(tampered); err == nil {
 		t.Fatal("a tampered value opened")
 	}
+	// A sealed value is one allocation (every stored sample is sealed).
+	hr := []byte("72 /min")
+	if n := testing.AllocsPerRun(100, func() { s2.Seal(hr) }); n > 1 {
+		t.Errorf("Seal: %v allocations, want 1", n)
+	}
 	other, _ := NewLocalKey(bytes.Repeat([]byte{7}, 32))
 	if _, err := Open(dir, other); err == nil {
 		t.Fatal("data keys opened with another master key")

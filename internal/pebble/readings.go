@@ -74,11 +74,12 @@ func seriesIndexKey(k seriesKey) []byte {
 	return key(pSeries, k.Patient, k.Code, k.Device)
 }
 
-func headKey(sid uint64, t int64) []byte {
-	k := make([]byte, 0, 18)
-	k = append(k, pHead, 0)
-	k = append(k, u64(sid)...)
-	return append(k, be64(t)...)
+func headKey(sid uint64, t int64) []byte { return appendHeadKey(make([]byte, 0, 18), sid, t) }
+
+func appendHeadKey(b []byte, sid uint64, t int64) []byte {
+	b = append(b, pHead, 0)
+	b = binary.BigEndian.AppendUint64(b, sid)
+	return binary.BigEndian.AppendUint64(b, uint64(t)^(1<<63)) // be64
 }
 
 func chunkKey(sid uint64, b int64) []byte {
@@ -92,8 +93,11 @@ func dedupKey(device, id string) []byte { return key(pDedup, device, id) }
 
 // head sample value: float64 bits, then the lag in seconds as a varint.
 func encodeHead(v float64, lag int64) []byte {
-	b := make([]byte, 8, 8+binary.MaxVarintLen64)
-	binary.BigEndian.PutUint64(b, math.Float64bits(v))
+	return appendHead(make([]byte, 0, 8+binary.MaxVarintLen64), v, lag)
+}
+
+func appendHead(b []byte, v float64, lag int64) []byte {
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(v))
 	return binary.AppendVarint(b, lag)
 }
 
@@ -339,6 +343,7 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	// Numeric samples: a head key each, or — when a call brings many for
 	// one chunk (a batch upload, a backfill) — merged straight into the
 	// chunk, which spares the head keys' flushes and compactions.
+	var arena []byte // the head keys and values of the call
 	numeric := make([][]tsdb.Sample, len(groups))
 	count := make([]int, len(groups))
 	for _, gs := range gathered {
@@ -365,12 +370,22 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 				continue
 			}
 		}
+		if arena == nil {
+			arena = make([]byte, 0, (18+8+binary.MaxVarintLen64)*(len(gathered)))
+		}
 		for _, smp := range smps {
-			hv, err := s.sealValue(encodeHead(smp.V, smp.Lag))
+			// Key and value carved from one buffer for the call (sized
+			// not to grow, so what is carved stays put): with sealing on,
+			// the value's plain bytes are read once, by Seal.
+			at := len(arena)
+			arena = appendHead(arena, smp.V, smp.Lag)
+			hv, err := s.sealValue(arena[at:len(arena):len(arena)])
 			if err != nil {
 				return fail(err)
 			}
-			set(headKey(g.sid, smp.T), hv)
+			at = len(arena)
+			arena = appendHeadKey(arena, g.sid, smp.T)
+			set(arena[at:len(arena):len(arena)], hv)
 		}
 	}
 	if heads != nil {

@@ -21,11 +21,26 @@ func ReadingsTopic(deviceID string) string {
 // prefix, so "#", "+/...", "vigil/v1/devices/+/..." and other devices'
 // prefixes (including shared subscriptions, "$share/...") are refused.
 func allowed(deviceID, topic string) bool {
+	sub, ok := deviceSub(deviceID, topic)
+	return ok && sub != ""
+}
+
+// deviceSub is what follows the device's own prefix (TopicRoot + deviceID
+// + "/") in topic, and whether topic starts with that prefix; it builds
+// no string (every PUBLISH asks).
+func deviceSub(deviceID, topic string) (string, bool) {
 	if deviceID == "" {
-		return false
+		return "", false
 	}
-	prefix := TopicRoot + deviceID + "/"
-	return len(topic) > len(prefix) && strings.HasPrefix(topic, prefix)
+	rest, ok := strings.CutPrefix(topic, TopicRoot)
+	if !ok {
+		return "", false
+	}
+	rest, ok = strings.CutPrefix(rest, deviceID)
+	if !ok || rest == "" || rest[0] != '/' {
+		return "", false
+	}
+	return rest[1:], true
 }
 
 // CommandsTopic is where Vigil sends a device its commands (only Vigil
@@ -35,7 +50,8 @@ func CommandsTopic(deviceID string) string { return TopicRoot + deviceID + "/com
 // mayWrite reports whether a device may publish on topic: its own topics,
 // except its commands topic, where only Vigil speaks.
 func mayWrite(deviceID, topic string) bool {
-	return allowed(deviceID, topic) && topic != CommandsTopic(deviceID)
+	sub, ok := deviceSub(deviceID, topic)
+	return ok && sub != "" && sub != "commands"
 }
 
 // AlertsRoot is the prefix of the alert topics Vigil publishes for
@@ -60,7 +76,7 @@ var ingestTopics = map[string]string{"readings": "", "gatt": "gatt", "omh": "omh
 // ingestFormat reports whether topic is one of the device's ingest
 // topics, and its payload format.
 func ingestFormat(deviceID, topic string) (string, bool) {
-	rest, ok := strings.CutPrefix(topic, TopicRoot+deviceID+"/")
+	rest, ok := deviceSub(deviceID, topic)
 	if !ok {
 		return "", false
 	}

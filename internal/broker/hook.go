@@ -173,6 +173,11 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	return pk
 }
 
+// errRejectPacket is packets.ErrRejectPacket (a struct value) as an error
+// once: returning or comparing the value boxes it anew each time, an
+// allocation per PUBLISH.
+var errRejectPacket error = packets.ErrRejectPacket
+
 // OnPublish ingests readings and lets other (ACL-checked) messages through.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
@@ -180,10 +185,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	s := h.b.session(cl)
 	if s == nil { // not established; cannot happen for a client mochi reads from
-		return pk, packets.ErrRejectPacket
+		return pk, errRejectPacket
 	}
 	format, ingest := ingestFormat(s.device, pk.TopicName)
-	if pk.TopicName == CommandsTopic(s.device)+"/ack" && h.b.opts.OnCommandAck != nil {
+	if sub, _ := deviceSub(s.device, pk.TopicName); sub == "commands/ack" && h.b.opts.OnCommandAck != nil {
 		h.b.opts.OnCommandAck(s.device, pk.Payload)
 	}
 	if !ingest {
@@ -217,7 +222,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return h.b.ingestQoS2(s, pk, m)
 	}
 	// Neither forwarded nor retained nor acknowledged by mochi.
-	return pk, packets.ErrRejectPacket
+	return pk, errRejectPacket
 }
 
 // deviceOf returns the id of the device a client authenticated as (see
@@ -293,7 +298,7 @@ func (b *Broker) ingestQoS2(s *session, pk packets.Packet, m vigil.Message) (pac
 	if !s.v5 {
 		if unavailable(r) {
 			s.cl.Stop(packets.ErrServerBusy) // not durable: the client must send it again
-			return pk, packets.ErrRejectPacket
+			return pk, errRejectPacket
 		}
 		return pk, packets.CodeSuccessIgnore // PUBREC; refusals are dead-lettered
 	}
@@ -308,7 +313,7 @@ func (b *Broker) ingestQoS2(s *session, pk packets.Packet, m vigil.Message) (pac
 		Properties:  packets.Properties{ReasonString: reason},
 	}
 	_ = s.cl.WritePacket(rec) // an error PUBREC ends the QoS 2 flow
-	return pk, packets.ErrRejectPacket
+	return pk, errRejectPacket
 }
 
 // clientCert returns the device id and serial of the verified client

@@ -39,6 +39,35 @@ func TestAllowed(t *testing.T) {
 	}
 }
 
+// A device publishes on its own topics but not on its commands topic;
+// the ingest topics name their payload format; and none of the checks
+// builds a string (every PUBLISH asks them).
+func TestMayWriteAndIngestFormat(t *testing.T) {
+	for topic, want := range map[string]bool{
+		"vigil/v1/devices/dev1/readings": true, "vigil/v1/devices/dev1/commands/ack": true,
+		"vigil/v1/devices/dev1/commands": false, "vigil/v1/devices/dev1/": false, "vigil/v1/devices/dev2/readings": false,
+		"vigil/v1/devices/dev10/readings": false, "vigil/v1/devices/dev1commands": false,
+	} {
+		if got := mayWrite("dev1", topic); got != want {
+			t.Errorf("mayWrite(dev1, %q) = %v, want %v", topic, got, want)
+		}
+	}
+	for topic, want := range map[string]string{"vigil/v1/devices/dev1/readings": "", "vigil/v1/devices/dev1/gatt": "gatt", "vigil/v1/devices/dev1/omh": "omh"} {
+		if got, ok := ingestFormat("dev1", topic); !ok || got != want {
+			t.Errorf("ingestFormat(dev1, %q) = %q %v, want %q", topic, got, ok, want)
+		}
+	}
+	for _, topic := range []string{"vigil/v1/devices/dev1/status", "vigil/v1/devices/dev2/readings", "vigil/v1/devices//readings"} {
+		if _, ok := ingestFormat("dev1", topic); ok {
+			t.Errorf("ingestFormat(dev1, %q): an ingest topic", topic)
+		}
+	}
+	dev, topic := "ward7-monitor-12", "vigil/v1/devices/ward7-monitor-12/readings"
+	if n := testing.AllocsPerRun(100, func() { mayWrite(dev, topic); ingestFormat(dev, topic); allowed(dev, topic) }); n != 0 {
+		t.Errorf("%v allocations, want none", n)
+	}
+}
+
 func TestMayRead(t *testing.T) {
 	for _, tt := range []struct {
 		device    string

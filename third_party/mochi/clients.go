@@ -580,6 +580,9 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 }
 
 // WritePacket encodes and writes a packet to the client.
+// encodeBufs are WritePacket's encoding buffers (Vigil).
+var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 func (cl *Client) WritePacket(pk packets.Packet) error {
 	if cl.Closed() {
 		return ErrConnectionClosed
@@ -613,7 +616,17 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
 	var err error
-	buf := new(bytes.Buffer)
+	// Vigil: the encoding buffer comes from a pool and goes back once the
+	// packet is written and OnPacketSent has returned (hooks must not
+	// keep its bytes): a new buffer per packet was two allocations for
+	// every PUBACK.
+	buf := encodeBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			encodeBufs.Put(buf)
+		}
+	}()
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)

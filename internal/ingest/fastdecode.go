@@ -24,18 +24,21 @@ func decodeFast(p []byte, maxReadings int) ([]Raw, bool) {
 	var out []Raw
 	switch d.peek() {
 	case '{':
-		out = make([]Raw, 1)
-		if !d.reading(-1, nil, &out[0]) {
+		buf := getBatchBuf()
+		out = append(buf.raws[:0], Raw{})
+		values := buf.values[:0]
+		ok := d.reading(-1, &values, &out[0])
+		buf.raws, buf.values = out, values
+		if !ok {
+			batchBufs.Put(buf)
 			return nil, false
 		}
+		out[0].buf = buf
 	case '[':
 		// Room for as many readings as the body names ids (a guess: the
 		// slices grow if it is short), reused from an earlier batch.
 		est := min(bytes.Count(p, []byte(`"id"`)), maxReadings)
-		buf, _ := batchBufs.Get().(*batchBuf)
-		if buf == nil {
-			buf = new(batchBuf)
-		}
+		buf := getBatchBuf()
 		out = buf.raws[:0]
 		if cap(out) < est {
 			out = make([]Raw, 0, est)
@@ -86,6 +89,13 @@ type batchBuf struct {
 }
 
 var batchBufs sync.Pool
+
+func getBatchBuf() *batchBuf {
+	if buf, ok := batchBufs.Get().(*batchBuf); ok {
+		return buf
+	}
+	return new(batchBuf)
+}
 
 type span struct{ start, end int32 }
 

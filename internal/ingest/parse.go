@@ -390,6 +390,13 @@ func newSlab(raws []Raw) *slab {
 	for _, r := range raws {
 		n += len(r.Values)
 	}
+	if len(raws) == 1 && n == 1 { // one reading of one value: one allocation
+		one := new(struct {
+			r [1]vigil.Reading
+			m [1]vigil.Measurement
+		})
+		return &slab{rs: one.r[:0], ms: one.m[:0]}
+	}
 	return &slab{rs: make([]vigil.Reading, 0, len(raws)), ms: make([]vigil.Measurement, 0, n)}
 }
 

@@ -144,6 +144,13 @@ type job struct {
 	index    []int            // position of each in res.Readings
 	done     func(vigil.IngestResult)
 	queued   time.Time // when it entered the queue (monotonic)
+	// A message of one reading (most MQTT messages) keeps its outcome,
+	// reading and index here instead of in three allocations.
+	one struct {
+		outcome [1]vigil.ReadingOutcome
+		reading [1]*vigil.Reading
+		index   [1]int
+	}
 }
 
 // New starts a pipeline. Close it to drain.
@@ -307,7 +314,11 @@ func (p *Pipeline) prepare(ctx context.Context, j *job) {
 		j.res.Err = err
 		return
 	}
-	j.res.Readings = make([]vigil.ReadingOutcome, len(raws))
+	if len(raws) == 1 {
+		j.res.Readings, j.readings, j.index = j.one.outcome[:], j.one.reading[:0], j.one.index[:0]
+	} else {
+		j.res.Readings = make([]vigil.ReadingOutcome, len(raws))
+	}
 	sl := newSlab(raws)
 	for i := range raws {
 		raw := &raws[i]

@@ -609,3 +609,22 @@ func TestCountHistogramMatchesClientGolang(t *testing.T) {
 		t.Fatalf("exposed\n%s\nwant\n%s", got, want)
 	}
 }
+
+// Preparing a message of one reading of one value — most MQTT messages —
+// takes few allocations: the decode buffers are pooled, the outcome,
+// reading and index live in the job, the reading and its value share one.
+func TestPrepareOneReadingAllocations(t *testing.T) {
+	e := setup(t, nil)
+	payload := []byte(msg("r1", now.Add(-time.Second), hr72))
+	e.p.prepare(ctx, &job{m: vigil.Message{DeviceID: "mon", Source: "mqtt", Payload: payload, Received: now}}) // assignments cached
+	allocs := testing.AllocsPerRun(200, func() {
+		j := &job{m: vigil.Message{DeviceID: "mon", Source: "mqtt", Payload: payload, Received: now}}
+		e.p.prepare(ctx, j)
+		if j.res.Err != nil || len(j.readings) != 1 {
+			t.Fatalf("prepared: %+v", j.res)
+		}
+	})
+	if !raceEnabled && allocs >= 4 {
+		t.Errorf("%v allocations to prepare one reading, want 3 (the job, the reading's id, the reading with its value)", allocs)
+	}
+}

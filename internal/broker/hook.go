@@ -274,7 +274,7 @@ func (b *Broker) ingestQoS1(s *session, packetID uint16, m vigil.Message) {
 	case len(m.Payload) > b.opts.MaxPayload:
 		s.complete(a, vigil.IngestResult{Err: errTooLarge})
 	default:
-		b.opts.Ingester.Submit(b.ctx, m, func(r vigil.IngestResult) { s.complete(a, r) })
+		b.opts.Ingester.Submit(b.ctx, m, a.done)
 	}
 }
 

@@ -41,13 +41,20 @@ type session struct {
 }
 
 // ackSlot is one QoS 1 readings PUBLISH awaiting its acknowledgement.
+// Slots are reused (ackSlots) once their acknowledgement is written.
 type ackSlot struct {
+	s        *session
+	done     func(vigil.IngestResult) // s.complete(a, r): the ingester's callback, made once per slot
 	packetID uint16
 	received time.Time
 	counted  bool // holds a token of session.slots and is counted in Broker.pending
 	ready    bool // result is set
 	result   vigil.IngestResult
 }
+
+// ackSlots are acknowledged slots, with their callbacks, for reuse: a
+// slot and its callback were two allocations per PUBLISH.
+var ackSlots sync.Pool
 
 func newSession(b *Broker, cl *mqtt.Client, device string, inflight int) *session {
 	s := &session{
@@ -78,7 +85,12 @@ func (s *session) release() { <-s.slots }
 // reserve appends a slot for a QoS 1 PUBLISH to the acknowledgement queue.
 // Called only from the connection's read loop.
 func (s *session) reserve(packetID uint16, received time.Time, counted bool) *ackSlot {
-	a := &ackSlot{packetID: packetID, received: received, counted: counted}
+	a, _ := ackSlots.Get().(*ackSlot)
+	if a == nil {
+		a = new(ackSlot)
+		a.done = func(r vigil.IngestResult) { a.s.complete(a, r) }
+	}
+	a.s, a.packetID, a.received, a.counted = s, packetID, received, counted
 	s.mu.Lock()
 	s.queue = append(s.queue, a)
 	s.mu.Unlock()
@@ -143,6 +155,10 @@ func (s *session) drain() {
 				s.release()
 				s.b.pending.Done()
 			}
+			// Written and answered: nothing refers to the slot now (the
+			// ingester called done once, before the slot was ready).
+			*a = ackSlot{done: a.done}
+			ackSlots.Put(a)
 		}
 	}
 }

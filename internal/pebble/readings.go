@@ -338,6 +338,9 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	for _, h := range headers {
 		for _, run := range newRuns(refs[h], dup, recvs) {
 			set(append([]byte(h), be64(int64(run.start))...), append(be64(int64(run.end)), be64(run.recv)...))
+			if top, ok := s.runTop[h]; ok && run.end > top {
+				s.runTop[h] = run.end // before the commit: never too low
+			}
 		}
 	}
 	// Numeric samples: a head key each, or — when a call brings many for
@@ -535,9 +538,27 @@ func (s *Store) lookupIDs(rs []*vigil.Reading, keys []string, headers []string, 
 				dup[rr[j].i] = true // an id again within the call
 			}
 		}
+		hb := []byte(h)
+		top, known := s.runTop[h]
+		if !known {
+			// The highest run stored under h ends at or below top.
+			if it.SeekLT(upperBound(hb)) && len(it.Key()) == len(hb)+8 && bytes.HasPrefix(it.Key(), hb) && len(it.Value()) >= 16 {
+				top = uint64(unbe64(it.Value()[:8]))
+			}
+			if err := it.Error(); err != nil {
+				it.Close()
+				return storeErr(err)
+			}
+			if len(s.runTop) >= maxRunTops {
+				clear(s.runTop) // read again from disk as headers come back
+			}
+			s.runTop[h] = top
+		}
+		if rr[0].n > top {
+			continue // every number above what is stored under h
+		}
 		// The run starting at or before the first number, then each
 		// later one up to the last number.
-		hb := []byte(h)
 		valid := it.SeekLT(append(hb[:len(hb):len(hb)], be64(int64(rr[0].n)+1)...))
 		if !valid || !bytes.HasPrefix(it.Key(), hb) {
 			valid = it.SeekGE(hb)
@@ -567,6 +588,9 @@ func (s *Store) lookupIDs(rs []*vigil.Reading, keys []string, headers []string, 
 	}
 	return storeErr(err)
 }
+
+// maxRunTops bounds Store.runTop (about 100 bytes an entry).
+const maxRunTops = 100_000
 
 // directChunkGrowth bounds the work of merging into a chunk: samples go
 // straight into a chunk only if it holds at most this many times as many,

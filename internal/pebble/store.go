@@ -107,10 +107,16 @@ type Store struct {
 	// durableMarks are expiry markers (J keys) known to be committed, so
 	// later batches need not write them again; guarded by mu.
 	durableMarks map[dayMark]bool
-	nextSID      uint64
-	feedSeq      atomic.Uint64 // next change-feed sequence
-	outbox       outbox
-	regMu        sync.Mutex // serializes registry read-modify-writes
+	// runTop: for a run header, a number no stored id under it exceeds
+	// (read from disk the first time the header is looked up, raised
+	// before each commit that stores more): a call whose numbers all lie
+	// above it — a device counting up, the usual case — has nothing to
+	// look up. Never too low; too high only costs a lookup. Guarded by mu.
+	runTop  map[string]uint64
+	nextSID uint64
+	feedSeq atomic.Uint64 // next change-feed sequence
+	outbox  outbox
+	regMu   sync.Mutex // serializes registry read-modify-writes
 
 	deadLetters atomic.Int64 // stored dead letters, for the size metric
 
@@ -206,6 +212,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		chunkCache:   make(map[string]*cachedChunk),
 		series:       make(map[seriesKey]uint64),
 		durableMarks: make(map[dayMark]bool),
+		runTop:       make(map[string]uint64),
 		stop:         make(chan struct{}),
 		stopped:      make(chan struct{}),
 	}

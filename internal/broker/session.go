@@ -135,8 +135,9 @@ func (s *session) drain() {
 		if corked {
 			cc.cork()
 		}
+		now := s.b.now() // one clock reading for the burst
 		for _, a := range batch {
-			s.acknowledge(a)
+			s.acknowledge(a, now)
 		}
 		if corked {
 			cc.uncork()
@@ -166,7 +167,7 @@ func (s *session) drain() {
 // acknowledge writes a's PUBACK, or disconnects a v3.1.1 client when
 // nothing of the message is durable (v3.1.1 has no negative PUBACK; the
 // client sends the message again after reconnecting).
-func (s *session) acknowledge(a *ackSlot) {
+func (s *session) acknowledge(a *ackSlot, now time.Time) {
 	if !s.v5 && unavailable(a.result) {
 		s.cl.Stop(packets.ErrServerBusy)
 		return
@@ -182,7 +183,7 @@ func (s *session) acknowledge(a *ackSlot) {
 	// returns an error once the connection is closed, which leaves the
 	// message unacknowledged (the client sends it again).
 	if err := s.cl.WritePacket(ack); err == nil {
-		s.b.metrics.ackSeconds.Observe(s.b.now().Sub(a.received).Seconds())
+		s.b.metrics.ackSeconds.Observe(now.Sub(a.received).Seconds())
 	}
 }
 

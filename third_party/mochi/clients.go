@@ -579,10 +579,10 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 	return
 }
 
-// WritePacket encodes and writes a packet to the client.
 // encodeBufs are WritePacket's encoding buffers (Vigil).
 var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// WritePacket encodes and writes a packet to the client.
 func (cl *Client) WritePacket(pk packets.Packet) error {
 	if cl.Closed() {
 		return ErrConnectionClosed

@@ -346,7 +346,8 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 	// Numeric samples: a head key each, or — when a call brings many for
 	// one chunk (a batch upload, a backfill) — merged straight into the
 	// chunk, which spares the head keys' flushes and compactions.
-	var arena []byte // the head keys and values of the call
+	var arena []byte                               // the head keys and values of the call
+	const maxHead = 18 + 8 + binary.MaxVarintLen64 // a head key and its value, unsealed
 	numeric := make([][]tsdb.Sample, len(groups))
 	count := make([]int, len(groups))
 	for _, gs := range gathered {
@@ -373,12 +374,14 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 				continue
 			}
 		}
-		if arena == nil {
-			arena = make([]byte, 0, (18+8+binary.MaxVarintLen64)*(len(gathered)))
+		if need := maxHead * len(smps); cap(arena)-len(arena) < need {
+			// Room for this chunk's heads, growing geometrically over
+			// the call; what is carved from a buffer stays valid after.
+			arena = make([]byte, 0, max(need, 2*cap(arena)))
 		}
 		for _, smp := range smps {
-			// Key and value carved from one buffer for the call (sized
-			// not to grow, so what is carved stays put): with sealing on,
+			// Key and value carved from the call's buffer (sized above,
+			// so appending never moves what is carved): with sealing on,
 			// the value's plain bytes are read once, by Seal.
 			at := len(arena)
 			arena = appendHead(arena, smp.V, smp.Lag)

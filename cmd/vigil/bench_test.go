@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +108,29 @@ func runBench(t *testing.T, args ...string) (rep struct {
 		t.Fatalf("report: %v %+v\n%s", err, rep, out)
 	}
 	return rep
+}
+
+// The load tool's canonical reading is what encoding/json makes of it,
+// byte for byte, for times with and without trailing zero digits.
+func TestBenchPayloadIsJSON(t *testing.T) {
+	times := []time.Time{
+		time.Date(2026, 12, 3, 1, 2, 3, 0, time.UTC),
+		time.Date(2026, 12, 3, 1, 2, 3, 120000000, time.UTC),
+		time.Date(2026, 12, 3, 1, 2, 3, 123456789, time.FixedZone("CET", 3600)),
+	}
+	for _, at := range times {
+		for _, seq := range []uint64{0, 1, 39, 40, 12345, 1<<64 - 1} {
+			want, err := json.Marshal(map[string]any{
+				"id":     strconv.FormatUint(seq, 10),
+				"time":   at.UTC().Format(time.RFC3339Nano),
+				"values": []map[string]any{{"code": vigil.LOINCHeartRate, "value": 60 + seq%40, "unit": "/min"}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := appendBenchPayload([]byte("x"), seq, at); string(got) != "x"+string(want) {
+				t.Fatalf("seq %d at %s:\n got %s\nwant x%s", seq, at, got, want)
+			}
+		}
+	}
 }

@@ -314,44 +314,127 @@ func (c *conn) readPacket() (byte, []byte, error) {
 	return h & 0xf0, body, nil
 }
 
+// readAck reads the next packet and returns its packet identifier when it
+// is a PUBACK, 0 for any other packet. It allocates nothing.
+func (c *conn) readAck() (uint16, error) {
+	h, err := c.r.ReadByte()
+	if err != nil {
+		return 0, err
+	}
+	n, mult := 0, 1
+	for i := 0; ; i++ {
+		d, err := c.r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		n += int(d&0x7f) * mult
+		if d&0x80 == 0 {
+			break
+		}
+		if i == 3 {
+			return 0, errors.New("malformed remaining length")
+		}
+		mult *= 128
+	}
+	var id uint16
+	if h&0xf0 == 0x40 && n >= 2 {
+		b, err := c.r.Peek(2)
+		if err != nil {
+			return 0, err
+		}
+		id = binary.BigEndian.Uint16(b)
+	}
+	if _, err := c.r.Discard(n); err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// writePublish buffers one QoS 1 PUBLISH.
+func (c *conn) writePublish(topic string, id uint16, payload []byte) {
+	n := 2 + len(topic) + 2 + len(payload)
+	c.w.WriteByte(0x32)
+	for {
+		d := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			d |= 0x80
+		}
+		c.w.WriteByte(d)
+		if n == 0 {
+			break
+		}
+	}
+	c.w.WriteByte(byte(len(topic) >> 8))
+	c.w.WriteByte(byte(len(topic)))
+	c.w.WriteString(topic)
+	c.w.WriteByte(byte(id >> 8))
+	c.w.WriteByte(byte(id))
+	c.w.Write(payload)
+}
+
 // publish keeps up to InFlight QoS 1 publishes outstanding until ctx ends.
+//
+// It costs the machine little per message, since the broker under test
+// shares the machine: the writer sends every free packet identifier in one
+// write, and the reader hands back all the PUBACKs one read brought with
+// one wake-up. Each identifier's send time lives in an array slot, set
+// before its PUBLISH is written and taken by its PUBACK.
 func (c *conn) publish(ctx context.Context, o Options, i int, measuring *atomic.Bool, h *hdrhistogram.Histogram) (sent, acked uint64, err error) {
 	topic := o.Topic(i)
-	slots := make(chan uint16, o.InFlight)
-	for id := 1; id <= o.InFlight; id++ {
-		slots <- uint16(id)
-	}
+	base := time.Now()
+	// sentAt[id]: 0 while id is free; otherwise 1 + nanoseconds since base
+	// at its PUBLISH, negated when that was during the warm-up (not counted).
+	sentAt := make([]atomic.Int64, o.InFlight+1)
 	var mu sync.Mutex
-	started := make(map[uint16]time.Time, o.InFlight)
-	counted := make(map[uint16]bool, o.InFlight)
+	free := make([]uint16, 0, o.InFlight)
+	for id := 1; id <= o.InFlight; id++ {
+		free = append(free, uint16(id))
+	}
+	ready := make(chan struct{}, 1) // a token after identifiers were freed
 	readErr := make(chan error, 1)
 	readDone := make(chan struct{})
+	var ackedN atomic.Uint64
 	go func() {
 		defer close(readDone)
+		var back []uint16
+		var now int64
 		for {
-			typ, body, err := c.readPacket()
+			if c.r.Buffered() == 0 {
+				// Hand back what the last read brought before waiting on the next.
+				if len(back) > 0 {
+					mu.Lock()
+					free = append(free, back...)
+					mu.Unlock()
+					back = back[:0]
+					select {
+					case ready <- struct{}{}:
+					default:
+					}
+				}
+				if _, err := c.r.Peek(1); err != nil {
+					readErr <- err
+					return
+				}
+				now = int64(time.Since(base)) + 1
+			}
+			id, err := c.readAck()
 			if err != nil {
 				readErr <- err
 				return
 			}
-			if typ != 0x40 || len(body) < 2 {
+			if id == 0 || int(id) > o.InFlight {
 				continue
 			}
-			id := binary.BigEndian.Uint16(body)
-			now := time.Now()
-			mu.Lock()
-			t0, ok := started[id]
-			count := counted[id]
-			delete(started, id)
-			mu.Unlock()
-			if !ok {
-				continue
+			t0 := sentAt[id].Swap(0)
+			if t0 == 0 {
+				continue // not outstanding: a duplicate PUBACK
 			}
-			if count {
-				atomic.AddUint64(&acked, 1)
-				h.RecordValue(int64(now.Sub(t0) / time.Microsecond))
+			if t0 > 0 {
+				ackedN.Add(1)
+				h.RecordValue((now - t0) / int64(time.Microsecond))
 			}
-			slots <- id
+			back = append(back, id)
 		}
 	}()
 	var tick <-chan time.Time
@@ -360,52 +443,58 @@ func (c *conn) publish(ctx context.Context, o Options, i int, measuring *atomic.
 		defer t.Stop()
 		tick = t.C
 	}
-	var seq uint64
 	stop := func() (uint64, uint64, error) {
 		c.nc.SetDeadline(time.Now()) // unblock the reader
 		<-readDone                   // no more histogram writes after this
-		return sent, atomic.LoadUint64(&acked), nil
+		return sent, ackedN.Load(), nil
 	}
+	var seq uint64
+	batch := make([]uint16, 0, o.InFlight)
 	for {
+		want := o.InFlight
 		if tick != nil {
+			want = 1 // one publish per tick
 			select {
 			case <-ctx.Done():
 				return stop()
 			case <-tick:
 			}
 		}
-		var id uint16
-		select {
-		case <-ctx.Done():
-			return stop()
-		case err := <-readErr:
-			<-readDone
-			return sent, atomic.LoadUint64(&acked), err
-		case id = <-slots:
-		}
-		seq++
-		payload := o.Payload(i, seq)
-		var body []byte
-		body = appendString(body, topic)
-		body = binary.BigEndian.AppendUint16(body, id)
-		body = append(body, payload...)
-		m := measuring.Load()
-		mu.Lock()
-		started[id] = time.Now()
-		counted[id] = m
-		mu.Unlock()
-		c.writePacket(0x32, body) // PUBLISH, QoS 1
-		// Flush when nothing else is ready to go, so pipelined publishes
-		// share writes.
-		if len(slots) == 0 || tick != nil {
-			if err := c.w.Flush(); err != nil {
-				c.nc.SetDeadline(time.Now())
+		for {
+			mu.Lock()
+			k := min(want, len(free))
+			batch = append(batch[:0], free[len(free)-k:]...)
+			free = free[:len(free)-k]
+			mu.Unlock()
+			if len(batch) > 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return stop()
+			case err := <-readErr:
 				<-readDone
-				return sent, atomic.LoadUint64(&acked), err
+				return sent, ackedN.Load(), err
+			case <-ready:
 			}
 		}
+		m := measuring.Load()
+		at := int64(time.Since(base)) + 1
+		if !m {
+			at = -at
+		}
+		for _, id := range batch {
+			seq++
+			sentAt[id].Store(at)
+			c.writePublish(topic, id, o.Payload(i, seq))
+		}
+		if err := c.w.Flush(); err != nil {
+			c.nc.SetDeadline(time.Now())
+			<-readDone
+			return sent, ackedN.Load(), err
+		}
 		if m {
-			sent++
+			sent += uint64(len(batch))
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/http"
@@ -149,5 +151,108 @@ func TestHTTPDriver(t *testing.T) {
 	o.Duration = 300 * time.Millisecond
 	if r, _ := Run(context.Background(), o); r.Acked != 0 || r.Errors == 0 {
 		t.Fatalf("refused posts counted: %s", r)
+	}
+}
+
+// The MQTT driver against a broker written here that checks what a
+// broker would: never more than InFlight publishes unacknowledged on a
+// connection, never a packet identifier reused before its PUBACK, every
+// sequence number once. It acknowledges in bursts, out of order, and
+// repeats some PUBACKs, which the driver must ignore, not count.
+func TestMQTTDriverKeepsInFlight(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const inflight = 8
+	var mu sync.Mutex
+	var failure error
+	fail := func(err error) {
+		mu.Lock()
+		if failure == nil {
+			failure = err
+		}
+		mu.Unlock()
+	}
+	var acks sync.WaitGroup
+	var ackedTotal uint64
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			acks.Add(1)
+			go func() {
+				defer acks.Done()
+				defer nc.Close()
+				c := &conn{nc: nc, w: bufio.NewWriter(nc), r: bufio.NewReader(nc)}
+				if typ, _, err := c.readPacket(); err != nil || typ != 0x10 {
+					fail(fmt.Errorf("expected CONNECT: %#x %v", typ, err))
+					return
+				}
+				c.writePacket(0x20, []byte{0, 0})
+				c.w.Flush()
+				open := map[uint16]bool{}
+				var pending []uint16
+				for {
+					typ, body, err := c.readPacket()
+					if err != nil || typ == 0xe0 {
+						return
+					}
+					if typ != 0x30 {
+						fail(fmt.Errorf("unexpected packet %#x", typ))
+						return
+					}
+					tl := int(binary.BigEndian.Uint16(body))
+					id := binary.BigEndian.Uint16(body[2+tl:])
+					if id == 0 || open[id] {
+						fail(fmt.Errorf("packet id %d reused while unacknowledged", id))
+						return
+					}
+					open[id] = true
+					if len(open) > inflight {
+						fail(fmt.Errorf("%d publishes unacknowledged, allowed %d", len(open), inflight))
+						return
+					}
+					pending = append(pending, id)
+					if c.r.Buffered() > 0 && len(pending) < 3 {
+						continue
+					}
+					// A burst, newest first, with the first one twice.
+					for k := len(pending) - 1; k >= 0; k-- {
+						c.writePacket(0x40, binary.BigEndian.AppendUint16(nil, pending[k]))
+						delete(open, pending[k])
+						mu.Lock()
+						ackedTotal++
+						mu.Unlock()
+					}
+					c.writePacket(0x40, binary.BigEndian.AppendUint16(nil, pending[0]))
+					pending = pending[:0]
+					if err := c.w.Flush(); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	o := opts(ln.Addr().String())
+	o.InFlight, o.Duration = inflight, time.Second
+	r, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, r)
+	ln.Close()
+	acks.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if failure != nil {
+		t.Fatal(failure)
+	}
+	// Counted acknowledgements are the measured part of those the broker sent once.
+	if r.Acked > ackedTotal || r.Acked > r.Sent {
+		t.Fatalf("driver counted %d acknowledgements of %d sent; the broker acknowledged %d in all", r.Acked, r.Sent, ackedTotal)
 	}
 }

@@ -217,3 +217,39 @@ func TestVigilWritePacketPooledBuffers(t *testing.T) {
 		require.Less(t, allocs, 1.0, "allocations per PUBACK written (a new buffer each: 1)")
 	}
 }
+
+// Patch 7: a PUBLISH is decoded from the buffer it was read into, without
+// a second copy, and its topic and payload stay its own while the
+// client reads the next packets.
+func TestVigilReadPacketOwnBuffer(t *testing.T) {
+	cl, r, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	publish := func(topic, payload string) []byte {
+		b := []byte{packets.Publish << 4, byte(2 + len(topic) + len(payload)), 0, byte(len(topic))}
+		return append(append(b, topic...), payload...)
+	}
+	go func() {
+		var all []byte
+		for i := 0; i < 3; i++ {
+			all = append(all, publish(fmt.Sprintf("d/%d", i), fmt.Sprintf("payload %d", i))...)
+		}
+		_, _ = r.Write(all)
+	}()
+	var got []packets.Packet
+	for i := 0; i < 3; i++ {
+		fh := new(packets.FixedHeader)
+		require.NoError(t, cl.ReadFixedHeader(fh))
+		pk, err := cl.ReadPacket(fh)
+		require.NoError(t, err)
+		got = append(got, pk)
+	}
+	got[1].Payload[0] = 'X' // a hook may change its packet's payload
+	for i, pk := range got {
+		want := fmt.Sprintf("payload %d", i)
+		if i == 1 {
+			want = "Xayload 1"
+		}
+		require.Equal(t, fmt.Sprintf("d/%d", i), pk.TopicName)
+		require.Equal(t, want, string(pk.Payload))
+	}
+}

@@ -271,8 +271,13 @@ func appendString(b []byte, s string) []byte {
 }
 
 func (c *conn) writePacket(header byte, body []byte) {
+	c.writeFixedHeader(header, len(body))
+	c.w.Write(body)
+}
+
+// writeFixedHeader buffers a packet's first byte and its remaining length n.
+func (c *conn) writeFixedHeader(header byte, n int) {
 	c.w.WriteByte(header)
-	n := len(body)
 	for {
 		d := byte(n % 128)
 		n /= 128
@@ -284,7 +289,6 @@ func (c *conn) writePacket(header byte, body []byte) {
 			break
 		}
 	}
-	c.w.Write(body)
 }
 
 func (c *conn) readPacket() (byte, []byte, error) {
@@ -352,19 +356,7 @@ func (c *conn) readAck() (uint16, error) {
 
 // writePublish buffers one QoS 1 PUBLISH.
 func (c *conn) writePublish(topic string, id uint16, payload []byte) {
-	n := 2 + len(topic) + 2 + len(payload)
-	c.w.WriteByte(0x32)
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		c.w.WriteByte(d)
-		if n == 0 {
-			break
-		}
-	}
+	c.writeFixedHeader(0x32, 2+len(topic)+2+len(payload))
 	c.w.WriteByte(byte(len(topic) >> 8))
 	c.w.WriteByte(byte(len(topic)))
 	c.w.WriteString(topic)

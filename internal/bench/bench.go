@@ -291,25 +291,33 @@ func (c *conn) writeFixedHeader(header byte, n int) {
 	}
 }
 
-func (c *conn) readPacket() (byte, []byte, error) {
+// readFixedHeader reads a packet's first byte and its remaining length.
+func (c *conn) readFixedHeader() (byte, int, error) {
 	h, err := c.r.ReadByte()
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, err
 	}
 	n, mult := 0, 1
 	for i := 0; ; i++ {
 		d, err := c.r.ReadByte()
 		if err != nil {
-			return 0, nil, err
+			return 0, 0, err
 		}
 		n += int(d&0x7f) * mult
 		if d&0x80 == 0 {
-			break
+			return h, n, nil
 		}
 		if i == 3 {
-			return 0, nil, errors.New("malformed remaining length")
+			return 0, 0, errors.New("malformed remaining length")
 		}
 		mult *= 128
+	}
+}
+
+func (c *conn) readPacket() (byte, []byte, error) {
+	h, n, err := c.readFixedHeader()
+	if err != nil {
+		return 0, nil, err
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(c.r, body); err != nil {
@@ -321,24 +329,9 @@ func (c *conn) readPacket() (byte, []byte, error) {
 // readAck reads the next packet and returns its packet identifier when it
 // is a PUBACK, 0 for any other packet. It allocates nothing.
 func (c *conn) readAck() (uint16, error) {
-	h, err := c.r.ReadByte()
+	h, n, err := c.readFixedHeader()
 	if err != nil {
 		return 0, err
-	}
-	n, mult := 0, 1
-	for i := 0; ; i++ {
-		d, err := c.r.ReadByte()
-		if err != nil {
-			return 0, err
-		}
-		n += int(d&0x7f) * mult
-		if d&0x80 == 0 {
-			break
-		}
-		if i == 3 {
-			return 0, errors.New("malformed remaining length")
-		}
-		mult *= 128
 	}
 	var id uint16
 	if h&0xf0 == 0x40 && n >= 2 {

@@ -195,6 +195,7 @@ func TestMQTTDriverKeepsInFlight(t *testing.T) {
 				c.writePacket(0x20, []byte{0, 0})
 				c.w.Flush()
 				open := map[uint16]bool{}
+				seen := map[string]bool{} // payloads, each with its sequence number
 				var pending []uint16
 				for {
 					typ, body, err := c.readPacket()
@@ -207,6 +208,12 @@ func TestMQTTDriverKeepsInFlight(t *testing.T) {
 					}
 					tl := int(binary.BigEndian.Uint16(body))
 					id := binary.BigEndian.Uint16(body[2+tl:])
+					payload := string(body[2+tl+2:])
+					if seen[payload] {
+						fail(fmt.Errorf("message %s sent twice", payload))
+						return
+					}
+					seen[payload] = true
 					if id == 0 || open[id] {
 						fail(fmt.Errorf("packet id %d reused while unacknowledged", id))
 						return
@@ -243,14 +250,14 @@ func TestMQTTDriverKeepsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, r)
 	ln.Close()
 	acks.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	if failure != nil {
-		t.Fatal(failure)
+		t.Fatal(failure) // before check: a broken driver shows here first
 	}
+	check(t, r)
 	// Counted acknowledgements are the measured part of those the broker sent once.
 	if r.Acked > ackedTotal || r.Acked > r.Sent {
 		t.Fatalf("driver counted %d acknowledgements of %d sent; the broker acknowledged %d in all", r.Acked, r.Sent, ackedTotal)

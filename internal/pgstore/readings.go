@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -186,61 +187,95 @@ func (s *Store) AppendReadings(ctx context.Context, rs []*vigil.Reading) ([]vigi
 // appendStatement is AppendReadings in one statement, its own
 // transaction, for a batch whose series all exist: the reading ids
 // ($1–$3: device, id, receive time; sorted) into reading_ids as CTE
-// fresh, the samples ($4–$10: series, time, value, lag, text, origin and
-// ord, the later ord winning for one series and millisecond; $11–$12 each
-// sample's device and id) and, with feed, the feed rows of the ids ($13–$15:
-// patient, device time, batch position) in batch order.
+// fresh, the samples ($4–$8: series, time, value, lag and ord, the later
+// ord winning for one series and millisecond; then, with f.json, each
+// sample's text and origin, and in the upserting form each sample's
+// device and id) and, with f.feed, the feed rows of the ids (patient,
+// device time, batch position) in batch order. Parameters are numbered
+// in that order.
 //
-// The upserting form (appendSQL) inserts the ids ON CONFLICT DO NOTHING
+// The upserting form (f.upsert) inserts the ids ON CONFLICT DO NOTHING
 // and writes the samples and feed rows of those that came back, which it
-// returns. The plain form (appendPlainSQL) is for a batch none of whose
-// ids is stored yet — the usual case: a plain INSERT of the ids (ON
-// CONFLICT costs PostgreSQL a second index probe and a speculative
-// insertion per row, 1.8x the time of a plain INSERT of the same keys
-// here) and no joins; a stored id fails it with unique_violation, nothing
-// written, and it returns the number of ids. Samples are upserted in both:
-// a value for the same series and millisecond is data, not an error.
-func appendStatement(upsert, feed bool) string {
-	conflict, tail := "", "SELECT count(*) FROM fresh"
-	if upsert {
-		conflict, tail = " ON CONFLICT DO NOTHING", "SELECT device, id FROM fresh"
+// returns. The plain form is for a batch none of whose ids is stored
+// yet — the usual case: a plain INSERT of the ids (ON CONFLICT costs
+// PostgreSQL a second index probe and a speculative insertion per row,
+// 1.8x the time of a plain INSERT of the same keys here) and no joins; a
+// stored id fails it with unique_violation, nothing written, and it
+// returns the number of ids. Samples are upserted in both: a value for
+// the same series and millisecond is data, not an error. Without f.json
+// (no sample of the batch has text or an origin, the usual case) the two
+// jsonb columns are written NULL and their arrays are not sent, nor in
+// the plain form each sample's device and id, which only the joins use:
+// PostgreSQL parses every array it is sent.
+func appendStatement(f appendForm) string {
+	n := 8
+	param := func(typ string) string { n++; return "$" + strconv.Itoa(n) + "::" + typ }
+	cols := "$4::bigint[], $5::bigint[], $6::float8[], $7::int[], $8::int[]"
+	names := "series, t, value, lag, ord"
+	text, origin := "NULL::jsonb", "NULL::jsonb"
+	if f.json {
+		cols += ", " + param("jsonb[]") + ", " + param("jsonb[]")
+		names += ", text_value, origin"
+		text, origin = "u.text_value", "u.origin"
 	}
-	// join keeps the rows of alias whose id came back (upserting form).
-	join := func(alias string) string {
-		if !upsert {
-			return ""
+	conflict, tail, join := "", "SELECT count(*) FROM fresh", func(string) string { return "" }
+	if f.upsert {
+		cols += ", " + param("text[]") + ", " + param("text[]")
+		names += ", device, id"
+		conflict, tail = " ON CONFLICT DO NOTHING", "SELECT device, id FROM fresh"
+		// join keeps the rows of alias whose id came back.
+		join = func(alias string) string {
+			return "\n\tJOIN fresh ON fresh.device = " + alias + ".device AND fresh.id = " + alias + ".id"
 		}
-		return "\n\tJOIN fresh ON fresh.device = " + alias + ".device AND fresh.id = " + alias + ".id"
 	}
 	sql := `WITH fresh AS (
 	INSERT INTO reading_ids (device, id, received) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])` + conflict + ` RETURNING device, id
 ), stored AS (
 	INSERT INTO samples (series, t, value, lag, text_value, origin)
-	SELECT DISTINCT ON (u.series, u.t) u.series, u.t, u.value, u.lag, u.text_value, u.origin
-	FROM unnest($4::bigint[], $5::bigint[], $6::float8[], $7::int[], $8::jsonb[], $9::jsonb[], $10::int[], $11::text[], $12::text[])
-		AS u(series, t, value, lag, text_value, origin, ord, device, id)` + join("u") + `
+	SELECT DISTINCT ON (u.series, u.t) u.series, u.t, u.value, u.lag, ` + text + `, ` + origin + `
+	FROM unnest(` + cols + `)
+		AS u(` + names + `)` + join("u") + `
 	ORDER BY u.series, u.t, u.ord DESC
 	ON CONFLICT (series, t) DO UPDATE SET value = EXCLUDED.value, lag = EXCLUDED.lag, text_value = EXCLUDED.text_value, origin = EXCLUDED.origin
 )`
-	if feed {
+	if f.feed {
 		sql += `, fed AS (
 	INSERT INTO feed (kind, device, patient, reading, t, received)
 	SELECT 'r', f.device, f.patient, f.id, f.t, f.received
-	FROM unnest($1::text[], $2::text[], $3::bigint[], $13::text[], $14::bigint[], $15::int[]) AS f(device, id, received, patient, t, n)` + join("f") + `
+	FROM unnest($1::text[], $2::text[], $3::bigint[], ` + param("text[]") + `, ` + param("bigint[]") + `, ` + param("int[]") + `) AS f(device, id, received, patient, t, n)` + join("f") + `
 	ORDER BY f.n
 )`
 	}
 	return sql + "\n" + tail
 }
 
-// The statements appendKnown runs, by the change feed being kept or not.
-var (
-	appendSQL      = [2]string{appendStatement(true, false), appendStatement(true, true)}
-	appendPlainSQL = [2]string{appendStatement(false, false), appendStatement(false, true)}
-)
+// An appendForm is one of appendStatement's forms.
+type appendForm struct{ upsert, feed, json bool }
 
-// plainPauseBatches is how many batches skip appendPlainSQL after it met a
-// stored key: a device or edge resending a backlog would otherwise make
+func (f appendForm) index() int { return b2i(f.upsert)<<2 | b2i(f.feed)<<1 | b2i(f.json) }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// appendSQL holds appendStatement's forms by appendForm.index.
+var appendSQL = func() (out [8]string) {
+	for _, upsert := range []bool{false, true} {
+		for _, feed := range []bool{false, true} {
+			for _, json := range []bool{false, true} {
+				f := appendForm{upsert, feed, json}
+				out[f.index()] = appendStatement(f)
+			}
+		}
+	}
+	return out
+}()
+
+// plainPauseBatches is how many batches skip the plain form after it met
+// a stored key: a device or edge resending a backlog would otherwise make
 // every batch run twice.
 const plainPauseBatches = 100
 
@@ -259,6 +294,7 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 	useries, ut := make([]int64, 0, n), make([]int64, 0, n)
 	uv := make([]float64, 0, n)
 	utext, uorigin := make([]*string, 0, n), make([]*string, 0, n)
+	var f appendForm
 	k := 0
 	for i, r := range rs {
 		m := len(r.Values)
@@ -274,11 +310,11 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 			ud, ui, uo = append(ud, r.DeviceID), append(ui, r.ID), append(uo, int32(len(uo)+1))
 			useries, ut, uv, ulag = append(useries, id.(int64)), append(ut, st.t), append(uv, st.v), append(ulag, st.lag)
 			utext, uorigin = append(utext, jsonText(st.text)), append(uorigin, jsonText(st.origin))
+			f.json = f.json || st.text != nil || st.origin != nil
 		}
 		k += m
 	}
-	args := []any{sd, si, sr, useries, ut, uv, ulag, utext, uorigin, uo, ud, ui}
-	feed := 0
+	var feedArgs []any
 	if s.opts.ChangeFeed {
 		// The feed's patient, device time and batch position of each of
 		// sd/si, found through the first occurrence of each key.
@@ -293,12 +329,23 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 			i := at[[2]string{sd[j], si[j]}]
 			fp[j], ft[j], fn[j] = rs[i].PatientID, rs[i].Time.UnixMilli(), int32(i)
 		}
-		feed = 1
-		args = append(args, fp, ft, fn)
+		f.feed = true
+		feedArgs = []any{fp, ft, fn}
+	}
+	// args returns the parameters of form f, in appendStatement's order.
+	args := func(f appendForm) []any {
+		a := []any{sd, si, sr, useries, ut, uv, ulag, uo}
+		if f.json {
+			a = append(a, utext, uorigin)
+		}
+		if f.upsert {
+			a = append(a, ud, ui)
+		}
+		return append(a, feedArgs...)
 	}
 
 	if s.plainPause.Load() <= 0 {
-		err := retry(func() error { _, err := s.pool.Exec(ctx, appendPlainSQL[feed], args...); return err })
+		err := retry(func() error { _, err := s.pool.Exec(ctx, appendSQL[f.index()], args(f)...); return err })
 		if err == nil {
 			s.plain.Add(1)
 			return true, nil // every reading new
@@ -306,15 +353,16 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 		if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) || pe.Code != "23505" {
 			return true, storeErr(err)
 		}
-		s.plainPause.Store(plainPauseBatches) // a reading id is stored: appendSQL sorts it out
+		s.plainPause.Store(plainPauseBatches) // a reading id is stored: the upserting form sorts it out
 	} else {
 		s.plainPause.Add(-1)
 	}
 
+	f.upsert = true
 	fresh := map[[2]string]bool{}
 	err := retry(func() error {
 		clear(fresh)
-		rows, err := s.pool.Query(ctx, appendSQL[feed], args...)
+		rows, err := s.pool.Query(ctx, appendSQL[f.index()], args(f)...)
 		if err != nil {
 			return err
 		}

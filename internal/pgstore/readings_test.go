@@ -2,6 +2,8 @@ package pgstore_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +139,78 @@ func TestAppendInOneStatement(t *testing.T) {
 	}
 	if strings.Join(ids, " ") != "w0 c1 c2 c3 a1 a2 a3" {
 		t.Fatalf("feed %v, want w0 c1 c2 c3 a1 a2 a3", ids)
+	}
+}
+
+// Numbers without origins, the usual batch, go the statement's forms that
+// send no text or origin, with and without the change feed: new ids
+// plain, a batch with a stored id upserting.
+func TestAppendNumbersOnly(t *testing.T) {
+	for _, feed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("feed=%v", feed), func(t *testing.T) {
+			ctx := context.Background()
+			url, schema := testenv.PostgresSchema(t)
+			s, err := pgstore.Open(ctx, url, pgstore.Options{Schema: schema, ChangeFeed: feed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			t0 := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+			rd := func(id string, sec int, v float64) *vigil.Reading {
+				at := t0.Add(time.Duration(sec) * time.Second)
+				return &vigil.Reading{DeviceID: "cuff", ID: id, PatientID: "p1", Time: at, Received: at,
+					Values: []vigil.Measurement{{Code: vigil.LOINCHeartRate, Value: v, Unit: "/min"}}}
+			}
+			for i, batch := range [][]*vigil.Reading{
+				{rd("1", 0, 60)}, // creates the series
+				{rd("2", 1, 61), rd("3", 2, 62), rd("4", 1, 64)}, // plain; 4 replaces 2's value
+				{rd("3", 2, 99), rd("5", 3, 65), rd("5", 3, 98)}, // upserting: 3 stored, 5 twice
+			} {
+				res, err := s.AppendReadings(ctx, batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i == 2 && (!res[0].Duplicate || res[1].Duplicate || !res[2].Duplicate) {
+					t.Fatalf("batch %d: %+v", i, res)
+				}
+			}
+			if p, o := pgstore.PlainAppends(s), pgstore.OneStatementAppends(s); p != 1 || o != 1 {
+				t.Fatalf("%d plain, %d upserting statements; want 1, 1", p, o)
+			}
+			obs, _, err := s.FindObservations(ctx, vigil.ObservationFilter{PatientID: "p1", Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, o := range obs {
+				if o.Text != "" || o.Concept != nil {
+					t.Fatalf("%s has text %q %+v", o.ID, o.Text, o.Concept)
+				}
+				got = append(got, fmt.Sprintf("%s=%g", o.Time.Format("05"), o.Value))
+			}
+			slices.Sort(got)
+			if strings.Join(got, " ") != "00=60 01=64 02=62 03=65" {
+				t.Fatalf("stored %v, want 00=60 01=64 02=62 03=65", got)
+			}
+			if err := s.FillOrigins(ctx, obs); err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range obs {
+				if o.Origin != nil {
+					t.Fatalf("%s has origin %+v", o.ID, o.Origin)
+				}
+			}
+			es, err := s.FeedAfter(ctx, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, e := range es {
+				ids = append(ids, e.ReadingID)
+			}
+			if want := map[bool]string{false: "", true: "1 2 3 4 5"}[feed]; strings.Join(ids, " ") != want {
+				t.Fatalf("feed %v, want %q", ids, want)
+			}
+		})
 	}
 }

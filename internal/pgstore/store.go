@@ -64,11 +64,11 @@ type Store struct {
 	opts    Options
 	series  sync.Map // seriesKey → id, of series known to be committed
 	parts   sync.Map // month start (ms) → true, partitions known to exist
-	// oneStatement counts batches AppendReadings stored with appendSQL,
-	// plain those stored with appendPlainSQL.
+	// oneStatement counts batches AppendReadings stored with the upserting
+	// form of appendStatement, plain those stored with its plain form.
 	oneStatement, plain atomic.Int64
-	// plainPause is how many more batches go straight to appendSQL after
-	// appendPlainSQL met a key already stored.
+	// plainPause is how many more batches go straight to the upserting form after
+	// the plain form met a key already stored.
 	plainPause atomic.Int64
 	stop       chan struct{}
 	done       chan struct{}

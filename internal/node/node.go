@@ -158,10 +158,16 @@ type Options struct {
 	// ("vigil" when empty).
 	Postgres       string
 	PostgresSchema string
-	HTTPAddr       string       // default ":8080"
-	MQTTAddr       string       // default ":1883"
-	MLLPAddr       string       // HL7 v2 over MLLP; "" disables it
-	MLLPAllow      []*net.IPNet // networks allowed to send over MLLP; nil: loopback
+	// PostgresCommits is how many group commits may wait on PostgreSQL
+	// at once; 0: 1 when PostgreSQL is on this machine
+	// (pgstore.OnThisMachine), where it shares the cores and one commit
+	// at a time makes bigger, cheaper batches, else 4, which keep it busy
+	// across the network's round trips.
+	PostgresCommits int
+	HTTPAddr        string       // default ":8080"
+	MQTTAddr        string       // default ":1883"
+	MLLPAddr        string       // HL7 v2 over MLLP; "" disables it
+	MLLPAllow       []*net.IPNet // networks allowed to send over MLLP; nil: loopback
 	// TLS, when set, puts every listener (HTTPS, MQTT over TLS, MLLP over
 	// TLS) behind it; nil: plaintext (vigil serve allows that only with
 	// --plaintext).
@@ -501,12 +507,20 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		edge.Format:    edge.Decode,
 	}
 	if opts.Postgres != "" {
-		// A commit waits on PostgreSQL (and JetStream): several under way
-		// keep it busy while this node prepares the next. vigil bench
-		// through a proxy adding 0.5 ms each way: 14.8k–16.1k readings/s
-		// with 4, 11.8k–12.6k with 1; on this machine's loopback, where
-		// PostgreSQL shares the cores, +3–8 %.
-		iopts.Commits = 4
+		// A commit waits on PostgreSQL (and JetStream). Over a network,
+		// several under way keep it busy while this node prepares the
+		// next: vigil bench through a proxy adding 0.5 ms each way,
+		// 14.8k–16.1k readings/s with 4, 11.8k–12.6k with 1. On this
+		// machine's loopback, where PostgreSQL shares the two cores, one
+		// at a time: 69k–77k readings/s with 1, 63k–68k with 4
+		// (docs/benchmarks.md).
+		iopts.Commits = opts.PostgresCommits
+		if iopts.Commits <= 0 {
+			iopts.Commits = 4
+			if pgstore.OnThisMachine(opts.Postgres) {
+				iopts.Commits = 1
+			}
+		}
 	}
 	if opts.Postgres == "" {
 		if n.Disk, err = diskguard.Start(diskguard.Options{Dir: opts.DataDir, Reserve: opts.DiskReserve, Logger: log, Registerer: n.Registry}); err != nil {

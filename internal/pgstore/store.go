@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -421,4 +422,30 @@ func (s *Store) deleteByID(ctx context.Context, table, id, what string) error {
 		return vigil.Errorf(vigil.ENOTFOUND, "%s not found", what)
 	}
 	return nil
+}
+
+// OnThisMachine reports whether every host of url is this machine (a
+// loopback address, localhost or a Unix socket): PostgreSQL then shares
+// this machine's cores with Vigil.
+func OnThisMachine(url string) bool {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return false
+	}
+	local := func(host string) bool {
+		if strings.HasPrefix(host, "/") || host == "localhost" {
+			return true
+		}
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
+	if !local(cfg.Host) {
+		return false
+	}
+	for _, fb := range cfg.Fallbacks {
+		if !local(fb.Host) {
+			return false
+		}
+	}
+	return true
 }

@@ -65,6 +65,17 @@ func (cl *Clients) GetAll() map[string]*Client {
 	return m
 }
 
+// AppendAll appends every client to buf and returns it: GetAll's
+// snapshot without a new map (Vigil patch 8).
+func (cl *Clients) AppendAll(buf []*Client) []*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	for _, v := range cl.internal {
+		buf = append(buf, v)
+	}
+	return buf
+}
+
 // Get returns the value of a client if it exists.
 func (cl *Clients) Get(id string) (*Client, bool) {
 	cl.RLock()
@@ -385,6 +396,9 @@ func (cl *Client) ClearInflights() {
 // ClearExpiredInflights deletes any inflight messages which have expired.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
+	if cl.State.Inflight.Len() == 0 {
+		return deleted // nothing to sort: idle clients cost no garbage (Vigil patch 8)
+	}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
 

@@ -253,3 +253,43 @@ func TestVigilReadPacketOwnBuffer(t *testing.T) {
 		require.Equal(t, want, string(pk.Payload))
 	}
 }
+
+// The expiry loops, which run every second, take their snapshot of the
+// clients without allocating once it has grown to their number, still
+// expire what they should, and keep no client alive between ticks.
+func TestVigilExpiryLoopsAllocateNothing(t *testing.T) {
+	s := New(nil)
+	n := time.Now().Unix()
+	for i := 0; i < 1000; i++ {
+		cl, _, _ := newTestClient()
+		cl.ID = fmt.Sprintf("c%d", i)
+		cl.ops.info = s.Info
+		s.Clients.Add(cl)
+	}
+	s.clearExpiredClients(n)
+	s.clearExpiredInflights(n)
+	if a := testing.AllocsPerRun(20, func() { s.clearExpiredClients(n); s.clearExpiredInflights(n) }); a != 0 {
+		t.Fatalf("the expiry loops allocate %v times a tick with 1,000 idle clients; want 0", a)
+	}
+	for _, cl := range s.loop.clients[:cap(s.loop.clients)] {
+		require.Nil(t, cl, "a client kept in the snapshot between ticks")
+	}
+
+	// A client disconnected long ago expires; a connected one stays.
+	gone, _, _ := newTestClient()
+	gone.ID = "gone"
+	gone.State.disconnected = n - 100
+	gone.State.cancelOpen()
+	s.Options.Capabilities.MaximumSessionExpiryInterval = 10
+	s.Clients.Add(gone)
+	s.clearExpiredClients(n)
+	_, ok := s.Clients.Get("gone")
+	require.False(t, ok)
+	require.Equal(t, 1000, s.Clients.Len())
+
+	// An expired inflight message is dropped.
+	cl, _ := s.Clients.Get("c7")
+	cl.State.Inflight.Set(packets.Packet{PacketID: 1, Expiry: n - 1})
+	s.clearExpiredInflights(n)
+	require.Len(t, cl.State.Inflight.GetAll(false), 0)
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -198,7 +199,11 @@ func idleMemory(b *testing.B, pid int, addr string, n int, user, pass string, tl
 
 // dialIdle opens n MQTT connections to addr (over TLS with tlsConf), from
 // source addresses 127.0.0.1–127.0.0.8 in turn, client ids
-// "{name}-{i}", and waits for every CONNACK. It fails when any fails.
+// "{name}-{i}", and waits for every CONNACK. A connection refused with
+// return code 3 (server unavailable: try again later, which a node may
+// answer when its device lookup times out in the storm of connects) is
+// made again after a pause, as a device would, at most maxIdleRetries
+// times; idleRetries counts those. It fails when any connection fails.
 func dialIdle(addr string, n int, name, user, pass string, tlsConf *tls.Config) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var next, failed atomic.Int64
@@ -213,6 +218,8 @@ func dialIdle(addr string, n int, name, user, pass string, tlsConf *tls.Config) 
 				if i >= n {
 					return
 				}
+				attempt := 0
+			again:
 				src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
 				d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
 				conn, err := d.Dial("tcp", addr)
@@ -230,16 +237,24 @@ func dialIdle(addr string, n int, name, user, pass string, tlsConf *tls.Config) 
 				if err == nil {
 					conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 					ack := make([]byte, 4)
-					if _, err = io.ReadFull(conn, ack); err == nil && ack[3] != 0 {
+					if _, err = io.ReadFull(conn, ack); err == nil && ack[3] == 3 {
+						err = errCONNACK3{}
+					} else if err == nil && ack[3] != 0 {
 						err = fmt.Errorf("CONNACK return code %d", ack[3])
 					}
 				}
 				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
 					if conn != nil {
 						conn.Close()
 					}
+					if refused := (errCONNACK3{}); errors.As(err, &refused) && attempt < maxIdleRetries {
+						attempt++
+						idleRetries.Add(1)
+						time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+						goto again
+					}
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
 				conns[i] = conn
@@ -252,6 +267,16 @@ func dialIdle(addr string, n int, name, user, pass string, tlsConf *tls.Config) 
 	}
 	return conns, nil
 }
+
+// maxIdleRetries is how often dialIdle makes a connection again after
+// return code 3; idleRetries counts it, for this process's connections.
+const maxIdleRetries = 5
+
+var idleRetries atomic.Int64
+
+type errCONNACK3 struct{}
+
+func (errCONNACK3) Error() string { return "CONNACK return code 3 (server unavailable)" }
 
 func closeAll(conns []net.Conn) {
 	for _, c := range conns {
@@ -405,7 +430,7 @@ func BenchmarkIdleConnectionsScaleOut(b *testing.B) {
 			time.Sleep(3 * time.Second)
 		}
 		var held float64
-		vigilPer := idleMemoryAcross(b, pids, addrs, per, "gw-idle", secret, collect, func(before int64) {
+		vigilPer, retried := idleMemoryAcross(b, pids, addrs, per, "gw-idle", secret, collect, func(before int64) {
 			collect()
 			held = float64(sumRSS(b, pids)-before) / float64(n)
 			if p := os.Getenv("VIGIL_BENCH_HEAP"); p != "" { // the first node's
@@ -420,7 +445,8 @@ func BenchmarkIdleConnectionsScaleOut(b *testing.B) {
 			s.cmd.Process.Kill()
 			s.cmd.Wait()
 		}
-		b.Logf("vigil: %d connections on %d ingest nodes: %.0f bytes each (%.0f after a collection)", n, nodes, vigilPer, held)
+		b.Logf("vigil: %d connections on %d ingest nodes: %.0f bytes each (%.0f after a collection); %d connects made again after return code 3", n, nodes, vigilPer, held, retried)
+		b.ReportMetric(float64(retried), "vigil-connects-retried")
 
 		exe := mosquittoExe()
 		if exe == "" {
@@ -433,7 +459,7 @@ func BenchmarkIdleConnectionsScaleOut(b *testing.B) {
 			mq, addr := startMosquitto(b, exe, dir, fmt.Sprint("idle", k), "max_connections -1\npersistence false\n")
 			pids[k], addrs[k] = mq.Process.Pid, addr
 		}
-		peerPer := idleMemoryAcross(b, pids, addrs, per, "", "", func() {}, func(int64) {})
+		peerPer, _ := idleMemoryAcross(b, pids, addrs, per, "", "", func() {}, func(int64) {})
 		b.ReportMetric(float64(n), "connections")
 		b.ReportMetric(vigilPer, "vigil-bytes/conn")
 		b.ReportMetric(held, "vigil-held-bytes/conn")
@@ -446,8 +472,9 @@ func BenchmarkIdleConnectionsScaleOut(b *testing.B) {
 // server's from a client process of its own, waits for all of them, lets
 // the servers settle and returns their summed RSS growth per connection.
 // settle runs before the first measurement, whileOpen with every
-// connection still open.
-func idleMemoryAcross(b *testing.B, pids []int, addrs []string, per int, user, pass string, settle func(), whileOpen func(before int64)) float64 {
+// connection still open. It also returns how many connects the clients
+// made again after return code 3 (dialIdle).
+func idleMemoryAcross(b *testing.B, pids []int, addrs []string, per int, user, pass string, settle func(), whileOpen func(before int64)) (float64, int) {
 	b.Helper()
 	time.Sleep(2 * time.Second)
 	settle()
@@ -475,12 +502,17 @@ func idleMemoryAcross(b *testing.B, pids []int, addrs []string, per int, user, p
 			c.cmd.Wait()
 		}
 	}()
+	var retries int
 	for k, c := range clients {
 		line, err := c.out.ReadString('\n')
-		if err != nil || line != "ready\n" {
+		r, ok := strings.CutPrefix(strings.TrimSpace(line), "ready ")
+		n, aerr := strconv.Atoi(r)
+		if err != nil || !ok || aerr != nil {
 			b.Fatalf("client of %s: %q %v", addrs[k], line, err)
 		}
+		retries += n
 	}
+
 	time.Sleep(3 * time.Second)
 	// Every server still holds its connections (one descriptor each).
 	for k, pid := range pids {
@@ -491,7 +523,7 @@ func idleMemoryAcross(b *testing.B, pids []int, addrs []string, per int, user, p
 	}
 	after := sumRSS(b, pids)
 	whileOpen(before)
-	return float64(after-before) / float64(per*len(addrs))
+	return float64(after-before) / float64(per*len(addrs)), retries
 }
 
 func sumRSS(b *testing.B, pids []int) int64 {
@@ -517,7 +549,7 @@ func idleClientMain(spec string) {
 		fmt.Printf("error: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Println("ready")
+	fmt.Printf("ready %d\n", idleRetries.Load())
 	io.Copy(io.Discard, os.Stdin)
 	closeAll(conns)
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/vigil-iomt/vigil"
 	"github.com/vigil-iomt/vigil/internal/pgstore"
-	"github.com/vigil-iomt/vigil/internal/testenv"
 )
 
 // A batch whose series all exist is stored in one statement, with the
@@ -19,11 +18,7 @@ import (
 // values and origins, and feed entries in batch order.
 func TestAppendInOneStatement(t *testing.T) {
 	ctx := context.Background()
-	url, schema := testenv.PostgresSchema(t)
-	s, err := pgstore.Open(ctx, url, pgstore.Options{Schema: schema, ChangeFeed: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openWith(t, pgstore.Options{ChangeFeed: true})
 	defer s.Close()
 
 	t0 := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
@@ -149,11 +144,7 @@ func TestAppendNumbersOnly(t *testing.T) {
 	for _, feed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("feed=%v", feed), func(t *testing.T) {
 			ctx := context.Background()
-			url, schema := testenv.PostgresSchema(t)
-			s, err := pgstore.Open(ctx, url, pgstore.Options{Schema: schema, ChangeFeed: feed})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := openWith(t, pgstore.Options{ChangeFeed: feed})
 			defer s.Close()
 			t0 := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
 			rd := func(id string, sec int, v float64) *vigil.Reading {

@@ -22,10 +22,14 @@ import (
 func dbURL() string { return testenv.PostgresURL() }
 
 // open returns a store on a fresh schema, dropped after the test.
-func open(t testing.TB) *pgstore.Store {
+func open(t testing.TB) *pgstore.Store { return openWith(t, pgstore.Options{}) }
+
+// openWith is open with opts (their Schema is the fresh one's).
+func openWith(t testing.TB, opts pgstore.Options) *pgstore.Store {
 	t.Helper()
 	url, schema := testenv.PostgresSchema(t)
-	s, err := pgstore.Open(context.Background(), url, pgstore.Options{Schema: schema})
+	opts.Schema = schema
+	s, err := pgstore.Open(context.Background(), url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,14 +38,7 @@ func open(t testing.TB) *pgstore.Store {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, storetest.Harness{Open: func(t *testing.T) vigil.Store { return open(t) },
-		OpenRetaining: func(t *testing.T, r vigil.Retention) vigil.Store {
-			url, schema := testenv.PostgresSchema(t)
-			s, err := pgstore.Open(context.Background(), url, pgstore.Options{Schema: schema, Retention: r})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}})
+		OpenRetaining: func(t *testing.T, r vigil.Retention) vigil.Store { return openWith(t, pgstore.Options{Retention: r}) }})
 }
 
 // Opening again migrates nothing twice; samples land in the partition of

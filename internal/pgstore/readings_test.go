@@ -121,17 +121,11 @@ func TestAppendInOneStatement(t *testing.T) {
 		}
 	}
 
-	es, err := s.FeedAfter(ctx, 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, e := range es {
-		ids = append(ids, e.ReadingID)
+	ids := feedIDs(t, s, func(e vigil.FeedEntry) {
 		if e.ReadingID == "a3" && (!e.Time.Equal(t2) || !e.Received.Equal(t2.Add(time.Second)) || e.PatientID != "p1" || e.DeviceID != "mon") {
 			t.Fatalf("feed entry %+v", e)
 		}
-	}
+	})
 	if strings.Join(ids, " ") != "w0 c1 c2 c3 a1 a2 a3" {
 		t.Fatalf("feed %v, want w0 c1 c2 c3 a1 a2 a3", ids)
 	}
@@ -191,17 +185,27 @@ func TestAppendNumbersOnly(t *testing.T) {
 					t.Fatalf("%s has origin %+v", o.ID, o.Origin)
 				}
 			}
-			es, err := s.FeedAfter(ctx, 0, 10)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ids []string
-			for _, e := range es {
-				ids = append(ids, e.ReadingID)
-			}
-			if want := map[bool]string{false: "", true: "1 2 3 4 5"}[feed]; strings.Join(ids, " ") != want {
-				t.Fatalf("feed %v, want %q", ids, want)
+			if got, want := strings.Join(feedIDs(t, s, nil), " "), map[bool]string{false: "", true: "1 2 3 4 5"}[feed]; got != want {
+				t.Fatalf("feed %q, want %q", got, want)
 			}
 		})
 	}
+}
+
+// feedIDs returns the reading ids of the first ten feed entries, passing
+// each entry to check when it is not nil.
+func feedIDs(t *testing.T, s *pgstore.Store, check func(vigil.FeedEntry)) []string {
+	t.Helper()
+	es, err := s.FeedAfter(context.Background(), 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range es {
+		ids = append(ids, e.ReadingID)
+		if check != nil {
+			check(e)
+		}
+	}
+	return ids
 }

@@ -68,8 +68,8 @@ type Store struct {
 	// oneStatement counts batches AppendReadings stored with the upserting
 	// form of appendStatement, plain those stored with its plain form.
 	oneStatement, plain atomic.Int64
-	// plainPause is how many more batches go straight to the upserting form after
-	// the plain form met a key already stored.
+	// plainPause is how many more batches go straight to the upserting
+	// form after the plain form met a key already stored.
 	plainPause atomic.Int64
 	stop       chan struct{}
 	done       chan struct{}

@@ -257,7 +257,7 @@ VIGIL_NATS and VIGIL_ROLE mirror the flags.`,
 	f.BoolVar(&noHTTPLimits, "no-http-rate-limits", false, "lift the HTTP rate limits (per address, user and device) — for load tests only: they protect the server from a flood")
 	f.StringVar(&opts.NATS, "nats", envOr("VIGIL_NATS", ""), "JetStream mode: put NATS JetStream between ingest and storage, nats://host:4222 (comma-separated for a cluster; needs --postgres; env VIGIL_NATS)")
 	f.StringVar(&opts.NATSPrefix, "nats-prefix", envOr("VIGIL_NATS_PREFIX", "vigil"), "JetStream subject prefix; the stream is PREFIX_READINGS")
-	f.IntVar(&opts.PostgresCommits, "postgres-commits", 0, "with --postgres: group commits waiting on PostgreSQL at once (0: 1 when PostgreSQL is on this machine — loopback or a Unix socket — where it shares the cores, else 4 to cover the network round trip)")
+	f.IntVar(&opts.PostgresCommits, "postgres-commits", 0, "with --postgres and without --nats: group commits waiting on PostgreSQL at once (0: 1 when PostgreSQL is on this machine — loopback or a Unix socket — where it shares the cores, else 4 to cover the network round trip)")
 	f.IntVar(&opts.NATSReplicas, "nats-replicas", 1, "JetStream stream replicas (3 on a three-node cluster)")
 	f.StringVar(&opts.Role, "role", envOr("VIGIL_ROLE", "all"), "with --nats: all (take devices, work the stream, serve the API), ingest (take devices into the stream; serves the API), worker (store from the stream and run rules; serves the API, no devices) or api (the API, FHIR and the web app only); every node's live views show what any worker stored")
 	f.IntVar(&opts.MQTTMaxConns, "mqtt-max-conns", 50000, "concurrent MQTT connections in all (each client address at most 2,048, loopback unlimited); raise the process's open-file limit to match")

@@ -159,10 +159,11 @@ type Options struct {
 	Postgres       string
 	PostgresSchema string
 	// PostgresCommits is how many group commits may wait on PostgreSQL
-	// at once; 0: 1 when PostgreSQL is on this machine
-	// (pgstore.OnThisMachine), where it shares the cores and one commit
-	// at a time makes bigger, cheaper batches, else 4, which keep it busy
-	// across the network's round trips.
+	// at once (without NATS; with it they wait on JetStream, 4 at once).
+	// 0: 1 when PostgreSQL is on this machine (pgstore.OnThisMachine),
+	// where it shares the cores and one commit at a time makes bigger,
+	// cheaper batches; else 4, which keep it busy across the network's
+	// round trips.
 	PostgresCommits int
 	HTTPAddr        string       // default ":8080"
 	MQTTAddr        string       // default ":1883"
@@ -506,14 +507,18 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 		medtech.Format: medtech.NewDecoder(n.Store, table).Decode,
 		edge.Format:    edge.Decode,
 	}
-	if opts.Postgres != "" {
-		// A commit waits on PostgreSQL (and JetStream). Over a network,
-		// several under way keep it busy while this node prepares the
-		// next: vigil bench through a proxy adding 0.5 ms each way,
-		// 14.8k–16.1k readings/s with 4, 11.8k–12.6k with 1. On this
-		// machine's loopback, where PostgreSQL shares the two cores, one
-		// at a time: 69k–77k readings/s with 1, 63k–68k with 4
-		// (docs/benchmarks.md).
+	switch {
+	case opts.NATS != "":
+		// A commit waits on JetStream's acknowledgement: several under
+		// way keep it busy while this node prepares the next.
+		iopts.Commits = 4
+	case opts.Postgres != "":
+		// A commit waits on PostgreSQL. Over a network, several under way
+		// keep it busy while this node prepares the next: vigil bench
+		// through a proxy adding 0.5 ms each way, 14.8k–16.1k readings/s
+		// with 4, 11.8k–12.6k with 1. On this machine's loopback, where
+		// PostgreSQL shares the two cores, one at a time: 69k–77k
+		// readings/s with 1, 63k–68k with 4 (docs/benchmarks.md).
 		iopts.Commits = opts.PostgresCommits
 		if iopts.Commits <= 0 {
 			iopts.Commits = 4

@@ -105,7 +105,13 @@ func TestShareLinks(t *testing.T) {
 	page2, err := audit.Find(ctx, e.n.AuditStore, audit.Query{Limit: 1000})
 	must(t, err)
 	var share, opened, read bool
-	secret := link.Token[strings.LastIndex(link.Token, "_")+1:]
+	// "vgl_" + id + "_" + secret: the secret (base64url) may hold "_"
+	// itself, so it is what follows the second one, not the last.
+	parts := strings.SplitN(link.Token, "_", 3)
+	if len(parts) != 3 || len(parts[2]) < 16 {
+		t.Fatalf("share token %q is not vgl_{id}_{secret}", link.Token)
+	}
+	secret := parts[2]
 	for _, en := range page2.Entries {
 		b, _ := json.Marshal(en)
 		if strings.Contains(string(b), secret) {

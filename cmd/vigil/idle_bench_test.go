@@ -218,41 +218,13 @@ func dialIdle(addr string, n int, name, user, pass string, tlsConf *tls.Config) 
 				if i >= n {
 					return
 				}
-				attempt := 0
-			again:
-				src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
-				d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
-				conn, err := d.Dial("tcp", addr)
-				if err == nil && tlsConf != nil {
-					tc := tls.Client(conn, tlsConf)
-					tc.SetDeadline(time.Now().Add(30 * time.Second))
-					if err = tc.Handshake(); err == nil {
-						tc.SetDeadline(time.Time{})
-					}
-					conn = tc
-				}
-				if err == nil {
-					_, err = conn.Write(connectPacket(fmt.Sprintf("%s-%d", name, i), user, pass))
-				}
-				if err == nil {
-					conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-					ack := make([]byte, 4)
-					if _, err = io.ReadFull(conn, ack); err == nil && ack[3] == 3 {
-						err = errCONNACK3{}
-					} else if err == nil && ack[3] != 0 {
-						err = fmt.Errorf("CONNACK return code %d", ack[3])
-					}
+				conn, err := dialIdleOne(addr, i, name, user, pass, tlsConf)
+				for attempt := 1; errors.Is(err, errUnavailable) && attempt <= maxIdleRetries; attempt++ {
+					idleRetries.Add(1)
+					time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+					conn, err = dialIdleOne(addr, i, name, user, pass, tlsConf)
 				}
 				if err != nil {
-					if conn != nil {
-						conn.Close()
-					}
-					if refused := (errCONNACK3{}); errors.As(err, &refused) && attempt < maxIdleRetries {
-						attempt++
-						idleRetries.Add(1)
-						time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
-						goto again
-					}
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
 					continue
@@ -268,15 +240,50 @@ func dialIdle(addr string, n int, name, user, pass string, tlsConf *tls.Config) 
 	return conns, nil
 }
 
+// dialIdleOne makes connection i of dialIdle once: connected, or closed
+// and an error (errUnavailable for return code 3).
+func dialIdleOne(addr string, i int, name, user, pass string, tlsConf *tls.Config) (net.Conn, error) {
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%8))}
+	d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tlsConf != nil {
+		tc := tls.Client(conn, tlsConf)
+		tc.SetDeadline(time.Now().Add(30 * time.Second))
+		if err = tc.Handshake(); err == nil {
+			tc.SetDeadline(time.Time{})
+		}
+		conn = tc
+	}
+	if err == nil {
+		_, err = conn.Write(connectPacket(fmt.Sprintf("%s-%d", name, i), user, pass))
+	}
+	if err == nil {
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		ack := make([]byte, 4)
+		if _, err = io.ReadFull(conn, ack); err == nil && ack[3] == 3 {
+			err = errUnavailable
+		} else if err == nil && ack[3] != 0 {
+			err = fmt.Errorf("CONNACK return code %d", ack[3])
+		}
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
 // maxIdleRetries is how often dialIdle makes a connection again after
 // return code 3; idleRetries counts it, for this process's connections.
 const maxIdleRetries = 5
 
-var idleRetries atomic.Int64
-
-type errCONNACK3 struct{}
-
-func (errCONNACK3) Error() string { return "CONNACK return code 3 (server unavailable)" }
+var (
+	idleRetries    atomic.Int64
+	errUnavailable = errors.New("CONNACK return code 3 (server unavailable)")
+)
 
 func closeAll(conns []net.Conn) {
 	for _, c := range conns {

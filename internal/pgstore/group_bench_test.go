@@ -13,7 +13,8 @@ import (
 // BenchmarkGroupCommits puts on the store the load `vigil bench` puts on a
 // node in PostgreSQL mode: 16 devices numbering their readings, a heart
 // rate each, group commits of 128 readings (8 consecutive from each
-// device) with 4 under way at once, as internal/node runs them. It
+// device) with 4 under way at once, as a node runs them across a network
+// (on loopback it runs one: `vigil bench` measures that). It
 // reports readings/s; PostgreSQL shares the machine's cores with it, as
 // with the node.
 func BenchmarkGroupCommits(b *testing.B) {

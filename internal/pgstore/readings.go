@@ -252,22 +252,14 @@ func appendStatement(f appendForm) string {
 // An appendForm is one of appendStatement's forms.
 type appendForm struct{ upsert, feed, json bool }
 
-func (f appendForm) index() int { return b2i(f.upsert)<<2 | b2i(f.feed)<<1 | b2i(f.json) }
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// appendSQL holds appendStatement's forms by appendForm.index.
-var appendSQL = func() (out [8]string) {
+// appendSQL holds appendStatement's forms.
+var appendSQL = func() map[appendForm]string {
+	out := map[appendForm]string{}
 	for _, upsert := range []bool{false, true} {
 		for _, feed := range []bool{false, true} {
 			for _, json := range []bool{false, true} {
 				f := appendForm{upsert, feed, json}
-				out[f.index()] = appendStatement(f)
+				out[f] = appendStatement(f)
 			}
 		}
 	}
@@ -345,7 +337,7 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 	}
 
 	if s.plainPause.Load() <= 0 {
-		err := retry(func() error { _, err := s.pool.Exec(ctx, appendSQL[f.index()], args(f)...); return err })
+		err := retry(func() error { _, err := s.pool.Exec(ctx, appendSQL[f], args(f)...); return err })
 		if err == nil {
 			s.plain.Add(1)
 			return true, nil // every reading new
@@ -362,7 +354,7 @@ func (s *Store) appendKnown(ctx context.Context, rs []*vigil.Reading, res []vigi
 	fresh := map[[2]string]bool{}
 	err := retry(func() error {
 		clear(fresh)
-		rows, err := s.pool.Query(ctx, appendSQL[f.index()], args(f)...)
+		rows, err := s.pool.Query(ctx, appendSQL[f], args(f)...)
 		if err != nil {
 			return err
 		}
